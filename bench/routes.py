@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""Benchmark the kernel-facing path of netfleet.calico against the naive way.
+
+    .venv/bin/python bench/routes.py            (root; about a minute)
+
+1. Routes: in a fresh network namespace with 10 cali veths, program 1,000 and 10,000 /32
+   routes through iproute.reconcile_routes (one `ip -j` read + one `ip -batch`), re-run with
+   nothing to change, and compare with one `ip route add` process per route (measured for
+   1,000; the 10,000 figure is extrapolated from that sample and labelled so).
+2. Workloads: run the calico_workloads module (as Ansible runs it on a host: one Python
+   process) to create 100 and 500 endpoints, re-run it unchanged, remove them; compare with a
+   plain shell loop of `ip` commands doing the same per-endpoint work for 100 endpoints.
+
+Everything happens inside a namespace named nfbench-<random hex> (this process enters it with
+setns, so every `ip` runs there as it would on a host) and in workload namespaces named
+nfbench-<hex>-*; all of them are deleted at the end, also on failure. The results are printed
+and written to docs/benchmarks.md under "## bench/routes" (other sections are kept).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import datetime
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'collections'))
+
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute  # noqa: E402
+
+DOC = REPO / 'docs' / 'benchmarks.md'
+SECTION = '## bench/routes'
+VETHS = 10
+CLONE_NEWNET = 0x40000000
+
+
+def sh(argv, **kwargs):
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
+
+
+def enter_netns(name):
+    """Move this (single-threaded) process into a network namespace; the mount namespace is kept."""
+    fd = os.open('/run/netns/' + name, os.O_RDONLY)
+    try:
+        if hasattr(os, 'setns'):
+            os.setns(fd, CLONE_NEWNET)
+        else:
+            libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+
+
+def namespaces(prefix):
+    out = sh(['ip', 'netns', 'list']).stdout
+    return sorted(line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(prefix))
+
+
+def wait_netns_cleanup(seconds=2.0):
+    """Namespaces are destroyed asynchronously by the kernel; give it time between phases so one
+    phase's teardown does not slow down the next one's measurement."""
+    time.sleep(seconds)
+
+
+def timed(func, *args, **kwargs):
+    start = time.perf_counter()
+    result = func(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+# ------------------------------------------------------------------------------------------ routes
+def host_routes(count, base):
+    """``count`` /32 routes spread over the cali veths."""
+    routes = []
+    for i in range(count):
+        dst = '%s.%d.%d/32' % (base, i // 256, i % 256)
+        routes.append(iproute.Route(dst, 'unicast', None, 'cali%011d' % (i % VETHS), False, 0, 'link'))
+    return routes
+
+
+def bench_routes(ip):
+    def owned(route):
+        return bool(route.dev and route.dev.startswith('cali'))
+
+    rows = {}
+    for count in (1000, 10000):
+        desired = host_routes(count, '10.200')
+        secs, result = timed(iproute.reconcile_routes, ip, desired, include=owned)
+        assert result['changed'] and len(result['add']) == count, result['commands'][:3]
+        rows['new_%d' % count] = secs
+        secs, result = timed(iproute.reconcile_routes, ip, desired, include=owned)
+        assert not result['changed']
+        rows['nochange_%d' % count] = secs
+        secs, result = timed(iproute.reconcile_routes, ip, [], include=owned)
+        assert len(result['delete']) == count
+        rows['delete_%d' % count] = secs
+    # naive: one `ip route add` process per route
+    naive = host_routes(1000, '10.201')
+    start = time.perf_counter()
+    for route in naive:
+        subprocess.run(['ip', 'route', 'add', route.dst, 'dev', route.dev, 'scope', 'link', 'proto', '80'],
+                       check=True)
+    rows['naive_1000'] = time.perf_counter() - start
+    rows['naive_10000_extrapolated'] = rows['naive_1000'] * 10
+    iproute.reconcile_routes(ip, [], include=owned)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ workloads
+def run_workloads_module(endpoints, prefix, tmpdir):
+    path = Path(tmpdir) / 'args.json'
+    path.write_text(json.dumps({'ANSIBLE_MODULE_ARGS': {'endpoints': endpoints, 'netns_prefix': prefix}}))
+    env = dict(os.environ, PYTHONPATH=str(REPO / 'collections'))
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, '-m', 'ansible_collections.netfleet.calico.plugins.modules.calico_workloads',
+                           str(path)], capture_output=True, text=True, env=env, check=False)
+    secs = time.perf_counter() - start
+    result = json.loads(proc.stdout)
+    if result.get('failed'):
+        raise RuntimeError('calico_workloads failed: %s' % result.get('msg'))
+    return secs, result
+
+
+def endpoints(count, third):
+    return [{'name': 'w%d' % i, 'ip': '172.%d.%d.%d' % (third, i // 250, i % 250 + 1)} for i in range(count)]
+
+
+def naive_workloads_script(count, prefix):
+    """What one would write by hand: a shell loop of ip commands and sysctl writes, per endpoint."""
+    lines = ['set -e']
+    for i in range(count):
+        name = 'n%d' % i
+        ns, ifname, ip = prefix + name, iproute.workload_ifname(prefix + name), '172.30.%d.%d' % (i // 250, i % 250 + 1)
+        lines += [
+            'ip netns add %s' % ns,
+            'ip link add %s address ee:ee:ee:ee:ee:ee type veth peer name eth0 netns %s' % (ifname, ns),
+            'ip link set %s up' % ifname,
+            'echo 1 > /proc/sys/net/ipv4/conf/%s/proxy_arp' % ifname,
+            'echo 0 > /proc/sys/net/ipv4/neigh/%s/proxy_delay' % ifname,
+            'echo 1 > /proc/sys/net/ipv4/conf/%s/forwarding' % ifname,
+            'echo 1 > /proc/sys/net/ipv4/conf/%s/route_localnet' % ifname,
+            'ip -n %s link set lo up' % ns,
+            'ip -n %s link set eth0 up' % ns,
+            'ip -n %s addr add %s/32 dev eth0' % (ns, ip),
+            'ip -n %s route add 169.254.1.1 dev eth0 scope link' % ns,
+            'ip -n %s route add default via 169.254.1.1 dev eth0' % ns,
+            'ip route add %s/32 dev %s scope link proto 80' % (ip, ifname),
+        ]
+    return '\n'.join(lines) + '\n'
+
+
+def bench_workloads(prefix, tmpdir):
+    rows = {}
+    for count, third in ((100, 20), (500, 21)):
+        eps = endpoints(count, third)
+        secs, result = run_workloads_module(eps, prefix, tmpdir)
+        assert len(result['created']) == count, result.get('msg')
+        rows['create_%d' % count] = (secs, result['stats']['ip_calls'])
+        secs, result = run_workloads_module(eps, prefix, tmpdir)
+        assert not result['changed']
+        rows['nochange_%d' % count] = (secs, result['stats']['ip_calls'])
+        secs, result = run_workloads_module([], prefix, tmpdir)
+        assert len(result['removed']) == count
+        rows['remove_%d' % count] = (secs, result['stats']['ip_calls'])
+        wait_netns_cleanup()
+    script = Path(tmpdir) / 'naive.sh'
+    script.write_text(naive_workloads_script(100, prefix))
+    start = time.perf_counter()
+    subprocess.run(['sh', str(script)], check=True)
+    rows['naive_create_100'] = (time.perf_counter() - start, 100 * 9)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ report
+def machine():
+    model = 'unknown'
+    with open('/proc/cpuinfo') as handle:
+        for line in handle:
+            if line.startswith('model name'):
+                model = line.split(':', 1)[1].strip()
+                break
+    iproute2 = sh(['ip', '-V']).stdout.strip()
+    return {'date': datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC'),
+            'nproc': os.cpu_count(), 'kernel': platform.release(), 'cpu': model, 'iproute2': iproute2,
+            'python': platform.python_version()}
+
+
+def report(info, routes, workloads):
+    def rate(count, secs):
+        return f"{count / secs:,.0f}" if secs else "-"
+
+    r, w = routes, workloads
+    lines = [
+        SECTION,
+        '',
+        '`.venv/bin/python bench/routes.py` (root) - %s; %s CPUs (`nproc`), kernel %s, CPU "%s", %s, Python %s.'
+        % (info['date'], info['nproc'], info['kernel'], info['cpu'], info['iproute2'], info['python']),
+        '',
+        'Routes: /32 routes on 10 cali veths inside a fresh namespace. "reconcile" is',
+        '`iproute.reconcile_routes` (the path of calico_routes and calico_workloads): one `ip -j route show`',
+        'read, the plan, one `ip -batch`. "naive" is one `ip route add` process per route.',
+        '',
+        '| work | reconcile | routes/s | naive | routes/s | speed-up |',
+        '|---|---|---|---|---|---|',
+        '| 1,000 new routes | %.3f s | %s | %.2f s | %s | %.0fx |' % (
+            r['new_1000'], rate(1000, r['new_1000']), r['naive_1000'], rate(1000, r['naive_1000']),
+            r['naive_1000'] / r['new_1000']),
+        '| 10,000 new routes | %.3f s | %s | %.1f s (extrapolated from the 1,000 sample) | %s | %.0fx |' % (
+            r['new_10000'], rate(10000, r['new_10000']), r['naive_10000_extrapolated'],
+            rate(10000, r['naive_10000_extrapolated']), r['naive_10000_extrapolated'] / r['new_10000']),
+        '| 1,000 routes, nothing to change | %.3f s | | | | |' % r['nochange_1000'],
+        '| 10,000 routes, nothing to change | %.3f s | | | | |' % r['nochange_10000'],
+        '| delete 1,000 / 10,000 owned routes | %.3f s / %.3f s | | | | |' % (r['delete_1000'], r['delete_10000']),
+        '',
+        'Workloads: the calico_workloads module run as one Python process, as on a managed host (no',
+        'Ansible transport), each endpoint a namespace + veth + 4 sysctls + workload addresses/routes + host',
+        '/32 route. "naive" is a shell loop of the same `ip` commands and sysctl writes (13 per endpoint).',
+        '',
+        '| work | module | ip processes | naive shell loop | speed-up |',
+        '|---|---|---|---|---|',
+        '| create 100 endpoints | %.2f s | %d | %.2f s | %.1fx |' % (
+            w['create_100'][0], w['create_100'][1], w['naive_create_100'][0],
+            w['naive_create_100'][0] / w['create_100'][0]),
+        '| create 500 endpoints | %.2f s | %d | | |' % w['create_500'],
+        '| 100 endpoints, nothing to change | %.2f s | %d | | |' % w['nochange_100'],
+        '| 500 endpoints, nothing to change | %.2f s | %d | | |' % w['nochange_500'],
+        '| remove 100 / 500 endpoints | %.2f s / %.2f s | %d / %d | | |' % (
+            w['remove_100'][0], w['remove_500'][0], w['remove_100'][1], w['remove_500'][1]),
+        '',
+        'Targets: >= 20,000 routes/s for 10,000 new routes (%s), no-change re-run of 10,000 < 1 s (%s), '
+        '500 endpoints < 5 s (%s).' % (
+            'met' if 10000 / r['new_10000'] >= 20000 else 'MISSED', 'met' if r['nochange_10000'] < 1 else 'MISSED',
+            'met' if w['create_500'][0] < 5 else 'MISSED'),
+        '',
+        'Notes: one process for many changes is the whole gain (process start-up and, with `ip -n`, a mount',
+        'namespace per call dominate the naive figures). Removing endpoints moves their veths into one',
+        'unused device group and deletes the group with a single `ip link del group` (the kernel then',
+        'unregisters them as a batch; one `link del` per veth whose peer is in another namespace costs',
+        '~17 ms of RCU waits each, 200 took 3.5 s). The no-change re-run of the module reads each',
+        'workload namespace once (`ip -n NS -j -batch`, in parallel), which is most of its time.',
+        '',
+    ]
+    return '\n'.join(lines)
+
+
+def write_doc(section):
+    text = DOC.read_text() if DOC.exists() else '# Benchmarks\n'
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
+    if start is None:
+        text = text.rstrip('\n') + '\n\n' + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith('## ')), len(lines))
+        text = ''.join(lines[:start]) + section + ('\n' if end < len(lines) else '') + ''.join(lines[end:])
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit('bench/routes.py needs root (network namespaces)')
+    name = 'nfbench-' + secrets.token_hex(4)
+    prefix = name + '-'
+    sh(['ip', 'netns', 'add', name])
+    try:
+        lines = ['link set lo up']
+        for i in range(VETHS):
+            lines += ['link add cali%011d type veth peer name nfbp%d' % (i, i),
+                      'link set cali%011d up' % i, 'link set nfbp%d up' % i]
+        sh(['ip', '-n', name, '-batch', '-'], input='\n'.join(lines) + '\n')
+        enter_netns(name)
+        ip = iproute.IpCommand()
+        info = machine()
+        print('bench: namespace %s, %s CPUs, kernel %s, %s' % (name, info['nproc'], info['kernel'], info['cpu']))
+        routes = bench_routes(ip)
+        print(json.dumps({'routes': routes}, indent=1))
+        with tempfile.TemporaryDirectory(prefix='nfbench-') as tmpdir:
+            workloads = bench_workloads(prefix, tmpdir)
+        print(json.dumps({'workloads': workloads}, indent=1))
+        section = report(info, routes, workloads)
+        print(section)
+        write_doc(section)
+        print('bench: results written to %s' % DOC.relative_to(REPO))
+    finally:
+        for ns in namespaces(prefix) + [name]:
+            subprocess.run(['ip', 'netns', 'del', ns], check=False, capture_output=True)
+        left = namespaces(name)
+        if left:
+            print('bench: WARNING namespaces left: %s' % ' '.join(left), file=sys.stderr)
+
+
+if __name__ == '__main__':
+    main()

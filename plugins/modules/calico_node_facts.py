@@ -1,0 +1,219 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) netfleet.calico contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: calico_node_facts
+short_description: Read what a Calico-style node currently has (blocks, workloads, addresses, tools)
+version_added: 0.1.0
+description:
+  - Read-only. Returns the host's current block(s) (the blackhole routes tagged with I(protocol)), its
+    workload endpoints (from the ownership alias of the veths made by M(netfleet.calico.calico_workloads) and
+    their C(/32) routes), its IPv4 addresses, whether it has a default route, and the BIRD version and iptables
+    backend installed.
+  - The fabric is the datastore; these facts let the controller keep block and workload address allocations
+    stable across runs.
+  - One C(ip -j -batch) process reads all kernel state.
+author:
+  - netfleet.calico developers
+requirements:
+  - iproute2 (C(ip)) with JSON output (C(-j)).
+options:
+  protocol:
+    description: Route protocol number of the owned routes (Calico's Felix uses 80).
+    type: int
+    default: 80
+  interface_prefix:
+    description: Prefix of the host-side workload interfaces.
+    type: str
+    default: cali
+attributes:
+  check_mode:
+    support: full
+    description: Identical behaviour in check mode; never changes anything.
+  diff_mode:
+    support: none
+  facts:
+    support: full
+  platform:
+    support: full
+    platforms: posix
+    description: Linux with iproute2.
+seealso:
+  - module: netfleet.calico.calico_workloads
+  - module: netfleet.calico.calico_routes
+"""
+
+EXAMPLES = r"""
+- name: Read the node state
+  netfleet.calico.calico_node_facts:
+
+- name: Keep the current block if the host already has one
+  ansible.builtin.debug:
+    msg: "{{ calico_node_facts.blocks | first | default('none yet') }}"
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts set on the host.
+  returned: always
+  type: dict
+  contains:
+    calico_node_facts:
+      description: Same value as the top-level C(calico_node_facts).
+      type: dict
+      returned: always
+calico_node_facts:
+  description: The node state.
+  returned: always
+  type: dict
+  contains:
+    blocks:
+      description: CIDRs of the blackhole routes tagged with I(protocol) in the main table (the host's blocks), sorted.
+      type: list
+      elements: str
+      returned: always
+      sample: [172.17.8.0/24]
+    workloads:
+      description: Workload name to IPv4 address, for endpoints that have both the ownership alias and a C(/32) route.
+      type: dict
+      returned: always
+      sample: {web-1: 172.17.8.2}
+    endpoints:
+      description: Every endpoint veth with the ownership alias (also those without a route, ip null).
+      type: list
+      elements: dict
+      returned: always
+      sample: [{name: web-1, ifname: cali1c6e7b6ce3b, ip: 172.17.8.2, netns: calico-web-1, owned_netns: true}]
+    addresses:
+      description: Every IPv4 address on the host.
+      type: list
+      elements: dict
+      returned: always
+      sample: [{ifname: eth0, address: 192.168.100.100, prefixlen: 24}]
+    default_route:
+      description: Whether the main table has an IPv4 default route (proxy-ARP for the workloads' gateway needs one).
+      type: bool
+      returned: always
+    bird_version:
+      description: Version from C(bird --version), or null if BIRD is not installed.
+      type: str
+      returned: always
+      sample: 2.0.12
+    iptables_backend:
+      description: C(nft) or C(legacy) from C(iptables --version), or null if iptables is not installed.
+      type: str
+      returned: always
+      sample: nft
+"""
+
+import ipaddress
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute
+
+
+def collect(ip, protocol, prefix):
+    """Kernel part of the facts, from one ``ip -j -batch`` call."""
+    routes, addrs, defaults, links = ip.json_batch([
+        'route show table main proto %d' % protocol,
+        'addr show',
+        'route show table main exact 0.0.0.0/0',
+        'link show type veth',
+    ])
+    owned = [iproute.route_from_kernel(entry, 4) for entry in routes]
+    blocks = sorted({r.dst for r in owned if r.type == 'blackhole'}, key=_net_key)
+    host_routes = {}
+    for route in owned:
+        if route.type == 'unicast' and route.dev and route.dst.endswith('/32') and not route.via:
+            host_routes.setdefault(route.dev, route.dst[:-3])
+    endpoints, workloads = [], {}
+    for link in sorted(links, key=lambda item: item.get('ifname', '')):
+        ifname = link.get('ifname', '')
+        owner = iproute.decode_owner_alias(link.get('ifalias')) if ifname.startswith(prefix) else None
+        if owner is None:
+            continue
+        ip_addr = host_routes.get(ifname)
+        endpoints.append({'name': owner['name'], 'ifname': ifname, 'ip': ip_addr, 'netns': owner['netns'],
+                          'owned_netns': owner['owned']})
+        if ip_addr:
+            workloads[owner['name']] = ip_addr
+    addresses = [{'ifname': link.get('ifname'), 'address': info.get('local'), 'prefixlen': info.get('prefixlen')}
+                 for link in addrs for info in link.get('addr_info') or [] if info.get('family') == 'inet']
+    return {
+        'blocks': blocks,
+        'workloads': workloads,
+        'endpoints': endpoints,
+        'addresses': addresses,
+        'default_route': bool(defaults),
+    }
+
+
+def _net_key(cidr):
+    return ipaddress.ip_network(cidr)
+
+
+def parse_bird_version(text):
+    match = re.search(r'BIRD version\s+(\S+)', text or '')
+    return match.group(1) if match else None
+
+
+def parse_iptables_backend(text):
+    match = re.search(r'iptables v\S+(?:\s+\(([^)]+)\))?', text or '')
+    if not match:
+        return None
+    flavour = (match.group(1) or 'legacy').lower()
+    if 'nf_tables' in flavour or flavour == 'nft':
+        return 'nft'
+    return 'legacy' if 'legacy' in flavour else flavour
+
+
+def tool_output(module, name, args):
+    path = module.get_bin_path(name)
+    if not path:
+        return None
+    rc, out, err = module.run_command([path] + args, environ_update={'LC_ALL': 'C'})
+    return (out or '') + (err or '')
+
+
+def make_ip(module):
+    """The ip runner (unit tests replace this function)."""
+    return iproute.IpCommand(ip_bin=module.get_bin_path('ip', required=True))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            protocol=dict(type='int', default=iproute.CALICO_PROTOCOL),
+            interface_prefix=dict(type='str', default=iproute.DEFAULT_INTERFACE_PREFIX),
+        ),
+        supports_check_mode=True,
+    )
+    prefix = module.params['interface_prefix']
+    try:
+        protocol = iproute.normalize_protocol(module.params['protocol'])
+        if not prefix or not iproute.valid_ifname(prefix):
+            raise ValueError('invalid interface_prefix %r' % (prefix,))
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    ip = make_ip(module)
+    try:
+        facts = collect(ip, protocol, prefix)
+    except iproute.IprouteError as exc:
+        module.fail_json(**exc.to_dict())
+    bird = tool_output(module, 'bird', ['--version'])
+    facts['bird_version'] = parse_bird_version(bird) if bird is not None else None
+    iptables = tool_output(module, 'iptables', ['--version'])
+    facts['iptables_backend'] = parse_iptables_backend(iptables) if iptables is not None else None
+    module.exit_json(changed=False, calico_node_facts=facts, ansible_facts={'calico_node_facts': facts})
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,247 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) netfleet.calico contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: calico_routes
+short_description: Declare the complete set of routes a host owns under one route protocol number
+version_added: 0.1.0
+description:
+  - Makes the routes tagged with I(protocol) in I(table) exactly the given list, the way Calico's Felix owns
+    the routes it programs (protocol 80). Owned routes that are not listed are deleted.
+  - Routes of any other protocol (C(kernel), C(boot), C(static), C(bird), ...) are never read into the plan,
+    replaced or deleted. A listed route whose destination and metric are already taken by a route of
+    another protocol makes the module fail instead of overwriting it.
+  - Owned routes on interfaces whose names start with one of I(ignore_device_prefixes) belong to the
+    workload endpoints (M(netfleet.calico.calico_workloads)) and are left alone.
+  - All changes are applied with one C(ip -batch) process (deletions, additions, then atomic replacements).
+  - "Typical use is the host's block blackhole, C([{dest: 172.17.8.0/24, type: blackhole}]), so that unknown
+    addresses of the block are dropped instead of leaking to the default route, and BIRD exports the block."
+author:
+  - netfleet.calico developers
+requirements:
+  - iproute2 (C(ip)) with JSON output (C(-j)).
+options:
+  routes:
+    description:
+      - The complete list of owned routes. An empty list deletes every owned route (except those on ignored
+        devices).
+      - Routes are identified by I(dest) and I(metric), as in the kernel; listing the same pair twice is an error.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      dest:
+        description: Destination network in CIDR notation (host bits must be zero); IPv4 or IPv6.
+        type: str
+        required: true
+      type:
+        description: Route type. C(blackhole), C(unreachable) and C(prohibit) take no I(via) or I(dev).
+        type: str
+        choices: [unicast, blackhole, unreachable, prohibit]
+        default: unicast
+      via:
+        description: Gateway address (same family as I(dest)).
+        type: str
+      dev:
+        description: Output interface. A unicast route needs I(via) or I(dev).
+        type: str
+      onlink:
+        description:
+          - Pretend the gateway is directly attached on I(dev) (needs I(via) and I(dev)), as BIRD does for IPIP routes.
+        type: bool
+        default: false
+      metric:
+        description: Route metric (priority). Default 0 for IPv4, 1024 for IPv6, like the kernel.
+        type: int
+  protocol:
+    description:
+      - Route protocol number that marks the routes this module owns (Calico's Felix uses 80).
+      - 0-4 are refused (they are the kernel's own; C(boot) is what a plain C(ip route add) uses).
+    type: int
+    default: 80
+  table:
+    description: Routing table (C(main), a number, or a name from C(/etc/iproute2/rt_tables)).
+    type: str
+    default: main
+  ignore_device_prefixes:
+    description:
+      - Owned routes on devices starting with these prefixes are neither deleted nor reported.
+    type: list
+    elements: str
+    default: [cali]
+attributes:
+  check_mode:
+    support: full
+    description: Reads the routes and reports the changes it would make, without making them.
+  diff_mode:
+    support: full
+    description: The owned routes before and after, one per line, in C(ip route) notation.
+  platform:
+    support: full
+    platforms: posix
+    description: Linux with iproute2; run as root.
+notes:
+  - Both IPv4 and IPv6 owned routes are read (two C(ip -j) calls) and reconciled.
+seealso:
+  - module: netfleet.calico.calico_workloads
+  - module: netfleet.calico.calico_node_facts
+"""
+
+EXAMPLES = r"""
+- name: Own the host's block as a blackhole (exported by BIRD, drops unknown /32s)
+  netfleet.calico.calico_routes:
+    routes:
+      - dest: 172.17.8.0/24
+        type: blackhole
+
+- name: A remote block through an IPIP tunnel, next to the own block
+  netfleet.calico.calico_routes:
+    routes:
+      - {dest: 172.17.8.0/24, type: blackhole}
+      - {dest: 172.17.9.0/24, via: 192.168.200.101, dev: tun0, onlink: true}
+
+- name: Remove every route this module owns (workload routes on cali* stay)
+  netfleet.calico.calico_routes:
+    routes: []
+"""
+
+RETURN = r"""
+added:
+  description: Routes added (C(ip route) notation).
+  returned: always
+  type: list
+  elements: str
+  sample: [blackhole 172.17.8.0/24]
+replaced:
+  description: Routes replaced in place because an attribute differed.
+  returned: always
+  type: list
+  elements: str
+deleted:
+  description: Owned routes deleted.
+  returned: always
+  type: list
+  elements: str
+routes:
+  description: The owned routes after the run (C(ip route) notation, sorted).
+  returned: always
+  type: list
+  elements: str
+  sample: [blackhole 172.17.8.0/24]
+commands:
+  description: The C(ip -batch) lines applied (or that would be applied in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [route add blackhole 172.17.8.0/24 metric 0 proto 80 table main]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute
+
+
+def build_routes(params):
+    """Validate parameters; return (routes, protocol, table, ignore prefixes). Raise ValueError."""
+    protocol = iproute.normalize_protocol(params['protocol'])
+    table = iproute.normalize_table(params['table'])
+    ignore = []
+    for prefix in params['ignore_device_prefixes'] or []:
+        if not prefix or not iproute.valid_ifname(prefix):
+            raise ValueError('ignore_device_prefixes: invalid interface prefix %r' % (prefix,))
+        ignore.append(prefix)
+    routes, seen = [], {}
+    for index, spec in enumerate(params['routes'] or []):
+        try:
+            route = iproute.make_route(spec.get('dest'), type=spec.get('type'), via=spec.get('via'),
+                                       dev=spec.get('dev'), onlink=spec.get('onlink'), metric=spec.get('metric'))
+        except ValueError as exc:
+            raise ValueError('routes[%d]: %s' % (index, exc)) from None
+        if route.dev and any(route.dev.startswith(prefix) for prefix in ignore):
+            raise ValueError('routes[%d]: route %s uses device %s, which matches ignore_device_prefixes; routes on '
+                             'those devices belong to calico_workloads' % (index, route.dst, route.dev))
+        key = iproute.route_key(route)
+        if key in seen:
+            raise ValueError('routes[%d]: %s metric %d is already listed as routes[%d]' % (index, key[0], key[1],
+                                                                                          seen[key]))
+        seen[key] = index
+        routes.append(route)
+    return routes, protocol, table, ignore
+
+
+def reconcile(ip, routes, protocol, table, ignore, check_mode=False):
+    def include(route):
+        return not (route.dev and any(route.dev.startswith(prefix) for prefix in ignore))
+
+    result = iproute.reconcile_routes(ip, routes, protocol=protocol, table=table, include=include,
+                                      families=(4, 6), check_mode=check_mode)
+    return {
+        'changed': result['changed'],
+        'added': result['add'],
+        'replaced': result['replace'],
+        'deleted': result['delete'],
+        'routes': result['after'],
+        'commands': result['commands'],
+        'diff': {'before': ''.join(r + '\n' for r in result['before']),
+                 'after': ''.join(r + '\n' for r in result['after']),
+                 'before_header': 'routes proto %d table %s (kernel)' % (protocol, table),
+                 'after_header': 'routes proto %d table %s (wanted)' % (protocol, table)},
+    }
+
+
+def explain_failure(exc):
+    """Turn 'File exists' on an add into the likely cause: the key belongs to another protocol."""
+    for failure in exc.failures:
+        if 'File exists' in (failure.get('error') or '') and ' add ' in ' %s ' % (failure.get('command') or ''):
+            return ('route %r: destination and metric are taken by a route of another protocol, which this module '
+                    'never overwrites; remove that route or use another metric' % failure['command'])
+    return exc.msg
+
+
+def make_ip(module):
+    """The ip runner (unit tests replace this function)."""
+    return iproute.IpCommand(ip_bin=module.get_bin_path('ip', required=True))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            routes=dict(type='list', elements='dict', required=True, options=dict(
+                dest=dict(type='str', required=True),
+                type=dict(type='str', default='unicast', choices=list(iproute.ROUTE_TYPES)),
+                via=dict(type='str'),
+                dev=dict(type='str'),
+                onlink=dict(type='bool', default=False),
+                metric=dict(type='int'),
+            )),
+            protocol=dict(type='int', default=iproute.CALICO_PROTOCOL),
+            table=dict(type='str', default='main'),
+            ignore_device_prefixes=dict(type='list', elements='str', default=[iproute.DEFAULT_INTERFACE_PREFIX]),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        routes, protocol, table, ignore = build_routes(module.params)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    ip = make_ip(module)
+    try:
+        result = reconcile(ip, routes, protocol, table, ignore, check_mode=module.check_mode)
+    except iproute.IprouteError as exc:
+        details = exc.to_dict()
+        details['msg'] = explain_failure(exc)
+        module.fail_json(**details)
+    diff = result.pop('diff')
+    if module._diff:
+        result['diff'] = diff
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
