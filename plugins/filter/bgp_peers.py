@@ -1,0 +1,67 @@
+# -*- coding: utf-8 -*-
+# Copyright: netfleet.calico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""netfleet.calico.bgp_peers -- the BGP sessions of every host for a topology (docs: bgp_peers.yml)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+
+
+def _peers(nodes, topology, cluster_ids, host):
+    topology = _fabric.parse_topology(topology)
+    if not isinstance(nodes, Mapping):
+        raise _fabric.FabricError('input', 'nodes is not a mapping',
+                                  'pipe {host: {ip, as_number, rack?, role?}} into bgp_peers')
+    speakers = {}
+    for name in _fabric.natural_sorted(nodes):
+        node = nodes[name]
+        subject = _fabric.host_subject(name)
+        if not isinstance(node, Mapping):
+            raise _fabric.FabricError(subject, 'entry is not a mapping', 'give {ip, as_number, rack?, role?}')
+        ip = _fabric._address_or_none(node.get('ip') if isinstance(node.get('ip'), str) else None)
+        if ip is None:
+            raise _fabric.FabricError(subject, f"ip {node.get('ip')!r} is not an IPv4 address",
+                                      "set ip to the host's node IPv4 address")
+        reflector = bool(node.get('reflector')) or node.get('role') == 'reflector'
+        rack = node.get('rack')
+        speakers[str(name)] = {
+            'ip': str(ip),
+            'as_number': _fabric.parse_as_number(node.get('as_number', _fabric.DEFAULT_AS_NUMBER), subject,
+                                                 var='as_number'),
+            'rack': None if _fabric._is_unset(rack) else str(rack),
+            'reflector': reflector,
+        }
+    seen = {}
+    for name, node in speakers.items():
+        if node['ip'] in seen:
+            raise _fabric.FabricError(_fabric.host_subject(name), f"ip {node['ip']} is also used by host "
+                                                                  f"'{seen[node['ip']]}'",
+                                      'give each host its own node IP')
+        seen[node['ip']] = name
+    _fabric.check_peer_plan(speakers, topology)
+    overrides = {}
+    for rack, value in (cluster_ids or {}).items():
+        overrides[str(rack)] = _fabric.parse_cluster_id(value, _fabric.rack_subject(rack))
+    ids = _fabric.default_cluster_ids(speakers, overrides) if topology == 'route_reflector' else {}
+    plan = _fabric.compute_peers(speakers, topology, ids)
+    if host is not None:
+        if host not in plan:
+            raise _fabric.FabricError(_fabric.host_subject(host), 'is not among the nodes',
+                                      'pass the name of one of the piped nodes as host')
+        return plan[host]
+    return plan
+
+
+def bgp_peers(nodes, topology=_fabric.DEFAULT_TOPOLOGY, cluster_ids=None, host=None):
+    """Return ``{host: [peer, ...]}`` (or one host's list with ``host=``)."""
+    return _fabric.run_filter('bgp_peers', _peers, nodes, topology, cluster_ids, host)
+
+
+class FilterModule:
+    """netfleet.calico BGP peer filter."""
+
+    def filters(self):
+        return {'bgp_peers': bgp_peers}

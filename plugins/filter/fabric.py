@@ -1,0 +1,23 @@
+# -*- coding: utf-8 -*-
+# Copyright: netfleet.calico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""netfleet.calico.fabric -- the composed fabric plan plus the full preflight (docs: fabric.yml)."""
+
+from __future__ import annotations
+
+from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+
+
+def fabric(hostvars, groups, racks=None, pool=None, block_prefix=_fabric.DEFAULT_BLOCK_PREFIX,
+           topology=_fabric.DEFAULT_TOPOLOGY, ipip_mode=_fabric.DEFAULT_IPIP_MODE,
+           as_number=_fabric.DEFAULT_AS_NUMBER):
+    """``hostvars | netfleet.calico.fabric(groups)``: the plan, or one preflight error line."""
+    return _fabric.build_fabric(hostvars, groups, racks=racks, pool=pool, block_prefix=block_prefix,
+                                topology=topology, ipip_mode=ipip_mode, as_number=as_number)
+
+
+class FilterModule:
+    """netfleet.calico fabric planning filter."""
+
+    def filters(self):
+        return {'fabric': fabric}

@@ -1,0 +1,31 @@
+# -*- coding: utf-8 -*-
+# Copyright: netfleet.calico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""netfleet.calico.workload_addresses -- fill each workload's /32 (docs: workload_addresses.yml)."""
+
+from __future__ import annotations
+
+from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+
+
+def _assign(workloads, block, current, host):
+    subject = _fabric.host_subject(host) if host else 'input'
+    if _fabric._is_unset(block):
+        raise _fabric.FabricError(subject, 'no block given', "pass the host's block, e.g. workload_addresses(block)")
+    net = _fabric.parse_network(block, subject, 'block', 'pass the host block as a CIDR such as 172.17.8.0/24')
+    if net.prefixlen > _fabric.MAX_BLOCK_PREFIX:
+        raise _fabric.FabricError(subject, f'block {net} has no room for workloads',
+                                  f'use a block of /{_fabric.MAX_BLOCK_PREFIX} or bigger')
+    return _fabric.assign_workload_ips(net, workloads, current, subject=subject)
+
+
+def workload_addresses(workloads, block, current=None, host=None):
+    """Return the workload list with ``ip`` filled: explicit > current > next free from network + 2."""
+    return _fabric.run_filter('workload_addresses', _assign, workloads, block, current, host)
+
+
+class FilterModule:
+    """netfleet.calico workload address filter."""
+
+    def filters(self):
+        return {'workload_addresses': workload_addresses}
