@@ -1,0 +1,337 @@
+"""The lab itself: playbooks/lab_up.yml, lab_down.yml, lab_fabric and the netns connection, on the real kernel.
+
+Needs root. One lab is built from inventories/lab for the module with a run-specific prefix
+(NETFLEET_LAB_PREFIX=t<4 hex>) and always torn down by lab_down.yml in the fixture's finalizer (plus a
+last-resort cleanup of that prefix's namespaces and state directory). Tests run in file order and share
+the lab; the last one tears it down and checks that a second teardown is a no-op.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / '.venv' / 'bin'
+INVENTORY = REPO / 'inventories' / 'lab'
+RECAP = re.compile(r'^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)'
+                   r'\s+failed=(?P<failed>\d+)')
+TIMINGS: dict[str, float] = {}
+
+pytestmark = pytest.mark.lab
+
+
+def sh(argv, check=True, **kw):
+    return subprocess.run([str(a) for a in argv], check=check, capture_output=True, text=True, **kw)
+
+
+def ipj(*args):
+    return json.loads(sh(['ip', '-j', *args]).stdout or '[]')
+
+
+def namespaces():
+    return {line.split()[0] for line in sh(['ip', 'netns', 'list']).stdout.splitlines() if line.strip()}
+
+
+def root_snapshot():
+    """Interfaces, addresses and routes of the root namespace (what the lab must never add to)."""
+    links = sorted((link['ifname'], link['ifindex']) for link in ipj('link', 'show'))
+    addrs = sorted((link['ifname'], a['family'], a['local'], a['prefixlen'])
+                   for link in ipj('addr', 'show') for a in link.get('addr_info', []))
+    routes = sorted(json.dumps({k: r.get(k) for k in ('type', 'dst', 'gateway', 'dev', 'table', 'protocol')},
+                               sort_keys=True)
+                    for r in ipj('route', 'show', 'table', 'all') + ipj('-6', 'route', 'show', 'table', 'all'))
+    return {'links': links, 'addrs': addrs, 'routes': routes}
+
+
+def rack1(doc):
+    return doc['all']['children']['calico_racks']['children']['rack1']
+
+
+def write_inventory(path, doc):
+    """A copy of inventories/lab (same group_vars) with hosts.yml replaced by doc."""
+    shutil.copytree(INVENTORY / 'group_vars', path / 'group_vars')
+    (path / 'hosts.yml').write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+class Lab:
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.state_dir = Path(f'/run/netfleet/{prefix}')
+        self.env = dict(os.environ, NETFLEET_LAB_PREFIX=prefix, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'),
+                        ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', ANSIBLE_DEPRECATION_WARNINGS='0')
+        self.doc = yaml.safe_load((INVENTORY / 'hosts.yml').read_text())
+        self.hosts = {name: hv['calico_node_ip'] for name, hv in rack1(self.doc)['hosts'].items()}
+        self.fabric = f'{prefix}-fabric'
+        self.router = f'{prefix}-router'
+
+    def netns(self, host):
+        return f'{self.prefix}-{host}'
+
+    def run(self, tool, *args, check=True, label=None):
+        start = time.monotonic()
+        proc = subprocess.run([str(VENV_BIN / tool), *map(str, args)], capture_output=True, text=True,
+                              env=self.env, cwd=REPO)
+        if label:
+            TIMINGS[label] = round(time.monotonic() - start, 2)
+        proc.recap = {m['host']: {k: int(v) for k, v in m.groupdict().items() if k != 'host'}
+                      for m in map(RECAP.match, proc.stdout.splitlines()) if m}
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{tool} {' '.join(map(str, args))} failed rc={proc.returncode}\n"
+                                 f'{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}')
+        return proc
+
+    def playbook(self, name, *args, **kw):
+        return self.run('ansible-playbook', REPO / 'playbooks' / name, *args, **kw)
+
+    def adhoc(self, host, module, module_args, **kw):
+        return self.run('ansible', host, '-m', module, '-a', module_args, **kw)
+
+    def ns_json(self, netns, *args):
+        return json.loads(sh(['ip', '-n', netns, '-j', *args]).stdout or '[]')
+
+    def ifindexes(self):
+        """ifindex of every fabric port and host eth0: unchanged means not rebuilt."""
+        out = {f'{self.fabric}/{link["ifname"]}': link['ifindex'] for link in self.ns_json(self.fabric, 'link')}
+        for host in self.hosts:
+            for link in self.ns_json(self.netns(host), 'link', 'show', 'dev', 'eth0'):
+                out[f'{self.netns(host)}/eth0'] = link['ifindex']
+        return out
+
+    def ping(self, netns, address):
+        return sh(['ip', 'netns', 'exec', netns, 'ping', '-n', '-c', '1', '-W', '2', address], check=False)
+
+    def leftovers(self):
+        return sorted(n for n in namespaces() if n.startswith(self.prefix + '-'))
+
+
+@pytest.fixture(scope='module')
+def lab():
+    prefix = 't' + secrets.token_hex(2)
+    while any(n.startswith(prefix + '-') for n in namespaces()) or os.path.exists(f'/run/netfleet/{prefix}'):
+        prefix = 't' + secrets.token_hex(2)
+    lab = Lab(prefix)
+    lab.root_before = root_snapshot()
+    try:
+        lab.up = lab.playbook('lab_up.yml', label='lab_up (first run)')
+        yield lab
+    finally:
+        lab.playbook('lab_down.yml', check=False, label='lab_down (finalizer)')
+        left = lab.leftovers()
+        for ns in left:  # last resort, our prefix only
+            sh(['ip', 'netns', 'del', ns], check=False)
+        shutil.rmtree(lab.state_dir, ignore_errors=True)
+        print(f'\nlab {prefix} timings (s): {json.dumps(TIMINGS)}')
+        assert not left, f'lab_down left namespaces behind: {left}'
+
+
+def test_lab_up_builds_namespaces(lab):
+    assert lab.up.recap['localhost']['changed'] == 1, lab.up.stdout
+    want = {lab.fabric, lab.router} | {lab.netns(h) for h in lab.hosts}
+    assert want <= namespaces()
+    assert lab.state_dir.is_dir()
+    bridges = [link['ifname'] for link in lab.ns_json(lab.fabric, '-d', 'link')
+               if link.get('linkinfo', {}).get('info_kind') == 'bridge']
+    assert bridges == ['br-rack1']
+
+
+def test_host_addresses_and_default_routes(lab):
+    for host, ip in lab.hosts.items():
+        eth0 = lab.ns_json(lab.netns(host), '-d', 'addr', 'show', 'dev', 'eth0')[0]
+        assert eth0['linkinfo']['info_kind'] == 'veth'
+        assert 'UP' in eth0['flags']
+        inet = [f"{a['local']}/{a['prefixlen']}" for a in eth0['addr_info'] if a['family'] == 'inet']
+        assert inet == [f'{ip}/24'], (host, inet)
+        routes = lab.ns_json(lab.netns(host), 'route', 'show', 'default')
+        assert [(r['gateway'], r['dev']) for r in routes] == [('192.168.100.1', 'eth0')], (host, routes)
+        lo = lab.ns_json(lab.netns(host), 'link', 'show', 'dev', 'lo')[0]
+        assert 'UP' in lo['flags']
+    # the router: the gateway address, forwarding on, only connected routes
+    leg = lab.ns_json(lab.router, 'addr', 'show', 'dev', 'gw-rack1')[0]
+    assert [f"{a['local']}/{a['prefixlen']}" for a in leg['addr_info'] if a['family'] == 'inet'] == ['192.168.100.1/24']
+    assert sh(['ip', 'netns', 'exec', lab.router, 'cat', '/proc/sys/net/ipv4/ip_forward']).stdout.strip() == '1'
+    assert {r.get('protocol') for r in lab.ns_json(lab.router, 'route', 'show', 'table', 'main')} == {'kernel'}
+
+
+def test_hosts_ping_each_other_and_the_router(lab):
+    names = sorted(lab.hosts)
+    for src in names:
+        for dst in [*names, 'router']:
+            if dst == src:
+                continue
+            address = '192.168.100.1' if dst == 'router' else lab.hosts[dst]
+            result = lab.ping(lab.netns(src), address)
+            assert result.returncode == 0, f'{src} -> {dst} ({address}): {result.stdout}{result.stderr}'
+
+
+def test_root_namespace_untouched(lab):
+    after = root_snapshot()
+    for key in ('links', 'addrs', 'routes'):
+        assert after[key] == lab.root_before[key], f'the lab changed the root namespace ({key})'
+    assert not any(link['ifname'].startswith(('br-', 'gw-', 'h-')) for link in ipj('link', 'show'))
+    # the only root-namespace change allowed: a larger neighbour table
+    gc3 = int(Path('/proc/sys/net/ipv4/neigh/default/gc_thresh3').read_text())
+    assert gc3 >= 32768
+
+
+def test_netns_connection_runs_inside_the_namespace(lab):
+    proc = lab.adhoc('host-a', 'ansible.builtin.command', 'ip -j addr', label='ansible command via netns')
+    first, _, stdout = proc.stdout.partition('\n')
+    assert first.startswith('host-a | CHANGED | rc=0'), proc.stdout
+    seen = {(link['ifname'], a['local']) for link in json.loads(stdout) for a in link.get('addr_info', [])
+            if a['family'] == 'inet'}
+    assert seen == {('lo', '127.0.0.1'), ('eth0', lab.hosts['host-a'])}, seen
+    root_inet = {a for (_, fam, a, _) in lab.root_before['addrs'] if fam == 'inet' and a != '127.0.0.1'}
+    assert not root_inet & {a for _, a in seen}
+
+    # /sys is the namespace's: eth0's MAC there is the veth's, not the root eth0's
+    proc = lab.adhoc('host-a', 'ansible.builtin.slurp', 'src=/sys/class/net/eth0/address')
+    content = re.search(r'content:\s*(\S+)', proc.stdout).group(1)
+    mac = base64.b64decode(content).decode().strip()
+    assert mac == lab.ns_json(lab.netns('host-a'), 'link', 'show', 'dev', 'eth0')[0]['address']
+    assert mac not in {link.get('address') for link in ipj('link', 'show')}
+
+
+def test_delegate_to_and_become(lab, tmp_path):
+    """The lab's ansible_netns_prefix (not an ansible_netns built from inventory_hostname) follows delegate_to."""
+    inventory = write_inventory(tmp_path / 'inv', lab.doc)
+    playbook = tmp_path / 'delegate.yml'
+    playbook.write_text(yaml.safe_dump([{
+        'hosts': 'host-a', 'gather_facts': False,
+        'tasks': [
+            {'ansible.builtin.command': 'ip -j -4 addr show dev eth0', 'delegate_to': 'host-b', 'register': 'b'},
+            {'ansible.builtin.command': 'ip -j -4 addr show dev eth0', 'register': 'a'},
+            {'ansible.builtin.command': 'id -u', 'become': True, 'register': 'root'},
+            {'ansible.builtin.copy': {'dest': f'{lab.state_dir}/delegate.json', 'mode': '0644', 'content':
+                '{{ {"a": a.stdout | from_json, "b": b.stdout | from_json, "uid": root.stdout} | to_json }}'},
+             'delegate_to': 'localhost'},
+        ],
+    }]))
+    lab.run('ansible-playbook', '-i', inventory, playbook)
+    seen = json.loads((lab.state_dir / 'delegate.json').read_text())
+    assert seen['a'][0]['addr_info'][0]['local'] == lab.hosts['host-a']
+    assert seen['b'][0]['addr_info'][0]['local'] == lab.hosts['host-b']
+    assert seen['uid'] == '0'
+
+
+@pytest.mark.parametrize('pipelining', ['true', 'false'])
+def test_file_transfer(lab, tmp_path, pipelining):
+    src = tmp_path / 'payload.txt'
+    src.write_text('payload for {{ not templated }}\n')
+    (tmp_path / 'hello.j2').write_text('host={{ inventory_hostname }} ip={{ calico_node_ip }} '
+                                       'netns={{ ansible_netns_prefix }}{{ inventory_hostname }}\n')
+    fetched = tmp_path / 'fetched'
+    playbook = tmp_path / 'transfer.yml'
+    playbook.write_text(yaml.safe_dump([{
+        'name': 'file transfer through the netns connection',
+        'hosts': 'host-a:host-b',
+        'gather_facts': False,
+        'tasks': [
+            {'name': 'copy', 'ansible.builtin.copy': {
+                'src': str(src), 'dest': f'{lab.state_dir}/xfer-{pipelining}-{{{{ inventory_hostname }}}}.txt',
+                'mode': '0644'}},
+            {'name': 'template', 'ansible.builtin.template': {
+                'src': str(tmp_path / 'hello.j2'),
+                'dest': f'{lab.state_dir}/tmpl-{pipelining}-{{{{ inventory_hostname }}}}.txt', 'mode': '0644'}},
+            {'name': 'fetch', 'ansible.builtin.fetch': {
+                'src': f'{lab.state_dir}/tmpl-{pipelining}-{{{{ inventory_hostname }}}}.txt',
+                'dest': f'{fetched}/{{{{ inventory_hostname }}}}.txt', 'flat': True}},
+        ],
+    }]))
+    env_backup = lab.env
+    lab.env = dict(lab.env, ANSIBLE_PIPELINING=pipelining)
+    try:
+        first = lab.run('ansible-playbook', playbook, label=f'file transfer (pipelining={pipelining})')
+        second = lab.run('ansible-playbook', playbook)
+    finally:
+        lab.env = env_backup
+    for host in ('host-a', 'host-b'):
+        assert first.recap[host]['changed'] == 3, first.stdout
+        assert second.recap[host]['changed'] == 0, second.stdout
+        assert (lab.state_dir / f'xfer-{pipelining}-{host}.txt').read_text() == src.read_text()
+        want = f'host={host} ip={lab.hosts[host]} netns={lab.netns(host)}\n'
+        assert (lab.state_dir / f'tmpl-{pipelining}-{host}.txt').read_text() == want
+        assert (fetched / f'{host}.txt').read_text() == want
+
+
+def test_lab_up_is_idempotent(lab):
+    before = lab.ifindexes()
+    proc = lab.playbook('lab_up.yml', label='lab_up (second run)')
+    assert proc.recap['localhost']['changed'] == 0, proc.stdout
+    proc = lab.playbook('lab_up.yml', '--check', '--diff', label='lab_up --check --diff')
+    assert proc.recap['localhost']['changed'] == 0, proc.stdout
+    assert lab.ifindexes() == before
+
+
+def test_adding_a_host_adds_only_that_host(lab, tmp_path):
+    doc = copy.deepcopy(lab.doc)
+    rack1(doc)['hosts']['host-d'] = {'calico_node_ip': '192.168.100.103', 'calico_workloads': [{'name': 'd1'}]}
+    inventory = write_inventory(tmp_path / 'inv', doc)
+    before_ns, before_idx = namespaces(), lab.ifindexes()
+    proc = lab.playbook('lab_up.yml', '-i', inventory, label='lab_up (one host added)')
+    assert proc.recap['localhost']['changed'] == 1, proc.stdout
+    assert namespaces() - before_ns == {lab.netns('host-d')}
+    after_idx = lab.ifindexes()
+    assert {k: after_idx.get(k) for k in before_idx} == before_idx, 'existing hosts were rewired'
+    assert lab.ping(lab.netns('host-d'), lab.hosts['host-a']).returncode == 0
+    assert lab.playbook('lab_up.yml', '-i', inventory).recap['localhost']['changed'] == 0
+
+
+@pytest.mark.parametrize('case', ['node_ip_outside_segment', 'rack_without_segment'])
+def test_bad_inventory_fails_with_one_line(lab, tmp_path, case):
+    doc = copy.deepcopy(lab.doc)
+    if case == 'node_ip_outside_segment':
+        rack1(doc)['hosts']['host-c']['calico_node_ip'] = '10.0.0.5'
+        expect = r"netfleet\.calico\.lab_spec: host 'host-c': calico_node_ip 10\.0\.0\.5 is outside rack 'rack1'"
+    else:
+        del rack1(doc)['vars']['lab_segment']
+        expect = r"netfleet\.calico\.lab_spec: rack 'rack1': has no lab_segment — set lab_segment"
+    before = lab.ifindexes()
+    proc = lab.playbook('lab_up.yml', '-i', write_inventory(tmp_path / 'inv', doc), check=False)
+    assert proc.returncode != 0
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if 'netfleet.calico.lab_spec:' in line]
+    assert lines and re.search(expect, lines[0]), proc.stdout[-3000:]
+    assert lab.ifindexes() == before
+
+
+def test_lab_down_removes_everything_and_is_idempotent(lab):
+    # a daemon of a lab host, the way the roles run BIRD: inside the host's namespace, its pid file in state_dir
+    pidfile = lab.state_dir / 'host-a' / 'fake.pid'
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    daemon = subprocess.Popen(['ip', 'netns', 'exec', lab.netns('host-a'), sys.executable, '-c',
+                               'import time; time.sleep(600)', str(pidfile)], start_new_session=True)
+    pidfile.write_text(f'{daemon.pid}\n')  # `ip netns exec` execs: same pid
+    # a decoy whose pid file is in state_dir but whose command line does not name it: must survive
+    decoy = subprocess.Popen(['sleep', '600'], start_new_session=True)
+    (lab.state_dir / 'decoy.pid').write_text(f'{decoy.pid}\n')
+    try:
+        proc = lab.playbook('lab_down.yml', label='lab_down')
+        assert proc.recap['localhost']['changed'] == 1, proc.stdout
+        assert daemon.wait(timeout=5) is not None
+        assert decoy.poll() is None, 'lab_down killed a process its pid file did not identify'
+        assert lab.leftovers() == []
+        assert not lab.state_dir.exists()
+        proc = lab.playbook('lab_down.yml', label='lab_down (second run)')
+        assert proc.recap['localhost']['changed'] == 0, proc.stdout
+        # the connection now says what to do
+        proc = lab.adhoc('host-a', 'ansible.builtin.ping', '', check=False)
+        assert f"network namespace '{lab.netns('host-a')}' does not exist: run playbooks/lab_up.yml first" \
+            in proc.stdout + proc.stderr
+    finally:
+        for proc in (daemon, decoy):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
