@@ -1,0 +1,150 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netfleet.calico contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: calico_bgp_status
+short_description: Read a host's BGP sessions and routes, like calicoctl node status
+version_added: 0.1.0
+description:
+  - Asks the host's BIRD (C(birdc show protocols all)) for every BGP session with its state, the time of
+    its last state change and its route counts, and reads the kernel's routing table for the routes BIRD
+    installed (C(proto bird)), the workload routes and the blackholed blocks this collection owns.
+  - Read-only; never reports a change.
+author:
+  - netfleet.calico contributors
+options:
+  socket:
+    description: BIRD control socket.
+    type: path
+    default: /run/bird/bird.ctl
+  birdc_binary:
+    description: Path or name of the C(birdc) binary.
+    type: str
+    default: birdc
+  protocol:
+    description: Route protocol number that tags routes owned by this collection.
+    type: int
+    default: 80
+  interface_prefix:
+    description: Name prefix of workload interfaces.
+    type: str
+    default: cali
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Read BGP status
+  netfleet.calico.calico_bgp_status:
+    socket: /run/bird/bird.ctl
+  register: bgp
+
+- name: Fail unless every session is up
+  ansible.builtin.assert:
+    that: bgp.sessions | rejectattr('established') | list | length == 0
+"""
+
+RETURN = r"""
+bird_running:
+  description: Whether BIRD answered on its socket.
+  returned: always
+  type: bool
+sessions:
+  description: One entry per BGP protocol.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: mesh_192_168_100_101
+      description: host-b
+      peer_ip: 192.168.100.101
+      peer_as: 64512
+      local_as: 64512
+      type: ibgp
+      state: up
+      since: "2026-11-25 11:50:47"
+      info: Established
+      established: true
+      imported: 1
+      exported: 1
+routes:
+  description: Kernel routes by owner.
+  returned: always
+  type: dict
+  sample:
+    bird: [{dest: 172.17.9.0/24, gateway: 192.168.100.101, dev: eth0}]
+    workloads: [{dest: 172.17.8.2, dev: cali1a2b3c4d5e6}]
+    blackholes: [172.17.8.0/24]
+"""
+
+import json
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.netfleet.calico.plugins.module_utils.bird import bgp_sessions, parse_protocols
+
+
+def read_routes(module, protocol, prefix):
+    ip = module.get_bin_path("ip", required=True)
+    rc, out, err = module.run_command([ip, "-j", "-4", "route", "show", "table", "main"])
+    if rc != 0:
+        module.fail_json(msg="ip route show failed: %s" % err.strip())
+    routes = {"bird": [], "workloads": [], "blackholes": [], "owned": []}
+    for r in json.loads(out or "[]"):
+        proto = str(r.get("protocol", ""))
+        entry = {"dest": r.get("dst"), "gateway": r.get("gateway"), "dev": r.get("dev")}
+        if proto == "bird":
+            routes["bird"].append(entry)
+        elif proto == str(protocol):
+            if r.get("type") == "blackhole":
+                routes["blackholes"].append(r.get("dst"))
+            elif (r.get("dev") or "").startswith(prefix):
+                routes["workloads"].append(entry)
+            else:
+                routes["owned"].append(entry)
+    return routes
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            socket=dict(type="path", default="/run/bird/bird.ctl"),
+            birdc_binary=dict(type="str", default="birdc"),
+            protocol=dict(type="int", default=80),
+            interface_prefix=dict(type="str", default="cali"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    birdc = module.get_bin_path(p["birdc_binary"])
+    sessions, running, error = [], False, None
+    if birdc is None:
+        error = "birdc not found: install bird2"
+    else:
+        rc, out, err = module.run_command([birdc, "-s", p["socket"], "show", "protocols", "all"])
+        if rc == 0 and "ready." in out:
+            running = True
+            sessions = bgp_sessions(parse_protocols(out))
+        else:
+            error = (err or out).strip() or "BIRD does not answer on %s" % p["socket"]
+    result = dict(changed=False, bird_running=running, sessions=sessions,
+                  routes=read_routes(module, p["protocol"], p["interface_prefix"]))
+    if error:
+        result["bird_error"] = error
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

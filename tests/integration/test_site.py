@@ -1,0 +1,145 @@
+"""site.yml end to end on a real netns lab: check mode, idempotence, growth, preflight.
+
+Needs root. One lab (inventories/lab copied to a temporary directory so it can be
+edited) is built for the module, with a run-specific name prefix, and removed at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from netfleet_lab import REPO, Lab, namespaces
+
+pytestmark = pytest.mark.lab
+
+HOSTS_YML = REPO / "inventories" / "lab" / "hosts.yml"
+
+
+def write_inventory(path, hosts_doc):
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "group_vars").exists():
+        shutil.copytree(REPO / "inventories" / "lab" / "group_vars", path / "group_vars")
+    (path / "hosts.yml").write_text(yaml.safe_dump(hosts_doc, sort_keys=False))
+    return path
+
+
+def rack1(doc):
+    return doc["all"]["children"]["calico_racks"]["children"]["rack1"]["hosts"]
+
+
+@pytest.fixture(scope="module")
+def base_doc():
+    return yaml.safe_load(HOSTS_YML.read_text())
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, base_doc):
+    prefix = os.environ.get("NETFLEET_LAB_PREFIX", "t") + "s"
+    inv = write_inventory(tmp_path_factory.mktemp("inv"), base_doc)
+    lab = Lab(inv, prefix)
+    try:
+        lab.playbook("playbooks/lab_up.yml")
+        yield lab
+    finally:
+        lab.playbook("playbooks/lab_down.yml", check=False)
+        left = [n for n in namespaces() if n.startswith(prefix + "-")]
+        assert not left, f"lab_down left namespaces behind: {left}"
+
+
+def _bad(lab, tmp_path, base_doc, mutate, expect):
+    """Run site.yml on a broken copy of the inventory: one-line error, no host changed."""
+    doc = copy.deepcopy(base_doc)
+    mutate(doc)
+    inv = write_inventory(tmp_path / "bad", doc)
+    before = lab.fleet_state()
+    proc = lab.playbook("site.yml", inventory=str(inv), check=False)
+    after = lab.fleet_state()
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "netfleet.calico preflight" in ln]
+    assert lines, proc.stdout[-3000:]
+    assert re.search(expect, lines[0]), lines[0]
+    assert before == after, "a host was changed by a run that failed preflight"
+    assert all(r["changed"] == 0 for r in proc.recap.values()), proc.recap
+    return lines[0]
+
+
+# --- preflight: bad inventories fail before any host is touched -------------------------------------------
+# (run first, on the fresh lab, so "nothing changed" is measured against untouched hosts)
+
+PREFLIGHT_CASES = {
+    "invalid_pool_cidr": (lambda d: d["all"]["vars"].update(calico_pool="172.17.0.0/33"), r"calico_pool"),
+    "block_outside_pool": (lambda d: rack1(d)["host-c"].update(calico_block="10.9.0.0/24"),
+                           r"host-c.*10\.9\.0\.0/24.*outside"),
+    "block_overlap": (lambda d: rack1(d)["host-c"].update(calico_block="172.17.8.0/24"), r"host-[ac].*overlap"),
+    "pool_exhausted": (lambda d: d["all"]["vars"].update(calico_pool="172.17.8.0/23"),
+                       r"host-c.*no free /24 left in calico_pool 172\.17\.8\.0/23"),
+    "duplicate_node_ip": (lambda d: rack1(d)["host-c"].update(calico_node_ip="192.168.100.101"),
+                          r"host-[bc].*192\.168\.100\.101"),
+    "duplicate_workload_ip": (lambda d: (rack1(d)["host-a"].update(calico_workloads=[
+        {"name": "a1", "ip": "172.17.8.5"}, {"name": "a2", "ip": "172.17.8.5"}])), r"172\.17\.8\.5"),
+    "workload_ip_outside_block": (lambda d: rack1(d)["host-b"].update(calico_workloads=[
+        {"name": "b1", "ip": "172.17.8.9"}]), r"host-b.*172\.17\.8\.9"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREFLIGHT_CASES))
+def test_preflight_rejects_bad_inventory(lab, tmp_path, base_doc, case):
+    mutate, expect = PREFLIGHT_CASES[case]
+    _bad(lab, tmp_path, base_doc, mutate, expect)
+
+
+# --- check mode on a fresh lab changes nothing -----------------------------------------------------------
+
+def test_check_diff_on_fresh_lab_changes_nothing(lab):
+    before = lab.fleet_state()
+    proc = lab.playbook("site.yml", "--check", "--diff")
+    after = lab.fleet_state()
+    assert before == after
+    assert any(r["changed"] > 0 for r in proc.recap.values()), "check mode reported no change on a fresh lab"
+    assert "+++ after" in proc.stdout or "after" in proc.stdout
+
+
+# --- converge, idempotence ----------------------------------------------------------------------------------
+
+def test_converge_then_second_run_changes_nothing(lab):
+    lab.playbook("site.yml")
+    status = lab.playbook("playbooks/status.yml")
+    assert "3 hosts, 6/6 BGP sessions Established, 3 blocks" in status.stdout
+    ping = lab.playbook("playbooks/lab_ping.yml")
+    assert "ping matrix: 30/30 workload pairs reachable" in ping.stdout
+    second = lab.playbook("site.yml")
+    assert {h: r["changed"] for h, r in second.recap.items() if r["changed"]} == {}
+    assert not lab.ping_matrix()
+
+
+# --- growth: add a host ----------------------------------------------------------------------------------
+
+def test_add_host_keeps_blocks_and_sessions(lab, base_doc):
+    blocks_before = {h: lab.kernel_state(h)["routes"] for h in lab.nodes}
+    own = {h: re.search(r"blackhole (\S+) proto 80", blocks_before[h]).group(1) for h in lab.nodes}
+    sessions_before = {h: lab.sessions(h) for h in lab.nodes}
+    time.sleep(1.1)  # so a reset session would show a later Since
+
+    doc = copy.deepcopy(base_doc)
+    rack1(doc)["host-d"] = {"calico_node_ip": "192.168.100.103", "calico_workloads": [{"name": "d1"}, {"name": "d2"}]}
+    write_inventory(Path(lab.inventory), doc)
+    lab.reload()
+    lab.playbook("playbooks/lab_up.yml")
+    lab.playbook("site.yml")
+    lab.playbook("playbooks/status.yml")
+
+    for h in own:
+        now = re.search(r"blackhole (\S+) proto 80", lab.kernel_state(h)["routes"]).group(1)
+        assert now == own[h], f"{h}: block changed from {own[h]} to {now}"
+    for h, before in sessions_before.items():
+        after = lab.sessions(h)
+        for name, (_state, since, _info) in before.items():
+            assert after[name][1] == since, f"{h}: session {name} was reset ({since} -> {after[name][1]})"
+    assert not lab.ping_matrix()

@@ -1,0 +1,179 @@
+"""Test helpers for scenario tests on a real netns lab.
+
+Everything here talks to the real kernel: namespaces made by playbooks/lab_up.yml,
+BIRD daemons started by site.yml. Nothing is mocked.
+
+- NetnsBackend: a testinfra backend that runs commands inside a named network
+  namespace with one `ip netns exec` (no ansible process per command).
+- Lab: the lab described by an inventory (hosts, namespaces, workloads), with
+  helpers to run playbooks and read the kernel state of each host.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import testinfra
+import testinfra.backend
+from testinfra.backend import base
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+                   r"\s+failed=(?P<failed>\d+)")
+
+
+class NetnsBackend(base.BaseBackend):
+    """testinfra backend: `netns://<namespace>`."""
+
+    NAME = "netns"
+
+    def __init__(self, hostname, *args, **kwargs):
+        self.netns = hostname
+        super().__init__(hostname, *args, **kwargs)
+
+    @classmethod
+    def get_hosts(cls, host, **kwargs):
+        return [host]
+
+    def get_pytest_id(self):
+        return "netns://" + self.netns
+
+    def run(self, command, *args, **kwargs):
+        cmd = self.get_command(command, *args)
+        return self.run_local(shlex.join(["ip", "netns", "exec", self.netns, "/bin/sh", "-c", cmd]))
+
+
+testinfra.backend.BACKENDS["netns"] = "netfleet_lab.NetnsBackend"
+
+
+def netns_host(name):
+    return testinfra.get_host("netns://" + name)
+
+
+def sh(argv, check=True, **kw):
+    return subprocess.run(argv, check=check, capture_output=True, text=True, **kw)
+
+
+def ns_json(netns, *args):
+    out = sh(["ip", "-n", netns, "-j", *args]).stdout
+    return json.loads(out or "[]")
+
+
+def namespaces():
+    return {line.split()[0] for line in sh(["ip", "netns", "list"]).stdout.splitlines() if line.strip()}
+
+
+class Lab:
+    """A lab fleet built from an inventory with a run-specific prefix."""
+
+    def __init__(self, inventory, prefix):
+        self.inventory = str(inventory)
+        self.prefix = prefix
+        self.env = dict(os.environ, NETFLEET_LAB_PREFIX=prefix, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+                        ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+        self.reload()
+
+    def reload(self):
+        data = json.loads(sh([str(VENV_BIN / "ansible-inventory"), "-i", self.inventory, "--list"],
+                             env=self.env, cwd=REPO).stdout)
+        self.hostvars = data["_meta"]["hostvars"]
+        self.groups = {g: v for g, v in data.items() if g != "_meta"}
+        self.nodes = sorted(self._members("calico_nodes"))
+
+    def _members(self, group):
+        g = self.groups.get(group, {})
+        found = set(g.get("hosts", []))
+        for child in g.get("children", []):
+            found |= self._members(child)
+        return found
+
+    # --- names -----------------------------------------------------------
+    def netns(self, host):
+        return f"{self.prefix}-{host}"
+
+    def workload_netns(self, host, workload):
+        return f"{self.prefix}-{host}-{workload}"
+
+    def state_dir(self, host):
+        return f"/run/netfleet/{self.prefix}/{host}"
+
+    def node_ip(self, host):
+        return self.hostvars[host]["calico_node_ip"]
+
+    def workloads(self, host):
+        return [w["name"] for w in self.hostvars[host].get("calico_workloads", [])]
+
+    def all_workloads(self):
+        return [(h, w) for h in self.nodes for w in self.workloads(h)]
+
+    # --- running things --------------------------------------------------
+    def playbook(self, playbook, *args, check=True, inventory=None):
+        argv = [str(VENV_BIN / "ansible-playbook"), "-i", inventory or self.inventory, str(REPO / playbook), *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env, cwd=REPO)
+        proc.recap = {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+                      for m in map(RECAP.match, proc.stdout.splitlines()) if m}
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{playbook} {' '.join(args)} failed rc={proc.returncode}\n"
+                                 f"{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+        return proc
+
+    def birdc(self, host, *args):
+        return sh(["ip", "netns", "exec", self.netns(host), "birdc", "-s", f"{self.state_dir(host)}/bird.ctl",
+                   *args]).stdout
+
+    def workload_ip(self, host, workload):
+        for link in ns_json(self.workload_netns(host, workload), "addr", "show", "dev", "eth0"):
+            for a in link.get("addr_info", []):
+                if a.get("family") == "inet":
+                    return a["local"]
+        raise AssertionError(f"workload {host}/{workload} has no IPv4 address on eth0")
+
+    def ping(self, src_netns, dst_ip, count=1, timeout=2):
+        r = sh(["ip", "netns", "exec", src_netns, "ping", "-n", "-c", str(count), "-W", str(timeout), dst_ip],
+               check=False)
+        return r.returncode == 0
+
+    def ping_matrix(self):
+        """Ping every workload from every other workload; return the failed pairs."""
+        wls = self.all_workloads()
+        ips = {(h, w): self.workload_ip(h, w) for h, w in wls}
+        pairs = [(s, d) for s in wls for d in wls if s != d]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+            ok = list(pool.map(lambda p: self.ping(self.workload_netns(*p[0]), ips[p[1]]), pairs))
+        return [f"{s[0]}/{s[1]} -> {d[0]}/{d[1]} ({ips[d]})" for (s, d), good in zip(pairs, ok) if not good]
+
+    def kernel_state(self, host):
+        """Links, addresses, routes, rules and sysctls of a host namespace (for before/after comparisons)."""
+        ns = self.netns(host)
+        out = {}
+        # IPv4 only: the fabric is IPv4, and IPv6 link-local addresses finish DAD on their own
+        # (tentative -> preferred) a moment after a link comes up.
+        for name, args in (("links", ["-d", "link", "show"]), ("addrs", ["-4", "addr", "show"]),
+                           ("routes", ["-4", "route", "show", "table", "all"]), ("rules", ["-4", "rule", "show"])):
+            out[name] = sh(["ip", "-n", ns, *args]).stdout
+        out["sysctl"] = sh(["ip", "netns", "exec", ns, "sh", "-c",
+                            "grep -r . /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/ "
+                            "/proc/sys/net/ipv4/neigh/ 2>/dev/null | grep -v -e base_reachable -e '/stable_secret'"
+                            " | sort"]).stdout
+        out["bird_files"] = sorted(os.listdir(self.state_dir(host))) if os.path.isdir(self.state_dir(host)) else []
+        return out
+
+    def fleet_state(self):
+        return {"netns": sorted(n for n in namespaces() if n.startswith(self.prefix + "-")),
+                **{h: self.kernel_state(h) for h in self.nodes}}
+
+    def sessions(self, host):
+        """{protocol name: (state, since, info)} of the BGP protocols of a host."""
+        out = {}
+        for line in self.birdc(host, "show", "protocols").splitlines():
+            parts = line.split()
+            if len(parts) >= 6 and parts[1] == "BGP":
+                out[parts[0]] = (parts[3], parts[4] + " " + parts[5], " ".join(parts[6:]))
+        return out
