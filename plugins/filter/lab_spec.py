@@ -6,15 +6,12 @@
 from __future__ import annotations
 
 import ipaddress
-import re
-from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+
 WHO = 'netfleet.calico.lab_spec'
-GROUP_NODES = 'calico_nodes'
-GROUP_RACKS = 'calico_racks'
-GROUP_REFLECTORS = 'calico_route_reflectors'
 
 
 class LabSpecError(AnsibleFilterError):
@@ -24,84 +21,85 @@ class LabSpecError(AnsibleFilterError):
         super().__init__(f'{WHO}: {subject}: {problem} — {fix}', show_content=False)
 
 
-def _natural_key(name):
-    parts = re.split(r'([0-9]+)', str(name))
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), str(name)
-
-
-def _group(groups, name):
-    value = groups.get(name) if isinstance(groups, Mapping) else None
-    if not value:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(h) for h in value]
-
-
-def _unset(value):
-    if value is None:
-        return True
-    try:
-        from jinja2 import Undefined
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(value, Undefined) or (isinstance(value, str) and not value.strip())
-
-
-class _Vars:
-    """Per-host variables over Ansible's HostVars (templated on access) or a plain mapping (tests)."""
-
-    def __init__(self, hostvars):
-        self._hostvars = hostvars
+class _Vars(_fabric._VarReader):
+    """The fabric plan's variable reader (HostVars, templated on access, or a plain mapping in tests), with
+    lab_spec's messages; an unset value (missing, None, blank) reads as None."""
 
     def get(self, host, var):
         try:
-            data = self._hostvars[host]
-            value = data.get(var) if isinstance(data, Mapping) else None
-        except KeyError:
-            return None
-        except Exception as exc:  # a templating error in the variable's definition
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise LabSpecError(f"host '{host}'", f'cannot evaluate {var}: {first}',
-                               f'fix the definition of {var}') from None
-        return None if _unset(value) else value
+            value = super().get(host, var)
+        except _fabric.FabricError as err:
+            raise LabSpecError(err.subject, err.problem, f'fix the definition of {var}') from None
+        return None if _fabric._is_unset(value) else value
 
 
 def _racks(hostvars, groups, racks):
     """``{rack: (hosts, group vars or {})}`` for the direct child groups of calico_racks."""
-    if racks is not None:
-        if isinstance(racks, Mapping):
-            return {str(r): ([str(h) for h in (hosts or [])], {}) for r, hosts in racks.items()}
-        if isinstance(racks, str):
-            racks = [racks]
-        return {str(r): (_group(groups, r), {}) for r in racks}
-    inventory = getattr(hostvars, '_inventory', None)
-    if inventory is None:
-        if _group(groups, GROUP_RACKS):
-            raise LabSpecError(f"group '{GROUP_RACKS}'", 'its child groups (the racks) cannot be seen in a plain '
-                               'groups mapping', "pass racks=['rack1', ...] to netfleet.calico.lab_spec")
-        return {}
-    parent = inventory.groups.get(GROUP_RACKS)
-    if parent is None:
-        return {}
-    return {child.name: ([h.name for h in child.get_hosts()], dict(child.get_vars()))
-            for child in parent.child_groups}
+    try:
+        return _fabric.rack_groups(hostvars, groups, racks)
+    except _fabric.RackHierarchyUnknown:
+        raise LabSpecError(f"group '{_fabric.GROUP_RACKS}'", 'its child groups (the racks) cannot be seen in a plain '
+                           'groups mapping', "pass racks=['rack1', ...] to netfleet.calico.lab_spec") from None
 
 
-def _network(value, subject, var):
+def _network(value, subject, var, example='192.168.100.0/24', what='the L2 subnet'):
     try:
         return ipaddress.IPv4Network(str(value).strip(), strict=True)
     except ValueError as exc:
         raise LabSpecError(subject, f'{var} {value!r} is not an IPv4 network ({exc})',
-                           f'set {var} to the L2 subnet, e.g. 192.168.100.0/24') from None
+                           f'set {var} to {what}, e.g. {example}') from None
+
+
+def _address(value):
+    try:
+        return ipaddress.IPv4Interface(str(value).strip()).ip
+    except ValueError:
+        return None
+
+
+def _inside(ip, net):
+    return ip in net and ip not in (net.network_address, net.broadcast_address)
+
+
+def _lab_wide(reader, hosts, var):
+    """A lab-wide variable: ``(value, first host that sets it)``; every lab host that sets it must agree."""
+    found, source = None, None
+    for host in hosts:
+        value = reader.get(host, var)
+        if value is None:
+            continue
+        if source is None:
+            found, source = str(value).strip(), host
+        elif str(value).strip() != found:
+            raise LabSpecError(f"host '{host}'", f"{var} {value} differs from {found} on host '{source}'",
+                               f'set {var} once, for the whole lab (group_vars/all or calico_racks)')
+    return found, source
+
+
+def _spine(reader, hosts):
+    """The spine segment: ``lab_spine_segment`` and the optional ``lab_spine_gateway``, or None."""
+    found, source = _lab_wide(reader, hosts, 'lab_spine_segment')
+    if source is None:
+        return None
+    net = _network(found, f"host '{source}'", 'lab_spine_segment', '10.255.0.0/24', "the spine's subnet")
+    spine = {'cidr': str(net)}
+    gateway, source = _lab_wide(reader, hosts, 'lab_spine_gateway')
+    if source is not None:
+        ip = _address(gateway)
+        if ip is None or not _inside(ip, net):
+            raise LabSpecError(f"host '{source}'", f'lab_spine_gateway {gateway!r} is not an address inside '
+                               f'lab_spine_segment {net}', f'pick an address inside {net} or drop lab_spine_gateway')
+        spine['gateway'] = str(ip)
+    return spine
 
 
 def lab_spec(hostvars, groups, racks=None, wiring=True):
-    """``hostvars | netfleet.calico.lab_spec(groups)``: prefix, state_dir, segments and hosts for lab_fabric."""
+    """``hostvars | netfleet.calico.lab_spec(groups)``: prefix, state_dir, segments, hosts, spine for lab_fabric."""
     reader = _Vars(hostvars)
-    hosts = sorted(set(_group(groups, GROUP_NODES)) | set(_group(groups, GROUP_REFLECTORS)), key=_natural_key)
+    reflectors = set(_fabric._group(groups, _fabric.GROUP_REFLECTORS))
+    hosts = _fabric.natural_sorted(set(_fabric._group(groups, _fabric.GROUP_NODES)) | reflectors)
     if not hosts:
-        raise LabSpecError(f"group '{GROUP_NODES}'", 'has no hosts (nor has calico_route_reflectors)',
+        raise LabSpecError(f"group '{_fabric.GROUP_NODES}'", 'has no hosts (nor has calico_route_reflectors)',
                            'add the lab hosts to a rack group under calico_racks and to calico_nodes')
     first = hosts[0]
     prefix = reader.get(first, 'lab_prefix')
@@ -115,15 +113,15 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
 
     members = _racks(hostvars, groups, racks)
     rack_of = {}
-    for rack in sorted(members, key=_natural_key):
+    for rack in _fabric.natural_sorted(members):
         for host in members[rack][0]:
             if host in rack_of and host in hosts:
                 raise LabSpecError(f"host '{host}'", f"is in two racks ('{rack_of[host]}' and '{rack}')",
                                    'keep each host in exactly one child group of calico_racks')
             rack_of.setdefault(host, rack)
 
-    segments, by_cidr = {}, {}
-    for rack in sorted(members, key=_natural_key):
+    segments, by_cidr, gateways = {}, {}, {}
+    for rack in _fabric.natural_sorted(members):
         rack_hosts, group_vars = members[rack]
         lab_hosts = [h for h in rack_hosts if h in hosts]
         values = {}
@@ -131,7 +129,7 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
             value = reader.get(host, 'lab_segment')
             if value is not None:
                 values.setdefault(str(value).strip(), host)
-        if not values and not _unset(group_vars.get('lab_segment')):
+        if not values and not _fabric._is_unset(group_vars.get('lab_segment')):
             values[str(group_vars['lab_segment']).strip()] = None
         if not values:
             raise LabSpecError(f"rack '{rack}'", 'has no lab_segment',
@@ -143,11 +141,14 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
         net = _network(next(iter(values)), f"rack '{rack}'", 'lab_segment')
         gateway = reader.get(lab_hosts[0], 'lab_gateway') if lab_hosts else group_vars.get('lab_gateway')
         segment = {'name': rack, 'cidr': str(net)}
-        if not _unset(gateway):
+        if not _fabric._is_unset(gateway):
             segment['gateway'] = str(gateway).strip()
+            gateways[rack] = str(gateway).strip()
         segments[rack] = segment
         by_cidr.setdefault(str(net), rack)
 
+    spine = _spine(reader, hosts)
+    spine_net = ipaddress.IPv4Network(spine['cidr']) if spine else None
     out_hosts = []
     for host in hosts:
         subject = f"host '{host}'"
@@ -170,12 +171,11 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
             address = reader.get(host, 'ansible_host')
         if address is None:
             raise LabSpecError(subject, 'has no calico_node_ip', f'set calico_node_ip to an address inside {net}')
-        try:
-            ip = ipaddress.IPv4Interface(str(address).strip()).ip
-        except ValueError:
+        ip = _address(address)
+        if ip is None:
             raise LabSpecError(subject, f'calico_node_ip {address!r} is not an IPv4 address',
-                               f'set calico_node_ip to an address inside {net}') from None
-        if ip not in net or ip in (net.network_address, net.broadcast_address):
+                               f'set calico_node_ip to an address inside {net}')
+        if not _inside(ip, net):
             where = f"rack '{rack}'" if rack in members else 'its'
             raise LabSpecError(subject, f'calico_node_ip {ip} is outside {where} lab_segment {net}',
                                f'pick a calico_node_ip inside {net} (not its network or broadcast address) '
@@ -184,9 +184,42 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
         if netns is None:  # what the netns connection does without ansible_netns
             netns_prefix = reader.get(host, 'ansible_netns_prefix')
             netns = f"{netns_prefix}{reader.get(host, 'ansible_host') or host}" if netns_prefix else f'{prefix}-{host}'
-        out_hosts.append({'name': host, 'netns': str(netns), 'address': str(ip), 'segment': rack})
+        entry = {'name': host, 'netns': str(netns), 'address': str(ip), 'segment': rack}
+        if spine and host in reflectors:
+            # a reflector is its rack's gateway (ToR): one leg on the rack segment, one on the spine
+            value = reader.get(host, 'calico_rr_spine_ip')
+            fix = f"set calico_rr_spine_ip to the reflector's address on the spine, inside {spine_net}"
+            edge = ' (not its network or broadcast address)'
+            if value is None:
+                if not _inside(ip, spine_net):
+                    raise LabSpecError(subject, f'route reflector has no calico_rr_spine_ip and its calico_node_ip '
+                                       f'{ip} is not inside lab_spine_segment {spine_net}', fix)
+                spine_ip = ip
+            else:
+                spine_ip = _address(value)
+                if spine_ip is None or not _inside(spine_ip, spine_net):
+                    raise LabSpecError(subject, f'calico_rr_spine_ip {value} is not an address inside '
+                                       f'lab_spine_segment {spine_net}', fix + edge)
+            entry['spine_address'] = str(spine_ip)
+            segments[rack].setdefault('reflectors', []).append((host, str(ip)))
+        out_hosts.append(entry)
 
-    spec['segments'] = [segments[r] for r in sorted(segments, key=_natural_key)]
+    if spine:
+        # racks with reflectors: the first reflector (natural order) is the hosts' gateway, no router leg
+        for rack, segment in segments.items():
+            gates = segment.pop('reflectors', None)
+            if not gates:
+                continue
+            wanted = gateways.get(rack)
+            if wanted is not None and wanted.split('/')[0] not in {a for _, a in gates}:
+                raise LabSpecError(f"rack '{rack}'", f'lab_gateway {wanted} is not the calico_node_ip of one of its '
+                                   f"route reflectors ({', '.join(f'{h} {a}' for h, a in gates)})",
+                                   'drop lab_gateway (the first reflector is the gateway) or name a reflector\'s '
+                                   'calico_node_ip')
+            segment['gateway'] = wanted.split('/')[0] if wanted is not None else gates[0][1]
+            segment['router'] = False
+        spec['spine'] = spine
+    spec['segments'] = [segments[r] for r in _fabric.natural_sorted(segments)]
     spec['hosts'] = out_hosts
     return spec
 

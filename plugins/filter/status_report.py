@@ -21,12 +21,22 @@ def _table(headers, rows):
     return out
 
 
+from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import KINDS
+
+PEER_TYPES = {
+    KINDS["mesh"]: "node-to-node mesh",
+    KINDS["to_reflector"]: "route reflector",
+    KINDS["client"]: "rr client",
+    KINDS["reflector_peer"]: "reflector peer (iBGP)",
+    KINDS["ebgp"]: "other rack (eBGP)",
+}
+
+
 def _peer_type(session):
-    if session.get("type") == "ebgp":
-        return "global (eBGP)"
-    if session.get("name", "").startswith("Mesh_"):
-        return "node-to-node mesh"
-    return "node specific (iBGP)"
+    kind = PEER_TYPES.get(session.get("name", "").split("_", 1)[0])
+    if kind:
+        return kind
+    return "global (eBGP)" if session.get("type") == "ebgp" else "node specific (iBGP)"
 
 
 def build_report(statuses):

@@ -23,7 +23,9 @@ options:
     description:
       - C(started) starts BIRD when it is not running.
       - C(reloaded) starts it when it is not running, otherwise asks it to re-read its configuration.
-      - C(restarted) stops and starts it (sessions are reset; peers keep routes through graceful restart).
+      - C(restarted) restarts it gracefully, as an upgrade would. C(birdc graceful restart) makes BIRD exit
+        while the kernel keeps the routes it installed and peers keep this host's routes (BGP graceful
+        restart), then BIRD is started again and takes its routes over. Workloads keep forwarding.
       - C(stopped) stops it.
     type: str
     choices: [started, reloaded, restarted, stopped]
@@ -160,15 +162,32 @@ class Bird:
                     self.p["socket"], self.p["timeout"]))
             time.sleep(0.05)
 
-    def stop(self, pid):
-        if self.p["manager"] == "systemd":
+    def stop(self, pid, graceful=False):
+        if graceful:
+            # BIRD exits without withdrawing: kernel routes stay, peers retain ours (graceful restart)
+            rc, out, err = self.m.run_command([self.birdc, "-s", self.p["socket"], "graceful", "restart"])
+            if rc != 0 or "Graceful restart requested" not in out:
+                self.m.fail_json(msg="birdc graceful restart failed: %s" % (err or out).strip())
+            if self.p["manager"] == "systemd":
+                self._wait_inactive()
+                return
+        elif self.p["manager"] == "systemd":
             self._systemctl("stop")
             return
-        os.kill(pid, signal.SIGTERM)
+        else:
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.p["timeout"]
         while pid_alive(self.p["pidfile"], must_contain=self.p["pidfile"]) == pid:
             if time.monotonic() > deadline:
                 self.m.fail_json(msg="BIRD (pid %d) did not stop within %ss" % (pid, self.p["timeout"]))
+            time.sleep(0.05)
+
+    def _wait_inactive(self):
+        deadline = time.monotonic() + self.p["timeout"]
+        while self.running_pid():
+            if time.monotonic() > deadline:
+                self.m.fail_json(msg="%s still active %ss after a graceful restart" % (self.p["service"],
+                                                                                       self.p["timeout"]))
             time.sleep(0.05)
 
     def reload(self):
@@ -225,7 +244,7 @@ def main():
     message = None
     if not module.check_mode:
         if action in ("stop", "restart"):
-            bird.stop(pid)
+            bird.stop(pid, graceful=action == "restart")
         if action in ("start", "restart"):
             bird.start()
         if action == "reload":

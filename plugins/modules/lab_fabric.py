@@ -18,11 +18,20 @@ description:
     connected routes, so it forwards host addresses and nothing of the container routes), and per host a
     namespace with C(lo) up, C(eth0) (a veth whose peer is a port of the segment's bridge) carrying the host's
     address, and C(default via <segment gateway>) (proxy-ARP for 169.254.1.1 needs a default route).
+  - "Racks with route reflectors (design section 4): with O(spine), a bridge C(spine) joins the hosts that have a
+    O(hosts[].spine_address) (the reflectors) on their C(eth1). A segment with O(segments[].router=false) gets no
+    router leg: its O(segments[].gateway) must be the address of one of its hosts with a spine address, the rack's
+    gateway (ToR). Each such reflector has C(default via) the router's spine leg (O(spine.gateway)) if there is a
+    router, else no default route, and a C(proto static) route to every other reflector-gated segment via that
+    segment's gateway reflector's spine address; the router has the same routes on its spine leg. The router
+    namespace exists only if some segment has O(segments[].router=true) (always without O(spine)); one no longer
+    needed is deleted. The lab sets no sysctl on reflectors: forwarding is the route_reflector role's job."
   - Wiring in the fabric and router namespaces is owned entirely by this module, so anything there that the spec
     does not describe (a removed host's port, a removed segment's bridge, a route added by hand to the router)
     is deleted. In a host namespace only C(lo), C(eth0), the IPv4 addresses of C(eth0) and the default route are
-    managed; workload interfaces, BIRD routes and everything else the roles add are left alone. A host removed
-    from the spec is unplugged (its fabric port and C(eth0) go) but its namespace stays until O(state=absent).
+    managed (on a reflector also C(eth1), its addresses and the C(proto static) routes); workload interfaces,
+    BIRD routes and everything else the roles add are left alone. A host removed from the spec is unplugged (its
+    fabric ports, C(eth0) and C(eth1), go) but its namespace stays until O(state=absent).
   - It raises C(net.ipv4.neigh.default.gc_thresh1/2/3) in the root namespace (the neighbour table is shared by
     all namespaces and overflows at the default 1024 entries once a lab has about 35 hosts in full mesh); it
     only ever raises them. Nothing else is created in the root namespace (no interface, address or route).
@@ -76,6 +85,28 @@ options:
         description:
           - Address of the router's leg on this segment and the hosts' default gateway, with or without the
             prefix length. Defaults to the first usable address (C(192.168.100.1) for C(192.168.100.0/24)).
+          - With O(segments[].router=false), the address of the segment's reflector that is its gateway.
+        type: str
+      router:
+        description:
+          - Whether the router has a leg on this segment. V(false) (needs O(spine)) makes a reflector of the segment
+            its gateway.
+        type: bool
+        default: true
+  spine:
+    description:
+      - The spine segment joining the route reflectors (a bridge C(spine) in the fabric namespace). Ignored with
+        O(state=absent).
+    type: dict
+    suboptions:
+      cidr:
+        description: IPv4 network of the spine, for example C(10.255.0.0/24); must not overlap a segment.
+        type: str
+        required: true
+      gateway:
+        description:
+          - Address of the router's leg on the spine (when there is a router); the reflectors' default gateway.
+            Defaults to the first usable address.
         type: str
   hosts:
     description:
@@ -104,6 +135,11 @@ options:
         description: Name of the host's segment (one of O(segments)).
         type: str
         required: true
+      spine_address:
+        description:
+          - A route reflector's address on the spine (its C(eth1)), with or without the spine's prefix length.
+            Needs O(spine).
+        type: str
   neigh_gc_thresh:
     description:
       - Minimum values of C(net.ipv4.neigh.default.gc_thresh1), C(gc_thresh2) and C(gc_thresh3) in the root
@@ -125,7 +161,8 @@ attributes:
 notes:
   - Needs root and iproute2 on the machine it runs on; run it on C(localhost) with C(connection=local).
   - Interface names in the fabric and router namespaces are C(br-<segment>) (bridge), C(gw-<segment>) (router leg,
-    same name on both ends) and C(h-<host>) (host port); a name longer than 15 characters is replaced by the kind
+    same name on both ends), C(h-<host>) (host port), C(spine) (spine bridge), C(rt-spine) (router leg on the
+    spine) and C(s-<host>) (a reflector's spine port); a name longer than 15 characters is replaced by the kind
     and a hash of the name. The fabric port's alias (C(ip link show)) names its host's namespace.
 seealso:
   - plugin: netfleet.calico.netns
@@ -144,6 +181,20 @@ EXAMPLES = r"""
       - {name: host-a, netns: nf-host-a, address: 192.168.100.100, segment: rack1}
       - {name: host-b, netns: nf-host-b, address: 192.168.100.101, segment: rack1}
       - {name: host-c, netns: nf-host-c, address: 192.168.200.101, segment: rack2}
+
+- name: Racks whose route reflectors are their gateways, joined by a spine (no router namespace)
+  netfleet.calico.lab_fabric:
+    prefix: rr
+    state_dir: /run/netfleet/rr
+    spine: {cidr: 10.255.0.0/24}
+    segments:
+      - {name: rack1, cidr: 192.168.101.0/24, gateway: 192.168.101.1, router: false}
+      - {name: rack2, cidr: 192.168.102.0/24, gateway: 192.168.102.1, router: false}
+    hosts:
+      - {name: rr1, address: 192.168.101.1, segment: rack1, spine_address: 10.255.0.11}
+      - {name: r1h1, address: 192.168.101.11, segment: rack1}
+      - {name: rr2, address: 192.168.102.1, segment: rack2, spine_address: 10.255.0.21}
+      - {name: r2h1, address: 192.168.102.11, segment: rack2}
 
 - name: Destroy it (daemons by pid file, every nf-* namespace, the state directory)
   netfleet.calico.lab_fabric:
@@ -219,7 +270,7 @@ fabric_netns:
   type: str
   sample: nf-fabric
 router_netns:
-  description: Name of the router namespace.
+  description: Name of the router namespace; null when the lab has none (every segment's gateway is a reflector).
   returned: always
   type: str
   sample: nf-router
@@ -227,13 +278,22 @@ segments:
   description: The segments as built, by name.
   returned: when O(state=present)
   type: dict
-  sample: {rack1: {cidr: 192.168.100.0/24, gateway: 192.168.100.1/24, bridge: br-rack1, router_port: gw-rack1}}
+  sample: {rack1: {cidr: 192.168.100.0/24, gateway: 192.168.100.1/24, bridge: br-rack1, router_port: gw-rack1,
+                   router: true}}
+spine:
+  description: The spine as built (C(gateway) and C(router_port) null without a router), or null without O(spine).
+  returned: when O(state=present)
+  type: dict
+  sample: {cidr: 10.255.0.0/24, gateway: null, bridge: spine, router_port: null}
 hosts:
   description: The hosts as built, by name.
   returned: when O(state=present)
   type: dict
   sample: {host-a: {netns: nf-host-a, address: 192.168.100.100/24, gateway: 192.168.100.1, segment: rack1,
-                    bridge: br-rack1, fabric_port: h-host-a}}
+                    bridge: br-rack1, fabric_port: h-host-a},
+           rr2: {netns: nf-rr2, address: 192.168.102.1/24, gateway: null, segment: rack2, bridge: br-rack2,
+                 fabric_port: h-rr2, spine_address: 10.255.0.21/24, spine_port: s-rr2,
+                 routes: ["192.168.101.0/24 via 10.255.0.11 dev eth1"]}}
 """
 
 import concurrent.futures
@@ -258,6 +318,10 @@ NETNS_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$')
 KIND_BRIDGE = 'br-'
 KIND_ROUTER = 'gw-'
 KIND_HOST = 'h-'
+KIND_SPINE = 's-'            # a reflector's port on the spine bridge
+SPINE_BRIDGE = 'spine'       # no '-': never the name of a kind-prefixed interface
+SPINE_ROUTER_PORT = 'rt-spine'
+ROUTE_PROTO = 'static'       # the lab's own routes on reflectors and the router (BIRD's are proto bird, ours 80)
 FORWARD_CMD = 'echo 1 > /proc/sys/net/ipv4/ip_forward'  # a constant: no user data ever reaches a shell
 WORKERS = 8  # namespaces read or configured at once (each is one short-lived `ip` process)
 
@@ -298,9 +362,14 @@ class Spec:
         self.gc_thresh = list(gc)
         self.segments = {}
         self.hosts = {}
+        self.spine = None
+        self.router_wanted = True
+        self.router_routes = []
         if state == 'present':
             self._segments(params['segments'])
+            self._spine(params.get('spine'))
             self._hosts(params['hosts'])
+            self._gateways()
             self._check_names()
 
     def _segments(self, segments):
@@ -324,9 +393,34 @@ class Spec:
                 if data['cidr'].overlaps(net):
                     raise LabError(f"segments {other!r} ({data['cidr']}) and {name!r} ({net}) overlap")
             self.segments[name] = {
-                'cidr': net, 'gateway': gw,
+                'cidr': net, 'gateway': gw, 'router': seg.get('router') is not False,
                 'bridge': ifname(KIND_BRIDGE, name), 'router_port': ifname(KIND_ROUTER, name),
             }
+
+    def _spine(self, spine):
+        """The spine segment (optional): a bridge joining the reflectors' eth1, plus a router leg if a router exists."""
+        routed = [name for name, seg in self.segments.items() if not seg['router']]
+        if not spine or not spine.get('cidr'):
+            if routed:
+                raise LabError(f'segment {routed[0]!r}: router: false (a reflector is its gateway) needs the spine '
+                               'option')
+            return
+        try:
+            net = ipaddress.IPv4Network(spine['cidr'], strict=True)
+        except ValueError as ex:
+            raise LabError(f"spine: cidr {spine['cidr']!r} is not an IPv4 network ({ex})") from None
+        if net.prefixlen > 30:
+            raise LabError(f'spine: {net} is too small for a gateway and reflectors (use /30 or shorter)')
+        for other, data in self.segments.items():
+            if data['cidr'].overlaps(net):
+                raise LabError(f"segment {other!r} ({data['cidr']}) and the spine ({net}) overlap")
+        if spine.get('gateway'):
+            gw = self._address('spine: gateway', spine['gateway'], net)
+        else:
+            gw = ipaddress.IPv4Interface(f'{net.network_address + 1}/{net.prefixlen}')
+        # with a spine, the router exists only if some segment is routed by it
+        self.router_wanted = len(routed) < len(self.segments)
+        self.spine = {'cidr': net, 'gateway': gw, 'bridge': SPINE_BRIDGE, 'router_port': SPINE_ROUTER_PORT}
 
     @staticmethod
     def _address(what, text, net):
@@ -344,7 +438,7 @@ class Spec:
         return ipaddress.IPv4Interface(f'{iface.ip}/{net.prefixlen}')
 
     def _hosts(self, hosts):
-        addresses, netnses = {}, {}
+        addresses, spine_addresses, netnses = {}, {}, {}
         for host in hosts:
             name = host['name']
             if not NAME_RE.match(name):
@@ -357,11 +451,23 @@ class Spec:
                                f"(segments: {', '.join(self.segments) or 'none'})")
             segment = self.segments[seg]
             addr = self._address(f'host {name!r}: address', host['address'], segment['cidr'])
-            if addr.ip == segment['gateway'].ip:
+            if segment['router'] and addr.ip == segment['gateway'].ip:
                 raise LabError(f"host {name!r}: address {addr.ip} is segment {seg!r}'s gateway")
             if addr.ip in addresses:
                 raise LabError(f'hosts {addresses[addr.ip]!r} and {name!r} share the address {addr.ip}')
             addresses[addr.ip] = name
+            spine_addr = None
+            if host.get('spine_address'):
+                if self.spine is None:
+                    raise LabError(f"host {name!r}: spine_address needs the spine option")
+                spine_addr = self._address(f'host {name!r}: spine_address', host['spine_address'], self.spine['cidr'])
+                if self.router_wanted and spine_addr.ip == self.spine['gateway'].ip:
+                    raise LabError(f"host {name!r}: spine_address {spine_addr.ip} is the spine's gateway (the router's "
+                                   'leg); pick another address')
+                if spine_addr.ip in spine_addresses:
+                    raise LabError(f'hosts {spine_addresses[spine_addr.ip]!r} and {name!r} share the spine address '
+                                   f'{spine_addr.ip}')
+                spine_addresses[spine_addr.ip] = name
             netns = host.get('netns') or f'{self.prefix}-{name}'
             if not NETNS_RE.match(netns):
                 raise LabError(f'host {name!r}: netns {netns!r} is not a valid namespace name')
@@ -374,37 +480,76 @@ class Spec:
                 raise LabError(f'hosts {netnses[netns]!r} and {name!r} share the netns {netns!r}')
             netnses[netns] = name
             self.hosts[name] = {
-                'netns': netns, 'address': addr, 'segment': seg, 'gateway': segment['gateway'].ip,
+                'netns': netns, 'address': addr, 'segment': seg,
+                'gateway': segment['gateway'].ip, 'gateway_dev': 'eth0',
                 'bridge': segment['bridge'], 'fabric_port': ifname(KIND_HOST, name),
+                'spine_address': spine_addr, 'spine_port': ifname(KIND_SPINE, name) if spine_addr else None,
+                'routes': [],
             }
+
+    def _gateways(self):
+        """A segment the router does not serve has one of its reflectors (a host with a spine leg) as gateway.
+        Reflectors reach those segments over the spine, and everything else by the router, if there is one."""
+        via = {}  # segment not served by the router -> spine address of its gateway reflector
+        for name, seg in self.segments.items():
+            if seg['router']:
+                continue
+            gate = next((h for h in self.hosts.values()
+                         if h['segment'] == name and h['spine_address'] and h['address'].ip == seg['gateway'].ip), None)
+            if gate is None:
+                raise LabError(f"segment {name!r}: gateway {seg['gateway'].ip} is not the address of one of its hosts "
+                               'with a spine_address (router: false makes a reflector the gateway)')
+            via[name] = gate['spine_address'].ip
+        routes = {name: (str(self.segments[name]['cidr']), str(ip)) for name, ip in via.items()}
+        order = sorted(routes, key=lambda name: self.segments[name]['cidr'])
+        for host in self.hosts.values():
+            if not host['spine_address']:
+                continue
+            host['gateway'] = self.spine['gateway'].ip if self.router_wanted else None
+            host['gateway_dev'] = 'eth1'
+            host['routes'] = [(*routes[name], 'eth1') for name in order if name != host['segment']]
+        self.router_routes = [(*routes[name], SPINE_ROUTER_PORT) for name in order]
 
     def _check_names(self):
         seen = {}
+        spine = {'spine': self.spine} if self.spine else {}
         for kind, names, keys in (('segment', self.segments, ('bridge', 'router_port')),
-                                  ('host', self.hosts, ('fabric_port',))):
+                                  ('spine', spine, ('bridge', 'router_port')),
+                                  ('host', self.hosts, ('fabric_port', 'spine_port'))):
             for name, data in names.items():
                 for key in keys:
                     port = data[key]
+                    if port is None:
+                        continue
                     if port in seen and seen[port] != (kind, name):
                         raise LabError(f'{kind} {name!r} and {seen[port][0]} {seen[port][1]!r} map to the same '
                                        f'interface name {port!r}; rename one of them')
                     seen[port] = (kind, name)
 
     def namespaces(self):
-        return [self.fabric, self.router] + [h['netns'] for h in self.hosts.values()]
+        return [self.fabric] + ([self.router] if self.router_wanted else []) + [h['netns'] for h in self.hosts.values()]
 
     def result(self):
         segments = {
             name: {'cidr': str(s['cidr']), 'gateway': str(s['gateway']), 'bridge': s['bridge'],
-                   'router_port': s['router_port']}
+                   'router_port': s['router_port'] if s['router'] and self.router_wanted else None,
+                   'router': s['router']}
             for name, s in self.segments.items()
         }
-        hosts = {
-            name: {'netns': h['netns'], 'address': str(h['address']), 'gateway': str(h['gateway']),
-                   'segment': h['segment'], 'bridge': h['bridge'], 'fabric_port': h['fabric_port']}
-            for name, h in self.hosts.items()
-        }
-        return segments, hosts
+        hosts = {}
+        for name, h in self.hosts.items():
+            hosts[name] = {'netns': h['netns'], 'address': str(h['address']),
+                           'gateway': None if h['gateway'] is None else str(h['gateway']),
+                           'segment': h['segment'], 'bridge': h['bridge'], 'fabric_port': h['fabric_port']}
+            if h['spine_address']:
+                hosts[name].update(spine_address=str(h['spine_address']), spine_port=h['spine_port'],
+                                   routes=[f'{cidr} via {gw} dev {dev}' for cidr, gw, dev in h['routes']])
+        spine = None
+        if self.spine:
+            spine = {'cidr': str(self.spine['cidr']), 'gateway': str(self.spine['gateway']) if self.router_wanted
+                     else None, 'bridge': self.spine['bridge'],
+                     'router_port': self.spine['router_port'] if self.router_wanted else None}
+        return segments, hosts, spine
 
 
 # --------------------------------------------------------------------------------------------- observation
@@ -521,13 +666,17 @@ class Lab:
 
 
 def observe(lab, spec):
-    """Observed states of the spec's namespaces; None for a missing one, False for an unreadable one."""
+    """Observed states of the spec's namespaces (plus a router the spec no longer wants, to remove it);
+    None for a missing one, False for an unreadable one."""
     existing = set(lab.list_netns())
-    present = [ns for ns in spec.namespaces() if ns in existing]
+    wanted = spec.namespaces()
+    if not spec.router_wanted and spec.router in existing:
+        wanted = wanted + [spec.router]
+    present = [ns for ns in wanted if ns in existing]
     with concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS) as pool:
         read = dict(zip(present, pool.map(
             lambda ns: lab.read(ns, fabric=(ns == spec.fabric), router=(ns == spec.router)), present)))
-    states = {ns: (read[ns] or False) if ns in read else None for ns in spec.namespaces()}
+    states = {ns: (read[ns] or False) if ns in read else None for ns in wanted}
     return existing, states
 
 
@@ -561,6 +710,12 @@ def _updown(ns_state, dev):
     return 'up' if ns_state.up(dev) else 'down'
 
 
+def _owned_route(route):
+    """A route this module manages on a reflector or the router (dst, via, dev; tagged proto static)."""
+    return (route.get('protocol') == ROUTE_PROTO and route.get('type', 'unicast') == 'unicast'
+            and route.get('dst') not in (None, 'default'))
+
+
 def describe_observed(spec, states, gc_thresh, state_dir_exists):
     """The lab's wiring as found, in the same words describe_desired uses."""
     fabric = states.get(spec.fabric) or None
@@ -579,7 +734,7 @@ def describe_observed(spec, states, gc_thresh, state_dir_exists):
             continue
         lines = [f"lo {_updown(st, 'lo')}"] if 'lo' in st.links and ns != spec.fabric else []
         for dev in sorted(st.links):
-            if dev == 'lo' or (ns not in (spec.fabric, spec.router) and dev != 'eth0'):
+            if dev == 'lo' or (ns not in (spec.fabric, spec.router) and dev not in ('eth0', 'eth1')):
                 continue
             kind = st.kind(dev) or 'device'
             if kind == 'veth':
@@ -593,7 +748,7 @@ def describe_observed(spec, states, gc_thresh, state_dir_exists):
             lines.extend(f'route {_route_text(r)}' for r in st.routes if r.get('protocol') != 'kernel')
             lines.append(f'ip_forward {int(st.forwarding)}')
         elif ns != spec.fabric:
-            lines.extend(f'route {_route_text(r)}' for r in st.routes if r.get('dst') == 'default')
+            lines.extend(f'route {_route_text(r)}' for r in st.routes if r.get('dst') == 'default' or _owned_route(r))
         out[ns] = lines
     return out
 
@@ -603,19 +758,33 @@ def describe_desired(spec, gc_thresh):
     out = {'root': [f'net.ipv4.neigh.default.gc_thresh{i + 1} {max(v, w)}'
                     for i, (v, w) in enumerate(zip(gc_thresh, spec.gc_thresh))] + [f'directory {spec.state_dir}']}
     fabric, router = [], []
+    legs = [seg for seg in spec.segments.values() if seg['router']] + ([spec.spine] if spec.spine else [])
     for seg in spec.segments.values():
         fabric.append(f"bridge {seg['bridge']} up")
-        fabric.append(f"veth {seg['router_port']} master {seg['bridge']} peer {spec.router}/{seg['router_port']} up")
-        router.append((seg['router_port'], [f"veth {seg['router_port']} peer {spec.fabric}/{seg['router_port']} up",
-                                            f"address {seg['router_port']} {seg['gateway']}"]))
+    if spec.spine:
+        fabric.append(f"bridge {spec.spine['bridge']} up")
+    if spec.router_wanted:
+        for seg in legs:
+            port = seg['router_port']
+            fabric.append(f"veth {port} master {seg['bridge']} peer {spec.router}/{port} up")
+            router.append((port, [f"veth {port} peer {spec.fabric}/{port} up", f"address {port} {seg['gateway']}"]))
     for host in spec.hosts.values():
         fabric.append(f"veth {host['fabric_port']} master {host['bridge']} peer {host['netns']}/eth0 up")
-        out[host['netns']] = [
-            'lo up', f"veth eth0 peer {spec.fabric}/{host['fabric_port']} up", f"address eth0 {host['address']}",
-            f"route default via {host['gateway']} dev eth0",
-        ]
+        lines = ['lo up', f"veth eth0 peer {spec.fabric}/{host['fabric_port']} up", f"address eth0 {host['address']}"]
+        if host['spine_address']:
+            fabric.append(f"veth {host['spine_port']} master {spec.spine['bridge']} peer {host['netns']}/eth1 up")
+            lines += [f"veth eth1 peer {spec.fabric}/{host['spine_port']} up",
+                      f"address eth1 {host['spine_address']}"]
+        if host['gateway'] is not None:
+            lines.append(f"route default via {host['gateway']} dev {host['gateway_dev']}")
+        lines += [f'route {cidr} via {gw} dev {dev} proto {ROUTE_PROTO}' for cidr, gw, dev in host['routes']]
+        out[host['netns']] = lines
     out[spec.fabric] = sorted(fabric, key=lambda line: line.split()[1])
-    out[spec.router] = ['lo up'] + [line for _, lines in sorted(router) for line in lines] + ['ip_forward 1']
+    if spec.router_wanted:
+        out[spec.router] = (['lo up'] + [line for _, lines in sorted(router) for line in lines]
+                            + [f'route {cidr} via {gw} dev {dev} proto {ROUTE_PROTO}'
+                               for cidr, gw, dev in spec.router_routes]
+                            + ['ip_forward 1'])
     return out
 
 
@@ -642,6 +811,7 @@ class Plan:
         self.pre = {}             # netns -> deletions, run before the fabric batch
         self.fabric = []          # fabric namespace: bridges, veth pairs (peers created in their namespaces)
         self.post = {}            # netns -> addresses, links up, routes
+        self.root_late = []       # netns del of a router no longer needed (after its fabric legs are gone)
         self.forward = False      # set ip_forward in the router
         self.sysctls = {}         # root-namespace sysctl path -> value
         self.make_state_dir = False
@@ -653,6 +823,23 @@ class Plan:
     @property
     def changed(self):
         return bool(self.created or self.removed or self.updated)
+
+
+def _plan_routes(plan, st, wanted, gone):
+    """Make the namespace's proto-static routes exactly `wanted` [(dst, via, dev)] (devices in `gone` vanish anyway)."""
+    have = [r for r in st.routes if _owned_route(r) and r.get('dev') not in gone]
+    keep = set()
+    for route in have:
+        key = (route.get('dst'), route.get('gateway'), route.get('dev'))
+        if key in wanted and key not in keep and 'metric' not in route:
+            keep.add(key)
+            continue
+        plan.add(plan.post, st.name, f'route del {_route_selector(route)}')
+        plan.removed.append(f'route {st.name} {_route_text(route)}')
+    for dst, via, dev in wanted:
+        if (dst, via, dev) not in keep:
+            plan.add(plan.post, st.name, f'route add {dst} via {via} dev {dev} proto {ROUTE_PROTO}')
+            plan.created.append(f'route {st.name} {dst} via {via} dev {dev} proto {ROUTE_PROTO}')
 
 
 def plan_present(spec, states, gc_now, state_dir_exists):
@@ -676,15 +863,26 @@ def plan_present(spec, states, gc_now, state_dir_exists):
             plan.root += [f'netns del {ns}', f'netns add {ns}']
             plan.updated.append(f'netns {ns} (recreated: it could not be read)')
         st[ns] = states[ns] or NsState(ns, [{'ifindex': 1, 'ifname': 'lo', 'flags': ['LOOPBACK']}])
-    fab, rtr = st[F], st[R]
+    fab = st[F]
+    if not spec.router_wanted and states.get(R) is not None:
+        # every segment has a reflector as gateway now: the router goes, after its fabric legs (pass 1)
+        plan.root_late.append(f'netns del {R}')
+        plan.removed.append(f'netns {R}')
 
     # the fabric namespace's wanted links: name -> (kind, bridge it belongs to, peer namespace, peer name)
     want = {}
     for seg in spec.segments.values():
         want[seg['bridge']] = ('bridge', None, None, None)
-        want[seg['router_port']] = ('veth', seg['bridge'], R, seg['router_port'])
+        if spec.router_wanted and seg['router']:
+            want[seg['router_port']] = ('veth', seg['bridge'], R, seg['router_port'])
+    if spec.spine:
+        want[spec.spine['bridge']] = ('bridge', None, None, None)
+        if spec.router_wanted:
+            want[spec.spine['router_port']] = ('veth', spec.spine['bridge'], R, spec.spine['router_port'])
     for host in spec.hosts.values():
         want[host['fabric_port']] = ('veth', host['bridge'], host['netns'], 'eth0')
+        if host['spine_address']:
+            want[host['spine_port']] = ('veth', spec.spine['bridge'], host['netns'], 'eth1')
 
     # pass 1: fabric links to delete (stale, wrong kind, or veths not paired with the right peer)
     doomed = set()        # (netns, ifindex) of links that vanish with the fabric deletions
@@ -739,33 +937,44 @@ def plan_present(spec, states, gc_now, state_dir_exists):
             plan.fabric.append(f'link set {name} master {bridge} up')
             plan.updated.append(f'link {F}/{name} master {bridge} up')
 
-    # the router: legs up with the gateway address, nothing but connected routes, forwarding on
-    legs = {seg['router_port']: seg for seg in spec.segments.values()}
-    for name, link in sorted(rtr.links.items()):
-        if name != 'lo' and name not in legs and (R, link['ifindex']) not in doomed:
-            plan.add(plan.pre, R, f'link del {name}')
-            plan.removed.append(f'link {R}/{name}')
-            doomed.add((R, link['ifindex']))
-    gone = {dev for dev, link in rtr.links.items() if (R, link['ifindex']) in doomed or (R, dev) in fresh}
-    for route in rtr.routes:
-        if route.get('protocol') != 'kernel' and route.get('dev') not in gone:
-            plan.add(plan.post, R, f'route del {_route_selector(route)}')
-            plan.removed.append(f'route {R} {_route_text(route)}')
-    _plan_lo(plan, rtr)
-    for dev, seg in legs.items():
-        _plan_iface(plan, rtr, dev, [str(seg['gateway'])], (R, dev) in fresh)
-    if not (states[R] and rtr.forwarding):
-        plan.forward = True
-        plan.updated.append(f'sysctl {R} net.ipv4.ip_forward 1')
+    # the router (if any segment needs it): legs up with the gateway address, connected routes plus the
+    # routes to the segments behind reflectors (via their spine address), forwarding on
+    if spec.router_wanted:
+        rtr = st[R]
+        legs = {seg['router_port']: seg for seg in spec.segments.values() if seg['router']}
+        if spec.spine:
+            legs[spec.spine['router_port']] = spec.spine
+        for name, link in sorted(rtr.links.items()):
+            if name != 'lo' and name not in legs and (R, link['ifindex']) not in doomed:
+                plan.add(plan.pre, R, f'link del {name}')
+                plan.removed.append(f'link {R}/{name}')
+                doomed.add((R, link['ifindex']))
+        gone = {dev for dev, link in rtr.links.items() if (R, link['ifindex']) in doomed or (R, dev) in fresh}
+        wanted_routes = set(spec.router_routes)
+        for route in rtr.routes:
+            if route.get('protocol') != 'kernel' and route.get('dev') not in gone and not _owned_route(route):
+                plan.add(plan.post, R, f'route del {_route_selector(route)}')
+                plan.removed.append(f'route {R} {_route_text(route)}')
+        _plan_lo(plan, rtr)
+        for dev, seg in legs.items():
+            _plan_iface(plan, rtr, dev, [str(seg['gateway'])], (R, dev) in fresh)
+        _plan_routes(plan, rtr, wanted_routes, gone)
+        if not (states[R] and rtr.forwarding):
+            plan.forward = True
+            plan.updated.append(f'sysctl {R} net.ipv4.ip_forward 1')
 
-    # the hosts: lo and eth0 up, the address, the default route (stale routes go before the addresses change)
+    # the hosts: lo and eth0 up, the address, the default route (stale routes go before the addresses change);
+    # a reflector also eth1 on the spine, its default route via the router's spine leg (if there is a router)
+    # and the routes to the other reflectors' segments
     for host in spec.hosts.values():
         ns = host['netns']
         hst = st[ns]
         is_fresh = (ns, 'eth0') in fresh
-        gw = str(host['gateway'])
-        defaults = [] if is_fresh else [r for r in hst.routes if r.get('dst') == 'default']
-        good = [r for r in defaults if r.get('gateway') == gw and r.get('dev') == 'eth0'
+        gone = {dev for dev, link in hst.links.items() if (ns, link['ifindex']) in doomed or (ns, dev) in fresh}
+        gw = None if host['gateway'] is None else str(host['gateway'])
+        dev = host['gateway_dev']
+        defaults = [r for r in hst.routes if r.get('dst') == 'default' and r.get('dev') not in gone]
+        good = [r for r in defaults if gw is not None and r.get('gateway') == gw and r.get('dev') == dev
                 and r.get('type', 'unicast') == 'unicast'][:1]
         for route in defaults:
             if route not in good:
@@ -773,9 +982,12 @@ def plan_present(spec, states, gc_now, state_dir_exists):
                 plan.removed.append(f'route {ns} {_route_text(route)}')
         _plan_lo(plan, hst)
         _plan_iface(plan, hst, 'eth0', [str(host['address'])], is_fresh)
-        if not good:
-            plan.add(plan.post, ns, f'route add default via {gw} dev eth0')
-            plan.created.append(f'route {ns} default via {gw} dev eth0')
+        if host['spine_address']:
+            _plan_iface(plan, hst, 'eth1', [str(host['spine_address'])], (ns, 'eth1') in fresh)
+            _plan_routes(plan, hst, set(host['routes']), gone)
+        if gw is not None and not good:
+            plan.add(plan.post, ns, f'route add default via {gw} dev {dev}')
+            plan.created.append(f'route {ns} default via {gw} dev {dev}')
     return plan
 
 
@@ -830,6 +1042,7 @@ def apply_present(lab, spec, plan):
     lab.batches(sorted(plan.post.items(), key=lambda item: item[0] != spec.router))
     if plan.forward:
         lab.exec_in(spec.router, ['/bin/sh', '-c', FORWARD_CMD])
+    lab.batch(None, plan.root_late)
 
 
 # --------------------------------------------------------------------------------------------- absent
@@ -974,7 +1187,7 @@ def run_present(lab, spec, result):
         'after': describe_desired(spec, gc_now),
     }
     result.update(created=plan.created, removed=plan.removed, updated=plan.updated, changed=plan.changed)
-    result['segments'], result['hosts'] = spec.result()
+    result['segments'], result['hosts'], result['spine'] = spec.result()
     result['namespaces'] = spec.namespaces()
     if not plan.changed:
         return
@@ -999,12 +1212,18 @@ def main():
                 name=dict(type='str', required=True),
                 cidr=dict(type='str', required=True),
                 gateway=dict(type='str'),
+                router=dict(type='bool', default=True),
+            )),
+            spine=dict(type='dict', options=dict(
+                cidr=dict(type='str', required=True),
+                gateway=dict(type='str'),
             )),
             hosts=dict(type='list', elements='dict', default=[], options=dict(
                 name=dict(type='str', required=True),
                 netns=dict(type='str'),
                 address=dict(type='str', required=True),
                 segment=dict(type='str', required=True),
+                spine_address=dict(type='str'),
             )),
             neigh_gc_thresh=dict(type='list', elements='int', default=[4096, 16384, 32768]),
             stop_timeout=dict(type='int', default=10),
@@ -1015,7 +1234,7 @@ def main():
     result = dict(changed=False, created=[], removed=[], updated=[], killed=[], commands=[], namespaces=[])
     try:
         spec = Spec(module.params, state)
-        result.update(fabric_netns=spec.fabric, router_netns=spec.router)
+        result.update(fabric_netns=spec.fabric, router_netns=spec.router if spec.router_wanted else None)
         if os.geteuid() != 0:
             raise LabError('lab_fabric needs root (it creates network namespaces); run it as root')
         lab = Lab(module)

@@ -25,7 +25,9 @@ hosts and racks are always visited in natural name order, ``host-2`` before ``ho
 3. rack membership: a host in two racks; then (route_reflector) a reflector in no rack,
    then any other host in no rack;
 4. per host: node IP, node prefix length, router id; then duplicate node IPs, then duplicate
-   router ids;
+   router ids; then per host the spine address (``calico_rr_spine_ip`` on a host that is not a
+   reflector; a reflector's spine IP and its prefix length, ``calico_rr_spine_prefixlen`` else
+   ``lab_spine_segment``); then spine IPs used by another host (as node or spine IP);
 5. AS numbers: per rack (agreement between the rack's hosts, presence in route_reflector,
    validity), then per rack-less host; then (route_reflector) two racks with one AS, a rack
    with nodes but no reflector, route-reflector cluster ids (validity, uniqueness);
@@ -525,27 +527,55 @@ def default_cluster_ids(nodes, overrides=None):
     return out
 
 
+def same_subnet(a, a_prefixlen, b, b_prefixlen):
+    """True when addresses ``a`` and ``b`` share a subnet, False when not, None when no prefix length is known.
+
+    Every known prefix length is applied (ours and the peer's): both sides of a session compute the same
+    answer, which matters for settings that must agree on both ends (GTSM, ``direct``)."""
+    lengths = [length for length in (a_prefixlen, b_prefixlen) if length is not None]
+    if not lengths:
+        return None
+    a, b = int(netaddr.IPAddress(a)), int(netaddr.IPAddress(b))
+    return all((a ^ b) >> (32 - length) == 0 for length in lengths)
+
+
 def compute_peers(nodes, topology, cluster_ids=None):
     """BGP sessions per host: ``{host: [peer, ...]}`` with peers in natural name order.
 
-    ``nodes``: ``{name: {ip, as_number, rack, reflector}}`` (already validated).
-    Each peer is ``{name, ip, as_number, type: ibgp|ebgp, passive, rr_client, rr_cluster_id}``.
-    ``passive`` is true toward peers whose address is greater than ours, so exactly one side of
-    every session dials (Calico's mesh rule; design §5). ``rr_client``/``rr_cluster_id`` are set on
-    the reflector's side of a session with a same-rack client only.
+    ``nodes``: ``{name: {ip, as_number, rack, reflector, prefixlen?, spine_ip?, spine_prefixlen?}}`` (already
+    validated). Each peer is ``{name, ip, local_ip, as_number, type: ibgp|ebgp, direct, passive, rr_client,
+    rr_cluster_id}``. ``ip``/``local_ip`` are the two ends of the session: the node IPs, except between
+    reflectors of different racks in ``route_reflector`` (eBGP over the spine), where they are the
+    reflectors' ``spine_ip`` (default: the node IP). ``direct`` says whether the two ends share a subnet
+    (from ``prefixlen`` / ``spine_prefixlen``; None when neither end's is known). ``passive`` is true
+    toward peers whose address is greater than ours, so exactly one side of every session dials
+    (Calico's mesh rule; design §5). ``rr_client``/``rr_cluster_id`` are set on the reflector's side of a
+    session with a same-rack client only.
     """
     if cluster_ids is None:
         cluster_ids = default_cluster_ids(nodes)
     order = natural_sorted(nodes)
     addr = {name: netaddr.IPAddress(nodes[name]['ip']) for name in order}
 
+    def end(name, spine):
+        node = nodes[name]
+        if spine and not _is_unset(node.get('spine_ip')):
+            return netaddr.IPAddress(node['spine_ip']), node.get('spine_prefixlen')
+        return addr[name], node.get('prefixlen')
+
     def peer(me, other, client=False):
+        spine = (topology == 'route_reflector' and nodes[me]['reflector'] and nodes[other]['reflector']
+                 and nodes[me]['rack'] != nodes[other]['rack'])
+        local, local_len = end(me, spine)
+        remote, remote_len = end(other, spine)
         return {
             'name': other,
-            'ip': str(addr[other]),
+            'ip': str(remote),
+            'local_ip': str(local),
             'as_number': nodes[other]['as_number'],
             'type': 'ibgp' if nodes[other]['as_number'] == nodes[me]['as_number'] else 'ebgp',
-            'passive': addr[other] > addr[me],
+            'direct': same_subnet(local, local_len, remote, remote_len),
+            'passive': remote > local,
             'rr_client': client,
             'rr_cluster_id': cluster_ids.get(nodes[me]['rack']) if client else None,
         }
@@ -680,18 +710,25 @@ def _group(groups, name):
     return [str(h) for h in value]
 
 
-def _rack_members(hostvars, groups, racks):
-    """``{rack: [hosts]}``: the child groups of ``calico_racks``.
+class RackHierarchyUnknown(Exception):
+    """``calico_racks`` has hosts, but its child groups (the racks) cannot be seen: plain ``groups``, no ``racks=``."""
+
+
+def rack_groups(hostvars, groups, racks=None):
+    """``{rack: (hosts, rack group vars)}``: the direct child groups of ``calico_racks``.
 
     ``groups`` is flat, so the hierarchy comes from ``racks=`` when given (a list of rack group names,
-    or a mapping rack -> hosts), else from the inventory behind Ansible's HostVars.
+    or a mapping rack -> hosts; no group vars then), else from the inventory behind Ansible's HostVars
+    (the group vars are the ones set on the group itself in the inventory source). Raises
+    :class:`RackHierarchyUnknown` when neither is available but ``calico_racks`` has hosts; each filter
+    turns that into its own one-line error. Shared by the fabric plan and the lab's ``lab_spec``.
     """
     if racks is not None:
         if isinstance(racks, Mapping):
-            return {str(r): [str(h) for h in (hosts or [])] for r, hosts in racks.items()}
+            return {str(r): ([str(h) for h in (hosts or [])], {}) for r, hosts in racks.items()}
         if isinstance(racks, str):
             racks = [racks]
-        return {str(r): _group(groups, r) for r in racks}
+        return {str(r): (_group(groups, r), {}) for r in racks}
     inventory = getattr(hostvars, '_inventory', None)
     if inventory is not None:
         parent = inventory.groups.get(GROUP_RACKS)
@@ -700,13 +737,21 @@ def _rack_members(hostvars, groups, racks):
         out = {}
         for child in parent.child_groups:
             hosts = _group(groups, child.name) if child.name in groups else [h.name for h in child.get_hosts()]
-            out[child.name] = hosts
+            out[child.name] = (hosts, dict(child.get_vars()))
         return out
     if _group(groups, GROUP_RACKS):
+        raise RackHierarchyUnknown(GROUP_RACKS)
+    return {}
+
+
+def _rack_members(hostvars, groups, racks):
+    """``{rack: [hosts]}`` (see :func:`rack_groups`)."""
+    try:
+        return {rack: hosts for rack, (hosts, _) in rack_groups(hostvars, groups, racks).items()}
+    except RackHierarchyUnknown:
         raise FabricError(f"group '{GROUP_RACKS}'",
                           'its child groups (the racks) cannot be seen in a plain groups dict',
-                          "pass racks=['rack1', ...] (the rack group names) to netfleet.calico.fabric")
-    return {}
+                          "pass racks=['rack1', ...] (the rack group names) to netfleet.calico.fabric") from None
 
 
 def _fleet_setting(reader, hosts, var, default):
@@ -724,6 +769,66 @@ def _fleet_setting(reader, hosts, var, default):
     if source is None:
         return default, None
     return found, source
+
+
+def _prefixlen(reader, name, var, what, lab_var, lab_fix):
+    """A host's prefix length: ``var`` (0-32), else the prefix length of the CIDR ``lab_var``, else None."""
+    subject = host_subject(name)
+    raw = reader.get(name, var)
+    if not _is_unset(raw):
+        length = _as_int(raw)
+        if length is None or not 0 <= length <= 32:
+            raise FabricError(subject, f'{var} {raw!r} is not a prefix length 0-32',
+                              f'set it to the prefix length of {what}, or drop it')
+        return length
+    segment = reader.get(name, lab_var)
+    if _is_unset(segment):
+        return None
+    net = _network_or_none(segment if isinstance(segment, str) else None)
+    if net is None:
+        raise FabricError(subject, f'{lab_var} {segment!r} is not a valid IPv4 CIDR', lab_fix)
+    return net.prefixlen
+
+
+def _spine_addresses(reader, hosts, is_reflector, node_ip, node_prefixlen):
+    """Each reflector's address toward other racks' reflectors (``calico_rr_spine_ip``, default its node IP)
+    and that address's prefix length; None for every other host. Preflight step 4, after the node IPs."""
+    spine_ip, spine_prefixlen = {}, {}
+    for name in hosts:
+        subject = host_subject(name)
+        raw = reader.get(name, 'calico_rr_spine_ip')
+        if name not in is_reflector:
+            if not _is_unset(raw):
+                raise FabricError(subject, f'calico_rr_spine_ip {raw} is set but the host is not a route reflector',
+                                  'drop calico_rr_spine_ip, or add the host to calico_route_reflectors')
+            spine_ip[name] = spine_prefixlen[name] = None
+            continue
+        if _is_unset(raw):
+            spine_ip[name], spine_prefixlen[name] = node_ip[name], node_prefixlen[name]
+            continue
+        addr = _address_or_none(raw if isinstance(raw, str) else None)
+        if addr is None or int(addr) == 0:
+            raise FabricError(subject, f'calico_rr_spine_ip {raw!r} is not an IPv4 address',
+                              "set calico_rr_spine_ip to the reflector's address toward other racks' reflectors, "
+                              'or drop it (defaults to calico_node_ip)')
+        spine_ip[name] = addr
+        if addr == node_ip[name]:
+            spine_prefixlen[name] = node_prefixlen[name]
+        else:
+            spine_prefixlen[name] = _prefixlen(reader, name, 'calico_rr_spine_prefixlen', "the reflector's spine "
+                                               'subnet', 'lab_spine_segment', 'set lab_spine_segment to the '
+                                               "spine's subnet, e.g. 10.255.0.0/24")
+    owner = {node_ip[name]: (name, 'node IP') for name in hosts}
+    for name in hosts:
+        addr = spine_ip[name]
+        if addr is None or addr == node_ip[name]:
+            continue
+        if addr in owner:
+            other, kind = owner[addr]
+            raise FabricError(host_subject(name), f"spine IP {addr} is also the {kind} of host '{other}'",
+                              'give each reflector a calico_rr_spine_ip that no other host uses')
+        owner[addr] = (name, 'spine IP')
+    return spine_ip, spine_prefixlen
 
 
 def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_BLOCK_PREFIX,
@@ -791,23 +896,9 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
                               "set calico_node_ip to the host's fabric IPv4 address")
         node_ip[name] = addr
 
-        raw = reader.get(name, 'calico_node_prefixlen')
-        if not _is_unset(raw):
-            length = _as_int(raw)
-            if length is None or not 0 <= length <= 32:
-                raise FabricError(subject, f'calico_node_prefixlen {raw!r} is not a prefix length 0-32',
-                                  "set it to the prefix length of the host's fabric subnet, or drop it")
-            node_prefixlen[name] = length
-        else:
-            segment = reader.get(name, 'lab_segment')
-            if _is_unset(segment):
-                node_prefixlen[name] = None
-            else:
-                net = _network_or_none(segment if isinstance(segment, str) else None)
-                if net is None:
-                    raise FabricError(subject, f'lab_segment {segment!r} is not a valid IPv4 CIDR',
-                                      "set the rack's lab_segment to its subnet, e.g. 192.168.100.0/24")
-                node_prefixlen[name] = net.prefixlen
+        node_prefixlen[name] = _prefixlen(reader, name, 'calico_node_prefixlen', "the host's fabric subnet",
+                                          'lab_segment', "set the rack's lab_segment to its subnet, "
+                                                         'e.g. 192.168.100.0/24')
 
         raw = reader.get(name, 'calico_router_id')
         if _is_unset(raw):
@@ -832,6 +923,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
                                                   f"'{seen[router_id[name]]}'",
                               'set a unique calico_router_id (it defaults to the node IP)')
         seen[router_id[name]] = name
+    spine_ip, spine_prefixlen = _spine_addresses(reader, hosts, is_reflector, node_ip, node_prefixlen)
 
     # 5. AS numbers, racks, cluster ids
     as_of = {}
@@ -886,7 +978,9 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
             as_of[name] = parse_as_number(value, host_subject(name))
 
     speakers = {name: {'ip': str(node_ip[name]), 'as_number': as_of[name], 'rack': rack_of[name],
-                       'reflector': name in is_reflector} for name in hosts}
+                       'reflector': name in is_reflector, 'prefixlen': node_prefixlen[name],
+                       'spine_ip': None if spine_ip[name] is None else str(spine_ip[name]),
+                       'spine_prefixlen': spine_prefixlen[name]} for name in hosts}
     check_peer_plan(speakers, topology)
     cluster_ids = {}
     if topology == 'route_reflector':
@@ -961,6 +1055,8 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
             'as_number': as_of[name],
             'rack': rack_of[name],
             'role': 'reflector' if name in is_reflector else 'node',
+            'spine_ip': speakers[name]['spine_ip'],
+            'spine_prefixlen': spine_prefixlen[name],
             'block': block,
             'block_source': source,
             'workloads': workloads[name],

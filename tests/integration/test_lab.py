@@ -4,11 +4,15 @@ Needs root. One lab is built from inventories/lab for the module with a run-spec
 (NETFLEET_LAB_PREFIX=t<4 hex>) and always torn down by lab_down.yml in the fixture's finalizer (plus a
 last-resort cleanup of that prefix's namespaces and state directory). Tests run in file order and share
 the lab; the last one tears it down and checks that a second teardown is a no-op.
+
+The second half does the same for inventories/lab-racks (route-reflector racks: every reflector is its
+rack's gateway with a leg on the spine; no router namespace), with a prefix of its own.
 """
 
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import copy
 import json
 import os
@@ -26,6 +30,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / '.venv' / 'bin'
 INVENTORY = REPO / 'inventories' / 'lab'
+RACKS_INVENTORY = REPO / 'inventories' / 'lab-racks'
 RECAP = re.compile(r'^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)'
                    r'\s+failed=(?P<failed>\d+)')
 TIMINGS: dict[str, float] = {}
@@ -56,25 +61,38 @@ def root_snapshot():
     return {'links': links, 'addrs': addrs, 'routes': routes}
 
 
+def racks(doc):
+    return doc['all']['children']['calico_racks']['children']
+
+
 def rack1(doc):
-    return doc['all']['children']['calico_racks']['children']['rack1']
+    return racks(doc)['rack1']
 
 
-def write_inventory(path, doc):
-    """A copy of inventories/lab (same group_vars) with hosts.yml replaced by doc."""
-    shutil.copytree(INVENTORY / 'group_vars', path / 'group_vars')
+def write_inventory(path, doc, source=INVENTORY):
+    """A copy of inventories/lab (or source; same group_vars) with hosts.yml replaced by doc."""
+    shutil.copytree(source / 'group_vars', path / 'group_vars')
     (path / 'hosts.yml').write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
+def new_prefix():
+    prefix = 't' + secrets.token_hex(2)
+    while any(n.startswith(prefix + '-') for n in namespaces()) or os.path.exists(f'/run/netfleet/{prefix}'):
+        prefix = 't' + secrets.token_hex(2)
+    return prefix
+
+
 class Lab:
-    def __init__(self, prefix):
+    def __init__(self, prefix, inventory=INVENTORY):
         self.prefix = prefix
+        self.inventory = inventory
         self.state_dir = Path(f'/run/netfleet/{prefix}')
         self.env = dict(os.environ, NETFLEET_LAB_PREFIX=prefix, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'),
                         ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', ANSIBLE_DEPRECATION_WARNINGS='0')
-        self.doc = yaml.safe_load((INVENTORY / 'hosts.yml').read_text())
-        self.hosts = {name: hv['calico_node_ip'] for name, hv in rack1(self.doc)['hosts'].items()}
+        self.doc = yaml.safe_load((inventory / 'hosts.yml').read_text())
+        self.hosts = {name: hv['calico_node_ip'] for rack in racks(self.doc).values()
+                      for name, hv in rack['hosts'].items()}
         self.fabric = f'{prefix}-fabric'
         self.router = f'{prefix}-router'
 
@@ -95,10 +113,12 @@ class Lab:
         return proc
 
     def playbook(self, name, *args, **kw):
+        if '-i' not in args:
+            args = ('-i', self.inventory, *args)
         return self.run('ansible-playbook', REPO / 'playbooks' / name, *args, **kw)
 
     def adhoc(self, host, module, module_args, **kw):
-        return self.run('ansible', host, '-m', module, '-a', module_args, **kw)
+        return self.run('ansible', '-i', self.inventory, host, '-m', module, '-a', module_args, **kw)
 
     def ns_json(self, netns, *args):
         return json.loads(sh(['ip', '-n', netns, '-j', *args]).stdout or '[]')
@@ -107,8 +127,9 @@ class Lab:
         """ifindex of every fabric port and host eth0: unchanged means not rebuilt."""
         out = {f'{self.fabric}/{link["ifname"]}': link['ifindex'] for link in self.ns_json(self.fabric, 'link')}
         for host in self.hosts:
-            for link in self.ns_json(self.netns(host), 'link', 'show', 'dev', 'eth0'):
-                out[f'{self.netns(host)}/eth0'] = link['ifindex']
+            for link in self.ns_json(self.netns(host), 'link', 'show'):
+                if link['ifname'] in ('eth0', 'eth1'):  # eth1: a reflector's spine leg
+                    out[f'{self.netns(host)}/{link["ifname"]}'] = link['ifindex']
         return out
 
     def ping(self, netns, address):
@@ -120,9 +141,7 @@ class Lab:
 
 @pytest.fixture(scope='module')
 def lab():
-    prefix = 't' + secrets.token_hex(2)
-    while any(n.startswith(prefix + '-') for n in namespaces()) or os.path.exists(f'/run/netfleet/{prefix}'):
-        prefix = 't' + secrets.token_hex(2)
+    prefix = new_prefix()
     lab = Lab(prefix)
     lab.root_before = root_snapshot()
     try:
@@ -335,3 +354,177 @@ def test_lab_down_removes_everything_and_is_idempotent(lab):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+# --------------------------------------------------------------------------------------------- route-reflector racks
+# inventories/lab-racks: three racks, each its own segment; every reflector is its rack's gateway (ToR) with eth0 on
+# the rack segment and eth1 on the spine bridge; hosts default via their rack's first reflector; no router namespace.
+
+
+class RacksLab(Lab):
+    def __init__(self, prefix, inventory=RACKS_INVENTORY):
+        super().__init__(prefix, inventory)
+        self.load(self.doc)
+
+    def load(self, doc):
+        """Names and addresses of a lab-racks inventory document."""
+        self.doc = doc
+        self.reflectors = sorted(doc['all']['children']['calico_route_reflectors']['hosts'])
+        self.hosts, self.spine, self.rack_of, self.segment, self.gateway = {}, {}, {}, {}, {}
+        for rack, group in racks(doc).items():
+            self.segment[rack] = group['vars']['lab_segment']
+            for name, hv in group['hosts'].items():
+                self.hosts[name] = hv['calico_node_ip']
+                self.rack_of[name] = rack
+                if name in self.reflectors:
+                    self.spine[name] = hv['calico_rr_spine_ip']
+            # the rack's first reflector (natural order; plain order for these names) is its hosts' gateway
+            self.gateway[rack] = next(r for r in self.reflectors if self.rack_of.get(r) == rack)
+        self.nodes = sorted(h for h in self.hosts if h not in self.reflectors)
+
+    def pings(self, pairs):
+        """Ping (netns, address) pairs in parallel; return the failures."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+            results = list(pool.map(lambda pair: self.ping(*pair), pairs))
+        return [f'{ns} -> {address}: {r.stdout.strip().splitlines()[-1:] or r.stderr}'
+                for (ns, address), r in zip(pairs, results) if r.returncode != 0]
+
+    def forward_on_reflectors(self):
+        """Test only: the route_reflector role sets net.ipv4.ip_forward=1 on reflectors; the lab does not."""
+        for name in self.reflectors:
+            sh(['ip', 'netns', 'exec', self.netns(name), 'sh', '-c', 'echo 1 > /proc/sys/net/ipv4/ip_forward'])
+
+    def kernel(self, host):
+        """IPv4 addresses and main-table routes of a host namespace, as comparable sets."""
+        ns = self.netns(host)
+        addrs = {(link['ifname'], f"{a['local']}/{a['prefixlen']}") for link in self.ns_json(ns, '-4', 'addr', 'show')
+                 for a in link.get('addr_info', [])}
+        routes = {(r.get('dst'), r.get('gateway'), r.get('dev'), r.get('protocol'))
+                  for r in self.ns_json(ns, 'route', 'show', 'table', 'main')}
+        return addrs, routes
+
+
+@pytest.fixture(scope='module')
+def racks_lab():
+    lab = RacksLab(new_prefix())
+    lab.root_before = root_snapshot()
+    try:
+        lab.up = lab.playbook('lab_up.yml', label='racks: lab_up (first run)')
+        yield lab
+    finally:
+        lab.playbook('lab_down.yml', check=False, label='racks: lab_down (finalizer)')
+        left = lab.leftovers()
+        for ns in left:  # last resort, our prefix only
+            sh(['ip', 'netns', 'del', ns], check=False)
+        shutil.rmtree(lab.state_dir, ignore_errors=True)
+        print(f'\nlab {lab.prefix} (lab-racks) timings (s): {json.dumps(TIMINGS)}')
+        assert not left, f'lab_down left namespaces behind: {left}'
+
+
+def test_racks_wiring(racks_lab):
+    lab = racks_lab
+    assert lab.up.recap['localhost']['changed'] == 1, lab.up.stdout
+    # every rack has a reflector: no router namespace
+    assert set(lab.leftovers()) == {lab.fabric} | {lab.netns(h) for h in lab.hosts}
+    bridges = sorted(link['ifname'] for link in lab.ns_json(lab.fabric, '-d', 'link')
+                     if link.get('linkinfo', {}).get('info_kind') == 'bridge')
+    assert bridges == ['br-rack1', 'br-rack2', 'br-rack3', 'spine']
+    spine_ports = {link['ifname']: link.get('master') for link in lab.ns_json(lab.fabric, 'link')
+                   if link['ifname'].startswith('s-')}
+    assert spine_ports == {f's-{r}': 'spine' for r in lab.reflectors}
+    for host, ip in lab.hosts.items():
+        addrs, routes = lab.kernel(host)
+        defaults = sorted((gw, dev) for dst, gw, dev, _ in routes if dst == 'default')
+        if host in lab.reflectors:
+            assert addrs == {('lo', '127.0.0.1/8'), ('eth0', f'{ip}/24'), ('eth1', f'{lab.spine[host]}/24')}, host
+            assert defaults == [], (host, routes)  # no router to default to
+            static = sorted((dst, gw, dev) for dst, gw, dev, proto in routes if proto == 'static')
+            assert static == sorted((lab.segment[rack], lab.spine[lab.gateway[rack]], 'eth1')
+                                    for rack in lab.segment if rack != lab.rack_of[host]), (host, routes)
+        else:
+            assert addrs == {('lo', '127.0.0.1/8'), ('eth0', f'{ip}/24')}, host
+            assert defaults == [(lab.hosts[lab.gateway[lab.rack_of[host]]], 'eth0')], (host, routes)
+    assert lab.gateway['rack1'] == 'rr1a'
+
+
+def test_racks_hosts_ping_their_gateway_and_reflectors_ping_over_the_spine(racks_lab):
+    lab = racks_lab
+    pairs = [(lab.netns(h), lab.hosts[lab.gateway[lab.rack_of[h]]]) for h in lab.nodes]
+    pairs += [(lab.netns(h), lab.hosts[r]) for h in lab.nodes for r in lab.reflectors
+              if lab.rack_of[r] == lab.rack_of[h]]  # rack1's second reflector too
+    pairs += [(lab.netns(a), lab.spine[b]) for a in lab.reflectors for b in lab.reflectors if a != b]
+    assert lab.pings(pairs) == []
+
+
+def test_racks_cross_rack_host_pings_through_forwarding_reflectors(racks_lab):
+    lab = racks_lab
+    lab.forward_on_reflectors()
+    pairs = [(lab.netns(a), lab.hosts[b]) for a in lab.nodes for b in lab.nodes if lab.rack_of[a] != lab.rack_of[b]]
+    assert len(pairs) == 54
+    assert lab.pings(pairs) == []
+
+
+def test_racks_root_namespace_untouched(racks_lab):
+    after = root_snapshot()
+    for key in ('links', 'addrs', 'routes'):
+        assert after[key] == racks_lab.root_before[key], f'the lab changed the root namespace ({key})'
+    assert not any(link['ifname'].startswith(('br-', 'gw-', 'h-', 's-', 'rt-')) or link['ifname'] == 'spine'
+                   for link in ipj('link', 'show'))
+
+
+def test_racks_lab_up_is_idempotent(racks_lab):
+    before = racks_lab.ifindexes()
+    proc = racks_lab.playbook('lab_up.yml', label='racks: lab_up (second run)')
+    assert proc.recap['localhost']['changed'] == 0, proc.stdout
+    proc = racks_lab.playbook('lab_up.yml', '--check', '--diff', label='racks: lab_up --check --diff')
+    assert proc.recap['localhost']['changed'] == 0, proc.stdout
+    assert racks_lab.ifindexes() == before
+
+
+def test_racks_adding_a_rack_adds_only_that_rack(racks_lab, tmp_path):
+    lab = racks_lab
+    doc = copy.deepcopy(lab.doc)
+    racks(doc)['rack4'] = {
+        'vars': {'calico_as_number': 65004, 'lab_segment': '192.168.104.0/24'},
+        'hosts': {'rr4': {'calico_node_ip': '192.168.104.1', 'calico_rr_spine_ip': '10.255.0.41'},
+                  'r4h1': {'calico_node_ip': '192.168.104.11', 'calico_workloads': [{'name': 'r4h1w1'}]}},
+    }
+    doc['all']['children']['calico_route_reflectors']['hosts']['rr4'] = None
+    doc['all']['children']['calico_nodes']['hosts']['r4h1'] = None
+    inventory = write_inventory(tmp_path / 'inv', doc, RACKS_INVENTORY)
+    old_hosts = sorted(lab.hosts)
+    before_ns, before_idx = namespaces(), lab.ifindexes()
+    before_kernel = {h: lab.kernel(h) for h in old_hosts}
+
+    proc = lab.playbook('lab_up.yml', '-i', inventory, label='racks: lab_up (rack4 added)')
+    assert proc.recap['localhost']['changed'] == 1, proc.stdout
+    lab.load(doc)
+    assert namespaces() - before_ns == {lab.netns('rr4'), lab.netns('r4h1')}
+    after_idx = lab.ifindexes()
+    assert {k: after_idx.get(k) for k in before_idx} == before_idx, 'existing hosts were rewired'
+    assert set(after_idx) - set(before_idx) == (
+        {f'{lab.fabric}/{port}' for port in ('br-rack4', 'h-rr4', 's-rr4', 'h-r4h1')}
+        | {f'{lab.netns(h)}/{dev}' for h, dev in (('rr4', 'eth0'), ('rr4', 'eth1'), ('r4h1', 'eth0'))})
+    # the existing namespaces gain nothing but, on each reflector, the route to the new rack's segment
+    new_route = ('192.168.104.0/24', '10.255.0.41', 'eth1', 'static')
+    for host in old_hosts:
+        addrs, routes = lab.kernel(host)
+        assert addrs == before_kernel[host][0], host
+        want = before_kernel[host][1] | ({new_route} if host in lab.reflectors else set())
+        assert routes == want, host
+    lab.forward_on_reflectors()  # rr4 is new
+    assert lab.pings([(lab.netns('r4h1'), '192.168.104.1')]
+                     + [(lab.netns('rr4'), lab.spine[r]) for r in lab.reflectors if r != 'rr4']
+                     + [(lab.netns(r), '10.255.0.41') for r in lab.reflectors if r != 'rr4']
+                     + [(lab.netns('r4h1'), lab.hosts[h]) for h in ('r1h1', 'r2h2', 'r3h3')]
+                     + [(lab.netns(h), '192.168.104.11') for h in ('r1h3', 'r2h1', 'r3h2')]) == []
+    assert lab.playbook('lab_up.yml', '-i', inventory).recap['localhost']['changed'] == 0
+
+
+def test_racks_lab_down_removes_everything(racks_lab):
+    proc = racks_lab.playbook('lab_down.yml', label='racks: lab_down')
+    assert proc.recap['localhost']['changed'] == 1, proc.stdout
+    assert racks_lab.leftovers() == []
+    assert not racks_lab.state_dir.exists()
+    proc = racks_lab.playbook('lab_down.yml', label='racks: lab_down (second run)')
+    assert proc.recap['localhost']['changed'] == 0, proc.stdout

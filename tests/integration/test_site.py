@@ -143,3 +143,30 @@ def test_add_host_keeps_blocks_and_sessions(lab, base_doc):
         for name, (_state, since, _info) in before.items():
             assert after[name][1] == since, f"{h}: session {name} was reset ({since} -> {after[name][1]})"
     assert not lab.ping_matrix()
+
+
+# --- session security -----------------------------------------------------------------------------------
+
+def test_bgp_password_everywhere_and_a_wrong_one_never_establishes(lab, base_doc):
+    secret = "Sup3r-s3cret-pw"
+    doc = copy.deepcopy(base_doc)
+    doc["all"]["vars"]["calico_bgp_password"] = secret
+    write_inventory(Path(lab.inventory), doc)
+    lab.reload()
+    run = lab.playbook("site.yml", "--diff", "-v")
+    assert secret not in run.stdout + run.stderr, "the BGP password was printed"
+    for h in lab.nodes:
+        assert secret not in Path(lab.state_dir(h), "bird.conf").read_text()
+        assert "password CALICO_BGP_PASSWORD" in Path(lab.state_dir(h), "bird.conf").read_text()
+    status = lab.playbook("playbooks/status.yml")
+    assert "fabric converged" in status.stdout, status.stdout[-3000:]
+
+    rack1(doc)["host-c"]["calico_bgp_password"] = "not-the-fleet-password"
+    write_inventory(Path(lab.inventory), doc)
+    lab.reload()
+    lab.playbook("site.yml")
+    time.sleep(12)  # two connect-retry periods (5 s) and more
+    assert not [n for n, s in lab.sessions("host-c").items() if s[2].startswith("Established")]
+    a = lab.sessions("host-a")
+    assert a["Mesh_192_168_100_101"][2].startswith("Established")
+    assert not a["Mesh_192_168_100_102"][2].startswith("Established")

@@ -19,6 +19,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
 import testinfra
 import testinfra.backend
 from testinfra.backend import base
@@ -86,6 +87,11 @@ class Lab:
         self.hostvars = data["_meta"]["hostvars"]
         self.groups = {g: v for g, v in data.items() if g != "_meta"}
         self.nodes = sorted(self._members("calico_nodes"))
+        self.reflectors = sorted(self._members("calico_route_reflectors") - set(self.nodes))
+
+    def speakers(self):
+        """Every host that runs BIRD: nodes and dedicated reflectors."""
+        return self.nodes + self.reflectors
 
     def _members(self, group):
         g = self.groups.get(group, {})
@@ -123,6 +129,20 @@ class Lab:
             raise AssertionError(f"{playbook} {' '.join(args)} failed rc={proc.returncode}\n"
                                  f"{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
         return proc
+
+    def run_module(self, host, module, args):
+        """Run one module on a lab host through the netns connection (ad hoc)."""
+        argv = [str(VENV_BIN / "ansible"), "-i", self.inventory, host, "-m", module, "-a", args]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env, cwd=REPO)
+        if proc.returncode != 0:
+            raise AssertionError(f"{module} on {host} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+        return proc
+
+    def block(self, host):
+        """The block a host owns (its proto-80 blackhole), or None."""
+        for r in ns_json(self.netns(host), "route", "show", "proto", "80", "type", "blackhole"):
+            return r["dst"]
+        return None
 
     def birdc(self, host, *args):
         return sh(["ip", "netns", "exec", self.netns(host), "birdc", "-s", f"{self.state_dir(host)}/bird.ctl",
@@ -167,7 +187,7 @@ class Lab:
 
     def fleet_state(self):
         return {"netns": sorted(n for n in namespaces() if n.startswith(self.prefix + "-")),
-                **{h: self.kernel_state(h) for h in self.nodes}}
+                **{h: self.kernel_state(h) for h in self.speakers()}}
 
     def sessions(self, host):
         """{protocol name: (state, since, info)} of the BGP protocols of a host."""
@@ -177,3 +197,33 @@ class Lab:
             if len(parts) >= 6 and parts[1] == "BGP":
                 out[parts[0]] = (parts[3], parts[4] + " " + parts[5], " ".join(parts[6:]))
         return out
+
+
+class ContinuousPing:
+    """`ping -D -i <interval>` from a namespace in the background; on stop, the worst outage.
+
+    The gap is measured between consecutive replies (by their -D timestamps), so it is the real
+    time during which no packet got through, whatever the interval.
+    """
+
+    def __init__(self, src_netns, dst_ip, interval=0.02):
+        self.interval = interval
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", src_netns, "ping", "-n", "-D", "-i", str(interval), "-W", "1", dst_ip],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def stop(self):
+        """Returns (sent, received, worst gap in seconds)."""
+        self.proc.send_signal(2)  # SIGINT: ping prints its summary and exits
+        out, _ = self.proc.communicate(timeout=10)
+        stamps = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
+        sent = re.search(r"(\d+) packets transmitted", out)
+        gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+        return (int(sent.group(1)) if sent else 0, len(stamps), max(gaps, default=float("inf")))
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The lab a molecule scenario built (its inventory and prefix come from the verifier's environment)."""
+    inventory = os.environ.get("NETFLEET_INVENTORY", str(REPO / "inventories" / "lab"))
+    return Lab(inventory, os.environ.get("NETFLEET_LAB_PREFIX", "nf"))

@@ -17,9 +17,9 @@ def error_of(*args, **kwargs):
     return str(exc.value)
 
 
-def peer(name, ip, as_number=64512, passive=False, kind='ibgp', client=False, cluster=None):
-    return {'name': name, 'ip': ip, 'as_number': as_number, 'type': kind, 'passive': passive,
-            'rr_client': client, 'rr_cluster_id': cluster}
+def peer(name, ip, as_number=64512, passive=False, kind='ibgp', client=False, cluster=None, local=None, direct=None):
+    return {'name': name, 'ip': ip, 'local_ip': local, 'as_number': as_number, 'type': kind, 'direct': direct,
+            'passive': passive, 'rr_client': client, 'rr_cluster_id': cluster}
 
 
 RR = {
@@ -37,24 +37,25 @@ def test_registered():
 def test_documented_full_mesh_example():
     nodes = {'host-a': {'ip': '192.168.100.100', 'as_number': 64512},
              'host-b': {'ip': '192.168.100.101', 'as_number': 64512}}
-    assert bgp_peers(nodes) == {'host-a': [peer('host-b', '192.168.100.101', passive=True)],
-                                'host-b': [peer('host-a', '192.168.100.100', passive=False)]}
+    assert bgp_peers(nodes) == {'host-a': [peer('host-b', '192.168.100.101', passive=True, local='192.168.100.100')],
+                                'host-b': [peer('host-a', '192.168.100.100', passive=False, local='192.168.100.101')]}
 
 
 def test_default_as():
-    assert bgp_peers({'a': {'ip': '10.0.0.1'}, 'b': {'ip': '10.0.0.2'}}, host='a') == [peer('b', '10.0.0.2',
-                                                                                            passive=True)]
+    assert bgp_peers({'a': {'ip': '10.0.0.1'}, 'b': {'ip': '10.0.0.2'}}, host='a') == [
+        peer('b', '10.0.0.2', passive=True, local='10.0.0.1')]
 
 
 def test_documented_route_reflector_example():
     assert bgp_peers(RR, 'route_reflector', host='rr1') == [
-        peer('h1', '10.1.0.11', 65001, passive=True, client=True, cluster='10.1.0.1'),
-        peer('rr2', '10.2.0.1', 65002, passive=True, kind='ebgp'),
+        peer('h1', '10.1.0.11', 65001, passive=True, client=True, cluster='10.1.0.1', local='10.1.0.1'),
+        peer('rr2', '10.2.0.1', 65002, passive=True, kind='ebgp', local='10.1.0.1'),
     ]
     plan = bgp_peers(RR, 'route_reflector')
-    assert plan['h2'] == [peer('rr2', '10.2.0.1', 65002)]
-    assert plan['rr2'] == [peer('h2', '10.2.0.11', 65002, passive=True, client=True, cluster='10.2.0.1'),
-                           peer('rr1', '10.1.0.1', 65001, kind='ebgp')]
+    assert plan['h2'] == [peer('rr2', '10.2.0.1', 65002, local='10.2.0.11')]
+    assert plan['rr2'] == [peer('h2', '10.2.0.11', 65002, passive=True, client=True, cluster='10.2.0.1',
+                                local='10.2.0.1'),
+                           peer('rr1', '10.1.0.1', 65001, kind='ebgp', local='10.2.0.1')]
 
 
 def test_cluster_id_override():
@@ -89,3 +90,40 @@ def test_errors(nodes, topology, expected):
 def test_unknown_host():
     assert error_of(RR, 'route_reflector', host='nope') == (
         P + "host 'nope': is not among the nodes — pass the name of one of the piped nodes as host")
+
+
+def test_spine_ip_and_prefix_lengths():
+    nodes = {name: dict(node, prefixlen=24) for name, node in RR.items()}
+    nodes['rr1'].update(spine_ip='10.255.0.1', spine_prefixlen='24')
+    nodes['rr2'].update(spine_ip='10.255.0.2')  # no spine_prefixlen: rr1's /24 decides
+    plan = bgp_peers(nodes, 'route_reflector')
+    assert plan['rr1'] == [
+        peer('h1', '10.1.0.11', 65001, passive=True, client=True, cluster='10.1.0.1', local='10.1.0.1', direct=True),
+        peer('rr2', '10.255.0.2', 65002, passive=True, kind='ebgp', local='10.255.0.1', direct=True),
+    ]
+    assert plan['rr2'][-1] == peer('rr1', '10.255.0.1', 65001, kind='ebgp', local='10.255.0.2', direct=True)
+    assert plan['h1'] == [peer('rr1', '10.1.0.1', 65001, local='10.1.0.11', direct=True)]
+    assert bgp_peers(nodes, host='rr1')[-1]['ip'] == '10.2.0.1'  # full mesh: rr2's node IP, not its spine IP
+
+
+@pytest.mark.parametrize('changes, expected', [
+    ({'h1': {'spine_ip': '10.255.0.9'}},
+     "host 'h1': spine_ip 10.255.0.9 is set but the host is not a route reflector — drop spine_ip, or give the host "
+     "role reflector"),
+    ({'rr1': {'spine_ip': 'x'}},
+     "host 'rr1': spine_ip 'x' is not an IPv4 address — set spine_ip to the reflector's address toward other racks' "
+     "reflectors, or drop it (defaults to ip)"),
+    ({'rr1': {'prefixlen': 33}},
+     "host 'rr1': prefixlen 33 is not a prefix length 0-32 — set prefixlen to the prefix length of the subnet, or "
+     "drop it"),
+    ({'rr1': {'spine_ip': '10.255.0.1', 'spine_prefixlen': 'x'}},
+     "host 'rr1': spine_prefixlen 'x' is not a prefix length 0-32"),
+    ({'rr1': {'spine_ip': '10.255.0.1'}, 'rr2': {'spine_ip': '10.255.0.1'}},
+     "host 'rr2': spine_ip 10.255.0.1 is also the spine_ip of host 'rr1' — give each reflector a spine_ip that no "
+     "other host uses"),
+    ({'rr2': {'spine_ip': '10.1.0.11'}},
+     "host 'rr2': spine_ip 10.1.0.11 is also the ip of host 'h1'"),
+])
+def test_spine_errors(changes, expected):
+    nodes = {name: dict(node, **changes.get(name, {})) for name, node in RR.items()}
+    assert error_of(nodes, 'route_reflector').startswith(P + expected)

@@ -97,9 +97,15 @@ def error_of(func, *args, **kwargs):
     return text
 
 
-def peer(name, ip, as_number=64512, passive=False, kind='ibgp', client=False, cluster=None):
-    return {'name': name, 'ip': ip, 'as_number': as_number, 'type': kind, 'passive': passive,
-            'rr_client': client, 'rr_cluster_id': cluster}
+def peer(name, ip, as_number=64512, passive=False, kind='ibgp', client=False, cluster=None, local=None,
+         direct=None):
+    return {'name': name, 'ip': ip, 'local_ip': local, 'as_number': as_number, 'type': kind, 'direct': direct,
+            'passive': passive, 'rr_client': client, 'rr_cluster_id': cluster}
+
+
+def lab_peer(name, ip, local, passive):
+    """A session of the lab's one-segment mesh (every prefix length known: direct)."""
+    return peer(name, ip, passive=passive, local=local, direct=True)
 
 
 # --------------------------------------------------------------------------------------------- happy paths
@@ -116,26 +122,30 @@ EXPECTED_LAB = {
     'hosts': {
         'host-a': {
             'node_ip': '192.168.100.100', 'node_prefixlen': 24, 'router_id': '192.168.100.100', 'as_number': 64512,
-            'rack': 'rack1', 'role': 'node', 'block': '172.17.8.0/24', 'block_source': 'pinned',
+            'rack': 'rack1', 'role': 'node', 'spine_ip': None, 'spine_prefixlen': None,
+            'block': '172.17.8.0/24', 'block_source': 'pinned',
             'workloads': [{'name': 'a1', 'ip': '172.17.8.2', 'ifname': 'calif29bc91bbda'},
                           {'name': 'a2', 'ip': '172.17.8.3', 'ifname': 'calib9f85daa6f8'}],
-            'peers': [peer('host-b', '192.168.100.101', passive=True), peer('host-c', '192.168.100.102', passive=True)],
+            'peers': [lab_peer('host-b', '192.168.100.101', '192.168.100.100', passive=True),
+                      lab_peer('host-c', '192.168.100.102', '192.168.100.100', passive=True)],
         },
         'host-b': {
             'node_ip': '192.168.100.101', 'node_prefixlen': 24, 'router_id': '192.168.100.101', 'as_number': 64512,
-            'rack': 'rack1', 'role': 'node', 'block': '172.17.9.0/24', 'block_source': 'pinned',
+            'rack': 'rack1', 'role': 'node', 'spine_ip': None, 'spine_prefixlen': None,
+            'block': '172.17.9.0/24', 'block_source': 'pinned',
             'workloads': [{'name': 'b1', 'ip': '172.17.9.2', 'ifname': 'cali7e83ca2a65d'},
                           {'name': 'b2', 'ip': '172.17.9.3', 'ifname': 'cali32f28ea03b1'}],
-            'peers': [peer('host-a', '192.168.100.100', passive=False),
-                      peer('host-c', '192.168.100.102', passive=True)],
+            'peers': [lab_peer('host-a', '192.168.100.100', '192.168.100.101', passive=False),
+                      lab_peer('host-c', '192.168.100.102', '192.168.100.101', passive=True)],
         },
         'host-c': {
             'node_ip': '192.168.100.102', 'node_prefixlen': 24, 'router_id': '192.168.100.102', 'as_number': 64512,
-            'rack': 'rack1', 'role': 'node', 'block': '172.17.0.0/24', 'block_source': 'allocated',
+            'rack': 'rack1', 'role': 'node', 'spine_ip': None, 'spine_prefixlen': None,
+            'block': '172.17.0.0/24', 'block_source': 'allocated',
             'workloads': [{'name': 'c1', 'ip': '172.17.0.2', 'ifname': 'cali2f22765d049'},
                           {'name': 'c2', 'ip': '172.17.0.3', 'ifname': 'cali6b1f53303a7'}],
-            'peers': [peer('host-a', '192.168.100.100', passive=False),
-                      peer('host-b', '192.168.100.101', passive=False)],
+            'peers': [lab_peer('host-a', '192.168.100.100', '192.168.100.102', passive=False),
+                      lab_peer('host-b', '192.168.100.101', '192.168.100.102', passive=False)],
         },
     },
     'racks': {'rack1': {'as_number': 64512, 'hosts': ['host-a', 'host-b', 'host-c'], 'reflectors': [],
@@ -223,16 +233,148 @@ def test_route_reflector_inventory_through_ansible(tmp_path):
     assert [h['block'] for h in (hosts['r1-h1'], hosts['r1-h2'], hosts['r2-h1'])] == [
         '10.244.0.0/26', '10.244.0.64/26', '10.244.0.128/26']
     assert hosts['r1-h1']['workloads'] == [{'name': 'web', 'ip': '10.244.0.2', 'ifname': plan_utils._ifname('web')}]
-    assert hosts['r1-h1']['peers'] == [peer('tor1', '10.1.0.1', 65001, passive=False)]
+    assert hosts['r1-h1']['peers'] == [peer('tor1', '10.1.0.1', 65001, passive=False, local='10.1.0.11', direct=True)]
+    # tor1's prefix length comes from rack1's lab_segment, tor2's from calico_node_prefixlen; rack2's hosts have none
     assert hosts['tor1']['peers'] == [
-        peer('r1-h1', '10.1.0.11', 65001, passive=True, client=True, cluster='10.1.0.1'),
-        peer('r1-h2', '10.1.0.12', 65001, passive=True, client=True, cluster='10.1.0.1'),
-        peer('tor2', '10.2.0.1', 65002, passive=True, kind='ebgp'),
+        peer('r1-h1', '10.1.0.11', 65001, passive=True, client=True, cluster='10.1.0.1', local='10.1.0.1', direct=True),
+        peer('r1-h2', '10.1.0.12', 65001, passive=True, client=True, cluster='10.1.0.1', local='10.1.0.1', direct=True),
+        peer('tor2', '10.2.0.1', 65002, passive=True, kind='ebgp', local='10.1.0.1', direct=False),
     ]
     assert hosts['tor2']['peers'] == [
-        peer('r2-h1', '10.2.0.11', 65002, passive=True, client=True, cluster='10.255.0.2'),
-        peer('tor1', '10.1.0.1', 65001, passive=False, kind='ebgp'),
+        peer('r2-h1', '10.2.0.11', 65002, passive=True, client=True, cluster='10.255.0.2', local='10.2.0.1',
+             direct=True),
+        peer('tor1', '10.1.0.1', 65001, passive=False, kind='ebgp', local='10.2.0.1', direct=False),
     ]
+    # no calico_rr_spine_ip: the spine address is the node IP
+    assert (hosts['tor1']['spine_ip'], hosts['tor1']['spine_prefixlen']) == ('10.1.0.1', 24)
+    assert (hosts['r1-h1']['spine_ip'], hosts['r1-h1']['spine_prefixlen']) == (None, None)
+
+
+LAB_RACKS_INVENTORY = ROOT / 'inventories' / 'lab-racks'
+
+
+def test_lab_racks_inventory_through_ansible():
+    """inventories/lab-racks: hosts peer with their rack's reflectors only; reflectors peer by eBGP over the spine."""
+    hostvars, groups = _real_inventory(LAB_RACKS_INVENTORY)
+    plan = fabric(hostvars, groups)
+    assert plan['topology'] == 'route_reflector'
+    hosts = plan['hosts']
+    assert plan['racks']['rack1'] == {'as_number': 65001, 'hosts': ['r1h1', 'r1h2', 'r1h3', 'rr1a', 'rr1b'],
+                                      'reflectors': ['rr1a', 'rr1b'], 'cluster_id': '192.168.101.1'}
+    assert [plan['racks'][r]['cluster_id'] for r in ('rack2', 'rack3')] == ['192.168.102.1', '192.168.103.1']
+    rr1a = {k: v for k, v in hosts['rr1a'].items() if k != 'peers'}
+    assert rr1a == {'node_ip': '192.168.101.1', 'node_prefixlen': 24, 'router_id': '192.168.101.1',
+                    'as_number': 65001, 'rack': 'rack1', 'role': 'reflector', 'spine_ip': '10.255.0.11',
+                    'spine_prefixlen': 24, 'block': None, 'block_source': None, 'workloads': []}
+
+    def rr1(name, ip, **kw):
+        return peer(name, ip, 65001, local=kw.pop('local', '192.168.101.1'), direct=True, **kw)
+
+    assert hosts['rr1a']['peers'] == [
+        rr1('r1h1', '192.168.101.11', passive=True, client=True, cluster='192.168.101.1'),
+        rr1('r1h2', '192.168.101.12', passive=True, client=True, cluster='192.168.101.1'),
+        rr1('r1h3', '192.168.101.13', passive=True, client=True, cluster='192.168.101.1'),
+        rr1('rr1b', '192.168.101.2', passive=True),  # same rack: iBGP, not a client
+        peer('rr2', '10.255.0.21', 65002, passive=True, kind='ebgp', local='10.255.0.11', direct=True),
+        peer('rr3', '10.255.0.31', 65003, passive=True, kind='ebgp', local='10.255.0.11', direct=True),
+    ]
+    assert hosts['r1h1']['spine_ip'] is None and hosts['r1h1']['block'] == '172.17.0.0/24'
+    assert hosts['r1h1']['peers'] == [rr1('rr1a', '192.168.101.1', local='192.168.101.11'),
+                                      rr1('rr1b', '192.168.101.2', local='192.168.101.11')]
+    assert [(p['name'], p['ip'], p['local_ip'], p['type'], p['rr_client'], p['passive'])
+            for p in hosts['rr2']['peers']] == [
+        ('r2h1', '192.168.102.11', '192.168.102.1', 'ibgp', True, True),
+        ('r2h2', '192.168.102.12', '192.168.102.1', 'ibgp', True, True),
+        ('r2h3', '192.168.102.13', '192.168.102.1', 'ibgp', True, True),
+        ('rr1a', '10.255.0.11', '10.255.0.21', 'ebgp', False, False),
+        ('rr1b', '10.255.0.12', '10.255.0.21', 'ebgp', False, False),
+        ('rr3', '10.255.0.31', '10.255.0.21', 'ebgp', False, True),
+    ]
+    for name, host in hosts.items():
+        if host['role'] == 'node':
+            rack = plan['racks'][host['rack']]
+            assert [p['name'] for p in host['peers']] == rack['reflectors'], name
+            assert {p['rr_cluster_id'] for p in hosts[rack['reflectors'][0]]['peers'] if p['rr_client']} == {
+                rack['cluster_id']}
+        for p in host['peers']:  # both ends agree on the session; exactly one dials
+            back = next(q for q in hosts[p['name']]['peers'] if q['name'] == name)
+            assert (back['ip'], back['local_ip'], back['type'], back['direct']) == (
+                p['local_ip'], p['ip'], p['type'], p['direct'])
+            assert back['passive'] != p['passive']
+
+
+def two_racks(rr1=None, rr2=None, **allvars):
+    """rack1: rr1 + h1, rack2: rr2 + h2 (route_reflector)."""
+    hosts = {'rr1': {'calico_node_ip': '10.1.0.1', **(rr1 or {})}, 'h1': {'calico_node_ip': '10.1.0.11'},
+             'rr2': {'calico_node_ip': '10.2.0.1', **(rr2 or {})}, 'h2': {'calico_node_ip': '10.2.0.11'}}
+    racks = {'rack1': ({'calico_as_number': 65001}, ['rr1', 'h1']),
+             'rack2': ({'calico_as_number': 65002}, ['rr2', 'h2'])}
+    return build(hosts, racks=racks, reflectors=['rr1', 'rr2'], allvars={'calico_bgp_topology': 'route_reflector',
+                                                                         **allvars})
+
+
+def test_spine_ip_defaults_prefix_lengths_and_direct():
+    # rr1's prefix length from calico_rr_spine_prefixlen, rr2's from lab_spine_segment
+    plan = two_racks({'calico_rr_spine_ip': '10.255.0.1', 'calico_rr_spine_prefixlen': 30},
+                     {'calico_rr_spine_ip': '10.255.0.2'}, lab_spine_segment='10.255.0.0/24')
+    h = plan['hosts']
+    assert (h['rr1']['spine_ip'], h['rr1']['spine_prefixlen']) == ('10.255.0.1', 30)
+    assert (h['rr2']['spine_ip'], h['rr2']['spine_prefixlen']) == ('10.255.0.2', 24)
+    assert h['rr1']['peers'] == [
+        peer('h1', '10.1.0.11', 65001, passive=True, client=True, cluster='10.1.0.1', local='10.1.0.1'),
+        peer('rr2', '10.255.0.2', 65002, passive=True, kind='ebgp', local='10.255.0.1', direct=True),
+    ]
+    assert h['rr2']['peers'][-1] == peer('rr1', '10.255.0.1', 65001, kind='ebgp', local='10.255.0.2', direct=True)
+    assert h['h1']['peers'] == [peer('rr1', '10.1.0.1', 65001, local='10.1.0.11')]  # node IPs, no prefix length
+    # a /30 and a /24 where only one contains the other end: not direct, on both sides
+    plan = two_racks({'calico_rr_spine_ip': '10.255.0.1', 'calico_rr_spine_prefixlen': 30},
+                     {'calico_rr_spine_ip': '10.255.0.9', 'calico_rr_spine_prefixlen': 24})
+    assert plan['hosts']['rr1']['peers'][-1]['direct'] is False
+    assert plan['hosts']['rr2']['peers'][-1]['direct'] is False
+    # no spine IP: the node IP, with the node's prefix length; direct from one known prefix length
+    plan = two_racks({'calico_node_prefixlen': 8})
+    assert (plan['hosts']['rr1']['spine_ip'], plan['hosts']['rr1']['spine_prefixlen']) == ('10.1.0.1', 8)
+    assert plan['hosts']['rr1']['peers'][-1] == peer('rr2', '10.2.0.1', 65002, passive=True, kind='ebgp',
+                                                     local='10.1.0.1', direct=True)
+    assert plan['hosts']['rr2']['peers'][-1]['direct'] is True
+    # a spine IP equal to the node IP keeps the node prefix length
+    plan = two_racks({'calico_rr_spine_ip': '10.1.0.1', 'calico_node_prefixlen': 16})
+    assert (plan['hosts']['rr1']['spine_ip'], plan['hosts']['rr1']['spine_prefixlen']) == ('10.1.0.1', 16)
+
+
+def test_spine_ip_in_full_mesh_is_reported_but_unused():
+    plan = rr_fleet(hosts_over={'rr1': {'calico_rr_spine_ip': '10.255.0.1'}},
+                    allvars={'calico_bgp_topology': 'full_mesh'})
+    assert plan['hosts']['rr1']['spine_ip'] == '10.255.0.1'
+    assert {p['ip'] for p in plan['hosts']['rr2a']['peers']} == {'10.1.0.1', '10.1.0.11', '10.1.0.12', '10.2.0.1',
+                                                                  '10.2.0.11'}
+
+
+@pytest.mark.parametrize('over, expected', [
+    ({'h1': {'calico_rr_spine_ip': '10.255.0.5'}},
+     "host 'h1': calico_rr_spine_ip 10.255.0.5 is set but the host is not a route reflector — drop "
+     "calico_rr_spine_ip, or add the host to calico_route_reflectors"),
+    ({'rr1': {'calico_rr_spine_ip': '10.255.0.300'}},
+     "host 'rr1': calico_rr_spine_ip '10.255.0.300' is not an IPv4 address — set calico_rr_spine_ip to the "
+     "reflector's address toward other racks' reflectors, or drop it (defaults to calico_node_ip)"),
+    ({'rr1': {'calico_rr_spine_ip': '0.0.0.0'}}, "host 'rr1': calico_rr_spine_ip '0.0.0.0' is not an IPv4 address"),
+    ({'rr1': {'calico_rr_spine_ip': '10.255.0.1', 'calico_rr_spine_prefixlen': 33}},
+     "host 'rr1': calico_rr_spine_prefixlen 33 is not a prefix length 0-32 — set it to the prefix length of the "
+     "reflector's spine subnet, or drop it"),
+    ({'rr1': {'calico_rr_spine_ip': '10.255.0.1', 'lab_spine_segment': '10.255.0.0/33'}},
+     "host 'rr1': lab_spine_segment '10.255.0.0/33' is not a valid IPv4 CIDR — set lab_spine_segment to the "
+     "spine's subnet, e.g. 10.255.0.0/24"),
+    ({'rr1': {'calico_rr_spine_ip': '10.255.0.1'}, 'rr2a': {'calico_rr_spine_ip': '10.255.0.1'}},
+     "host 'rr2a': spine IP 10.255.0.1 is also the spine IP of host 'rr1' — give each reflector a "
+     "calico_rr_spine_ip that no other host uses"),
+    ({'rr1': {'calico_rr_spine_ip': '10.2.0.11'}},
+     "host 'rr1': spine IP 10.2.0.11 is also the node IP of host 'h3' — give each reflector a calico_rr_spine_ip "
+     "that no other host uses"),
+    ({'rr2a': {'calico_rr_spine_ip': '10.2.0.1'}},  # the other reflector's default spine address (its node IP)
+     "host 'rr2a': spine IP 10.2.0.1 is also the node IP of host 'rr2b'"),
+])
+def test_spine_errors(over, expected):
+    assert error_of(rr_fleet, hosts_over=over).startswith(P + expected)
 
 
 def test_host_in_two_racks_through_ansible(tmp_path):
@@ -252,11 +394,12 @@ def test_route_reflector_plain_dicts():
     assert hosts['rr2b']['role'] == 'reflector' and hosts['rr2b']['block'] is not None  # a server reflector
     assert hosts['rr2b']['workloads'][0]['name'] == 'w2'
     assert hosts['rr2a']['block'] is None
-    assert hosts['h3']['peers'] == [peer('rr2a', '10.2.0.2', 65002), peer('rr2b', '10.2.0.1', 65002)]
+    assert hosts['h3']['peers'] == [peer('rr2a', '10.2.0.2', 65002, local='10.2.0.11'),
+                                    peer('rr2b', '10.2.0.1', 65002, local='10.2.0.11')]
     assert hosts['rr2a']['peers'] == [
-        peer('h3', '10.2.0.11', 65002, passive=True, client=True, cluster='10.2.0.1'),
-        peer('rr1', '10.1.0.1', 65001, kind='ebgp'),
-        peer('rr2b', '10.2.0.1', 65002),
+        peer('h3', '10.2.0.11', 65002, passive=True, client=True, cluster='10.2.0.1', local='10.2.0.2'),
+        peer('rr1', '10.1.0.1', 65001, kind='ebgp', local='10.2.0.2'),
+        peer('rr2b', '10.2.0.1', 65002, local='10.2.0.2'),
     ]
 
 
@@ -288,14 +431,15 @@ def test_full_mesh_racks_with_their_own_as_is_ebgp_between_racks():
     hosts = {'a': {'calico_node_ip': '10.0.0.1'}, 'b': {'calico_node_ip': '10.0.0.2'}}
     racks = {'r1': ({'calico_as_number': 65001}, ['a']), 'r2': ({'calico_as_number': 65002}, ['b'])}
     plan = build(hosts, racks=racks)
-    assert plan['hosts']['a']['peers'] == [peer('b', '10.0.0.2', 65002, passive=True, kind='ebgp')]
+    assert plan['hosts']['a']['peers'] == [peer('b', '10.0.0.2', 65002, passive=True, kind='ebgp', local='10.0.0.1')]
 
 
 def test_full_mesh_reflector_group_members_are_mesh_members():
     hosts = {'a': {'calico_node_ip': '10.0.0.1'}, 'tor': {'calico_node_ip': '10.0.0.254'}}
     plan = build(hosts, reflectors=['tor'])
     assert plan['hosts']['tor']['role'] == 'reflector' and plan['hosts']['tor']['block'] is None
-    assert plan['hosts']['a']['peers'] == [peer('tor', '10.0.0.254', passive=True)]
+    assert plan['hosts']['a']['peers'] == [peer('tor', '10.0.0.254', passive=True, local='10.0.0.1')]
+    assert plan['hosts']['tor']['spine_ip'] == '10.0.0.254'  # reported, but a mesh peers over node IPs
 
 
 def test_current_facts_are_kept_and_extra_keys_pass_through():

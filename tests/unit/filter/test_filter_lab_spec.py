@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.netfleet.calico.plugins.filter.lab_spec import lab_spec
+
+ROOT = Path(__file__).resolve().parents[3]
 
 LAB = {'lab_prefix': 'nf', 'lab_state_dir': '/run/netfleet/nf'}
 
@@ -68,3 +72,151 @@ def test_errors_are_one_line(overrides, racks, message):
         lab_spec(hostvars, groups, racks=racks)
     assert str(err.value.message).startswith(message), err.value.message
     assert '\n' not in str(err.value.message)
+
+
+def test_plain_groups_cannot_show_racks():
+    hostvars, groups = _fleet()
+    groups['calico_racks'] = ['host-a']
+    with pytest.raises(AnsibleFilterError) as err:
+        lab_spec(hostvars, groups)
+    assert err.value.message == (
+        "netfleet.calico.lab_spec: group 'calico_racks': its child groups (the racks) cannot be seen in a plain groups "
+        "mapping — pass racks=['rack1', ...] to netfleet.calico.lab_spec")
+
+
+def test_templating_error_keeps_lab_spec_words():
+    class Boom(dict):
+        def get(self, key, default=None):
+            if key == 'lab_segment':
+                raise ValueError("'nope' is undefined")
+            return super().get(key, default)
+
+    hostvars, groups = _fleet()
+    hostvars['host-b'] = Boom(hostvars['host-b'])
+    with pytest.raises(AnsibleFilterError) as err:
+        lab_spec(hostvars, groups, racks=['rack1', 'rack2'])
+    assert err.value.message == ("netfleet.calico.lab_spec: host 'host-b': cannot evaluate lab_segment: 'nope' is "
+                                 "undefined — fix the definition of lab_segment")
+
+
+# --------------------------------------------------------------------------------------------- racks with reflectors
+
+SPINE = {'lab_spine_segment': '10.255.0.0/24'}
+
+
+def _racks_fleet(**overrides):
+    """rack1: rr1a, rr1b, h1; rack2: rr2, h2; rack3 (no reflector): h3; spine 10.255.0.0/24."""
+    def host(segment, ip, **kw):
+        return dict(LAB, **SPINE, lab_segment=segment, calico_node_ip=ip, **kw)
+
+    hostvars = {
+        'rr1a': host('192.168.101.0/24', '192.168.101.1', calico_rr_spine_ip='10.255.0.11'),
+        'rr1b': host('192.168.101.0/24', '192.168.101.2', calico_rr_spine_ip='10.255.0.12'),
+        'h1': host('192.168.101.0/24', '192.168.101.11'),
+        'rr2': host('192.168.102.0/24', '192.168.102.1', calico_rr_spine_ip='10.255.0.21'),
+        'h2': host('192.168.102.0/24', '192.168.102.11'),
+        'h3': host('192.168.103.0/24', '192.168.103.11'),
+    }
+    for name, changes in overrides.items():
+        hostvars[name].update(changes)
+    groups = {'calico_nodes': ['h1', 'h2', 'h3'], 'calico_route_reflectors': ['rr1b', 'rr1a', 'rr2'],
+              'rack1': ['rr1a', 'rr1b', 'h1'], 'rack2': ['rr2', 'h2'], 'rack3': ['h3']}
+    return hostvars, groups
+
+
+RACKS = ['rack1', 'rack2', 'rack3']
+
+
+def test_spine_wiring():
+    hostvars, groups = _racks_fleet()
+    spec = lab_spec(hostvars, groups, racks=RACKS)
+    assert spec['spine'] == {'cidr': '10.255.0.0/24'}
+    assert spec['segments'] == [
+        {'name': 'rack1', 'cidr': '192.168.101.0/24', 'gateway': '192.168.101.1', 'router': False},  # first reflector
+        {'name': 'rack2', 'cidr': '192.168.102.0/24', 'gateway': '192.168.102.1', 'router': False},
+        {'name': 'rack3', 'cidr': '192.168.103.0/24'},  # no reflector: the router's
+    ]
+    by_name = {h['name']: h for h in spec['hosts']}
+    assert by_name['rr1a'] == {'name': 'rr1a', 'netns': 'nf-rr1a', 'address': '192.168.101.1', 'segment': 'rack1',
+                               'spine_address': '10.255.0.11'}
+    assert by_name['rr2']['spine_address'] == '10.255.0.21'
+    assert 'spine_address' not in by_name['h1']
+
+
+def test_spine_gateway_override_and_spine_router_address():
+    hostvars, groups = _racks_fleet(rr1a={'lab_gateway': '192.168.101.2'}, rr1b={'lab_gateway': '192.168.101.2'},
+                                    h1={'lab_gateway': '192.168.101.2'}, h2={'lab_spine_gateway': '10.255.0.254'})
+    spec = lab_spec(hostvars, groups, racks=RACKS)
+    assert spec['segments'][0] == {'name': 'rack1', 'cidr': '192.168.101.0/24', 'gateway': '192.168.101.2',
+                                   'router': False}  # rr1b by lab_gateway
+    assert spec['spine'] == {'cidr': '10.255.0.0/24', 'gateway': '10.255.0.254'}
+
+
+def test_without_spine_reflectors_are_plain_hosts():
+    hostvars, groups = _racks_fleet()
+    for hv in hostvars.values():
+        hv.pop('lab_spine_segment')
+    spec = lab_spec(hostvars, groups, racks=RACKS)
+    assert 'spine' not in spec
+    assert all('gateway' not in s and 'router' not in s for s in spec['segments'])
+    assert all('spine_address' not in h for h in spec['hosts'])
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'h2': {'lab_spine_segment': '10.254.0.0/24'}},
+     "host 'h2': lab_spine_segment 10.254.0.0/24 differs from 10.255.0.0/24 on host 'h1' — set lab_spine_segment "
+     "once, for the whole lab (group_vars/all or calico_racks)"),
+    ({n: {'lab_spine_segment': '10.255.0.0/33'} for n in ('rr1a', 'rr1b', 'h1', 'rr2', 'h2', 'h3')},
+     "host 'h1': lab_spine_segment '10.255.0.0/33' is not an IPv4 network"),
+    ({'rr2': {'calico_rr_spine_ip': '10.254.0.21'}},
+     "host 'rr2': calico_rr_spine_ip 10.254.0.21 is not an address inside lab_spine_segment 10.255.0.0/24 — set "
+     "calico_rr_spine_ip to the reflector's address on the spine, inside 10.255.0.0/24 (not its network or "
+     "broadcast address)"),
+    ({'rr2': {'calico_rr_spine_ip': '10.255.0.255'}},
+     "host 'rr2': calico_rr_spine_ip 10.255.0.255 is not an address inside lab_spine_segment"),
+    ({'rr2': {'calico_rr_spine_ip': None}},
+     "host 'rr2': route reflector has no calico_rr_spine_ip and its calico_node_ip 192.168.102.1 is not inside "
+     "lab_spine_segment 10.255.0.0/24 — set calico_rr_spine_ip"),
+    ({n: {'lab_gateway': '192.168.101.11'} for n in ('rr1a', 'rr1b', 'h1')},
+     "rack 'rack1': lab_gateway 192.168.101.11 is not the calico_node_ip of one of its route reflectors (rr1a "
+     "192.168.101.1, rr1b 192.168.101.2) — drop lab_gateway"),
+    ({'h2': {'lab_spine_gateway': '10.9.9.9'}},
+     "host 'h2': lab_spine_gateway '10.9.9.9' is not an address inside lab_spine_segment 10.255.0.0/24"),
+    ({'h2': {'lab_spine_gateway': '10.255.0.1'}, 'h3': {'lab_spine_gateway': '10.255.0.2'}},
+     "host 'h3': lab_spine_gateway 10.255.0.2 differs from 10.255.0.1 on host 'h2'"),
+])
+def test_spine_errors(overrides, message):
+    hostvars, groups = _racks_fleet(**overrides)
+    with pytest.raises(AnsibleFilterError) as err:
+        lab_spec(hostvars, groups, racks=RACKS)
+    assert str(err.value.message).startswith('netfleet.calico.lab_spec: ' + message), err.value.message
+    assert '\n' not in str(err.value.message)
+
+
+def test_lab_racks_inventory_through_ansible(tmp_path):
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.hostvars import HostVars
+    from ansible.vars.manager import VariableManager
+
+    source = ROOT / 'inventories' / 'lab-racks'
+    (tmp_path / 'group_vars' / 'all').mkdir(parents=True)
+    (tmp_path / 'hosts.yml').write_text((source / 'hosts.yml').read_text())
+    # the lab's lab_prefix reads NETFLEET_LAB_PREFIX through a lookup, which needs a running Ansible: pin it
+    (tmp_path / 'group_vars' / 'all' / 'lab.yml').write_text(
+        (source / 'group_vars' / 'all' / 'lab.yml').read_text().replace(
+            "lab_prefix: \"{{ lookup('ansible.builtin.env', 'NETFLEET_LAB_PREFIX') | default('nf', true) }}\"",
+            'lab_prefix: nf'))
+    loader = DataLoader()
+    inventory = InventoryManager(loader=loader, sources=[str(tmp_path)])
+    hostvars = HostVars(inventory, VariableManager(loader=loader, inventory=inventory), loader)
+    spec = lab_spec(hostvars, inventory.get_groups_dict())
+    assert (spec['prefix'], spec['state_dir'], spec['spine']) == ('nf', '/run/netfleet/nf', {'cidr': '10.255.0.0/24'})
+    assert spec['segments'] == [
+        {'name': f'rack{i}', 'cidr': f'192.168.10{i}.0/24', 'gateway': f'192.168.10{i}.1', 'router': False}
+        for i in (1, 2, 3)]
+    spine = {h['name']: h.get('spine_address') for h in spec['hosts']}
+    assert spine == {'r1h1': None, 'r1h2': None, 'r1h3': None, 'r2h1': None, 'r2h2': None, 'r2h3': None,
+                     'r3h1': None, 'r3h2': None, 'r3h3': None, 'rr1a': '10.255.0.11', 'rr1b': '10.255.0.12',
+                     'rr2': '10.255.0.21', 'rr3': '10.255.0.31'}
+    assert {h['name']: h['netns'] for h in spec['hosts']}['rr1a'] == 'nf-rr1a'

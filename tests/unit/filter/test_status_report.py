@@ -39,3 +39,12 @@ def test_bird_down_is_a_problem():
     rep = build_report({"a": _status("172.17.8.0/24", [], [], running=False)})
     assert not rep["converged"]
     assert rep["problems"][0].startswith("a: BIRD not running")
+
+
+def test_peer_types_follow_protocol_names():
+    from ansible_collections.netfleet.calico.plugins.filter.status_report import _peer_type
+    assert _peer_type({"name": "Mesh_10_0_0_1"}) == "node-to-node mesh"
+    assert _peer_type({"name": "RR_10_0_0_1"}) == "route reflector"
+    assert _peer_type({"name": "Client_10_0_0_1"}) == "rr client"
+    assert _peer_type({"name": "Global_10_0_0_1", "type": "ebgp"}) == "other rack (eBGP)"
+    assert _peer_type({"name": "custom", "type": "ebgp"}) == "global (eBGP)"

@@ -57,3 +57,135 @@ def test_bad_spec(changes, message):
 def test_absent_ignores_wiring():
     spec = lf.Spec(params(segments=[{'name': 'x', 'cidr': 'bad', 'gateway': None}]), 'absent')
     assert spec.segments == {} and spec.hosts == {}
+
+
+# --------------------------------------------------------------------------------------------- spine (reflector racks)
+
+def seg(name, cidr, gateway=None, router=True):
+    return {'name': name, 'cidr': cidr, 'gateway': gateway, 'router': router}
+
+
+def host(name, address, segment, spine_address=None):
+    return {'name': name, 'netns': None, 'address': address, 'segment': segment, 'spine_address': spine_address}
+
+
+def racks_params(**kw):
+    """rack1 (rr1a .1 gateway, rr1b, h1), rack2 (rr2, h2) behind reflectors; rack3 (h3) behind the router."""
+    base = params(
+        segments=[seg('rack1', '192.168.101.0/24', '192.168.101.1', False),
+                  seg('rack2', '192.168.102.0/24', '192.168.102.1', False),
+                  seg('rack3', '192.168.103.0/24')],
+        spine={'cidr': '10.255.0.0/24', 'gateway': None},
+        hosts=[host('rr1a', '192.168.101.1', 'rack1', '10.255.0.11'),
+               host('rr1b', '192.168.101.2', 'rack1', '10.255.0.12'),
+               host('h1', '192.168.101.11', 'rack1'),
+               host('rr2', '192.168.102.1', 'rack2', '10.255.0.21'),
+               host('h2', '192.168.102.11', 'rack2'),
+               host('h3', '192.168.103.11', 'rack3')])
+    base.update(kw)
+    return base
+
+
+def test_spine_spec():
+    spec = lf.Spec(racks_params(), 'present')
+    assert spec.router_wanted and spec.namespaces()[:2] == ['nf-fabric', 'nf-router']
+    assert str(spec.spine['gateway']) == '10.255.0.1/24' and spec.spine['bridge'] == 'spine'
+    h = spec.hosts
+    assert (str(h['h1']['gateway']), h['h1']['gateway_dev'], h['h1']['routes']) == ('192.168.101.1', 'eth0', [])
+    assert str(h['h3']['gateway']) == '192.168.103.1'  # the router's leg
+    assert (str(h['rr1b']['gateway']), h['rr1b']['gateway_dev']) == ('10.255.0.1', 'eth1')
+    assert h['rr1b']['routes'] == [('192.168.102.0/24', '10.255.0.21', 'eth1')]
+    assert h['rr2']['routes'] == [('192.168.101.0/24', '10.255.0.11', 'eth1')]
+    assert h['rr1a']['spine_port'] == 's-rr1a' and h['h1']['spine_port'] is None
+    assert spec.router_routes == [('192.168.101.0/24', '10.255.0.11', 'rt-spine'),
+                                  ('192.168.102.0/24', '10.255.0.21', 'rt-spine')]
+    segments, hosts, spine = spec.result()
+    assert segments['rack1']['router_port'] is None and segments['rack3']['router_port'] == 'gw-rack3'
+    assert hosts['rr2'] == {'netns': 'nf-rr2', 'address': '192.168.102.1/24', 'gateway': '10.255.0.1',
+                            'segment': 'rack2', 'bridge': 'br-rack2', 'fabric_port': 'h-rr2',
+                            'spine_address': '10.255.0.21/24', 'spine_port': 's-rr2',
+                            'routes': ['192.168.101.0/24 via 10.255.0.11 dev eth1']}
+    assert spine == {'cidr': '10.255.0.0/24', 'gateway': '10.255.0.1/24', 'bridge': 'spine', 'router_port': 'rt-spine'}
+
+
+def test_spine_without_router():
+    p = racks_params()
+    p['segments'] = p['segments'][:2]
+    p['hosts'] = [h for h in p['hosts'] if h['name'] != 'h3'] + [host('rr9', '192.168.101.9', 'rack1', '10.255.0.1')]
+    spec = lf.Spec(p, 'present')  # without a router, the spine's .1 is free for a reflector
+    assert not spec.router_wanted and 'nf-router' not in spec.namespaces()
+    assert spec.hosts['rr1a']['gateway'] is None and spec.hosts['rr1a']['routes'] == [
+        ('192.168.102.0/24', '10.255.0.21', 'eth1')]
+    assert spec.result()[2]['router_port'] is None
+
+
+def _kernel_blank(spec):
+    return {ns: None for ns in spec.namespaces()}
+
+
+def test_plan_from_scratch_and_router_removal():
+    spec = lf.Spec(racks_params(), 'present')
+    plan = lf.plan_present(spec, _kernel_blank(spec), [1, 2, 3], False)
+    assert 'link add spine type bridge' in plan.fabric
+    assert 'link add s-rr1a type veth peer name eth1 netns nf-rr1a' in plan.fabric
+    assert 'link add rt-spine type veth peer name rt-spine netns nf-router' in plan.fabric
+    assert not any('gw-rack1' in line for line in plan.fabric)  # the reflector is rack1's gateway
+    assert plan.post['nf-rr1a'][-2:] == ['route add 192.168.102.0/24 via 10.255.0.21 dev eth1 proto static',
+                                         'route add default via 10.255.0.1 dev eth1']
+    assert 'address add 10.255.0.11/24 brd + dev eth1' in plan.post['nf-rr1a']
+    assert plan.post['nf-h1'][-1] == 'route add default via 192.168.101.1 dev eth0'
+    assert 'route add 192.168.101.0/24 via 10.255.0.11 dev rt-spine proto static' in plan.post['nf-router']
+    assert plan.forward and plan.root_late == []
+    desired = lf.describe_desired(spec, [1, 2, 3])
+    assert 'route 192.168.102.0/24 via 10.255.0.21 dev eth1 proto static' in desired['nf-rr1a']
+    assert 'veth s-rr1a master spine peer nf-rr1a/eth1 up' in desired['nf-fabric']
+
+    # rack3 goes: no segment needs the router any more, so it is deleted after its fabric legs
+    p = racks_params()
+    p['segments'] = p['segments'][:2]
+    p['hosts'] = [h for h in p['hosts'] if h['name'] != 'h3']
+    spec = lf.Spec(p, 'present')
+    router_state = lf.NsState('nf-router', [{'ifindex': 1, 'ifname': 'lo', 'flags': ['LOOPBACK', 'UP']}])
+    fabric_state = lf.NsState('nf-fabric', [
+        {'ifindex': 1, 'ifname': 'lo', 'flags': ['LOOPBACK']},
+        {'ifindex': 7, 'ifname': 'gw-rack3', 'flags': ['UP'], 'linkinfo': {'info_kind': 'veth'}, 'link_index': 2,
+         'link_netnsid': 0}], nsids=[{'nsid': 0, 'name': 'nf-router'}])
+    states = dict(_kernel_blank(spec), **{'nf-fabric': fabric_state, 'nf-router': router_state})
+    plan = lf.plan_present(spec, states, [1, 2, 3], True)
+    assert plan.pre['nf-fabric'] == ['link del gw-rack3']
+    assert plan.root_late == ['netns del nf-router'] and 'netns nf-router' in plan.removed
+    assert not plan.forward and 'nf-router' not in plan.post
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda p: p.update(spine=None), "segment 'rack1': router: false (a reflector is its gateway) needs the spine"),
+    (lambda p: p['spine'].update(cidr='192.168.101.0/25'), "segment 'rack1' (192.168.101.0/24) and the spine"),
+    (lambda p: p['spine'].update(cidr='10.255.0.0/31'), 'spine: 10.255.0.0/31 is too small'),
+    (lambda p: p['hosts'][0].update(spine_address='10.254.0.1'),
+     "host 'rr1a': spine_address 10.254.0.1 is outside its segment 10.255.0.0/24"),
+    (lambda p: p['hosts'][0].update(spine_address='10.255.0.1'),
+     "host 'rr1a': spine_address 10.255.0.1 is the spine's gateway"),
+    (lambda p: p['hosts'][1].update(spine_address='10.255.0.11'),
+     "hosts 'rr1a' and 'rr1b' share the spine address 10.255.0.11"),
+    (lambda p: p['segments'][1].update(gateway='192.168.102.11'),
+     "segment 'rack2': gateway 192.168.102.11 is not the address of one of its hosts with a spine_address"),
+    (lambda p: p['hosts'][3].update(spine_address=None),
+     "segment 'rack2': gateway 192.168.102.1 is not the address of one of its hosts with a spine_address"),
+    (lambda p: p['hosts'].append(host('spine', '192.168.103.20', 'rack3')), None),  # 'h-spine' is fine
+])
+def test_bad_spine_spec(change, message):
+    p = racks_params()
+    change(p)
+    if message is None:
+        lf.Spec(p, 'present')
+        return
+    with pytest.raises(lf.LabError) as err:
+        lf.Spec(p, 'present')
+    assert message in str(err.value)
+
+
+def test_spine_address_needs_the_spine():
+    p = params(hosts=[host('rr', '192.168.100.5', 'rack1', '10.255.0.5')])
+    with pytest.raises(lf.LabError) as err:
+        lf.Spec(p, 'present')
+    assert "host 'rr': spine_address needs the spine option" in str(err.value)

@@ -407,8 +407,8 @@ def test_peers_full_mesh_passive_rule_one_side_dials():
 
 def test_peers_full_mesh_mixed_as_is_ebgp():
     peers = f.compute_peers({'a': node('10.0.0.1', 65001), 'b': node('10.0.0.2', 65002)}, 'full_mesh')
-    assert peers['a'] == [{'name': 'b', 'ip': '10.0.0.2', 'as_number': 65002, 'type': 'ebgp', 'passive': True,
-                           'rr_client': False, 'rr_cluster_id': None}]
+    assert peers['a'] == [{'name': 'b', 'ip': '10.0.0.2', 'local_ip': '10.0.0.1', 'as_number': 65002, 'type': 'ebgp',
+                           'direct': None, 'passive': True, 'rr_client': False, 'rr_cluster_id': None}]
 
 
 def rr_nodes():
@@ -483,3 +483,52 @@ def test_check_peer_plan_errors():
 
     # a rack of reflectors only (a spine) is fine
     f.check_peer_plan(dict(nodes, s1=node('10.9.0.1', 65009, 'spine', True)), 'route_reflector')
+
+
+@pytest.mark.parametrize('a, a_len, b, b_len, expected', [
+    ('10.0.0.1', 24, '10.0.0.200', 24, True),
+    ('10.0.0.1', 24, '10.0.1.1', 24, False),
+    ('10.0.0.1', None, '10.0.1.1', 16, True),   # one known prefix length decides, for both ends alike
+    ('10.0.0.1', 30, '10.0.0.9', 24, False),    # every known prefix length must contain the other end
+    ('10.0.0.1', None, '10.0.0.2', None, None),  # unknown
+    ('10.0.0.1', 0, '192.0.2.1', None, True),
+    ('10.0.0.1', 32, '10.0.0.1', 32, True),
+])
+def test_same_subnet(a, a_len, b, b_len, expected):
+    assert f.same_subnet(a, a_len, b, b_len) is expected
+    assert f.same_subnet(b, b_len, a, a_len) is expected
+
+
+def test_peers_route_reflector_over_the_spine():
+    nodes = rr_nodes()
+    for name in nodes:
+        nodes[name]['prefixlen'] = 24
+    nodes['rr1'].update(spine_ip='10.255.0.1', spine_prefixlen=24)
+    nodes['rr2a'].update(spine_ip='10.255.0.22', spine_prefixlen=24)
+    # rr2b: no spine_ip, so its node IP (10.2.0.1/24) -- not on rr1's spine subnet
+    peers = f.compute_peers(nodes, 'route_reflector')
+
+    def ends(lst):
+        return [(p['name'], p['ip'], p['local_ip'], p['type'], p['direct'], p['passive']) for p in lst]
+
+    assert ends(peers['rr1']) == [
+        ('h1', '10.1.0.11', '10.1.0.1', 'ibgp', True, True),
+        ('h2', '10.1.0.12', '10.1.0.1', 'ibgp', True, True),
+        ('rr2a', '10.255.0.22', '10.255.0.1', 'ebgp', True, True),
+        ('rr2b', '10.2.0.1', '10.255.0.1', 'ebgp', False, False),  # 10.2.0.1 < 10.255.0.1: rr1 dials
+    ]
+    assert ends(peers['rr2a']) == [
+        ('h3', '10.2.0.11', '10.2.0.2', 'ibgp', True, True),
+        ('rr1', '10.255.0.1', '10.255.0.22', 'ebgp', True, False),
+        ('rr2b', '10.2.0.1', '10.2.0.2', 'ibgp', True, False),  # same rack: node IPs, never the spine
+    ]
+    assert ends(peers['h1']) == [('rr1', '10.1.0.1', '10.1.0.11', 'ibgp', True, False)]
+    for me, lst in peers.items():
+        for p in lst:
+            back = next(q for q in peers[p['name']] if q['name'] == me)
+            assert (back['ip'], back['local_ip'], back['direct']) == (p['local_ip'], p['ip'], p['direct'])
+            assert back['passive'] != p['passive']
+    # a full mesh never uses the spine
+    mesh = f.compute_peers(nodes, 'full_mesh')
+    assert {p['ip'] for p in mesh['rr1']} == {nodes[n]['ip'] for n in nodes if n != 'rr1'}
+    assert {p['local_ip'] for p in mesh['rr1']} == {'10.1.0.1'}

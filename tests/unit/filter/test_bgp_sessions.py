@@ -1,0 +1,55 @@
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import bgp_sessions, protocol_name
+
+
+def _s(name, ip, up=True):
+    return {"name": name, "description": "d-" + ip, "peer_ip": ip, "peer_as": 64512, "local_as": 64512,
+            "established": up}
+
+
+def _plan(peers, role="node", ip="10.0.0.3"):
+    return {"node_ip": ip, "role": role, "peers": peers}
+
+
+def _p(ip, **kw):
+    return dict({"name": "h" + ip[-1], "ip": ip, "as_number": 64512, "type": "ibgp", "rr_client": False}, **kw)
+
+
+def test_protocol_names():
+    assert protocol_name(_p("10.0.0.1"), "full_mesh", "node") == "Mesh_10_0_0_1"
+    assert protocol_name(_p("10.0.0.1"), "route_reflector", "node") == "RR_10_0_0_1"
+    assert protocol_name(_p("10.0.0.1", rr_client=True), "route_reflector", "reflector") == "Client_10_0_0_1"
+    assert protocol_name(_p("10.0.0.1"), "route_reflector", "reflector") == "Peer_10_0_0_1"
+    assert protocol_name(_p("10.0.0.1", type="ebgp"), "route_reflector", "reflector") == "Global_10_0_0_1"
+
+
+def test_without_status_only_names():
+    out = bgp_sessions(_plan([_p("10.0.0.1")]), "full_mesh")
+    assert out == {"peers": [dict(_p("10.0.0.1"), protocol="Mesh_10_0_0_1")], "wait_for": [], "lingering": [],
+                   "needed": False}
+    with pytest.raises(AnsibleFilterError):
+        bgp_sessions({"peers": None}, "full_mesh")
+
+
+def test_mesh_to_reflector_keeps_mesh_until_reflector_session_is_up():
+    # host 10.0.0.3 in a mesh with .2, .4 and the future reflector .9
+    status = {"bird_running": True, "sessions": [
+        _s("Mesh_10_0_0_2", "10.0.0.2"), _s("Mesh_10_0_0_4", "10.0.0.4"), _s("Mesh_10_0_0_9", "10.0.0.9"),
+        _s("Mesh_10_0_0_7", "10.0.0.7", up=False)]}
+    out = bgp_sessions(_plan([_p("10.0.0.9")]), "route_reflector", status)
+    assert out["needed"] and out["wait_for"] == ["RR_10_0_0_9"]
+    # the reflector's mesh session cannot stay beside RR_ (same neighbour); a down session is not worth keeping
+    assert [x["name"] for x in out["lingering"]] == ["Mesh_10_0_0_2", "Mesh_10_0_0_4"]
+    assert out["lingering"][0] == {"name": "Mesh_10_0_0_2", "description": "d-10.0.0.2", "ip": "10.0.0.2",
+                                   "as_number": 64512, "local_as": 64512, "passive": False}
+    assert out["lingering"][1]["passive"] is True  # .4 > .3: the plan's rule, so the session is unchanged
+
+
+def test_no_transition_when_planned_sessions_are_up_or_nothing_is_dropped():
+    up = {"bird_running": True, "sessions": [_s("Mesh_10_0_0_2", "10.0.0.2"), _s("Mesh_10_0_0_4", "10.0.0.4")]}
+    assert not bgp_sessions(_plan([_p("10.0.0.2")]), "full_mesh", up)["needed"]  # a removal only
+    grow = bgp_sessions(_plan([_p("10.0.0.2"), _p("10.0.0.4"), _p("10.0.0.5")]), "full_mesh", up)
+    assert grow["wait_for"] == ["Mesh_10_0_0_5"] and not grow["needed"]  # an addition only
+    assert not bgp_sessions(_plan([_p("10.0.0.9")]), "full_mesh", {"bird_running": False})["needed"]
