@@ -85,11 +85,13 @@ def _pings(lab, pairs):
     return [(src, dst, ContinuousPing(lab.workload_netns(*src), ips[dst])) for src, dst in pairs]
 
 
-def _stop(pings, report, label):
+def _stop(pings, report, label, lost=None):
     worst = 0.0
     for src, dst, p in pings:
         sent, received, gap = p.stop()
         worst = max(worst, gap)
+        if lost is not None:
+            lost.append(sent - received)
         report(f"{label}: {src[0]}/{src[1]} -> {dst[0]}/{dst[1]}: {received}/{sent} replies, worst gap {gap:.2f} s")
     return worst
 
@@ -141,9 +143,13 @@ def test_bird_restart_on_host_keeps_forwarding(racks, report):
               "r2h1's sessions to come back")
         time.sleep(1)
     finally:
-        worst = _stop(pings, report, "BIRD restart on r2h1")
-    report(f"graceful BIRD restart: worst outage {worst:.2f} s")
-    assert worst < 0.5, f"workloads of r2h1 stopped forwarding for {worst:.2f} s during a BIRD restart"
+        lost = []
+        worst = _stop(pings, report, "BIRD restart on r2h1", lost)
+    report(f"graceful BIRD restart: worst gap between replies {worst:.2f} s, lost {sum(lost)} packets")
+    # no packet lost (the one in flight when ping is stopped may be missing); the gap bound only
+    # allows for scheduling delays on a busy machine, a withdrawn route would cost seconds
+    assert max(lost) <= 1, f"workloads of r2h1 lost {lost} packets during a BIRD restart"
+    assert worst < 1.0, f"workloads of r2h1 stopped forwarding for {worst:.2f} s during a BIRD restart"
 
 
 # --- growth -------------------------------------------------------------------------------------------------
