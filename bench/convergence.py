@@ -56,6 +56,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchdoc  # noqa: E402 (bench/ is on sys.path when a bench runs)
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / 'docs' / 'benchmarks.md'
 SECTION = '## bench/convergence'
@@ -471,6 +473,7 @@ def cross_check(birds):
 
 def converge_once(birds, watches, timeout):
     """Stop, flush, start all BIRDs; seconds from start until every host holds every expected block."""
+    tcp0 = tcp_counters(birds)
     stopped, killed = stop_all(birds)
     flush(birds)
     for w in watches:
@@ -529,8 +532,29 @@ def converge_once(birds, watches, timeout):
     if not pending:
         cross_check(birds)
     total, est = sessions(birds)
-    result.update(bgp_protocols=total, established=est, rss_kib=rss_kib(birds))
+    tcp1 = tcp_counters(birds)
+    result.update(bgp_protocols=total, established=est, rss_kib=rss_kib(birds),
+                  listen_overflows=tcp1['ListenOverflows'] - tcp0['ListenOverflows'],
+                  syn_retrans=tcp1['TCPSynRetrans'] - tcp0['TCPSynRetrans'])
     return result
+
+
+def tcp_counters(birds):
+    """TcpExt ListenOverflows (SYNs dropped: BIRD's listen backlog is 8) and TCPSynRetrans summed over the
+    hosts' namespaces, read through each running BIRD's /proc/<pid>/net/netstat (the counters of its netns)."""
+    total = {'ListenOverflows': 0, 'TCPSynRetrans': 0}
+    for bird in birds:
+        pid = bird.pid()
+        try:
+            lines = Path('/proc/%d/net/netstat' % pid).read_text().splitlines() if pid else []
+        except OSError:
+            continue
+        for names, values in zip(lines[::2], lines[1::2]):
+            if names.startswith('TcpExt:'):
+                row = dict(zip(names.split()[1:], values.split()[1:]))
+                for key in total:
+                    total[key] += int(row.get(key, 0))
+    return total
 
 
 def proc_cpu_ticks(pid):
@@ -614,10 +638,12 @@ def fmt_run(run):
     secs = '%.2f s' % run['seconds'] if run['seconds'] is not None else 'NOT converged (%d hosts pending)' % len(
         run['pending'])
     return ('%s (median host %.2f s, routes p50/p99 %.2f/%.2f s, spawn %.2f s), %d/%d BGP protocols Established, '
-            'BIRD RSS %.0f MiB, load before %.2f, CPU busy %.0f %% (others %.0f %%)%s' % (
+            'BIRD RSS %.0f MiB, SYNs dropped %d / retransmitted %d, load before %.2f, CPU busy %.0f %% '
+            '(others %.0f %%)%s' % (
                 secs, run['host_median'] or 0, run['route_p50'] or 0, run['route_p99'] or 0, run['spawn'],
                 run['established'], run['bgp_protocols'],
-                run['rss_kib'] / 1024, run['loadavg_before'], 100 * run['cpu_busy'], 100 * run['cpu_others'],
+                run['rss_kib'] / 1024, run['listen_overflows'], run['syn_retrans'], run['loadavg_before'],
+                100 * run['cpu_busy'], 100 * run['cpu_others'],
                 ', %d netlink overruns' % run['overruns'] if run['overruns'] else ''))
 
 
@@ -783,8 +809,8 @@ def runs_detail(cases):
             if c.get(key):
                 lines.append('- %s %d, %s: %s' % (c['topology'], c['size'], label, '; '.join(
                     ('%.2f' % r['seconds'] if r['seconds'] is not None else 'not converged')
-                    + ' (host median %.2f, routes p50 %.2f, p99 %.2f)' % (
-                        r['host_median'] or 0, r['route_p50'] or 0, r['route_p99'] or 0)
+                    + ' (host median %.2f, routes p50 %.2f, p99 %.2f, SYNs dropped %d)' % (
+                        r['host_median'] or 0, r['route_p50'] or 0, r['route_p99'] or 0, r['listen_overflows'])
                     for r in c[key])))
     return lines
 
@@ -866,7 +892,8 @@ def report(info, cases, args):
         '',
     ]
     lines += table(cases)
-    lines += ['', 'Every run, seconds from start (converged; median host; p50/p99 of route arrivals):', '']
+    lines += ['', 'Every run, seconds from start: converged (median host; p50/p99 of route arrivals; SYNs to port 179 '
+              'dropped by a full listen queue, TcpExt ListenOverflows summed over the hosts):', '']
     lines += runs_detail(cases)
     lines += ['']
     failed = ['- %s %d hosts: FAILED: %s' % (c['topology'], c['size'], c['error'].strip().splitlines()[0])
@@ -877,15 +904,16 @@ def report(info, cases, args):
     lines += ['']
     for c in cases:
         if c.get('size') == args.profile_size and 'site_cold_profile' in c:
-            runs = host_task_runs(c['site_nochange_profile']) if 'site_nochange_profile' in c else 0
+            task_runs = host_task_runs(c['site_nochange_profile']) if 'site_nochange_profile' in c else 0
             lines += ['Where site.yml spends its time (%s %d hosts; bench/callback_plugins/bench_timing.py: '
                       'wall = first host starting the task to the last finishing it; a host\'s run of a task '
                       'waits for a CPU most of the time it is in flight):' % (c['topology'], c['size']), '']
             lines += profile_table(c) + ['']
-            if runs:
+            if task_runs:
                 lines += ['No-change run: %d task runs on hosts (not skipped), %.0f CPU s in total: %.2f CPU s per '
                           'task per host on a machine with %d CPUs.' % (
-                              runs, c['site_nochange_cpu'], c['site_nochange_cpu'] / runs, os.cpu_count()), '']
+                              task_runs, c['site_nochange_cpu'], c['site_nochange_cpu'] / task_runs, os.cpu_count()),
+                          '']
             if c.get('forks_sweep'):
                 lines += ['forks (no-change site.yml, %d-host mesh): ' % c['size'] + '; '.join(
                     ['50 (ansible.cfg): %.1f s, %.0f CPU s' % (c['site_nochange'], c['site_nochange_cpu'])] +
@@ -904,26 +932,6 @@ def report(info, cases, args):
         lines += ['site.yml wall times depend on the machine being otherwise idle too (they are CPU-bound: '
                   'CPU seconds above are those of the playbook and everything it ran).', '']
     return '\n'.join(lines)
-
-
-NOTES = '### Notes'
-
-
-def write_doc(section):
-    """Replace the "## bench/convergence" section of docs/benchmarks.md (other sections are kept); a
-    hand-written "### Notes" subsection at its end (findings, analysis) survives re-runs."""
-    text = DOC.read_text() if DOC.exists() else '# Benchmarks\n'
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        text = text.rstrip('\n') + '\n\n' + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith('## ')), len(lines))
-        notes = next((i for i in range(start + 1, end) if lines[i].rstrip() == NOTES), None)
-        kept = ''.join(lines[notes:end]).rstrip('\n') + '\n' if notes is not None else ''
-        body = section.rstrip('\n') + '\n' + ('\n' + kept if kept else '')
-        text = ''.join(lines[:start]) + body + ('\n' if end < len(lines) else '') + ''.join(lines[end:])
-    DOC.write_text(text)
 
 
 def main():
@@ -955,7 +963,7 @@ def main():
         sys.exit('--topologies: mesh and/or rr')
     sizes = [int(s) for s in args.sizes.split(',') if s.strip()]
     # site.yml is timed a second time (nothing to change) and profiled on the 60-host labs (issue #3's target)
-    args.profile_size = 60 if 60 in sizes else min(sizes)
+    args.profile_size = 60
     info = machine()
     log('%s CPUs, kernel %s, %s, %s' % (info['nproc'], info['kernel'], info['cpu'], info['bird']))
     workdir = Path(tempfile.mkdtemp(prefix='nfconv-'))
@@ -977,9 +985,10 @@ def main():
     print()
     print(section)
     if not args.no_doc:
-        write_doc(section)
+        benchdoc.write_section(SECTION, section, DOC)
         log('results written to %s' % DOC.relative_to(REPO))
-    Path(tempfile.gettempdir(), 'nfconv-last.json').write_text(json.dumps(cases, indent=1, default=str))
+    Path(tempfile.gettempdir(), 'nfconv-last.json').write_text(
+        json.dumps({'info': info, 'args': vars(args), 'cases': cases}, indent=1, default=str))
 
 
 if __name__ == '__main__':

@@ -35,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'collections'))
 
+import benchdoc  # noqa: E402 (bench/ is on sys.path when a bench runs)
+
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute  # noqa: E402
 
 DOC = REPO / 'docs' / 'benchmarks.md'
@@ -254,19 +256,6 @@ def report(info, routes, workloads):
     return '\n'.join(lines)
 
 
-def write_doc(section):
-    text = DOC.read_text() if DOC.exists() else '# Benchmarks\n'
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        text = text.rstrip('\n') + '\n\n' + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith('## ')), len(lines))
-        text = ''.join(lines[:start]) + section + ('\n' if end < len(lines) else '') + ''.join(lines[end:])
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
-
-
 def main():
     if os.geteuid() != 0:
         sys.exit('bench/routes.py needs root (network namespaces)')
@@ -290,7 +279,7 @@ def main():
         print(json.dumps({'workloads': workloads}, indent=1))
         section = report(info, routes, workloads)
         print(section)
-        write_doc(section)
+        benchdoc.write_section(SECTION, section, DOC)
         print('bench: results written to %s' % DOC.relative_to(REPO))
     finally:
         for ns in namespaces(prefix) + [name]:

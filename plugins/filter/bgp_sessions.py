@@ -4,9 +4,9 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from ansible.errors import AnsibleFilterError
+
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import session_timing
 
 # Protocol name prefix per kind of session (status_report reads them back).
 KINDS = {"mesh": "Mesh", "to_reflector": "RR", "client": "Client", "reflector_peer": "Peer", "ebgp": "Global"}
@@ -53,7 +53,9 @@ def bgp_sessions(plan, topology, status=None):
     lingering = [
         {"name": name, "description": s.get("description") or name, "ip": s["peer_ip"],
          "as_number": s.get("peer_as"), "local_as": s.get("local_as"),
-         "passive": bool(node_ip) and ipaddress.ip_address(s["peer_ip"]) > ipaddress.ip_address(node_ip)}
+         # rendered as the plan rendered it while it ran (any change would make BIRD reset it)
+         "passive": bool(node_ip) and session_timing(node_ip, s["peer_ip"])[0],
+         "connect_delay_offset": session_timing(node_ip, s["peer_ip"])[1] if node_ip else 0}
         for name, s in sorted(running.items())
         if name not in wanted and s.get("established") and s.get("peer_ip") and s["peer_ip"] not in wanted_ips
     ]

@@ -2,12 +2,19 @@
 # Copyright: netfleet.calico contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Helpers for talking to BIRD 2 through birdc: parse its replies, decide whether
-a daemon recorded in a pid file is alive. Stdlib only (runs on target hosts)."""
+a daemon recorded in a pid file is alive, drive the daemon (class Bird), install a
+configuration only after BIRD accepted it. Stdlib only (runs on target hosts)."""
 
 from __future__ import annotations
 
+import grp
 import os
 import re
+import signal
+import tempfile
+import time
+
+from ansible_collections.netfleet.calico.plugins.module_utils.sysctl import read_file
 
 _HEADER = re.compile(r"^Name\s+Proto\s+Table\s+State\s+Since\s+Info\s*$")
 # "name  Proto  Table  State  YYYY-MM-DD HH:MM:SS[.fff]  Info..." (timeformat protocol iso long)
@@ -142,3 +149,159 @@ def same_netns(pid):
         return os.readlink("/proc/%d/ns/net" % pid) == os.readlink("/proc/self/ns/net")
     except OSError:
         return False
+
+
+class Bird:
+    """The BIRD daemon of one host: state, validation, start, stop (graceful or not), reload.
+
+    ``module`` is the AnsibleModule (run_command, fail_json, get_bin_path); ``params`` holds manager, service,
+    config, socket, pidfile, bird_binary, birdc_binary and timeout (the module's own params by default)."""
+
+    def __init__(self, module, params=None):
+        self.m = module
+        self.p = params if params is not None else module.params
+        self.bird = module.get_bin_path(self.p["bird_binary"], required=True)
+        self.birdc = module.get_bin_path(self.p["birdc_binary"], required=True)
+
+    # --- state -----------------------------------------------------------
+    def running_pid(self):
+        if self.p["manager"] == "pidfile":
+            return pid_alive(self.p["pidfile"], must_contain=self.p["pidfile"])
+        rc, _, _ = self.m.run_command(["systemctl", "is-active", "--quiet", self.p["service"]])
+        return -1 if rc == 0 else None
+
+    def validate(self, path=None, shown_as=None):
+        """`bird -p -c path` (the configured file by default): fail with BIRD's own message."""
+        path = path or self.p["config"]
+        rc, out, err = self.m.run_command([self.bird, "-p", "-c", path])
+        if rc != 0:
+            msg = (err or out).strip().splitlines()
+            self.m.fail_json(msg="BIRD rejects %s: %s" % (shown_as or path, msg[-1] if msg else "rc=%d" % rc))
+
+    def sessions(self):
+        """BGP sessions as bgp_sessions() shapes them; [] when the daemon does not answer."""
+        rc, out, _ = self.m.run_command([self.birdc, "-s", self.p["socket"], "show", "protocols", "all"])
+        return bgp_sessions(parse_protocols(out)) if rc == 0 else []
+
+    def wait_established(self, names, timeout):
+        """Wait until every BGP protocol in names is Established; return the names still down (none: [])."""
+        deadline = time.monotonic() + timeout
+        while True:
+            up = {s["name"] for s in self.sessions() if s["established"]}
+            down = sorted(set(names) - up)
+            if not down or time.monotonic() > deadline:
+                return down
+            time.sleep(0.5)
+
+    def answers(self):
+        rc, out, _ = self.m.run_command([self.birdc, "-s", self.p["socket"], "show", "status"])
+        return rc == 0 and "Daemon is up and running" in out
+
+    # --- actions ---------------------------------------------------------
+    def start(self):
+        if self.p["manager"] == "systemd":
+            self._systemctl("start")
+        else:
+            for d in {os.path.dirname(self.p["socket"]), os.path.dirname(self.p["pidfile"])}:
+                os.makedirs(d, exist_ok=True)
+            rc, out, err = self.m.run_command(
+                [self.bird, "-c", self.p["config"], "-s", self.p["socket"], "-P", self.p["pidfile"]])
+            if rc != 0:
+                self.m.fail_json(msg="bird failed to start: %s" % (err or out).strip())
+        deadline = time.monotonic() + self.p["timeout"]
+        while not self.answers():
+            if time.monotonic() > deadline:
+                self.m.fail_json(msg="BIRD started but does not answer on %s after %ss" % (
+                    self.p["socket"], self.p["timeout"]))
+            time.sleep(0.05)
+
+    def stop(self, pid, graceful=False):
+        if graceful:
+            # BIRD exits without withdrawing: kernel routes stay, peers retain ours (graceful restart)
+            rc, out, err = self.m.run_command([self.birdc, "-s", self.p["socket"], "graceful", "restart"])
+            if rc != 0 or "Graceful restart requested" not in out:
+                self.m.fail_json(msg="birdc graceful restart failed: %s" % (err or out).strip())
+            if self.p["manager"] == "systemd":
+                self._wait_inactive()
+                return
+        elif self.p["manager"] == "systemd":
+            self._systemctl("stop")
+            return
+        else:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.p["timeout"]
+        while pid_alive(self.p["pidfile"], must_contain=self.p["pidfile"]) == pid:
+            if time.monotonic() > deadline:
+                self.m.fail_json(msg="BIRD (pid %d) did not stop within %ss" % (pid, self.p["timeout"]))
+            time.sleep(0.05)
+
+    def _wait_inactive(self):
+        deadline = time.monotonic() + self.p["timeout"]
+        while self.running_pid():
+            if time.monotonic() > deadline:
+                self.m.fail_json(msg="%s still active %ss after a graceful restart" % (self.p["service"],
+                                                                                       self.p["timeout"]))
+            time.sleep(0.05)
+
+    def reload(self):
+        rc, out, err = self.m.run_command([self.birdc, "-s", self.p["socket"], "configure"])
+        ok, message = configure_result(out + err)
+        if rc != 0 or not ok:
+            self.m.fail_json(msg="birdc configure failed: %s" % message)
+        return message
+
+    def _systemctl(self, verb):
+        rc, out, err = self.m.run_command(["systemctl", verb, self.p["service"]])
+        if rc != 0:
+            self.m.fail_json(msg="systemctl %s %s failed: %s" % (verb, self.p["service"], (err or out).strip()))
+
+
+def install_file(path, content, mode=0o640, group=None, validate=None, check_mode=False):
+    """Write ``content`` to ``path`` when it differs (atomically, ``mode``, group ``group``).
+
+    ``validate(tmp_path)`` runs on the new file before it replaces the old one (it fails the module on a
+    rejected file); in check mode the new content is still validated, from a scratch file. Returns
+    (changed, previous content or None)."""
+    before = read_file(path)
+    if before == content:
+        return _fix_attrs(path, mode, group, check_mode), before
+    directory = os.path.dirname(path) or "."
+    if check_mode and not os.path.isdir(directory):
+        directory = None  # validate from the system temp dir; nothing is written
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(content)
+        os.chmod(tmp, mode)
+        if group and not check_mode:
+            os.chown(tmp, 0, _gid(group))
+        if validate:
+            validate(tmp)
+        if not check_mode:
+            # rename(2) in the same directory: atomic, and the file never exists with looser permissions
+            # (AnsibleModule.atomic_move gives a new file the default 0644 for a moment)
+            os.replace(tmp, path)
+            tmp = None
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+    return True, before
+
+
+def _fix_attrs(path, mode, group, check_mode):
+    """Give an up-to-date file its mode and group; True if they were (or would be) changed."""
+    st = os.stat(path)
+    gid = _gid(group) if group else st.st_gid
+    if (st.st_mode & 0o7777, st.st_gid) == (mode, gid):
+        return False
+    if not check_mode:
+        os.chmod(path, mode)
+        os.chown(path, st.st_uid, gid)
+    return True
+
+
+def _gid(group):
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError("group %s does not exist (is BIRD installed?)" % group) from None

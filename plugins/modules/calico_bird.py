@@ -112,95 +112,10 @@ message:
 """
 
 import os
-import signal
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netfleet.calico.plugins.module_utils.bird import configure_result, pid_alive
-
-
-class Bird:
-    def __init__(self, module):
-        self.m = module
-        self.p = module.params
-        self.bird = module.get_bin_path(self.p["bird_binary"], required=True)
-        self.birdc = module.get_bin_path(self.p["birdc_binary"], required=True)
-
-    # --- state -----------------------------------------------------------
-    def running_pid(self):
-        if self.p["manager"] == "pidfile":
-            return pid_alive(self.p["pidfile"], must_contain=self.p["pidfile"])
-        rc, _, _ = self.m.run_command(["systemctl", "is-active", "--quiet", self.p["service"]])
-        return -1 if rc == 0 else None
-
-    def validate(self):
-        rc, out, err = self.m.run_command([self.bird, "-p", "-c", self.p["config"]])
-        if rc != 0:
-            msg = (err or out).strip().splitlines()
-            self.m.fail_json(msg="BIRD rejects %s: %s" % (self.p["config"], msg[-1] if msg else "rc=%d" % rc))
-
-    def answers(self):
-        rc, out, _ = self.m.run_command([self.birdc, "-s", self.p["socket"], "show", "status"])
-        return rc == 0 and "Daemon is up and running" in out
-
-    # --- actions ---------------------------------------------------------
-    def start(self):
-        if self.p["manager"] == "systemd":
-            self._systemctl("start")
-        else:
-            for d in {os.path.dirname(self.p["socket"]), os.path.dirname(self.p["pidfile"])}:
-                os.makedirs(d, exist_ok=True)
-            rc, out, err = self.m.run_command(
-                [self.bird, "-c", self.p["config"], "-s", self.p["socket"], "-P", self.p["pidfile"]])
-            if rc != 0:
-                self.m.fail_json(msg="bird failed to start: %s" % (err or out).strip())
-        deadline = time.monotonic() + self.p["timeout"]
-        while not self.answers():
-            if time.monotonic() > deadline:
-                self.m.fail_json(msg="BIRD started but does not answer on %s after %ss" % (
-                    self.p["socket"], self.p["timeout"]))
-            time.sleep(0.05)
-
-    def stop(self, pid, graceful=False):
-        if graceful:
-            # BIRD exits without withdrawing: kernel routes stay, peers retain ours (graceful restart)
-            rc, out, err = self.m.run_command([self.birdc, "-s", self.p["socket"], "graceful", "restart"])
-            if rc != 0 or "Graceful restart requested" not in out:
-                self.m.fail_json(msg="birdc graceful restart failed: %s" % (err or out).strip())
-            if self.p["manager"] == "systemd":
-                self._wait_inactive()
-                return
-        elif self.p["manager"] == "systemd":
-            self._systemctl("stop")
-            return
-        else:
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.p["timeout"]
-        while pid_alive(self.p["pidfile"], must_contain=self.p["pidfile"]) == pid:
-            if time.monotonic() > deadline:
-                self.m.fail_json(msg="BIRD (pid %d) did not stop within %ss" % (pid, self.p["timeout"]))
-            time.sleep(0.05)
-
-    def _wait_inactive(self):
-        deadline = time.monotonic() + self.p["timeout"]
-        while self.running_pid():
-            if time.monotonic() > deadline:
-                self.m.fail_json(msg="%s still active %ss after a graceful restart" % (self.p["service"],
-                                                                                       self.p["timeout"]))
-            time.sleep(0.05)
-
-    def reload(self):
-        rc, out, err = self.m.run_command([self.birdc, "-s", self.p["socket"], "configure"])
-        ok, message = configure_result(out + err)
-        if rc != 0 or not ok:
-            self.m.fail_json(msg="birdc configure failed: %s" % message)
-        return message
-
-    def _systemctl(self, verb):
-        rc, out, err = self.m.run_command(["systemctl", verb, self.p["service"]])
-        if rc != 0:
-            self.m.fail_json(msg="systemctl %s %s failed: %s" % (verb, self.p["service"], (err or out).strip()))
+from ansible_collections.netfleet.calico.plugins.module_utils.bird import Bird
 
 
 def main():

@@ -32,6 +32,12 @@ options:
     description: Prefix of the host-side workload interfaces.
     type: str
     default: cali
+  bird_socket:
+    description:
+      - Also read BIRD's BGP sessions from this control socket (C(birdc show protocols all)), so a play
+        does not need a separate M(netfleet.calico.calico_bgp_status) run before it changes peers.
+      - Omitted, BIRD is not asked.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -110,23 +116,47 @@ calico_node_facts:
       type: str
       returned: always
       sample: nft
+    ipip_devices:
+      description: Names of the IPIP tunnel devices on the host.
+      type: list
+      elements: str
+      returned: always
+      sample: [tun0]
+    cali_chains:
+      description: The C(cali-*) iptables chains on the host per table (from C(iptables-save)); empty without any.
+      type: dict
+      returned: always
+      sample: {filter: [cali-FORWARD, cali-INPUT], nat: [cali-fip-dnat]}
+    bgp:
+      description:
+        - BIRD's sessions, in the shape of M(netfleet.calico.calico_bgp_status)'s result (C(bird_running),
+          C(sessions)), plus the C(socket) that was read.
+      type: dict
+      returned: when O(bird_socket) is given
+      sample:
+        socket: /run/bird/bird.ctl
+        bird_running: true
+        sessions: [{name: Mesh_192_168_100_101, established: true}]
 """
 
 import ipaddress
+import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute
+from ansible_collections.netfleet.calico.plugins.module_utils.bird import bgp_sessions, parse_protocols
 
 
 def collect(ip, protocol, prefix):
     """Kernel part of the facts, from one ``ip -j -batch`` call."""
-    routes, addrs, defaults, links = ip.json_batch([
+    routes, addrs, defaults, links, tunnels = ip.json_batch([
         'route show table main proto %d' % protocol,
         'addr show',
         'route show table main exact 0.0.0.0/0',
         'link show type veth',
+        'link show type ipip',
     ])
     owned = [iproute.route_from_kernel(entry, 4) for entry in routes]
     blocks = sorted({r.dst for r in owned if r.type == 'blackhole'}, key=_net_key)
@@ -153,6 +183,7 @@ def collect(ip, protocol, prefix):
         'endpoints': endpoints,
         'addresses': addresses,
         'default_route': bool(defaults),
+        'ipip_devices': sorted(link['ifname'] for link in tunnels if link.get('ifname')),
     }
 
 
@@ -183,6 +214,28 @@ def tool_output(module, name, args):
     return (out or '') + (err or '')
 
 
+def parse_owned_chains(save):
+    """{table: [cali-* chain names]} from `iptables-save` output (tables without one are left out)."""
+    chains, table = {}, None
+    for line in save.splitlines():
+        if line.startswith('*'):
+            table = line[1:].strip()
+        elif line.startswith(':cali-') and table:
+            chains.setdefault(table, []).append(line[1:].split()[0])
+    return {name: sorted(names) for name, names in chains.items()}
+
+
+def read_bgp(module, socket):
+    """BIRD's sessions, shaped like calico_bgp_status's result (bird_running, sessions)."""
+    state = {'socket': socket, 'bird_running': False, 'sessions': []}
+    birdc = module.get_bin_path('birdc')
+    if birdc and os.path.exists(socket):
+        rc, out, _err = module.run_command([birdc, '-s', socket, 'show', 'protocols', 'all'])
+        if rc == 0 and 'ready.' in out:
+            state.update(bird_running=True, sessions=bgp_sessions(parse_protocols(out)))
+    return state
+
+
 def make_ip(module):
     """The ip runner (unit tests replace this function)."""
     return iproute.IpCommand(ip_bin=module.get_bin_path('ip', required=True))
@@ -193,6 +246,7 @@ def main():
         argument_spec=dict(
             protocol=dict(type='int', default=iproute.CALICO_PROTOCOL),
             interface_prefix=dict(type='str', default=iproute.DEFAULT_INTERFACE_PREFIX),
+            bird_socket=dict(type='path'),
         ),
         supports_check_mode=True,
     )
@@ -212,6 +266,9 @@ def main():
     facts['bird_version'] = parse_bird_version(bird) if bird is not None else None
     iptables = tool_output(module, 'iptables', ['--version'])
     facts['iptables_backend'] = parse_iptables_backend(iptables) if iptables is not None else None
+    facts['cali_chains'] = parse_owned_chains(tool_output(module, 'iptables-save', []) or '')
+    if module.params['bird_socket']:
+        facts['bgp'] = read_bgp(module, module.params['bird_socket'])
     module.exit_json(changed=False, calico_node_facts=facts, ansible_facts={'calico_node_facts': facts})
 
 

@@ -88,79 +88,18 @@ persist_changed:
   type: bool
 """
 
-import os
-import tempfile
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netfleet.calico.plugins.module_utils import iproute
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute, sysctl
+from ansible_collections.netfleet.calico.plugins.module_utils.sysctl import (  # noqa: F401 (re-exported)
+    normalize_sysctls,
+    plan,
+    read_file,
+    render_persist,
+)
 
 # Where the running values live (a module attribute so that tests can point it elsewhere).
 SYSCTL_ROOT = iproute.PROC_SYS
-PERSIST_HEADER = '# Managed by netfleet.calico.calico_sysctl; local changes are overwritten.\n'
-
-
-def normalize_sysctls(raw):
-    """Validate names and values; return an ordered list of (name, path-form key, value). Raise ValueError."""
-    if not isinstance(raw, dict):
-        raise ValueError('sysctls must be a dict of name: value')
-    items, seen = [], {}
-    for name in sorted(raw, key=lambda key: iproute.sysctl_key(str(key))):
-        value = raw[name]
-        if value is None or isinstance(value, (dict, list)):
-            raise ValueError('sysctl %s: value must be a string or number, got %r' % (name, value))
-        text = iproute.normalize_sysctl_value(value)
-        if not text or any(ch in str(value) for ch in '#\n\r\x00'):
-            raise ValueError('sysctl %s: value %r must be a single non-empty line without "#"' % (name, value))
-        path = iproute.sysctl_path(name, '')  # raises ValueError on a bad name
-        if path in seen:
-            raise ValueError('sysctl %s and %s are the same key' % (seen[path], name))
-        seen[path] = name
-        items.append((str(name), text))
-    return items
-
-
-def render_persist(items):
-    return PERSIST_HEADER + ''.join('%s = %s\n' % (iproute.sysctl_key(name), value) for name, value in items)
-
-
-def plan(items, root=None):
-    """Return (current values dict, names to change). Raise ValueError for keys that do not exist."""
-    root = root or SYSCTL_ROOT
-    current, missing, unreadable = {}, [], []
-    for name, _value in items:
-        try:
-            current[name] = iproute.read_sysctl(name, root)
-        except OSError as exc:
-            unreadable.append('%s (%s)' % (name, exc.strerror or exc))
-            continue
-        if current[name] is None:
-            missing.append(name)
-    if missing:
-        raise ValueError('unknown sysctl%s: %s (no such key under %s)' % ('s' if len(missing) > 1 else '',
-                                                                          ', '.join(missing), root))
-    if unreadable:
-        raise ValueError('cannot read sysctl %s' % ', '.join(unreadable))
-    return current, [name for name, value in items if current[name] != value]
-
-
-def read_file(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-
-
-def write_file_atomic(module, path, content):
-    directory = os.path.dirname(path) or '.'
-    if not os.path.isdir(directory):
-        raise OSError('directory %s does not exist' % directory)
-    fd, tmp = tempfile.mkstemp(prefix='.calico_sysctl.', dir=directory)
-    with os.fdopen(fd, 'w') as handle:
-        handle.write(content)
-    os.chmod(tmp, 0o644)
-    module.atomic_move(tmp, path)
 
 
 def main():
@@ -171,54 +110,16 @@ def main():
         ),
         supports_check_mode=True,
     )
-    persist_file = module.params['persist_file']
     try:
-        items = normalize_sysctls(module.params['sysctls'])
-        current, to_change = plan(items)
+        result = sysctl.converge(module.params['sysctls'], module.params['persist_file'], SYSCTL_ROOT,
+                                 module.check_mode, module.atomic_move)
     except ValueError as exc:
         module.fail_json(msg=str(exc))
-    wanted = dict(items)
-
-    persist_before = persist_after = None
-    if persist_file:
-        persist_before = read_file(persist_file)
-        persist_after = render_persist(items)
-    persist_changed = bool(persist_file) and persist_before != persist_after
-
-    if not module.check_mode:
-        for name in to_change:
-            try:
-                iproute.write_sysctl(name, wanted[name], SYSCTL_ROOT)
-            except OSError as exc:
-                module.fail_json(msg='cannot set sysctl %s=%s: %s' % (name, wanted[name], exc.strerror or exc),
-                                 changed_keys=to_change[:to_change.index(name)])
-            now = iproute.read_sysctl(name, SYSCTL_ROOT)
-            if now != wanted[name]:
-                module.fail_json(msg='sysctl %s: wrote %s but the kernel reports %s' % (name, wanted[name], now),
-                                 changed_keys=to_change[:to_change.index(name) + 1])
-        if persist_changed:
-            try:
-                write_file_atomic(module, persist_file, persist_after)
-            except OSError as exc:
-                module.fail_json(msg='cannot write %s: %s' % (persist_file, exc), changed_keys=to_change)
-
-    result = {
-        'changed': bool(to_change) or persist_changed,
-        'sysctls': {name: wanted[name] for name, _value in items},
-        'changed_keys': to_change,
-        'previous': {name: current[name] for name in to_change},
-        'persist_changed': persist_changed,
-    }
+    except sysctl.SysctlError as exc:
+        module.fail_json(msg=str(exc), changed_keys=exc.changed_keys)
+    diff = result.pop('diff')
     if module._diff:
-        diffs = [{
-            'before_header': 'sysctl (running)', 'after_header': 'sysctl (wanted)',
-            'before': ''.join('%s = %s\n' % (name, current[name]) for name, _value in items),
-            'after': ''.join('%s = %s\n' % (name, value) for name, value in items),
-        }]
-        if persist_file:
-            diffs.append({'before_header': persist_file, 'after_header': persist_file,
-                          'before': persist_before or '', 'after': persist_after})
-        result['diff'] = diffs
+        result['diff'] = diff
     module.exit_json(**result)
 
 

@@ -49,6 +49,7 @@ from ansible.errors import AnsibleFilterError
 from jinja2 import Undefined
 
 from ansible_collections.netfleet.calico.plugins.module_utils.iproute import workload_ifname
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import session_timing
 
 try:
     import netaddr
@@ -547,9 +548,12 @@ def compute_peers(nodes, topology, cluster_ids=None):
     rr_cluster_id}``. ``ip``/``local_ip`` are the two ends of the session: the node IPs, except between
     reflectors of different racks in ``route_reflector`` (eBGP over the spine), where they are the
     reflectors' ``spine_ip`` (default: the node IP). ``direct`` says whether the two ends share a subnet
-    (from ``prefixlen`` / ``spine_prefixlen``; None when neither end's is known). ``passive`` is true
-    toward peers whose address is greater than ours, so exactly one side of every session dials
-    (Calico's mesh rule; design §5). ``rr_client``/``rr_cluster_id`` are set on the reflector's side of a
+    (from ``prefixlen`` / ``spine_prefixlen``; None when neither end's is known). Exactly one side
+    of every session dials (the other is ``passive``) and waits ``connect_delay_offset`` seconds more
+    than the base connect delay: between a reflector and its clients the reflector dials (one SYN per
+    client instead of a burst at the reflector); otherwise ``plugin_utils.bgp.session_timing`` decides
+    from the two addresses.
+    ``rr_client``/``rr_cluster_id`` are set on the reflector's side of a
     session with a same-rack client only.
     """
     if cluster_ids is None:
@@ -563,11 +567,23 @@ def compute_peers(nodes, topology, cluster_ids=None):
             return netaddr.IPAddress(node['spine_ip']), node.get('spine_prefixlen')
         return addr[name], node.get('prefixlen')
 
+    def passive(me, other, local, remote):
+        # (passive, connect delay offset). A reflector dials its clients and the clients wait: each
+        # client's listen queue then sees one SYN, while 60 clients dialling one reflector overflow BIRD's
+        # listen backlog of 8 at start-up and wait for SYN retransmits (1 s, 3 s, ...). Other sessions:
+        # plugin_utils.bgp.session_timing. Both depend only on the two ends, so adding hosts never
+        # changes an existing session.
+        if topology == 'route_reflector' and nodes[me]['rack'] == nodes[other]['rack'] \
+                and nodes[me]['reflector'] != nodes[other]['reflector']:
+            return not nodes[me]['reflector'], 0
+        return session_timing(local, remote)
+
     def peer(me, other, client=False):
         spine = (topology == 'route_reflector' and nodes[me]['reflector'] and nodes[other]['reflector']
                  and nodes[me]['rack'] != nodes[other]['rack'])
         local, local_len = end(me, spine)
         remote, remote_len = end(other, spine)
+        timing = passive(me, other, local, remote)
         return {
             'name': other,
             'ip': str(remote),
@@ -575,7 +591,8 @@ def compute_peers(nodes, topology, cluster_ids=None):
             'as_number': nodes[other]['as_number'],
             'type': 'ibgp' if nodes[other]['as_number'] == nodes[me]['as_number'] else 'ebgp',
             'direct': same_subnet(local, local_len, remote, remote_len),
-            'passive': remote > local,
+            'passive': timing[0],
+            'connect_delay_offset': timing[1],
             'rr_client': client,
             'rr_cluster_id': cluster_ids.get(nodes[me]['rack']) if client else None,
         }
@@ -1062,6 +1079,10 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
             'workloads': workloads[name],
             'peers': peers[name],
         }
+    from ansible_collections.netfleet.calico.plugins.plugin_utils.policy import plan_policy  # issue #5
+    floating_ips = plan_policy(reader, hosts, plan_hosts, pool_net)  # per host: policy, floating_ips
+    from ansible_collections.netfleet.calico.plugins.plugin_utils.ipip import plan_ipip  # issue #4
+    plan_ipip(reader, hosts, plan_hosts, ipip_mode)  # per host: ipip (tunnel next hops, allowed sources)
     plan_racks = {
         rack: {
             'as_number': info['as_number'],
@@ -1078,4 +1099,5 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
         'ipip_mode': ipip_mode,
         'hosts': plan_hosts,
         'racks': plan_racks,
+        'floating_ips': floating_ips,
     }

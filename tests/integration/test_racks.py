@@ -146,10 +146,12 @@ def test_bird_restart_on_host_keeps_forwarding(racks, report):
         lost = []
         worst = _stop(pings, report, "BIRD restart on r2h1", lost)
     report(f"graceful BIRD restart: worst gap between replies {worst:.2f} s, lost {sum(lost)} packets")
-    # no packet lost (the one in flight when ping is stopped may be missing); the gap bound only
-    # allows for scheduling delays on a busy machine, a withdrawn route would cost seconds
-    assert max(lost) <= 1, f"workloads of r2h1 lost {lost} packets during a BIRD restart"
-    assert worst < 1.0, f"workloads of r2h1 stopped forwarding for {worst:.2f} s during a BIRD restart"
+    # Without graceful restart the routes would be withdrawn until the sessions are back: 2 s or more,
+    # 100+ packets at 20 ms. With it, most runs lose nothing; some lose 2-3 packets in one blip of
+    # < 0.1 s when the new BIRD takes the kernel routes over (BIRD 2.0.12 replaces an IPv4 kernel route
+    # by delete + add). The bounds allow that blip and scheduling delays, never a withdrawal.
+    assert max(lost) <= 5, f"workloads of r2h1 lost {lost} packets during a BIRD restart"
+    assert worst < 0.5, f"workloads of r2h1 stopped forwarding for {worst:.2f} s during a BIRD restart"
 
 
 # --- growth -------------------------------------------------------------------------------------------------

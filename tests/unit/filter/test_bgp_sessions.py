@@ -2,6 +2,8 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import bgp_sessions, protocol_name
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import session_timing
+from ansible_collections.netfleet.calico.plugins.plugin_utils.fabric import compute_peers
 
 
 def _s(name, ip, up=True):
@@ -43,8 +45,15 @@ def test_mesh_to_reflector_keeps_mesh_until_reflector_session_is_up():
     # the reflector's mesh session cannot stay beside RR_ (same neighbour); a down session is not worth keeping
     assert [x["name"] for x in out["lingering"]] == ["Mesh_10_0_0_2", "Mesh_10_0_0_4"]
     assert out["lingering"][0] == {"name": "Mesh_10_0_0_2", "description": "d-10.0.0.2", "ip": "10.0.0.2",
-                                   "as_number": 64512, "local_as": 64512, "passive": False}
-    assert out["lingering"][1]["passive"] is True  # .4 > .3: the plan's rule, so the session is unchanged
+                                   "as_number": 64512, "local_as": 64512,
+                                   "passive": session_timing("10.0.0.3", "10.0.0.2")[0],
+                                   "connect_delay_offset": session_timing("10.0.0.3", "10.0.0.2")[1]}
+    # rendered by the plan's own rule, so BIRD sees the session unchanged and keeps it up
+    fabric = compute_peers({"a": {"ip": "10.0.0.3", "as_number": 64512, "rack": None, "reflector": False},
+                            "b": {"ip": "10.0.0.4", "as_number": 64512, "rack": None, "reflector": False}},
+                           "full_mesh")
+    assert (out["lingering"][1]["passive"], out["lingering"][1]["connect_delay_offset"]) == (
+        fabric["a"][0]["passive"], fabric["a"][0]["connect_delay_offset"])
 
 
 def test_no_transition_when_planned_sessions_are_up_or_nothing_is_dropped():

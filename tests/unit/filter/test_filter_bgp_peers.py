@@ -6,6 +6,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.netfleet.calico.plugins.filter.bgp_peers import FilterModule, bgp_peers
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import session_timing
 
 P = 'netfleet.calico.bgp_peers: '
 
@@ -17,9 +18,15 @@ def error_of(*args, **kwargs):
     return str(exc.value)
 
 
-def peer(name, ip, as_number=64512, passive=False, kind='ibgp', client=False, cluster=None, local=None, direct=None):
+def peer(name, ip, as_number=64512, passive=None, kind='ibgp', client=False, cluster=None, local=None,
+         direct=None):
+    """A planned peer. ``passive`` is given only for reflector-client sessions (the reflector dials, offset 0);
+    otherwise the session's timing is plugin_utils.bgp.session_timing's (tested on its own)."""
+    offset = 0
+    if passive is None:
+        passive, offset = session_timing(local, ip)
     return {'name': name, 'ip': ip, 'local_ip': local, 'as_number': as_number, 'type': kind, 'direct': direct,
-            'passive': passive, 'rr_client': client, 'rr_cluster_id': cluster}
+            'passive': passive, 'connect_delay_offset': offset, 'rr_client': client, 'rr_cluster_id': cluster}
 
 
 RR = {
@@ -37,23 +44,23 @@ def test_registered():
 def test_documented_full_mesh_example():
     nodes = {'host-a': {'ip': '192.168.100.100', 'as_number': 64512},
              'host-b': {'ip': '192.168.100.101', 'as_number': 64512}}
-    assert bgp_peers(nodes) == {'host-a': [peer('host-b', '192.168.100.101', passive=True, local='192.168.100.100')],
-                                'host-b': [peer('host-a', '192.168.100.100', passive=False, local='192.168.100.101')]}
+    assert bgp_peers(nodes) == {'host-a': [peer('host-b', '192.168.100.101', local='192.168.100.100')],
+                                'host-b': [peer('host-a', '192.168.100.100', local='192.168.100.101')]}
 
 
 def test_default_as():
     assert bgp_peers({'a': {'ip': '10.0.0.1'}, 'b': {'ip': '10.0.0.2'}}, host='a') == [
-        peer('b', '10.0.0.2', passive=True, local='10.0.0.1')]
+        peer('b', '10.0.0.2', local='10.0.0.1')]
 
 
 def test_documented_route_reflector_example():
     assert bgp_peers(RR, 'route_reflector', host='rr1') == [
-        peer('h1', '10.1.0.11', 65001, passive=True, client=True, cluster='10.1.0.1', local='10.1.0.1'),
-        peer('rr2', '10.2.0.1', 65002, passive=True, kind='ebgp', local='10.1.0.1'),
+        peer('h1', '10.1.0.11', 65001, passive=False, client=True, cluster='10.1.0.1', local='10.1.0.1'),
+        peer('rr2', '10.2.0.1', 65002, kind='ebgp', local='10.1.0.1'),
     ]
     plan = bgp_peers(RR, 'route_reflector')
-    assert plan['h2'] == [peer('rr2', '10.2.0.1', 65002, local='10.2.0.11')]
-    assert plan['rr2'] == [peer('h2', '10.2.0.11', 65002, passive=True, client=True, cluster='10.2.0.1',
+    assert plan['h2'] == [peer('rr2', '10.2.0.1', 65002, passive=True, local='10.2.0.11')]  # the client waits
+    assert plan['rr2'] == [peer('h2', '10.2.0.11', 65002, passive=False, client=True, cluster='10.2.0.1',
                                 local='10.2.0.1'),
                            peer('rr1', '10.1.0.1', 65001, kind='ebgp', local='10.2.0.1')]
 
@@ -98,11 +105,11 @@ def test_spine_ip_and_prefix_lengths():
     nodes['rr2'].update(spine_ip='10.255.0.2')  # no spine_prefixlen: rr1's /24 decides
     plan = bgp_peers(nodes, 'route_reflector')
     assert plan['rr1'] == [
-        peer('h1', '10.1.0.11', 65001, passive=True, client=True, cluster='10.1.0.1', local='10.1.0.1', direct=True),
-        peer('rr2', '10.255.0.2', 65002, passive=True, kind='ebgp', local='10.255.0.1', direct=True),
+        peer('h1', '10.1.0.11', 65001, passive=False, client=True, cluster='10.1.0.1', local='10.1.0.1', direct=True),
+        peer('rr2', '10.255.0.2', 65002, kind='ebgp', local='10.255.0.1', direct=True),
     ]
     assert plan['rr2'][-1] == peer('rr1', '10.255.0.1', 65001, kind='ebgp', local='10.255.0.2', direct=True)
-    assert plan['h1'] == [peer('rr1', '10.1.0.1', 65001, local='10.1.0.11', direct=True)]
+    assert plan['h1'] == [peer('rr1', '10.1.0.1', 65001, passive=True, local='10.1.0.11', direct=True)]
     assert bgp_peers(nodes, host='rr1')[-1]['ip'] == '10.2.0.1'  # full mesh: rr2's node IP, not its spine IP
 
 

@@ -17,6 +17,7 @@ from ansible.vars.manager import VariableManager
 
 from ansible_collections.netfleet.calico.plugins.filter.fabric import FilterModule, fabric
 from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as plan_utils
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import session_timing
 
 ROOT = Path(__file__).resolve().parents[3]
 LAB = ROOT / 'inventories' / 'lab'
@@ -97,15 +98,20 @@ def error_of(func, *args, **kwargs):
     return text
 
 
-def peer(name, ip, as_number=64512, passive=False, kind='ibgp', client=False, cluster=None, local=None,
+def peer(name, ip, as_number=64512, passive=None, kind='ibgp', client=False, cluster=None, local=None,
          direct=None):
+    """A planned peer. ``passive`` is given only for reflector-client sessions (the reflector dials, offset 0);
+    otherwise the session's timing is plugin_utils.bgp.session_timing's (tested on its own)."""
+    offset = 0
+    if passive is None:
+        passive, offset = session_timing(local, ip)
     return {'name': name, 'ip': ip, 'local_ip': local, 'as_number': as_number, 'type': kind, 'direct': direct,
-            'passive': passive, 'rr_client': client, 'rr_cluster_id': cluster}
+            'passive': passive, 'connect_delay_offset': offset, 'rr_client': client, 'rr_cluster_id': cluster}
 
 
-def lab_peer(name, ip, local, passive):
+def lab_peer(name, ip, local):
     """A session of the lab's one-segment mesh (every prefix length known: direct)."""
-    return peer(name, ip, passive=passive, local=local, direct=True)
+    return peer(name, ip, local=local, direct=True)
 
 
 # --------------------------------------------------------------------------------------------- happy paths
@@ -126,8 +132,8 @@ EXPECTED_LAB = {
             'block': '172.17.8.0/24', 'block_source': 'pinned',
             'workloads': [{'name': 'a1', 'ip': '172.17.8.2', 'ifname': 'calif29bc91bbda'},
                           {'name': 'a2', 'ip': '172.17.8.3', 'ifname': 'calib9f85daa6f8'}],
-            'peers': [lab_peer('host-b', '192.168.100.101', '192.168.100.100', passive=True),
-                      lab_peer('host-c', '192.168.100.102', '192.168.100.100', passive=True)],
+            'peers': [lab_peer('host-b', '192.168.100.101', '192.168.100.100'),
+                      lab_peer('host-c', '192.168.100.102', '192.168.100.100')],
         },
         'host-b': {
             'node_ip': '192.168.100.101', 'node_prefixlen': 24, 'router_id': '192.168.100.101', 'as_number': 64512,
@@ -135,8 +141,8 @@ EXPECTED_LAB = {
             'block': '172.17.9.0/24', 'block_source': 'pinned',
             'workloads': [{'name': 'b1', 'ip': '172.17.9.2', 'ifname': 'cali7e83ca2a65d'},
                           {'name': 'b2', 'ip': '172.17.9.3', 'ifname': 'cali32f28ea03b1'}],
-            'peers': [lab_peer('host-a', '192.168.100.100', '192.168.100.101', passive=False),
-                      lab_peer('host-c', '192.168.100.102', '192.168.100.101', passive=True)],
+            'peers': [lab_peer('host-a', '192.168.100.100', '192.168.100.101'),
+                      lab_peer('host-c', '192.168.100.102', '192.168.100.101')],
         },
         'host-c': {
             'node_ip': '192.168.100.102', 'node_prefixlen': 24, 'router_id': '192.168.100.102', 'as_number': 64512,
@@ -144,13 +150,25 @@ EXPECTED_LAB = {
             'block': '172.17.0.0/24', 'block_source': 'allocated',
             'workloads': [{'name': 'c1', 'ip': '172.17.0.2', 'ifname': 'cali2f22765d049'},
                           {'name': 'c2', 'ip': '172.17.0.3', 'ifname': 'cali6b1f53303a7'}],
-            'peers': [lab_peer('host-a', '192.168.100.100', '192.168.100.102', passive=False),
-                      lab_peer('host-b', '192.168.100.101', '192.168.100.102', passive=False)],
+            'peers': [lab_peer('host-a', '192.168.100.100', '192.168.100.102'),
+                      lab_peer('host-b', '192.168.100.101', '192.168.100.102')],
         },
     },
     'racks': {'rack1': {'as_number': 64512, 'hosts': ['host-a', 'host-b', 'host-c'], 'reflectors': [],
                         'cluster_id': None}},
 }
+
+# issue #5: no calico_policies and no floating IPs -> every endpoint unselected (allow all)
+EXPECTED_LAB['floating_ips'] = []
+for _host in EXPECTED_LAB['hosts'].values():
+    _host['policy'] = [{'name': w['name'], 'ip': w['ip'], 'ifname': w['ifname'], 'ingress': None, 'egress': None,
+                        'policies': []} for w in _host['workloads']]
+    _host['floating_ips'] = []
+# issue #4: calico_ipip_mode never -> no tunnel, every other node IP direct, proto 4 only from node IPs
+for _name, _host in EXPECTED_LAB['hosts'].items():
+    _others = [h['node_ip'] for n, h in EXPECTED_LAB['hosts'].items() if n != _name]
+    _host['ipip'] = {'mode': 'never', 'enabled': False, 'device': 'tun0', 'local': _host['node_ip'],
+                     'tunnel_next_hops': [], 'direct_next_hops': _others, 'allow_from': _others}
 
 
 def test_lab_plain_dicts_exact_plan():
@@ -177,7 +195,7 @@ def test_lab_inventory_through_ansible():
         others = sorted(set(plan['hosts']) - {name})
         assert [p['name'] for p in host['peers']] == others
         for p in host['peers']:
-            assert p['passive'] is (tuple(map(int, p['ip'].split('.'))) > tuple(map(int, host['node_ip'].split('.'))))
+            assert (p['passive'], p['connect_delay_offset']) == session_timing(host['node_ip'], p['ip'])
             assert p['type'] == 'ibgp' and p['as_number'] == 64512
     assert plan == EXPECTED_LAB
 
@@ -233,17 +251,19 @@ def test_route_reflector_inventory_through_ansible(tmp_path):
     assert [h['block'] for h in (hosts['r1-h1'], hosts['r1-h2'], hosts['r2-h1'])] == [
         '10.244.0.0/26', '10.244.0.64/26', '10.244.0.128/26']
     assert hosts['r1-h1']['workloads'] == [{'name': 'web', 'ip': '10.244.0.2', 'ifname': plan_utils._ifname('web')}]
-    assert hosts['r1-h1']['peers'] == [peer('tor1', '10.1.0.1', 65001, passive=False, local='10.1.0.11', direct=True)]
+    assert hosts['r1-h1']['peers'] == [peer('tor1', '10.1.0.1', 65001, passive=True, local='10.1.0.11', direct=True)]
     # tor1's prefix length comes from rack1's lab_segment, tor2's from calico_node_prefixlen; rack2's hosts have none
     assert hosts['tor1']['peers'] == [
-        peer('r1-h1', '10.1.0.11', 65001, passive=True, client=True, cluster='10.1.0.1', local='10.1.0.1', direct=True),
-        peer('r1-h2', '10.1.0.12', 65001, passive=True, client=True, cluster='10.1.0.1', local='10.1.0.1', direct=True),
-        peer('tor2', '10.2.0.1', 65002, passive=True, kind='ebgp', local='10.1.0.1', direct=False),
+        peer('r1-h1', '10.1.0.11', 65001, passive=False, client=True, cluster='10.1.0.1', local='10.1.0.1',
+             direct=True),
+        peer('r1-h2', '10.1.0.12', 65001, passive=False, client=True, cluster='10.1.0.1', local='10.1.0.1',
+             direct=True),
+        peer('tor2', '10.2.0.1', 65002, kind='ebgp', local='10.1.0.1', direct=False),
     ]
     assert hosts['tor2']['peers'] == [
-        peer('r2-h1', '10.2.0.11', 65002, passive=True, client=True, cluster='10.255.0.2', local='10.2.0.1',
+        peer('r2-h1', '10.2.0.11', 65002, passive=False, client=True, cluster='10.255.0.2', local='10.2.0.1',
              direct=True),
-        peer('tor1', '10.1.0.1', 65001, passive=False, kind='ebgp', local='10.2.0.1', direct=False),
+        peer('tor1', '10.1.0.1', 65001, kind='ebgp', local='10.2.0.1', direct=False),
     ]
     # no calico_rr_spine_ip: the spine address is the node IP
     assert (hosts['tor1']['spine_ip'], hosts['tor1']['spine_prefixlen']) == ('10.1.0.1', 24)
@@ -262,7 +282,7 @@ def test_lab_racks_inventory_through_ansible():
     assert plan['racks']['rack1'] == {'as_number': 65001, 'hosts': ['r1h1', 'r1h2', 'r1h3', 'rr1a', 'rr1b'],
                                       'reflectors': ['rr1a', 'rr1b'], 'cluster_id': '192.168.101.1'}
     assert [plan['racks'][r]['cluster_id'] for r in ('rack2', 'rack3')] == ['192.168.102.1', '192.168.103.1']
-    rr1a = {k: v for k, v in hosts['rr1a'].items() if k != 'peers'}
+    rr1a = {k: v for k, v in hosts['rr1a'].items() if k not in ('peers', 'policy', 'floating_ips', 'ipip')}
     assert rr1a == {'node_ip': '192.168.101.1', 'node_prefixlen': 24, 'router_id': '192.168.101.1',
                     'as_number': 65001, 'rack': 'rack1', 'role': 'reflector', 'spine_ip': '10.255.0.11',
                     'spine_prefixlen': 24, 'block': None, 'block_source': None, 'workloads': []}
@@ -271,24 +291,24 @@ def test_lab_racks_inventory_through_ansible():
         return peer(name, ip, 65001, local=kw.pop('local', '192.168.101.1'), direct=True, **kw)
 
     assert hosts['rr1a']['peers'] == [
-        rr1('r1h1', '192.168.101.11', passive=True, client=True, cluster='192.168.101.1'),
-        rr1('r1h2', '192.168.101.12', passive=True, client=True, cluster='192.168.101.1'),
-        rr1('r1h3', '192.168.101.13', passive=True, client=True, cluster='192.168.101.1'),
-        rr1('rr1b', '192.168.101.2', passive=True),  # same rack: iBGP, not a client
-        peer('rr2', '10.255.0.21', 65002, passive=True, kind='ebgp', local='10.255.0.11', direct=True),
-        peer('rr3', '10.255.0.31', 65003, passive=True, kind='ebgp', local='10.255.0.11', direct=True),
+        rr1('r1h1', '192.168.101.11', passive=False, client=True, cluster='192.168.101.1'),
+        rr1('r1h2', '192.168.101.12', passive=False, client=True, cluster='192.168.101.1'),
+        rr1('r1h3', '192.168.101.13', passive=False, client=True, cluster='192.168.101.1'),
+        rr1('rr1b', '192.168.101.2'),  # same rack: iBGP, not a client
+        peer('rr2', '10.255.0.21', 65002, kind='ebgp', local='10.255.0.11', direct=True),
+        peer('rr3', '10.255.0.31', 65003, kind='ebgp', local='10.255.0.11', direct=True),
     ]
     assert hosts['r1h1']['spine_ip'] is None and hosts['r1h1']['block'] == '172.17.0.0/24'
-    assert hosts['r1h1']['peers'] == [rr1('rr1a', '192.168.101.1', local='192.168.101.11'),
-                                      rr1('rr1b', '192.168.101.2', local='192.168.101.11')]
+    assert hosts['r1h1']['peers'] == [rr1('rr1a', '192.168.101.1', passive=True, local='192.168.101.11'),
+                                      rr1('rr1b', '192.168.101.2', passive=True, local='192.168.101.11')]
     assert [(p['name'], p['ip'], p['local_ip'], p['type'], p['rr_client'], p['passive'])
             for p in hosts['rr2']['peers']] == [
-        ('r2h1', '192.168.102.11', '192.168.102.1', 'ibgp', True, True),
-        ('r2h2', '192.168.102.12', '192.168.102.1', 'ibgp', True, True),
-        ('r2h3', '192.168.102.13', '192.168.102.1', 'ibgp', True, True),
-        ('rr1a', '10.255.0.11', '10.255.0.21', 'ebgp', False, False),
-        ('rr1b', '10.255.0.12', '10.255.0.21', 'ebgp', False, False),
-        ('rr3', '10.255.0.31', '10.255.0.21', 'ebgp', False, True),
+        ('r2h1', '192.168.102.11', '192.168.102.1', 'ibgp', True, False),
+        ('r2h2', '192.168.102.12', '192.168.102.1', 'ibgp', True, False),
+        ('r2h3', '192.168.102.13', '192.168.102.1', 'ibgp', True, False),
+        ('rr1a', '10.255.0.11', '10.255.0.21', 'ebgp', False, session_timing('10.255.0.21', '10.255.0.11')[0]),
+        ('rr1b', '10.255.0.12', '10.255.0.21', 'ebgp', False, session_timing('10.255.0.21', '10.255.0.12')[0]),
+        ('rr3', '10.255.0.31', '10.255.0.21', 'ebgp', False, session_timing('10.255.0.21', '10.255.0.31')[0]),
     ]
     for name, host in hosts.items():
         if host['role'] == 'node':
@@ -321,11 +341,12 @@ def test_spine_ip_defaults_prefix_lengths_and_direct():
     assert (h['rr1']['spine_ip'], h['rr1']['spine_prefixlen']) == ('10.255.0.1', 30)
     assert (h['rr2']['spine_ip'], h['rr2']['spine_prefixlen']) == ('10.255.0.2', 24)
     assert h['rr1']['peers'] == [
-        peer('h1', '10.1.0.11', 65001, passive=True, client=True, cluster='10.1.0.1', local='10.1.0.1'),
-        peer('rr2', '10.255.0.2', 65002, passive=True, kind='ebgp', local='10.255.0.1', direct=True),
+        peer('h1', '10.1.0.11', 65001, passive=False, client=True, cluster='10.1.0.1', local='10.1.0.1'),
+        peer('rr2', '10.255.0.2', 65002, kind='ebgp', local='10.255.0.1', direct=True),
     ]
     assert h['rr2']['peers'][-1] == peer('rr1', '10.255.0.1', 65001, kind='ebgp', local='10.255.0.2', direct=True)
-    assert h['h1']['peers'] == [peer('rr1', '10.1.0.1', 65001, local='10.1.0.11')]  # node IPs, no prefix length
+    # node IPs, no prefix length
+    assert h['h1']['peers'] == [peer('rr1', '10.1.0.1', 65001, passive=True, local='10.1.0.11')]
     # a /30 and a /24 where only one contains the other end: not direct, on both sides
     plan = two_racks({'calico_rr_spine_ip': '10.255.0.1', 'calico_rr_spine_prefixlen': 30},
                      {'calico_rr_spine_ip': '10.255.0.9', 'calico_rr_spine_prefixlen': 24})
@@ -334,7 +355,7 @@ def test_spine_ip_defaults_prefix_lengths_and_direct():
     # no spine IP: the node IP, with the node's prefix length; direct from one known prefix length
     plan = two_racks({'calico_node_prefixlen': 8})
     assert (plan['hosts']['rr1']['spine_ip'], plan['hosts']['rr1']['spine_prefixlen']) == ('10.1.0.1', 8)
-    assert plan['hosts']['rr1']['peers'][-1] == peer('rr2', '10.2.0.1', 65002, passive=True, kind='ebgp',
+    assert plan['hosts']['rr1']['peers'][-1] == peer('rr2', '10.2.0.1', 65002, kind='ebgp',
                                                      local='10.1.0.1', direct=True)
     assert plan['hosts']['rr2']['peers'][-1]['direct'] is True
     # a spine IP equal to the node IP keeps the node prefix length
@@ -394,10 +415,10 @@ def test_route_reflector_plain_dicts():
     assert hosts['rr2b']['role'] == 'reflector' and hosts['rr2b']['block'] is not None  # a server reflector
     assert hosts['rr2b']['workloads'][0]['name'] == 'w2'
     assert hosts['rr2a']['block'] is None
-    assert hosts['h3']['peers'] == [peer('rr2a', '10.2.0.2', 65002, local='10.2.0.11'),
-                                    peer('rr2b', '10.2.0.1', 65002, local='10.2.0.11')]
+    assert hosts['h3']['peers'] == [peer('rr2a', '10.2.0.2', 65002, passive=True, local='10.2.0.11'),
+                                    peer('rr2b', '10.2.0.1', 65002, passive=True, local='10.2.0.11')]
     assert hosts['rr2a']['peers'] == [
-        peer('h3', '10.2.0.11', 65002, passive=True, client=True, cluster='10.2.0.1', local='10.2.0.2'),
+        peer('h3', '10.2.0.11', 65002, passive=False, client=True, cluster='10.2.0.1', local='10.2.0.2'),
         peer('rr1', '10.1.0.1', 65001, kind='ebgp', local='10.2.0.2'),
         peer('rr2b', '10.2.0.1', 65002, local='10.2.0.2'),
     ]
@@ -431,14 +452,14 @@ def test_full_mesh_racks_with_their_own_as_is_ebgp_between_racks():
     hosts = {'a': {'calico_node_ip': '10.0.0.1'}, 'b': {'calico_node_ip': '10.0.0.2'}}
     racks = {'r1': ({'calico_as_number': 65001}, ['a']), 'r2': ({'calico_as_number': 65002}, ['b'])}
     plan = build(hosts, racks=racks)
-    assert plan['hosts']['a']['peers'] == [peer('b', '10.0.0.2', 65002, passive=True, kind='ebgp', local='10.0.0.1')]
+    assert plan['hosts']['a']['peers'] == [peer('b', '10.0.0.2', 65002, kind='ebgp', local='10.0.0.1')]
 
 
 def test_full_mesh_reflector_group_members_are_mesh_members():
     hosts = {'a': {'calico_node_ip': '10.0.0.1'}, 'tor': {'calico_node_ip': '10.0.0.254'}}
     plan = build(hosts, reflectors=['tor'])
     assert plan['hosts']['tor']['role'] == 'reflector' and plan['hosts']['tor']['block'] is None
-    assert plan['hosts']['a']['peers'] == [peer('tor', '10.0.0.254', passive=True, local='10.0.0.1')]
+    assert plan['hosts']['a']['peers'] == [peer('tor', '10.0.0.254', local='10.0.0.1')]
     assert plan['hosts']['tor']['spine_ip'] == '10.0.0.254'  # reported, but a mesh peers over node IPs
 
 

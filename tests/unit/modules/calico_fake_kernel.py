@@ -311,8 +311,8 @@ class FakeKernel:
     def link_show(self, ns, rest, opts):
         assert opts['json']
         links = sorted(ns.links.values(), key=lambda item: item['ifindex'])
-        if rest[:2] == ['type', 'veth']:
-            links = [link for link in links if link['kind'] == 'veth']
+        if rest[:1] == ['type']:
+            links = [link for link in links if link['kind'] == rest[1]]
         out = []
         for link in links:
             item = self._link_json(ns, link)

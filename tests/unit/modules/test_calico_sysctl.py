@@ -59,7 +59,7 @@ def test_persist_file_holds_exactly_the_keys(proc, monkeypatch, tmp_path):
               'net/ipv4/neigh/default/gc_thresh3': 8192}
     result = run(monkeypatch, wanted, persist_file=str(persist), diff=True)
     assert result['persist_changed'] is True
-    assert persist.read_text() == (mod.PERSIST_HEADER + 'net.ipv4.ip_forward = 1\n'
+    assert persist.read_text() == (mod.sysctl.PERSIST_HEADER + 'net.ipv4.ip_forward = 1\n'
                                    'net.ipv4.neigh.default.gc_thresh3 = 8192\n'
                                    'net/ipv4/conf/eth0.100/rp_filter = 0\n')
     assert oct(os.stat(persist).st_mode & 0o777) == '0o644'

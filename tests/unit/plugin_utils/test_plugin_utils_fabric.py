@@ -9,6 +9,7 @@ import netaddr
 import pytest
 
 from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as f
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import session_timing
 
 POOL = netaddr.IPNetwork('172.17.0.0/16')
 
@@ -391,6 +392,11 @@ def node(ip, as_number=64512, rack=None, reflector=False):
     return {'ip': ip, 'as_number': as_number, 'rack': rack, 'reflector': reflector}
 
 
+def dials_not(local, remote):
+    """Passive flag of a session that is not reflector-client (plugin_utils.bgp's rule)."""
+    return session_timing(local, remote)[0]
+
+
 def test_peers_full_mesh_passive_rule_one_side_dials():
     nodes = {f'h{i}': node(f'10.0.0.{i}') for i in (5, 1, 3, 12)}
     peers = f.compute_peers(nodes, 'full_mesh')
@@ -399,16 +405,17 @@ def test_peers_full_mesh_passive_rule_one_side_dials():
         for p in lst:
             back = next(q for q in peers[p['name']] if q['name'] == me)
             assert p['passive'] != back['passive']  # exactly one side dials
-            assert p['passive'] == (netaddr.IPAddress(p['ip']) > netaddr.IPAddress(nodes[me]['ip']))
+            assert (p['passive'], p['connect_delay_offset']) == session_timing(nodes[me]['ip'], p['ip'])
+            assert p['connect_delay_offset'] == back['connect_delay_offset']
             assert p['type'] == 'ibgp' and p['rr_client'] is False and p['rr_cluster_id'] is None
-    # numeric, not lexical, comparison: 10.0.0.12 > 10.0.0.5
-    assert next(p for p in peers['h5'] if p['name'] == 'h12')['passive'] is True
 
 
 def test_peers_full_mesh_mixed_as_is_ebgp():
     peers = f.compute_peers({'a': node('10.0.0.1', 65001), 'b': node('10.0.0.2', 65002)}, 'full_mesh')
     assert peers['a'] == [{'name': 'b', 'ip': '10.0.0.2', 'local_ip': '10.0.0.1', 'as_number': 65002, 'type': 'ebgp',
-                           'direct': None, 'passive': True, 'rr_client': False, 'rr_cluster_id': None}]
+                           'direct': None, 'passive': session_timing('10.0.0.1', '10.0.0.2')[0],
+                           'connect_delay_offset': session_timing('10.0.0.1', '10.0.0.2')[1],
+                           'rr_client': False, 'rr_cluster_id': None}]
 
 
 def rr_nodes():
@@ -431,19 +438,19 @@ def test_peers_route_reflector():
     def short(lst):
         return [(p['name'], p['type'], p['as_number'], p['passive'], p['rr_client'], p['rr_cluster_id']) for p in lst]
 
-    assert short(peers['h1']) == [('rr1', 'ibgp', 65001, False, False, None)]
-    assert short(peers['h3']) == [('rr2a', 'ibgp', 65002, False, False, None),
-                                  ('rr2b', 'ibgp', 65002, False, False, None)]
+    assert short(peers['h1']) == [('rr1', 'ibgp', 65001, True, False, None)]  # the client waits
+    assert short(peers['h3']) == [('rr2a', 'ibgp', 65002, True, False, None),
+                                  ('rr2b', 'ibgp', 65002, True, False, None)]
     assert short(peers['rr1']) == [
-        ('h1', 'ibgp', 65001, True, True, '10.1.0.1'),
-        ('h2', 'ibgp', 65001, True, True, '10.1.0.1'),
-        ('rr2a', 'ebgp', 65002, True, False, None),
-        ('rr2b', 'ebgp', 65002, True, False, None),
+        ('h1', 'ibgp', 65001, False, True, '10.1.0.1'),
+        ('h2', 'ibgp', 65001, False, True, '10.1.0.1'),
+        ('rr2a', 'ebgp', 65002, dials_not('10.1.0.1', '10.2.0.2'), False, None),
+        ('rr2b', 'ebgp', 65002, dials_not('10.1.0.1', '10.2.0.1'), False, None),
     ]
     assert short(peers['rr2b']) == [
-        ('h3', 'ibgp', 65002, True, True, '10.2.0.1'),
-        ('rr1', 'ebgp', 65001, False, False, None),
-        ('rr2a', 'ibgp', 65002, True, False, None),  # same-rack reflector: iBGP, not a client
+        ('h3', 'ibgp', 65002, False, True, '10.2.0.1'),
+        ('rr1', 'ebgp', 65001, dials_not('10.2.0.1', '10.1.0.1'), False, None),
+        ('rr2a', 'ibgp', 65002, dials_not('10.2.0.1', '10.2.0.2'), False, None),  # same-rack reflector: not a client
     ]
     # every session is configured on both ends, and exactly one end dials
     for me, lst in peers.items():
@@ -512,17 +519,17 @@ def test_peers_route_reflector_over_the_spine():
         return [(p['name'], p['ip'], p['local_ip'], p['type'], p['direct'], p['passive']) for p in lst]
 
     assert ends(peers['rr1']) == [
-        ('h1', '10.1.0.11', '10.1.0.1', 'ibgp', True, True),
-        ('h2', '10.1.0.12', '10.1.0.1', 'ibgp', True, True),
-        ('rr2a', '10.255.0.22', '10.255.0.1', 'ebgp', True, True),
-        ('rr2b', '10.2.0.1', '10.255.0.1', 'ebgp', False, False),  # 10.2.0.1 < 10.255.0.1: rr1 dials
+        ('h1', '10.1.0.11', '10.1.0.1', 'ibgp', True, False),
+        ('h2', '10.1.0.12', '10.1.0.1', 'ibgp', True, False),
+        ('rr2a', '10.255.0.22', '10.255.0.1', 'ebgp', True, dials_not('10.255.0.1', '10.255.0.22')),
+        ('rr2b', '10.2.0.1', '10.255.0.1', 'ebgp', False, dials_not('10.255.0.1', '10.2.0.1')),
     ]
     assert ends(peers['rr2a']) == [
-        ('h3', '10.2.0.11', '10.2.0.2', 'ibgp', True, True),
-        ('rr1', '10.255.0.1', '10.255.0.22', 'ebgp', True, False),
-        ('rr2b', '10.2.0.1', '10.2.0.2', 'ibgp', True, False),  # same rack: node IPs, never the spine
+        ('h3', '10.2.0.11', '10.2.0.2', 'ibgp', True, False),
+        ('rr1', '10.255.0.1', '10.255.0.22', 'ebgp', True, dials_not('10.255.0.22', '10.255.0.1')),
+        ('rr2b', '10.2.0.1', '10.2.0.2', 'ibgp', True, dials_not('10.2.0.2', '10.2.0.1')),  # node IPs, not spine
     ]
-    assert ends(peers['h1']) == [('rr1', '10.1.0.1', '10.1.0.11', 'ibgp', True, False)]
+    assert ends(peers['h1']) == [('rr1', '10.1.0.1', '10.1.0.11', 'ibgp', True, True)]
     for me, lst in peers.items():
         for p in lst:
             back = next(q for q in peers[p['name']] if q['name'] == me)

@@ -1,0 +1,487 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) netfleet.calico contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The cali-* iptables hierarchy: rendering, iptables-save normalisation, restore text.
+
+Pure functions (no kernel access) so that everything here is unit-testable; the module
+``calico_chains`` runs ``iptables-save`` / ``iptables-restore`` around them.
+
+Design §1 and §5 (Calico's Felix layout, reduced to what this collection needs)::
+
+    filter INPUT   -> cali-INPUT   -> cali-wl-to-host (from a workload) -> cali-from-wl-dispatch -> cali-fw-<if>
+                                   -> cali-failsafe-in (SSH, BGP, ... always accepted)
+    filter FORWARD -> cali-FORWARD -> cali-from-wl-dispatch -> cali-fw-<if>   (egress policy of the sender)
+                                   -> cali-to-wl-dispatch   -> cali-tw-<if>   (ingress policy of the receiver)
+    filter OUTPUT  -> cali-OUTPUT  (host to local workloads: allowed, as in Felix)
+    nat PREROUTING -> cali-PREROUTING -> cali-fip-dnat        (floating IP -> workload IP)
+    nat OUTPUT     -> cali-OUTPUT     -> cali-fip-dnat        (same, for the host's own connections)
+    nat POSTROUTING-> cali-POSTROUTING-> cali-fip-snat         (workload leaves from its floating IP)
+                                      -> cali-nat-outgoing     (MASQUERADE pool -> outside, if enabled)
+
+Endpoint chains (``cali-fw-<if>`` from the workload, ``cali-tw-<if>`` to it) start with
+RELATED,ESTABLISHED -> ACCEPT and INVALID -> DROP (design §5), then the policy rules in policy
+order, first match wins. An allowed packet leaves ``cali-fw-*`` with RETURN (so the receiver's
+``cali-tw-*`` still decides) and ``cali-tw-*`` with ACCEPT; ``deny`` is DROP. An endpoint selected
+by a policy in a direction ends that chain with DROP (default deny); an endpoint no policy selects
+has no policy rules there (allow all, Kubernetes semantics).
+
+Every rule is rendered exactly as ``iptables-save`` prints it (both backends), so that the
+normalised read-back of an applied ruleset equals the rendering and a second run has nothing to do.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+import re
+import shlex
+
+CHAIN_PREFIX = 'cali-'
+CHAIN_MAX = 28  # XT_EXTENSION_MAXNAMELEN (29) - 1: the kernel's limit on a chain name
+
+# builtin chain -> our top chain, per table (design §1)
+HOOKS = {
+    'filter': (('INPUT', 'cali-INPUT'), ('FORWARD', 'cali-FORWARD'), ('OUTPUT', 'cali-OUTPUT')),
+    'nat': (('PREROUTING', 'cali-PREROUTING'), ('OUTPUT', 'cali-OUTPUT'), ('POSTROUTING', 'cali-POSTROUTING')),
+}
+TABLES = ('filter', 'nat')
+
+# Calico's default FailsafeInboundHostPorts (felix configuration reference).
+DEFAULT_FAILSAFE_INBOUND = ('tcp:22', 'udp:68', 'tcp:179', 'tcp:2379', 'tcp:2380', 'tcp:5473', 'tcp:6443',
+                            'tcp:6666', 'tcp:6667')
+
+# protocol names iptables-save may print -> number (both sides are normalised to one spelling)
+PROTOCOL_NUMBERS = {
+    'icmp': 1, 'igmp': 2, 'ipencap': 4, 'ipip': 4, 'tcp': 6, 'egp': 8, 'udp': 17, 'ipv6': 41, 'gre': 47,
+    'esp': 50, 'ah': 51, 'icmpv6': 58, 'ipv6-icmp': 58, 'ospf': 89, 'pim': 103, 'vrrp': 112, 'sctp': 132,
+    'udplite': 136,
+}
+NAMED_PROTOCOLS = {1: 'icmp', 6: 'tcp', 17: 'udp'}
+PORT_PROTOCOLS = ('tcp', 'udp')
+
+_COUNTERS = re.compile(r'^\[\d+:\d+\]\s*')
+_NEEDS_WORK = frozenset(('-p', '--protocol', '-s', '-d', '--source', '--destination', '--comment'))
+_CHAIN_NAME = re.compile(r'^[A-Za-z0-9_.+-]+$')
+
+
+class ChainsError(ValueError):
+    """Bad input for the chains (turned into fail_json by the module)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# names and small parsers
+# ---------------------------------------------------------------------------------------------
+
+def chain_name(*parts, limit=CHAIN_MAX):
+    """``cali-`` + parts joined by ``-``; longer than ``limit`` -> cut and a stable hash suffix.
+
+    The suffix is ``_`` + the first 8 hex digits of sha1 of the full name, so two long names that
+    share a prefix still get different, deterministic chain names (Calico shortens the same way).
+    """
+    full = CHAIN_PREFIX + '-'.join(str(p) for p in parts if str(p))
+    if len(full) <= limit:
+        return full
+    digest = hashlib.sha1(full.encode('utf-8')).hexdigest()[:8]
+    return full[:limit - 9] + '_' + digest
+
+
+def endpoint_chains(ifname):
+    """(from-workload chain, to-workload chain) of an interface: cali-fw-<if>, cali-tw-<if>."""
+    return chain_name('fw', ifname), chain_name('tw', ifname)
+
+
+def normalize_protocol(value):
+    """'tcp' | 'udp' | 'icmp' | a number as a string (e.g. '47'); None for any. Raises ChainsError."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ('', 'any', 'all')):
+        return None
+    if isinstance(value, bool):
+        raise ChainsError('protocol %r is not a protocol name or number' % (value,))
+    text = str(value).strip().lower()
+    if text.isdigit():
+        number = int(text)
+        if not 0 < number < 256:
+            raise ChainsError('protocol number %s is outside 1-255' % text)
+    elif text in PROTOCOL_NUMBERS:
+        number = PROTOCOL_NUMBERS[text]
+    else:
+        raise ChainsError('protocol %r is unknown (use tcp, udp, icmp or a protocol number 1-255)' % (value,))
+    return NAMED_PROTOCOLS.get(number, str(number))
+
+
+def normalize_port(value):
+    """'80' or '8000:8080' (also accepts 8000-8080); raises ChainsError outside 1-65535."""
+    if isinstance(value, bool):
+        raise ChainsError('port %r is not a port number or range' % (value,))
+    text = str(value).strip().replace('-', ':')
+    parts = text.split(':')
+    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+        raise ChainsError('port %r is not a port number or a range like 8000:8080' % (value,))
+    numbers = [int(p) for p in parts]
+    for number in numbers:
+        if not 1 <= number <= 65535:
+            raise ChainsError('port %s is outside 1-65535' % number)
+    if len(numbers) == 2:
+        if numbers[0] > numbers[1]:
+            raise ChainsError('port range %s has its bounds reversed' % text)
+        if numbers[0] == numbers[1]:
+            return str(numbers[0])
+    return ':'.join(str(n) for n in numbers)
+
+
+def parse_failsafe(value):
+    """'tcp:22' | {'protocol': 'tcp', 'port': 22} -> ('tcp', '22')."""
+    if isinstance(value, dict):
+        proto, port = value.get('protocol', 'tcp'), value.get('port')
+    else:
+        text = str(value).strip()
+        proto, sep, port = text.partition(':')
+        if not sep:
+            proto, port = 'tcp', text
+    proto = normalize_protocol(proto)
+    if proto not in PORT_PROTOCOLS:
+        raise ChainsError('failsafe port %r: protocol must be tcp or udp' % (value,))
+    return proto, normalize_port(port)
+
+
+def host_cidr(value):
+    """'1.2.3.4' -> '1.2.3.4/32'; a CIDR is kept (iptables-save prints both this way)."""
+    text = str(value).strip()
+    return text if '/' in text else text + '/32'
+
+
+def ipv4_address(value, what):
+    """A plain IPv4 address (``/32`` accepted) as a string; anything else (a newline too) is a ChainsError,
+    so no input can add lines of its own to the restore text."""
+    text = str(value).strip()
+    if text.endswith('/32'):
+        text = text[:-3]
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise ChainsError('%s %r is not an IPv4 address' % (what, value)) from None
+
+
+def ipv4_network(value, what):
+    """An IPv4 network in iptables-save's spelling (``a.b.c.d/len``, host bits cleared refused)."""
+    try:
+        return str(ipaddress.IPv4Network(host_cidr(value)))
+    except ValueError:
+        raise ChainsError('%s %r is not an IPv4 CIDR (without host bits)' % (what, value)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering (every rule in iptables-save's canonical spelling, without "-A <chain> ")
+# ---------------------------------------------------------------------------------------------
+
+def _match_proto_ports(protocol, ports, direction='dst'):
+    out = []
+    if protocol:
+        out += ['-p', protocol]
+    if ports:
+        if protocol not in PORT_PROTOCOLS:
+            raise ChainsError('ports %s need protocol tcp or udp (got %s)' % (','.join(ports), protocol or 'any'))
+        flag = 'dport' if direction == 'dst' else 'sport'
+        if len(ports) == 1:
+            out += ['-m', protocol, '--' + flag, ports[0]]
+        else:
+            if len(ports) > 15:
+                raise ChainsError('at most 15 ports per rule (multiport); split the rule')
+            out += ['-m', 'multiport', '--' + flag + 's', ','.join(ports)]
+    return out
+
+
+def render_rule(rule, direction, final):
+    """Rules for one policy rule of an endpoint chain.
+
+    ``direction`` 'ingress' (peer = source) or 'egress' (peer = destination); ``final`` the target
+    of ``allow`` (RETURN in cali-fw-*, ACCEPT in cali-tw-*). ``rule['peers']`` None = any peer,
+    a list = one rule per CIDR (an empty list matches nothing: no rule).
+    """
+    action = rule.get('action', 'allow')
+    if action not in ('allow', 'deny'):
+        raise ChainsError('action %r is not allow or deny' % (action,))
+    target = final if action == 'allow' else 'DROP'
+    protocol = normalize_protocol(rule.get('protocol'))
+    ports = [normalize_port(p) for p in (rule.get('ports') or [])]
+    tail = _match_proto_ports(protocol, ports) + ['-j', target]
+    peers = rule.get('peers')
+    if peers is None:
+        return [' '.join(tail)]
+    flag = '-s' if direction == 'ingress' else '-d'
+    return [' '.join([flag, ipv4_network(peer, 'peer')] + tail) for peer in peers]
+
+
+def render_endpoint_chain(rules, direction, final):
+    """One cali-fw-*/cali-tw-* chain: conntrack first, then policy; ``rules`` None = not selected."""
+    out = ['-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT', '-m conntrack --ctstate INVALID -j DROP']
+    if rules is None:
+        return out
+    for rule in rules:
+        out += render_rule(rule, direction, final)
+    out.append('-j DROP')  # selected in this direction: default deny
+    return out
+
+
+def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endpoint_to_host_action='drop',
+           nat_outgoing=False, interface_prefix='cali'):
+    """The desired cali-* state: ``{table: {'chains': {name: [rules]}, 'jumps': {builtin: [rule]}}}``.
+
+    ``endpoints``: ``[{name, ip, ifname, ingress, egress, floating_ip}]`` with ``ingress``/``egress``
+    None (no policy selects it: allow) or a list of ``{action, protocol, ports, peers}``.
+    """
+    if endpoint_to_host_action not in ('drop', 'accept'):
+        raise ChainsError('endpoint_to_host_action %r is not drop or accept' % (endpoint_to_host_action,))
+    if nat_outgoing and not pool:
+        raise ChainsError('nat_outgoing needs pool (the container pool CIDR)')
+    if pool:
+        pool = ipv4_network(pool, 'pool')
+    wildcard = interface_prefix + '+'
+    seen_if, seen_ip, seen_fip = {}, {}, {}
+    eps = []
+    for index, ep in enumerate(endpoints or []):
+        name = ep.get('name') or 'endpoints[%d]' % index
+        ifname, ip = ep.get('ifname'), ep.get('ip')
+        if not ifname or not _CHAIN_NAME.match(str(ifname)) or len(str(ifname)) > 15:
+            raise ChainsError('endpoint %s: ifname %r is not an interface name' % (name, ifname))
+        if not ifname.startswith(interface_prefix):
+            raise ChainsError('endpoint %s: ifname %s does not start with %s' % (name, ifname, interface_prefix))
+        if not ip:
+            raise ChainsError('endpoint %s: ip is missing' % name)
+        ip = ipv4_address(ip, 'endpoint %s: ip' % name)
+        fip = ipv4_address(ep['floating_ip'], 'endpoint %s: floating_ip' % name) if ep.get('floating_ip') else None
+        ep = dict(ep, ip=ip, floating_ip=fip)
+        for key, seen, value in (('ifname', seen_if, ifname), ('ip', seen_ip, ip),
+                                 ('floating_ip', seen_fip, ep.get('floating_ip'))):
+            if not value:
+                continue
+            if value in seen:
+                raise ChainsError('endpoint %s: %s %s is also used by endpoint %s' % (name, key, value, seen[value]))
+            seen[value] = name
+        eps.append(ep)
+    eps.sort(key=lambda e: e['ifname'])
+
+    failsafe = [parse_failsafe(p) for p in (failsafe_inbound or [])]
+
+    f = {}
+    f['cali-INPUT'] = ['-i %s -g cali-wl-to-host' % wildcard, '-j cali-failsafe-in']
+    f['cali-FORWARD'] = ['-i %s -j cali-from-wl-dispatch' % wildcard,
+                         '-o %s -j cali-to-wl-dispatch' % wildcard,
+                         '-i %s -j ACCEPT' % wildcard,
+                         '-o %s -j ACCEPT' % wildcard]
+    f['cali-OUTPUT'] = ['-o %s -j RETURN' % wildcard]
+    f['cali-failsafe-in'] = [' '.join(_match_proto_ports(proto, [port]) + ['-j', 'ACCEPT'])
+                             for proto, port in failsafe]
+    f['cali-wl-to-host'] = ['-j cali-from-wl-dispatch',
+                            '-j ' + ('ACCEPT' if endpoint_to_host_action == 'accept' else 'DROP')]
+    from_dispatch, to_dispatch = [], []
+    endpoint_rules = {}
+    for ep in eps:
+        fw, tw = endpoint_chains(ep['ifname'])
+        from_dispatch.append('-i %s -g %s' % (ep['ifname'], fw))
+        to_dispatch.append('-o %s -g %s' % (ep['ifname'], tw))
+        try:
+            endpoint_rules[fw] = render_endpoint_chain(ep.get('egress'), 'egress', 'RETURN')
+            endpoint_rules[tw] = render_endpoint_chain(ep.get('ingress'), 'ingress', 'ACCEPT')
+        except ChainsError as exc:
+            raise ChainsError('endpoint %s: %s' % (ep.get('name') or ep['ifname'], exc)) from None
+    # traffic from or to a cali interface this host does not know is dropped (as Felix does)
+    from_dispatch.append('-i %s -j DROP' % wildcard)
+    to_dispatch.append('-o %s -j DROP' % wildcard)
+    f['cali-from-wl-dispatch'] = from_dispatch
+    f['cali-to-wl-dispatch'] = to_dispatch
+    f.update(endpoint_rules)
+
+    n = {}
+    n['cali-PREROUTING'] = ['-j cali-fip-dnat']
+    n['cali-OUTPUT'] = ['-j cali-fip-dnat']
+    n['cali-POSTROUTING'] = ['-j cali-fip-snat', '-j cali-nat-outgoing']
+    dnat, snat = [], []
+    for ep in sorted((e for e in eps if e.get('floating_ip')), key=lambda e: str(e['floating_ip'])):
+        ip, fip = str(ep['ip']).split('/')[0], str(ep['floating_ip']).split('/')[0]
+        dnat.append('-d %s -j DNAT --to-destination %s' % (host_cidr(fip), ip))
+        # hairpin: the workload reaching its own floating IP
+        snat.append('-s %s -d %s -j SNAT --to-source %s' % (host_cidr(ip), host_cidr(ip), fip))
+        # connections the workload opens to anything outside the pool leave from its floating IP
+        if pool:
+            snat.append('-s %s ! -d %s -j SNAT --to-source %s' % (host_cidr(ip), pool, fip))
+        else:
+            snat.append('-s %s -j SNAT --to-source %s' % (host_cidr(ip), fip))
+    n['cali-fip-dnat'] = dnat
+    n['cali-fip-snat'] = snat
+    n['cali-nat-outgoing'] = ['-s %s ! -d %s -j MASQUERADE' % (pool, pool)] if nat_outgoing else []
+
+    for chains in (f, n):
+        for name in chains:
+            if len(name) > CHAIN_MAX:  # cannot happen with chain_name(); a guard for future chains
+                raise ChainsError('chain name %s is longer than %d characters' % (name, CHAIN_MAX))
+    return {
+        'filter': normalize_table({'chains': f, 'jumps': {b: ['-j ' + c] for b, c in HOOKS['filter']}}),
+        'nat': normalize_table({'chains': n, 'jumps': {b: ['-j ' + c] for b, c in HOOKS['nat']}}),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# iptables-save parsing and normalisation
+# ---------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1 << 16)
+def normalize_rule(rule):
+    """One rule body (no ``-A <chain>``) in a canonical spelling, so that desired and read-back compare.
+
+    Drops counters, re-quotes comments, spells protocols tcp/udp/icmp or by number, writes bare
+    addresses as /32 — the differences seen between iptables-nft-save, iptables-legacy-save and
+    the rendering. Cached and without shlex unless the rule has quotes: 10,000+ rules per run.
+    """
+    text = rule.strip()
+    if text.startswith('['):
+        text = _COUNTERS.sub('', text)
+    if '"' in text or "'" in text:
+        try:
+            tokens = shlex.split(text)
+        except ValueError:
+            tokens = text.split()
+    else:
+        tokens = text.split()
+    if not _NEEDS_WORK.intersection(tokens):
+        return ' '.join(tokens)
+    out = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if tok in ('-p', '--protocol') and nxt is not None:
+            try:
+                out += ['-p', normalize_protocol(nxt)]
+            except ChainsError:
+                out += ['-p', nxt]
+            i += 2
+            continue
+        if tok in ('-s', '-d', '--source', '--destination') and nxt is not None:
+            flag = '-s' if tok in ('-s', '--source') else '-d'
+            out += [flag, nxt if '/' in nxt else nxt + '/32']
+            i += 2
+            continue
+        if tok == '--comment' and nxt is not None:
+            out += ['--comment', '"%s"' % nxt.replace('"', '')]
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return ' '.join(out)
+
+
+def normalize_table(state):
+    return {
+        'chains': {name: [normalize_rule(r) for r in rules] for name, rules in state.get('chains', {}).items()},
+        'jumps': {name: [normalize_rule(r) for r in rules] for name, rules in state.get('jumps', {}).items()},
+    }
+
+
+def parse_save(text, prefix=CHAIN_PREFIX, ignore=()):
+    """``iptables-save`` output -> ``{table: {'chains': {cali chain: [rules]}, 'jumps': {builtin: [rules]},
+    'builtins': set, 'all_chains': set}}``: only the cali-* part (what this module owns) plus, per builtin
+    chain, its rules that jump or go to a cali-* chain. Chains named in ``ignore`` (cali-* chains another
+    module owns, like calico_tunnel's cali-INPUT-ipip) and the jumps to them are left out."""
+    tables = {}
+    current = None
+    for raw in (text or '').splitlines():
+        line = raw.strip()
+        if not line or line.startswith('#'):
+            continue
+        if line.startswith('*'):
+            current = tables.setdefault(line[1:], {'chains': {}, 'jumps': {}, 'builtins': set(),
+                                                   'all_chains': set()})
+            continue
+        if current is None or line == 'COMMIT':
+            continue
+        if line.startswith(':'):
+            name, policy = (line[1:].split() + ['-'])[:2]
+            current['all_chains'].add(name)
+            if policy != '-':
+                current['builtins'].add(name)
+            if name.startswith(prefix) and name not in ignore:
+                current['chains'].setdefault(name, [])
+            continue
+        line = _COUNTERS.sub('', line)
+        if not line.startswith('-A '):
+            continue
+        _a, chain, *rest = line.split(None, 2)
+        body = rest[0] if rest else ''
+        if chain in ignore:
+            continue
+        if chain.startswith(prefix):
+            current['chains'].setdefault(chain, []).append(normalize_rule(body))
+        else:
+            target = re.search(r'(?:^|\s)-[jg]\s+(\S+)', body)
+            if target and target.group(1).startswith(prefix) and target.group(1) not in ignore:
+                current['jumps'].setdefault(chain, []).append(normalize_rule(body))
+    return tables
+
+
+def owned_view(tables, table):
+    """The owned part of one table as ``{'chains', 'jumps'}`` (empty when the table is not there)."""
+    t = tables.get(table) or {}
+    return {'chains': dict(t.get('chains', {})), 'jumps': {k: v for k, v in t.get('jumps', {}).items() if v}}
+
+
+def format_view(view, table):
+    """A readable iptables-save-like text of an owned view (for --diff): chains sorted by name."""
+    lines = ['*%s' % table]
+    for name in sorted(view.get('chains', {})):
+        lines.append(':%s - [0:0]' % name)
+    for builtin in sorted(view.get('jumps', {})):
+        for rule in view['jumps'][builtin]:
+            lines.append('-A %s %s' % (builtin, rule))
+    for name in sorted(view.get('chains', {})):
+        for rule in view['chains'][name]:
+            lines.append('-A %s %s' % (name, rule))
+    lines.append('COMMIT')
+    return '\n'.join(lines) + '\n'
+
+
+def restore_text(table, desired, current, insert=True):
+    """The ``iptables-restore --noflush`` input that turns ``current`` (owned view) into ``desired``,
+    or '' when they are equal. Owned chains whose rules differ are flushed and rewritten (the others
+    are not named), stale cali-* chains are flushed and deleted, each builtin chain ends up with exactly
+    one jump to its cali chain; rules and chains of anyone else are never named."""
+    if desired == current:
+        return ''
+    lines = ['*%s' % table]
+    want = desired['chains']
+    have = current.get('chains', {})
+    # only chains whose rules differ are rewritten (one changed endpoint = two chains), still one transaction
+    rewrite = sorted(name for name in want if have.get(name) != want[name])
+    for name in rewrite:
+        if name not in have:
+            lines.append(':%s - [0:0]' % name)
+    for name in sorted(have):
+        if name not in want or name in rewrite:
+            lines.append('-F %s' % name)
+    for builtin, rules in sorted(desired['jumps'].items()):
+        existing = current.get('jumps', {}).get(builtin, [])
+        for rule in rules:
+            count = existing.count(rule)
+            if count == 0:
+                lines.append(('-I %s 1 %s' if insert else '-A %s %s') % (builtin, rule))
+            for _ in range(count - 1):
+                lines.append('-D %s %s' % (builtin, rule))
+    # jumps from builtin chains to cali chains that are not wanted (stale chains, old layouts)
+    for builtin, rules in sorted(current.get('jumps', {}).items()):
+        wanted = desired['jumps'].get(builtin, [])
+        for rule in rules:
+            if rule not in wanted:
+                lines.append('-D %s %s' % (builtin, rule))
+    for name in rewrite:
+        for rule in want[name]:
+            lines.append('-A %s %s' % (name, rule))
+    for name in sorted(have):
+        if name not in want:
+            lines.append('-X %s' % name)
+    lines.append('COMMIT')
+    return '\n'.join(lines) + '\n'
+
+
+def count_rules(desired):
+    return sum(len(r) for t in desired.values() for r in t['chains'].values())

@@ -1,0 +1,350 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) netfleet.calico contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: calico_chains
+short_description: Program the cali-* iptables chains (policy, failsafe, floating IPs) atomically
+version_added: 0.2.0
+description:
+  - Renders the whole C(cali-*) hierarchy of the C(filter) and C(nat) tables from a host's workload endpoints,
+    their resolved policy rules and floating IPs (design §1 and §5, the chains of Calico's Felix), and applies each
+    table with ONE C(iptables-restore -w --noflush), so a table never shows a half-written policy.
+  - "filter: C(INPUT -> cali-INPUT -> cali-wl-to-host -> cali-from-wl-dispatch -> cali-fw-<if>) and
+    C(cali-INPUT -> cali-failsafe-in); C(FORWARD -> cali-FORWARD -> cali-from-wl-dispatch / cali-to-wl-dispatch ->
+    cali-fw-<if> / cali-tw-<if>); C(OUTPUT -> cali-OUTPUT)."
+  - "nat: C(PREROUTING -> cali-PREROUTING -> cali-fip-dnat), C(OUTPUT -> cali-OUTPUT -> cali-fip-dnat),
+    C(POSTROUTING -> cali-POSTROUTING -> cali-fip-snat, cali-nat-outgoing)."
+  - Owns only chains whose names start with C(cali-) plus exactly one jump from each builtin chain it uses.
+    Rules and chains of anyone else are never named in the restore input. C(cali-*) chains it does not render
+    (endpoints that are gone) are flushed and deleted in the same transaction.
+  - Endpoint chains accept C(RELATED,ESTABLISHED), drop C(INVALID), then apply the policy rules in order (first
+    match wins); an endpoint selected in a direction ends with C(DROP), an unselected one allows all.
+  - C(changed) and the diff come from comparing the normalised C(iptables-save) of the owned chains before and
+    after. When the kernel already holds exactly the rendered chains nothing is applied at all.
+  - Works with C(iptables-nft) and C(iptables-legacy); by default it uses whichever already holds rules on the host
+    (as Calico and kube-proxy decide), else what C(iptables -V) reports.
+author:
+  - netfleet.calico developers
+requirements:
+  - iptables 1.8 (C(iptables-save), C(iptables-restore); C(iptables-nft-*) / C(iptables-legacy-*) when present).
+options:
+  endpoints:
+    description:
+      - The complete list of this host's workload endpoints (normally C(calico_node_plan.policy) from the fabric
+        plan). Chains of endpoints not listed are removed.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Workload name (messages only).
+        type: str
+      ip:
+        description: The workload's address (no prefix, or C(/32)).
+        type: str
+        required: true
+      ifname:
+        description: Host-side interface (C(cali) + 11 hex digits).
+        type: str
+        required: true
+      floating_ip:
+        description: Floating IP DNATed to I(ip); the workload's own connections out of the pool leave from it.
+        type: str
+      ingress:
+        description:
+          - Rules for traffic to the workload, in order; null means no policy selects the workload for ingress
+            (allow all), a list (even empty) means selected (default deny after the rules).
+        type: list
+        elements: dict
+      egress:
+        description: Rules for traffic from the workload, like I(ingress).
+        type: list
+        elements: dict
+      policies:
+        description: Names of the policies that select the endpoint (informational).
+        type: list
+        elements: str
+  pool:
+    description: The container pool (CIDR); floating-IP SNAT and O(nat_outgoing) leave pool-internal traffic alone.
+    type: str
+  nat_outgoing:
+    description: Masquerade traffic from the pool to addresses outside it (C(cali-nat-outgoing)).
+    type: bool
+    default: false
+  endpoint_to_host_action:
+    description:
+      - What happens to traffic from a workload to the host itself after the workload's egress policy
+        (C(cali-wl-to-host)). C(drop) is Calico's default (DefaultEndpointToHostAction).
+    type: str
+    choices: [drop, accept]
+    default: drop
+  failsafe_inbound_ports:
+    description:
+      - C(protocol:port) entries always accepted into the host (C(cali-failsafe-in)), whatever the policy says, so a
+        policy can never cut Ansible (SSH) or BGP off a host. Default is Calico's FailsafeInboundHostPorts.
+    type: list
+    elements: str
+    default: ['tcp:22', 'udp:68', 'tcp:179', 'tcp:2379', 'tcp:2380', 'tcp:5473', 'tcp:6443', 'tcp:6666', 'tcp:6667']
+  interface_prefix:
+    description: Prefix of workload interfaces (C(cali+) in the dispatch rules).
+    type: str
+    default: cali
+  backend:
+    description:
+      - C(auto) uses the backend that already holds rules (nft vs legacy), else the one C(iptables -V) reports.
+      - C(nft) / C(legacy) force C(iptables-nft-*) / C(iptables-legacy-*).
+    type: str
+    choices: [auto, nft, legacy]
+    default: auto
+  ignore_chains:
+    description:
+      - C(cali-*) chains owned by another module (role calico_node passes calico_tunnel's C(cali-INPUT-ipip));
+        they and the jumps to them are neither rewritten nor removed.
+    type: list
+    elements: str
+    default: []
+  insert_mode:
+    description:
+      - C(insert) puts a missing jump at the top of its builtin chain (Calico's ChainInsertMode default), C(append)
+        at the end. A jump that exists is left where it is.
+    type: str
+    choices: [insert, append]
+    default: insert
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Renders, reads C(iptables-save) and validates the restore input with C(iptables-restore --test).
+      - Changes nothing.
+  diff_mode:
+    support: full
+    description: The owned chains (and builtin jumps) before and after, in C(iptables-save) notation, per table.
+  platform:
+    support: full
+    platforms: posix
+    description: Linux with iptables; run as root.
+notes:
+  - Policy selectors are resolved to addresses by the controller (the C(netfleet.calico.fabric) plan); this module
+    only sees address lists.
+  - Host-to-local-workload traffic is allowed (C(cali-OUTPUT)), as in Felix.
+seealso:
+  - module: netfleet.calico.calico_workloads
+  - module: community.general.iptables_state
+"""
+
+EXAMPLES = r"""
+- name: Program policy and floating IPs from the fabric plan (what role calico_node does)
+  netfleet.calico.calico_chains:
+    endpoints: "{{ calico_node_plan.policy }}"
+    pool: "{{ calico_node_fabric.pool }}"
+    nat_outgoing: true
+
+- name: One web workload that only accepts TCP 80 from 172.17.9.2, reachable as 203.0.113.10
+  netfleet.calico.calico_chains:
+    pool: 172.17.0.0/16
+    endpoints:
+      - name: web
+        ip: 172.17.8.2
+        ifname: calif29bc91bbda
+        floating_ip: 203.0.113.10
+        ingress:
+          - {action: allow, protocol: tcp, ports: ['80'], peers: [172.17.9.2/32]}
+        egress: null
+
+- name: Remove every cali-* chain and jump
+  netfleet.calico.calico_chains:
+    endpoints: []
+    failsafe_inbound_ports: []
+"""
+
+RETURN = r"""
+backend:
+  description: The iptables backend used.
+  returned: always
+  type: str
+  sample: nft
+tables:
+  description: Tables whose owned chains differed from the rendering (and were rewritten, unless in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [filter]
+rules:
+  description: Number of rules in the rendered cali-* chains (both tables).
+  returned: always
+  type: int
+  sample: 42
+restore:
+  description: The C(iptables-restore --noflush) input per table that was applied (or would be in check mode).
+  returned: always
+  type: dict
+  sample: {filter: "*filter\n-F cali-tw-calif29bc91bbda\n-A cali-tw-calif29bc91bbda ...\nCOMMIT\n"}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.netfleet.calico.plugins.module_utils import chains
+
+
+class Iptables:
+    """Runs the save/restore binaries of one backend (unit tests replace ``run``)."""
+
+    def __init__(self, module, backend):
+        self.module = module
+        self.backend = backend
+        names = {'nft': ('iptables-nft-save', 'iptables-nft-restore'),
+                 'legacy': ('iptables-legacy-save', 'iptables-legacy-restore')}.get(backend)
+        self.save_bin = module.get_bin_path(names[0]) if names else None
+        self.restore_bin = module.get_bin_path(names[1]) if names else None
+        if not self.save_bin or not self.restore_bin:  # distributions with only one iptables
+            self.save_bin = module.get_bin_path('iptables-save', required=True)
+            self.restore_bin = module.get_bin_path('iptables-restore', required=True)
+
+    def run(self, argv, data=None):
+        rc, out, err = self.module.run_command(argv, data=data, binary_data=True)
+        return rc, out, err
+
+    def save(self):
+        rc, out, err = self.run([self.save_bin])
+        if rc != 0:
+            raise RuntimeError('%s failed (rc=%d): %s' % (self.save_bin, rc, err.strip()))
+        return out
+
+    def restore(self, text, test=False):
+        argv = [self.restore_bin, '-w', '--noflush'] + (['--test'] if test else [])
+        rc, out, err = self.run(argv, data=text)
+        if rc != 0:
+            raise RuntimeError('%s failed (rc=%d): %s' % (' '.join(argv), rc, (err or out).strip()))
+
+
+def _has_rules(text):
+    return any(line.startswith('-A ') for line in (text or '').splitlines())
+
+
+def detect_backend(module, make=None):
+    """(backend, save output): the backend whose tables hold rules; nft wins a tie with rules in both only
+    if it has more of them; with no rules anywhere, what ``iptables -V`` says."""
+    make = make or (lambda b: Iptables(module, b))
+    outputs = {}
+    for backend in ('nft', 'legacy'):
+        ipt = make(backend)
+        try:
+            outputs[backend] = (ipt, ipt.save())
+        except RuntimeError:
+            continue
+    counts = {b: sum(1 for line in out.splitlines() if line.startswith('-A ')) for b, (_i, out) in outputs.items()}
+    with_rules = [b for b in ('nft', 'legacy') if counts.get(b)]
+    if len(with_rules) == 1:
+        chosen = with_rules[0]
+    elif len(with_rules) == 2:
+        chosen = 'nft' if counts['nft'] >= counts['legacy'] else 'legacy'
+    else:
+        chosen = default_backend(module)
+        if chosen not in outputs:
+            chosen = next(iter(outputs), chosen)
+    if chosen in outputs:
+        return chosen, outputs[chosen][0], outputs[chosen][1]
+    ipt = make(chosen)
+    return chosen, ipt, ipt.save()
+
+
+def default_backend(module):
+    binary = module.get_bin_path('iptables')
+    if not binary:
+        return 'nft'
+    rc, out, err = module.run_command([binary, '-V'])
+    return 'legacy' if 'legacy' in (out + err) else 'nft'
+
+
+def converge(ipt, before_text, desired, check_mode, insert=True, ignore=()):
+    """Apply (or in check mode validate) the restore input per table; return the result dict."""
+    before = chains.parse_save(before_text, ignore=ignore)
+    texts = {}
+    for table in chains.TABLES:
+        text = chains.restore_text(table, desired[table], chains.owned_view(before, table), insert=insert)
+        if text:
+            texts[table] = text
+    if texts:
+        for table in chains.TABLES:
+            if table in texts:
+                ipt.restore(texts[table], test=check_mode)
+    after = before if (check_mode or not texts) else chains.parse_save(ipt.save(), ignore=ignore)
+    result = {'tables': [t for t in chains.TABLES if t in texts], 'restore': texts}
+    diff_before, diff_after = [], []
+    changed = False
+    mismatch = []
+    for table in chains.TABLES:
+        b = chains.owned_view(before, table)
+        a = desired[table] if check_mode else chains.owned_view(after, table)
+        if b != a:
+            changed = True
+        if not check_mode and texts and a != desired[table]:
+            mismatch.append(table)
+        diff_before.append(chains.format_view(b, table))
+        diff_after.append(chains.format_view(a, table))
+    result['changed'] = changed
+    result['diff'] = {'before': ''.join(diff_before), 'after': ''.join(diff_after),
+                      'before_header': 'cali-* chains (iptables-save)', 'after_header': 'cali-* chains (wanted)'}
+    result['mismatch'] = mismatch
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            endpoints=dict(type='list', elements='dict', default=[], options=dict(
+                name=dict(type='str'),
+                ip=dict(type='str', required=True),
+                ifname=dict(type='str', required=True),
+                floating_ip=dict(type='str'),
+                ingress=dict(type='list', elements='dict'),
+                egress=dict(type='list', elements='dict'),
+                policies=dict(type='list', elements='str'),
+            )),
+            pool=dict(type='str'),
+            nat_outgoing=dict(type='bool', default=False),
+            endpoint_to_host_action=dict(type='str', default='drop', choices=['drop', 'accept']),
+            failsafe_inbound_ports=dict(type='list', elements='str', default=list(chains.DEFAULT_FAILSAFE_INBOUND)),
+            interface_prefix=dict(type='str', default='cali'),
+            backend=dict(type='str', default='auto', choices=['auto', 'nft', 'legacy']),
+            insert_mode=dict(type='str', default='insert', choices=['insert', 'append']),
+            ignore_chains=dict(type='list', elements='str', default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        desired = chains.render(p['endpoints'], pool=p['pool'], failsafe_inbound=p['failsafe_inbound_ports'],
+                                endpoint_to_host_action=p['endpoint_to_host_action'],
+                                nat_outgoing=p['nat_outgoing'], interface_prefix=p['interface_prefix'])
+    except chains.ChainsError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        if p['backend'] == 'auto':
+            backend, ipt, before_text = detect_backend(module)
+        else:
+            backend = p['backend']
+            ipt = Iptables(module, backend)
+            before_text = ipt.save()
+        result = converge(ipt, before_text, desired, module.check_mode, insert=p['insert_mode'] == 'insert',
+                          ignore=frozenset(p['ignore_chains']))
+    except RuntimeError as exc:
+        module.fail_json(msg=str(exc), backend=locals().get('backend'))
+    if result.pop('mismatch'):
+        module.warn('the read-back of the cali-* chains differs from the rendering; the next run will rewrite '
+                    'them again (please report with the diff)')
+    out = dict(changed=result['changed'], backend=backend, tables=result['tables'],
+               rules=chains.count_rules(desired), restore=result['restore'])
+    if module._diff:
+        out['diff'] = result['diff']
+    module.exit_json(**out)
+
+
+if __name__ == '__main__':
+    main()

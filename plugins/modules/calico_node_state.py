@@ -1,0 +1,407 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netfleet.calico contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: calico_node_state
+short_description: Bring one Calico node (host or route reflector) to its planned state in one call
+version_added: 0.2.0
+description:
+  - Applies, in this order and in one module run, what the modules M(netfleet.calico.calico_sysctl),
+    M(netfleet.calico.calico_routes), M(netfleet.calico.calico_workloads) and M(netfleet.calico.calico_bird)
+    do one by one; the same code (module_utils) does the work, so the results are the same.
+  - "Why one call: each module run costs a round trip and a Python start on the host. On a fleet this
+    halves the time of a run with nothing to change (and on the namespace lab, where every host shares two
+    CPUs, it is what keeps a 60-host C(site.yml) within a minute)."
+  - BIRD's configuration is given as text (rendered by the role's template on the controller). It is
+    checked with C(bird -p -c) before it replaces the installed file; BIRD is started if it is not running,
+    otherwise reloaded with C(birdc configure) only when its configuration or secrets changed, so
+    unchanged sessions stay up.
+  - "Make before break: with O(bird.transition_config) the module first installs that configuration
+    (old and new sessions side by side), reloads, waits until every session in O(bird.wait_for) is
+    Established, and only then installs O(bird.config)."
+  - Each part is skipped when its option is omitted.
+author:
+  - netfleet.calico contributors
+options:
+  sysctls:
+    description:
+      - Host sysctls (name to value), as M(netfleet.calico.calico_sysctl)
+        O(netfleet.calico.calico_sysctl#module:sysctls).
+    type: dict
+  sysctl_persist_file:
+    description: Also write O(sysctls) to this sysctl.d file.
+    type: path
+  routes:
+    description:
+      - Routes owned by O(protocol) other than workload routes (the block blackhole), as
+        M(netfleet.calico.calico_routes) O(netfleet.calico.calico_routes#module:routes). Omit to leave them alone.
+    type: list
+    elements: dict
+    suboptions:
+      dest: {description: Destination prefix., type: str, required: true}
+      type:
+        description: Route type.
+        type: str
+        default: unicast
+        choices: [unicast, blackhole, unreachable, prohibit]
+      via: {description: Gateway., type: str}
+      dev: {description: Device., type: str}
+      onlink: {description: Gateway is on-link., type: bool, default: false}
+      metric: {description: Metric., type: int}
+  protocol:
+    description: Route protocol number of every route this collection owns (Calico uses 80).
+    type: int
+    default: 80
+  endpoints:
+    description:
+      - The complete list of workload endpoints, as M(netfleet.calico.calico_workloads)
+        O(netfleet.calico.calico_workloads#module:endpoints). Omit on hosts without workloads (reflectors).
+    type: list
+    elements: dict
+    suboptions:
+      name: {description: Workload id., type: str, required: true}
+      ip: {description: IPv4 address of the workload (a /32)., type: str, required: true}
+      netns: {description: Namespace name., type: str}
+      netns_path: {description: Namespace path (never created or deleted)., type: path}
+      mtu: {description: MTU of this endpoint's veth., type: int}
+  netns_prefix:
+    description: Workload namespaces are named I(netns_prefix) + name unless an endpoint gives its own.
+    type: str
+    default: calico-
+  mtu:
+    description: MTU of every workload veth (unless an endpoint sets its own); null keeps the kernel default.
+    type: int
+  bird:
+    description: BIRD's configuration and daemon. Omit to leave BIRD alone.
+    type: dict
+    suboptions:
+      config:
+        description: The complete text of bird.conf.
+        type: str
+        required: true
+      config_path:
+        description: Where bird.conf lives.
+        type: path
+        default: /etc/bird/bird.conf
+      group:
+        description: Group owning bird.conf and the secrets file (mode 0640); the daemon's group under systemd.
+        type: str
+        default: root
+      secrets:
+        description: Text of a file bird.conf includes (the BGP password). Never logged.
+        type: str
+      secrets_path:
+        description: Where O(bird.secrets) is written. Required with O(bird.secrets).
+        type: path
+      transition_config:
+        description: A configuration to run first, until O(bird.wait_for) are Established (make before break).
+        type: str
+      wait_for:
+        description:
+          - BGP protocol names that must be Established before O(bird.config) replaces
+            O(bird.transition_config).
+        type: list
+        elements: str
+        default: []
+      wait_timeout:
+        description: Seconds to wait for O(bird.wait_for).
+        type: float
+        default: 60
+      manager:
+        description: C(systemd) (the distribution's unit) or C(pidfile) (a daemon tracked by its pid file; the lab).
+        type: str
+        choices: [systemd, pidfile]
+        default: systemd
+      service:
+        description: systemd unit.
+        type: str
+        default: bird
+      enabled:
+        description: Enable the systemd unit at boot (O(bird.manager=systemd)).
+        type: bool
+        default: true
+      socket:
+        description: Control socket.
+        type: path
+        default: /run/bird/bird.ctl
+      pidfile:
+        description: Pid file (O(bird.manager=pidfile)).
+        type: path
+      bird_binary: {description: C(bird) binary., type: str, default: bird}
+      birdc_binary: {description: C(birdc) binary., type: str, default: birdc}
+      timeout: {description: Seconds to wait for a started daemon to answer., type: float, default: 10}
+attributes:
+  check_mode:
+    support: full
+    description: Computes every change, validates the new BIRD configuration with C(bird -p), changes nothing.
+  diff_mode:
+    support: full
+    description: One diff per part (sysctls, owned routes, workload endpoints, bird.conf, BIRD daemon).
+  platform:
+    platforms: linux
+    support: full
+notes:
+  - Runs in the host's network namespace without a private mount namespace, like M(netfleet.calico.calico_workloads).
+seealso:
+  - module: netfleet.calico.calico_sysctl
+  - module: netfleet.calico.calico_routes
+  - module: netfleet.calico.calico_workloads
+  - module: netfleet.calico.calico_bird
+"""
+
+EXAMPLES = r"""
+- name: Converge this node from its fabric plan
+  netfleet.calico.calico_node_state:
+    sysctls: {net.ipv4.ip_forward: 1}
+    sysctl_persist_file: /etc/sysctl.d/60-netfleet-calico.conf
+    routes:
+      - {dest: 172.17.8.0/24, type: blackhole}
+    endpoints:
+      - {name: web-1, ip: 172.17.8.2}
+      - {name: web-2, ip: 172.17.8.3}
+    bird:
+      config: "{{ lookup('ansible.builtin.template', 'bird.conf.j2') }}"
+      group: bird
+
+- name: A route reflector (no workloads, no block)
+  netfleet.calico.calico_node_state:
+    sysctls: {net.ipv4.ip_forward: 1}
+    bird:
+      config: "{{ lookup('ansible.builtin.template', 'bird.conf.j2') }}"
+"""
+
+RETURN = r"""
+sysctl:
+  description: Result of the sysctl part (see M(netfleet.calico.calico_sysctl)); absent when skipped.
+  returned: when O(sysctls) is given
+  type: dict
+routes:
+  description: Result of the owned-routes part (see M(netfleet.calico.calico_routes)).
+  returned: when O(routes) is given
+  type: dict
+workloads:
+  description: Result of the endpoints part (see M(netfleet.calico.calico_workloads)).
+  returned: when O(endpoints) is given
+  type: dict
+bird:
+  description: What happened to BIRD.
+  returned: when O(bird) is given
+  type: dict
+  contains:
+    action: {description: 'none, start, reload (or what check mode would do).', type: str, returned: always}
+    config_changed: {description: bird.conf was (or would be) rewritten., type: bool, returned: always}
+    secrets_changed: {description: The secrets file was (or would be) rewritten., type: bool, returned: always}
+    transition: {description: The make-before-break step ran and its sessions came up., type: bool, returned: always}
+    pid: {description: Pid of the daemon (pid-file manager)., type: int, returned: always}
+  sample: {action: reload, config_changed: true, secrets_changed: false, transition: false, pid: 4242}
+changed_parts:
+  description: The parts that changed.
+  returned: always
+  type: list
+  elements: str
+  sample: [workloads, bird]
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute, routes, sysctl
+from ansible_collections.netfleet.calico.plugins.module_utils.bird import Bird, install_file
+from ansible_collections.netfleet.calico.plugins.module_utils.workloads import (
+    ENDPOINTS_SPEC,
+    WorkloadReconciler,
+    build_endpoints,
+)
+
+SYSCTL_ROOT = iproute.PROC_SYS
+
+
+def make_ip(module):
+    """The ip runner (unit tests replace this function)."""
+    return iproute.IpCommand(ip_bin=module.get_bin_path('ip', required=True),
+                             nsenter_bin=module.get_bin_path('nsenter') or 'nsenter')
+
+
+def make_reconciler(ip, settings):
+    """The workload reconciler (unit tests replace this function)."""
+    return WorkloadReconciler(ip, settings, sysctl_root=SYSCTL_ROOT)
+
+
+def make_bird(module, params):
+    """The BIRD driver (unit tests replace this function). Bird's ``config`` is the file, ours the text."""
+    return Bird(module, dict(params, config=params['config_path']))
+
+
+def converge_bird(module, params, check_mode):
+    """Install bird.conf (and secrets) after `bird -p` accepted it; start, or reload when anything changed."""
+    bird = make_bird(module, params)
+    path = params['config_path']
+    group = params['group']
+    directory = os.path.dirname(path)
+    if not check_mode and directory and not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o755)
+
+    def validate(tmp):
+        bird.validate(tmp, shown_as='the new %s' % path)
+
+    result = {'action': 'none', 'config_changed': False, 'secrets_changed': False, 'transition': False, 'pid': None}
+    diffs = []
+    if params['secrets'] is not None:
+        if not params['secrets_path']:
+            module.fail_json(msg='bird.secrets needs bird.secrets_path')
+        result['secrets_changed'], _ = install_file(params['secrets_path'], params['secrets'], 0o640,
+                                                    group, check_mode=check_mode)
+    pid = bird.running_pid()
+    before_conf = None
+    transition = params['transition_config']
+    if transition is not None and transition != params['config'] and not check_mode:
+        # Make before break: old and new sessions side by side until the new ones are Established.
+        changed, before_conf = install_file(path, transition, 0o640, group, validate=validate)
+        if not pid:
+            bird.start()
+        elif changed or result['secrets_changed']:
+            bird.reload()
+        down = bird.wait_established(params['wait_for'], params['wait_timeout'])
+        if down:
+            module.fail_json(msg='make-before-break: sessions %s not Established after %ss; the old sessions are '
+                                 'still configured (%s holds both)' % (', '.join(down), params['wait_timeout'], path))
+        result['transition'] = True
+        pid = bird.running_pid()
+    changed, before = install_file(path, params['config'], 0o640, group, validate=validate,
+                                   check_mode=check_mode)
+    if before_conf is None:
+        before_conf = before
+    result['config_changed'] = changed or result['transition']
+    if not pid:
+        result['action'] = 'start'
+        if os.path.exists(path) or not check_mode:
+            bird.validate()
+    elif result['config_changed'] or result['secrets_changed']:
+        result['action'] = 'reload'
+    if not check_mode:
+        if result['action'] == 'start':
+            bird.start()
+        elif result['action'] == 'reload':
+            result['message'] = bird.reload()
+        if params['manager'] == 'systemd' and params['enabled']:
+            rc, out, err = module.run_command(['systemctl', 'is-enabled', '--quiet', params['service']])
+            if rc != 0:
+                result['action'] = result['action'] if result['action'] != 'none' else 'enable'
+                rc, out, err = module.run_command(['systemctl', 'enable', params['service']])
+                if rc != 0:
+                    module.fail_json(msg='systemctl enable %s failed: %s' % (params['service'], (err or out).strip()))
+        if params['manager'] == 'pidfile':
+            result['pid'] = bird.running_pid()
+    diffs.append({'before_header': path, 'after_header': path, 'before': before_conf or '',
+                  'after': params['config']})
+    diffs.append({'before': 'bird: %s\n' % ('running' if pid else 'stopped'),
+                  'after': 'bird: running%s\n' % (' (reloaded)' if result['action'] == 'reload' else '')})
+    return result, diffs
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            sysctls=dict(type='dict'),
+            sysctl_persist_file=dict(type='path'),
+            routes=dict(type='list', elements='dict', options=routes.ROUTE_OPTIONS),
+            protocol=dict(type='int', default=iproute.CALICO_PROTOCOL),
+            endpoints=ENDPOINTS_SPEC,
+            netns_prefix=dict(type='str', default=iproute.DEFAULT_NETNS_PREFIX),
+            mtu=dict(type='int'),
+            bird=dict(type='dict', options=dict(
+                config=dict(type='str', required=True),
+                config_path=dict(type='path', default='/etc/bird/bird.conf'),
+                group=dict(type='str', default='root'),
+                secrets=dict(type='str', no_log=True),
+                secrets_path=dict(type='path'),
+                transition_config=dict(type='str'),
+                wait_for=dict(type='list', elements='str', default=[]),
+                wait_timeout=dict(type='float', default=60),
+                manager=dict(type='str', default='systemd', choices=['systemd', 'pidfile']),
+                service=dict(type='str', default='bird'),
+                enabled=dict(type='bool', default=True),
+                socket=dict(type='path', default='/run/bird/bird.ctl'),
+                pidfile=dict(type='path'),
+                bird_binary=dict(type='str', default='bird'),
+                birdc_binary=dict(type='str', default='birdc'),
+                timeout=dict(type='float', default=10),
+            ), required_if=[('manager', 'pidfile', ['pidfile'])]),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    check = module.check_mode
+    result, diffs, changed_parts = {}, [], []
+
+    def done(part, part_result):
+        diff = part_result.pop('diff', None)
+        if diff:
+            diffs.extend(diff if isinstance(diff, list) else [diff])
+        result[part] = part_result
+        if part_result.get('changed') or part_result.get('action', 'none') != 'none' or \
+                part_result.get('config_changed') or part_result.get('secrets_changed'):
+            changed_parts.append(part)
+
+    if p['sysctls'] is not None:
+        try:
+            done('sysctl', sysctl.converge(p['sysctls'], p['sysctl_persist_file'], SYSCTL_ROOT, check,
+                                           module.atomic_move))
+        except ValueError as exc:
+            module.fail_json(msg='sysctls: %s' % exc)
+        except sysctl.SysctlError as exc:
+            module.fail_json(msg=str(exc), changed_keys=exc.changed_keys)
+
+    ip = None
+    if p['routes'] is not None:
+        ip = make_ip(module)
+        try:
+            owned, protocol, table, ignore = routes.build_routes(dict(
+                routes=p['routes'], protocol=p['protocol'], table='main',
+                ignore_device_prefixes=[iproute.DEFAULT_INTERFACE_PREFIX]))
+            done('routes', routes.reconcile(ip, owned, protocol, table, ignore, check_mode=check))
+        except ValueError as exc:
+            module.fail_json(msg='routes: %s' % exc)
+        except iproute.IprouteError as exc:
+            details = exc.to_dict()
+            details['msg'] = routes.explain_failure(exc)
+            module.fail_json(**details)
+
+    if p['endpoints'] is not None:
+        ip = ip or make_ip(module)
+        try:
+            endpoints, settings = build_endpoints(dict(
+                endpoints=p['endpoints'], netns_prefix=p['netns_prefix'],
+                interface_prefix=iproute.DEFAULT_INTERFACE_PREFIX, protocol=p['protocol'], mac=iproute.CALICO_MAC,
+                gateway=iproute.CALICO_GATEWAY, mtu=p['mtu']))
+            done('workloads', make_reconciler(ip, settings).run(endpoints, check_mode=check))
+        except ValueError as exc:
+            module.fail_json(msg='endpoints: %s' % exc)
+        except iproute.IprouteError as exc:
+            module.fail_json(**exc.to_dict())
+        except OSError as exc:
+            module.fail_json(msg='cannot write sysctl: %s' % exc)
+
+    if p['bird'] is not None:
+        try:
+            bird_result, bird_diffs = converge_bird(module, p['bird'], check)
+        except (OSError, ValueError) as exc:
+            module.fail_json(msg='bird: %s' % exc, changed_parts=changed_parts)
+        bird_result['diff'] = bird_diffs
+        done('bird', bird_result)
+
+    result['changed_parts'] = changed_parts
+    result['changed'] = bool(changed_parts)
+    if module._diff:
+        result['diff'] = diffs
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

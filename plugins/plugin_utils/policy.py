@@ -1,0 +1,406 @@
+# -*- coding: utf-8 -*-
+# Copyright: netfleet.calico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller-side policy planning: selectors, per-endpoint rule sets, floating IPs (issue #5).
+
+Called by :func:`fabric.build_fabric` after the workloads have their addresses. Inputs:
+
+- per workload (``calico_workloads`` entries): ``labels`` (a dict of str -> str) and ``floating_ip``;
+- fleet-wide ``calico_policies``: a list of ``{name, order?, selector?, types?, ingress?, egress?}``,
+  each rule ``{action: allow|deny, protocol?, from|to: {selector?, cidr?}, ports?}``.
+
+Selectors are a small Calico subset, parsed here (never evaluated as code)::
+
+    app == 'web'    role != 'db'    has(app)    !has(app)    all()    a == 'x' && b == 'y'
+    a == 'x' || b == 'y'    (parentheses)    tier in {'web', 'api'}    tier not in {'db'}
+
+``k != 'v'`` and ``k not in {...}`` also match workloads without the label (as in Calico).
+
+Semantics (Kubernetes NetworkPolicy / Calico): a workload that no policy selects in a direction
+allows everything in that direction; a selected one allows only what a rule of a selecting
+policy allows (policies by ``order`` then name, rules in list order, first match wins) and drops
+the rest. A policy applies to ``ingress`` and/or ``egress`` as listed in ``types``, else to the
+directions whose key is present, else to ingress. Peer selectors are resolved here, at plan time,
+to the addresses of the matching workloads across the whole fabric (one rule per address).
+
+Every bad input is a one-line :class:`fabric.FabricError` naming the policy or host and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from ansible_collections.netfleet.calico.plugins.module_utils import chains
+from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+
+DEFAULT_ORDER = 1000
+DIRECTIONS = ('ingress', 'egress')
+RULE_KEYS = {'action', 'protocol', 'ports', 'from', 'to'}
+POLICY_KEYS = {'name', 'order', 'selector', 'types', 'ingress', 'egress', 'description'}
+NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$')
+SELECTOR_FIX = "write it like app == 'web' && has(tier), role != 'db', or all()"
+
+
+def policy_subject(name):
+    return f"policy '{name}'"
+
+
+# ---------------------------------------------------------------------------------------------
+# selectors
+# ---------------------------------------------------------------------------------------------
+
+class SelectorError(ValueError):
+    pass
+
+
+_TOKEN = re.compile(r"""\s*(?:
+    (?P<op>==|!=|&&|\|\||[!(){},])
+  | (?P<str>'[^']*'|"[^"]*")
+  | (?P<word>[A-Za-z0-9_./-]+)
+  )""", re.X)
+
+
+def _tokenize(text):
+    tokens, pos = [], 0
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise SelectorError(f'unexpected {text[pos:].strip()[:10]!r} at column {pos + 1}')
+        kind = m.lastgroup
+        value = m.group(kind)
+        tokens.append((kind, value[1:-1] if kind == 'str' else value, m.start(kind) + 1))
+        pos = m.end()
+    return tokens
+
+
+class _Parser:
+    """Recursive descent: or := and ('||' and)*; and := unary ('&&' unary)*;
+    unary := '!' unary | '(' or ')' | all() | has(k) | k ==|!= 'v' | k [not] in {'v', ...}."""
+
+    def __init__(self, text):
+        self.tokens = _tokenize(text)
+        self.i = 0
+
+    def peek(self, offset=0):
+        j = self.i + offset
+        return self.tokens[j] if j < len(self.tokens) else (None, None, None)
+
+    def take(self, kind=None, value=None, what=None):
+        tok = self.peek()
+        if tok[0] is None or (kind and tok[0] != kind) or (value is not None and tok[1] != value):
+            where = f'at column {tok[2]}' if tok[0] else 'at the end'
+            raise SelectorError(f"expected {what or value or kind} {where}")
+        self.i += 1
+        return tok
+
+    def parse(self):
+        if not self.tokens:
+            raise SelectorError('is empty')
+        node = self.parse_or()
+        if self.peek()[0] is not None:
+            raise SelectorError(f'unexpected {self.peek()[1]!r} at column {self.peek()[2]}')
+        return node
+
+    def parse_or(self):
+        nodes = [self.parse_and()]
+        while self.peek()[:2] == ('op', '||'):
+            self.i += 1
+            nodes.append(self.parse_and())
+        return nodes[0] if len(nodes) == 1 else ('or', nodes)
+
+    def parse_and(self):
+        nodes = [self.parse_unary()]
+        while self.peek()[:2] == ('op', '&&'):
+            self.i += 1
+            nodes.append(self.parse_unary())
+        return nodes[0] if len(nodes) == 1 else ('and', nodes)
+
+    def parse_unary(self):
+        kind, value, _col = self.peek()
+        if (kind, value) == ('op', '!'):
+            self.i += 1
+            return ('not', self.parse_unary())
+        if (kind, value) == ('op', '('):
+            self.i += 1
+            node = self.parse_or()
+            self.take('op', ')')
+            return node
+        if kind != 'word':
+            raise SelectorError(f"expected a label, has(...) or all() at column {_col}" if kind
+                                else 'expected a label, has(...) or all() at the end')
+        self.i += 1
+        if value in ('all', 'has') and self.peek()[:2] == ('op', '('):
+            self.i += 1
+            if value == 'all':
+                self.take('op', ')')
+                return ('all',)
+            key = self.take('word', what='a label name')[1]
+            self.take('op', ')')
+            return ('has', key)
+        nxt = self.peek()
+        if nxt[0] == 'op' and nxt[1] in ('==', '!='):
+            self.i += 1
+            literal = self.take('str', what="a quoted value like 'web'")[1]
+            return ('eq' if nxt[1] == '==' else 'ne', value, literal)
+        negate = False
+        if nxt[:2] == ('word', 'not'):
+            self.i += 1
+            negate = True
+            nxt = self.peek()
+        if nxt[:2] == ('word', 'in'):
+            self.i += 1
+            self.take('op', '{')
+            values = []
+            while True:
+                values.append(self.take('str', what="a quoted value like 'web'")[1])
+                if self.peek()[:2] == ('op', ','):
+                    self.i += 1
+                    continue
+                self.take('op', '}')
+                break
+            return ('notin' if negate else 'in', value, tuple(values))
+        where = f'at column {nxt[2]}' if nxt[0] else 'at the end'
+        raise SelectorError(f"expected == or != after label '{value}' {where}")
+
+
+def parse_selector(text):
+    """Parse a selector into a small tree; raises SelectorError (message without the selector)."""
+    if not isinstance(text, str):
+        raise SelectorError('is not a string')
+    return _Parser(text).parse()
+
+
+def match_selector(tree, labels):
+    kind = tree[0]
+    if kind == 'all':
+        return True
+    if kind == 'has':
+        return tree[1] in labels
+    if kind == 'eq':
+        return tree[1] in labels and str(labels[tree[1]]) == tree[2]
+    if kind == 'ne':
+        return not (tree[1] in labels and str(labels[tree[1]]) == tree[2])
+    if kind == 'in':
+        return tree[1] in labels and str(labels[tree[1]]) in tree[2]
+    if kind == 'notin':
+        return not (tree[1] in labels and str(labels[tree[1]]) in tree[2])
+    if kind == 'not':
+        return not match_selector(tree[1], labels)
+    if kind == 'and':
+        return all(match_selector(t, labels) for t in tree[1])
+    if kind == 'or':
+        return any(match_selector(t, labels) for t in tree[1])
+    raise SelectorError(f'unknown node {kind}')  # pragma: no cover
+
+
+def compile_selector(text, subject, where):
+    try:
+        return parse_selector(text)
+    except SelectorError as exc:
+        raise _fabric.FabricError(subject, f'{where} {text!r} is malformed: {exc}', SELECTOR_FIX) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# policies
+# ---------------------------------------------------------------------------------------------
+
+def _cidrs(value, subject, where, pool):
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        net = _fabric._network_or_none(item if isinstance(item, str) else None)
+        if net is None:
+            addr = _fabric._address_or_none(item if isinstance(item, str) else None)
+            if addr is None:
+                raise _fabric.FabricError(subject, f'{where} cidr {item!r} is not an IPv4 CIDR',
+                                          'use a CIDR like 10.0.0.0/8 or an address like 192.168.100.50')
+            out.append(f'{addr}/32')
+        else:
+            out.append(str(net.cidr))
+    return out
+
+
+def parse_rule(rule, subject, where, direction, pool):
+    if not isinstance(rule, Mapping):
+        raise _fabric.FabricError(subject, f'{where} is not a mapping',
+                                  'write each rule as {action: allow, protocol: tcp, ports: [80], from: {...}}')
+    unknown = sorted(set(rule) - RULE_KEYS)
+    if unknown:
+        raise _fabric.FabricError(subject, f"{where} has unknown key(s) {', '.join(map(str, unknown))}",
+                                  'use action, protocol, ports and ' + ('from' if direction == 'ingress' else 'to'))
+    peer_key = 'from' if direction == 'ingress' else 'to'
+    if ('to' if direction == 'ingress' else 'from') in rule:
+        wrong = 'to' if direction == 'ingress' else 'from'
+        raise _fabric.FabricError(subject, f"{where} uses '{wrong}' in an {direction} rule",
+                                  f"use '{peer_key}' ({direction} rules match the "
+                                  f"{'source' if direction == 'ingress' else 'destination'})")
+    action = rule.get('action', 'allow')
+    if action not in ('allow', 'deny'):
+        raise _fabric.FabricError(subject, f'{where} action {action!r} is not valid', 'use allow or deny')
+    try:
+        protocol = chains.normalize_protocol(rule.get('protocol'))
+    except chains.ChainsError as exc:
+        raise _fabric.FabricError(subject, f'{where}: {exc}', 'use tcp, udp, icmp or a protocol number 1-255') \
+            from None
+    ports_raw = rule.get('ports') or []
+    if not isinstance(ports_raw, list):
+        ports_raw = [ports_raw]
+    ports = []
+    for port in ports_raw:
+        try:
+            ports.append(chains.normalize_port(port))
+        except chains.ChainsError as exc:
+            raise _fabric.FabricError(subject, f'{where}: {exc}',
+                                      "use ports 1-65535 or ranges like '8000:8080'") from None
+    if ports and protocol not in chains.PORT_PROTOCOLS:
+        raise _fabric.FabricError(subject, f"{where} lists ports but protocol is {protocol or 'any'}",
+                                  'set protocol: tcp or udp, or drop ports')
+    if len(ports) > 15:
+        raise _fabric.FabricError(subject, f'{where} lists {len(ports)} ports (iptables multiport takes 15)',
+                                  'split the rule in two, or use port ranges')
+    peer = rule.get(peer_key)
+    selector = cidrs = None
+    if peer is not None:
+        if not isinstance(peer, Mapping) or not set(peer) <= {'selector', 'cidr'} or not peer:
+            raise _fabric.FabricError(subject, f"{where} '{peer_key}' must be {{selector: ...}} and/or "
+                                               "{cidr: ...}", f"write {peer_key}: {{selector: \"app == 'web'\"}}")
+        if 'selector' in peer:
+            selector = compile_selector(peer['selector'], subject, f'{where} {peer_key} selector')
+        if 'cidr' in peer:
+            cidrs = _cidrs(peer['cidr'], subject, f'{where} {peer_key}', pool)
+    return {'action': action, 'protocol': protocol, 'ports': ports, 'selector': selector, 'cidrs': cidrs}
+
+
+def parse_policies(value, pool):
+    """Validate ``calico_policies``; return them sorted by (order, name) with compiled selectors."""
+    if _fabric._is_unset(value):
+        return []
+    if not isinstance(value, list):
+        raise _fabric.FabricError('calico_policies', 'is not a list',
+                                  'set calico_policies to a list of {name, selector, ingress, egress}')
+    out, seen = [], set()
+    for index, pol in enumerate(value):
+        if not isinstance(pol, Mapping) or not isinstance(pol.get('name'), str) or not NAME_RE.match(pol['name']):
+            raise _fabric.FabricError(f'calico_policies[{index}]', 'has no valid name',
+                                      'give every policy a name of letters, digits, . _ -')
+        name = pol['name']
+        subject = policy_subject(name)
+        if name in seen:
+            raise _fabric.FabricError(subject, 'is defined twice', 'give each policy its own name')
+        seen.add(name)
+        unknown = sorted(set(pol) - POLICY_KEYS)
+        if unknown:
+            raise _fabric.FabricError(subject, f"has unknown key(s) {', '.join(map(str, unknown))}",
+                                      'use name, order, selector, types, ingress and egress')
+        order = pol.get('order', DEFAULT_ORDER)
+        if isinstance(order, bool) or not isinstance(order, (int, float)):
+            raise _fabric.FabricError(subject, f'order {order!r} is not a number', 'use a number like 100')
+        selector = compile_selector(pol.get('selector', 'all()'), subject, 'selector')
+        types = pol.get('types')
+        if types is None:
+            types = [d for d in DIRECTIONS if d in pol] or ['ingress']
+        if not isinstance(types, list) or not types or not set(types) <= set(DIRECTIONS):
+            raise _fabric.FabricError(subject, f'types {types!r} is not valid', 'use [ingress], [egress] or both')
+        rules = {}
+        for direction in DIRECTIONS:
+            raw = pol.get(direction) or []
+            if not isinstance(raw, list):
+                raise _fabric.FabricError(subject, f'{direction} is not a list', f'write {direction}: [{{...}}, ...]')
+            rules[direction] = [parse_rule(r, subject, f'{direction} rule {i + 1}', direction, pool)
+                                for i, r in enumerate(raw)]
+        out.append({'name': name, 'order': order, 'selector': selector, 'types': list(types), 'rules': rules})
+    out.sort(key=lambda p: (p['order'], p['name']))
+    return out
+
+
+def _workload_labels(entry, subject):
+    labels = entry.get('labels') or {}
+    if not isinstance(labels, Mapping):
+        raise _fabric.FabricError(subject, f"workload '{entry['name']}' labels is not a mapping",
+                                  'write labels as {app: web, tier: frontend}')
+    out = {}
+    for key, val in labels.items():
+        if not isinstance(key, str) or not re.match(r'^[A-Za-z0-9_./-]+$', key):
+            raise _fabric.FabricError(subject, f"workload '{entry['name']}' label name {key!r} is not valid",
+                                      'use label names of letters, digits, _ . / -')
+        out[key] = str(val)
+    return out
+
+
+def plan_policy(reader, hosts, plan_hosts, pool_net):
+    """Add ``policy`` (per-endpoint rule sets) and ``floating_ips`` to every host of ``plan_hosts``;
+    return the fleet's floating IPs (sorted ``a.b.c.d/32`` strings, for BIRD's filters)."""
+    value, _source = _fabric._fleet_setting(reader, hosts, 'calico_policies', None)
+    policies = parse_policies(value, pool_net)
+    node_ips = {h['node_ip']: name for name, h in plan_hosts.items()}
+
+    # labels and floating IPs, checked per host in host order
+    members = []  # (host, entry, labels)
+    fip_owner = {}
+    for name in hosts:
+        subject = _fabric.host_subject(name)
+        for entry in plan_hosts[name]['workloads']:
+            labels = _workload_labels(entry, subject)
+            raw = entry.get('floating_ip')
+            if not _fabric._is_unset(raw):
+                addr = _fabric._address_or_none(raw if isinstance(raw, str) else None, allow_slash32=True)
+                if addr is None:
+                    raise _fabric.FabricError(subject, f"workload '{entry['name']}' floating_ip {raw!r} is not an "
+                                                       'IPv4 address', 'set floating_ip to an address outside '
+                                                                       'calico_pool, or drop it')
+                if addr in pool_net:
+                    raise _fabric.FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is inside "
+                                                       f'calico_pool {pool_net}',
+                                              'pick a floating IP outside the pool (it is NATed to the workload)')
+                if str(addr) in node_ips:
+                    raise _fabric.FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is the node "
+                                                       f"IP of host '{node_ips[str(addr)]}'",
+                                              'pick a floating IP that no host uses')
+                if str(addr) in fip_owner:
+                    other_host, other = fip_owner[str(addr)]
+                    raise _fabric.FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is also the "
+                                                       f"floating_ip of workload '{other}' on host '{other_host}'",
+                                              'give each workload its own floating_ip')
+                fip_owner[str(addr)] = (name, entry['name'])
+                entry['floating_ip'] = str(addr)
+            members.append((name, entry, labels))
+
+    def ips_of(selector):
+        return [e['ip'] + '/32' for _h, e, labels in members if match_selector(selector, labels)]
+
+    def resolve(rule):
+        peers = None
+        if rule['selector'] is not None:
+            peers = ips_of(rule['selector'])
+            if rule['cidrs'] is not None:  # both: the selected workloads inside the CIDRs
+                nets = [_fabric.netaddr.IPNetwork(c) for c in rule['cidrs']]
+                peers = [p for p in peers if any(_fabric.netaddr.IPAddress(p[:-3]) in n for n in nets)]
+        elif rule['cidrs'] is not None:
+            peers = list(rule['cidrs'])
+        return {'action': rule['action'], 'protocol': rule['protocol'], 'ports': rule['ports'], 'peers': peers}
+
+    resolved = [{'name': p['name'], 'selector': p['selector'], 'types': p['types'],
+                 'rules': {d: [resolve(r) for r in p['rules'][d]] for d in DIRECTIONS}} for p in policies]
+
+    for name in hosts:
+        endpoints, fips = [], []
+        for host, entry, labels in members:
+            if host != name:
+                continue
+            ep = {'name': entry['name'], 'ip': entry['ip'], 'ifname': entry['ifname'], 'ingress': None,
+                  'egress': None, 'policies': []}
+            for pol in resolved:
+                if not match_selector(pol['selector'], labels):
+                    continue
+                ep['policies'].append(pol['name'])
+                for direction in pol['types']:
+                    ep[direction] = (ep[direction] or []) + pol['rules'][direction]
+            if entry.get('floating_ip'):
+                ep['floating_ip'] = entry['floating_ip']
+                fips.append(entry['floating_ip'] + '/32')
+            endpoints.append(ep)
+        plan_hosts[name]['policy'] = endpoints
+        plan_hosts[name]['floating_ips'] = sorted(fips, key=lambda c: _fabric.netaddr.IPNetwork(c))
+    return sorted((f + '/32' for f in fip_owner), key=lambda c: _fabric.netaddr.IPNetwork(c))
