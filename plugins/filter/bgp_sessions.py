@@ -55,7 +55,8 @@ def bgp_sessions(plan, topology, status=None):
          "as_number": s.get("peer_as"), "local_as": s.get("local_as"),
          # rendered as the plan rendered it while it ran (any change would make BIRD reset it)
          "passive": bool(node_ip) and session_timing(node_ip, s["peer_ip"])[0],
-         "connect_delay_offset": session_timing(node_ip, s["peer_ip"])[1] if node_ip else 0}
+         "connect_delay_offset": session_timing(node_ip, s["peer_ip"], spread=name.startswith("Mesh_"))[1]
+         if node_ip else 0}
         for name, s in sorted(running.items())
         if name not in wanted and s.get("established") and s.get("peer_ip") and s["peer_ip"] not in wanted_ips
     ]

@@ -576,7 +576,7 @@ def compute_peers(nodes, topology, cluster_ids=None):
         if topology == 'route_reflector' and nodes[me]['rack'] == nodes[other]['rack'] \
                 and nodes[me]['reflector'] != nodes[other]['reflector']:
             return not nodes[me]['reflector'], 0
-        return session_timing(local, remote)
+        return session_timing(local, remote, spread=topology == 'full_mesh')
 
     def peer(me, other, client=False):
         spine = (topology == 'route_reflector' and nodes[me]['reflector'] and nodes[other]['reflector']

@@ -99,12 +99,12 @@ def error_of(func, *args, **kwargs):
 
 
 def peer(name, ip, as_number=64512, passive=None, kind='ibgp', client=False, cluster=None, local=None,
-         direct=None):
+         direct=None, spread=True):
     """A planned peer. ``passive`` is given only for reflector-client sessions (the reflector dials, offset 0);
     otherwise the session's timing is plugin_utils.bgp.session_timing's (tested on its own)."""
     offset = 0
     if passive is None:
-        passive, offset = session_timing(local, ip)
+        passive, offset = session_timing(local, ip, spread)
     return {'name': name, 'ip': ip, 'local_ip': local, 'as_number': as_number, 'type': kind, 'direct': direct,
             'passive': passive, 'connect_delay_offset': offset, 'rr_client': client, 'rr_cluster_id': cluster}
 
@@ -294,9 +294,9 @@ def test_lab_racks_inventory_through_ansible():
         rr1('r1h1', '192.168.101.11', passive=False, client=True, cluster='192.168.101.1'),
         rr1('r1h2', '192.168.101.12', passive=False, client=True, cluster='192.168.101.1'),
         rr1('r1h3', '192.168.101.13', passive=False, client=True, cluster='192.168.101.1'),
-        rr1('rr1b', '192.168.101.2'),  # same rack: iBGP, not a client
-        peer('rr2', '10.255.0.21', 65002, kind='ebgp', local='10.255.0.11', direct=True),
-        peer('rr3', '10.255.0.31', 65003, kind='ebgp', local='10.255.0.11', direct=True),
+        rr1('rr1b', '192.168.101.2', spread=False),  # same rack: iBGP, not a client
+        peer('rr2', '10.255.0.21', 65002, kind='ebgp', local='10.255.0.11', direct=True, spread=False),
+        peer('rr3', '10.255.0.31', 65003, kind='ebgp', local='10.255.0.11', direct=True, spread=False),
     ]
     assert hosts['r1h1']['spine_ip'] is None and hosts['r1h1']['block'] == '172.17.0.0/24'
     assert hosts['r1h1']['peers'] == [rr1('rr1a', '192.168.101.1', passive=True, local='192.168.101.11'),
@@ -419,8 +419,8 @@ def test_route_reflector_plain_dicts():
                                     peer('rr2b', '10.2.0.1', 65002, passive=True, local='10.2.0.11')]
     assert hosts['rr2a']['peers'] == [
         peer('h3', '10.2.0.11', 65002, passive=False, client=True, cluster='10.2.0.1', local='10.2.0.2'),
-        peer('rr1', '10.1.0.1', 65001, kind='ebgp', local='10.2.0.2'),
-        peer('rr2b', '10.2.0.1', 65002, local='10.2.0.2'),
+        peer('rr1', '10.1.0.1', 65001, kind='ebgp', local='10.2.0.2', spread=False),
+        peer('rr2b', '10.2.0.1', 65002, local='10.2.0.2', spread=False),
     ]
 
 

@@ -38,3 +38,8 @@ def test_a_full_mesh_spreads_incoming_sessions_and_their_start():
     total = sum(offsets.values())
     assert set(offsets) == set(range(CONNECT_DELAY_SPREAD))
     assert all(count > total / CONNECT_DELAY_SPREAD * 0.8 for count in offsets.values())
+
+
+def test_without_spread_the_dialer_is_the_same_and_nobody_waits_longer():
+    for b in FLEET[1:40]:
+        assert session_timing(FLEET[0], b, spread=False) == (session_timing(FLEET[0], b)[0], 0)
