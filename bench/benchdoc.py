@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / 'docs' / 'benchmarks.md'
@@ -24,3 +25,14 @@ def write_section(title, section, doc=DOC):
         text = ''.join(lines[:start]) + body + ('\n' if end < len(lines) else '') + ''.join(lines[end:])
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
+
+
+def cpu_model():
+    """The CPU model from /proc/cpuinfo (for the machine line of every section)."""
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'

@@ -157,14 +157,7 @@ def bench_naive():
 
 
 def machine():
-    cpu = 'unknown'
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = benchdoc.cpu_model()
     return {'nproc': os.cpu_count(), 'kernel': platform.release(), 'cpu': cpu,
             'iptables': sh(['iptables', '-V']).stdout.strip(), 'python': platform.python_version(),
             'date': datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC'),

@@ -747,8 +747,7 @@ def recap(totals):
 # ------------------------------------------------------------------------------------------ report
 
 def machine():
-    cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
-                if line.startswith('model name')), platform.processor() or '?')
+    cpu = benchdoc.cpu_model()
     bird = sh(['bird', '--version']).stderr.strip() or sh(['bird', '--version']).stdout.strip()
     ansible = sh([str(REPO / '.venv' / 'bin' / 'ansible-playbook'), '--version']).stdout.splitlines()[0]
     return {'nproc': os.cpu_count(), 'kernel': platform.release(), 'cpu': cpu, 'bird': bird,

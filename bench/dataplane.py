@@ -137,12 +137,7 @@ def measure(kinds, seconds=SECONDS, rounds=1):
 
 
 def machine():
-    model = 'unknown'
-    with open('/proc/cpuinfo') as handle:
-        for line in handle:
-            if line.startswith('model name'):
-                model = line.split(':', 1)[1].strip()
-                break
+    model = benchdoc.cpu_model()
     iperf3 = sh(['iperf3', '--version'], check=False).stdout.split('\n')[0].strip()
     return {'date': datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC'), 'nproc': os.cpu_count(),
             'kernel': platform.release(), 'cpu': model, 'iperf3': iperf3, 'load': os.getloadavg()[0]}

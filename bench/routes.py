@@ -186,12 +186,7 @@ def bench_workloads(prefix, tmpdir):
 
 # ------------------------------------------------------------------------------------------ report
 def machine():
-    model = 'unknown'
-    with open('/proc/cpuinfo') as handle:
-        for line in handle:
-            if line.startswith('model name'):
-                model = line.split(':', 1)[1].strip()
-                break
+    model = benchdoc.cpu_model()
     iproute2 = sh(['ip', '-V']).stdout.strip()
     return {'date': datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC'),
             'nproc': os.cpu_count(), 'kernel': platform.release(), 'cpu': model, 'iproute2': iproute2,
