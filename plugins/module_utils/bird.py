@@ -113,6 +113,18 @@ def bgp_sessions(protocols):
     return sessions
 
 
+def read_sessions(run_command, birdc, socket):
+    """``{bird_running, sessions[, bird_error]}`` from `birdc -s socket show protocols all`
+    (``run_command`` is AnsibleModule.run_command; ``birdc`` None when it is not installed)."""
+    if birdc is None:
+        return {"bird_running": False, "sessions": [], "bird_error": "birdc not found: install bird2"}
+    rc, out, err = run_command([birdc, "-s", socket, "show", "protocols", "all"])
+    if rc == 0 and "ready." in out:
+        return {"bird_running": True, "sessions": bgp_sessions(parse_protocols(out))}
+    return {"bird_running": False, "sessions": [],
+            "bird_error": (err or out).strip() or "BIRD does not answer on %s" % socket}
+
+
 def configure_result(text):
     """Return (ok, message) for the reply of `birdc configure`."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("BIRD ")]
@@ -180,8 +192,7 @@ class Bird:
 
     def sessions(self):
         """BGP sessions as bgp_sessions() shapes them; [] when the daemon does not answer."""
-        rc, out, _ = self.m.run_command([self.birdc, "-s", self.p["socket"], "show", "protocols", "all"])
-        return bgp_sessions(parse_protocols(out)) if rc == 0 else []
+        return read_sessions(self.m.run_command, self.birdc, self.p["socket"])["sessions"]
 
     def wait_established(self, names, timeout):
         """Wait until every BGP protocol in names is Established; return the names still down (none: [])."""

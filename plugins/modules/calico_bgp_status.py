@@ -93,7 +93,7 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netfleet.calico.plugins.module_utils.bird import bgp_sessions, parse_protocols
+from ansible_collections.netfleet.calico.plugins.module_utils.bird import read_sessions
 
 
 def read_routes(module, protocol, prefix):
@@ -128,21 +128,9 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    birdc = module.get_bin_path(p["birdc_binary"])
-    sessions, running, error = [], False, None
-    if birdc is None:
-        error = "birdc not found: install bird2"
-    else:
-        rc, out, err = module.run_command([birdc, "-s", p["socket"], "show", "protocols", "all"])
-        if rc == 0 and "ready." in out:
-            running = True
-            sessions = bgp_sessions(parse_protocols(out))
-        else:
-            error = (err or out).strip() or "BIRD does not answer on %s" % p["socket"]
-    result = dict(changed=False, bird_running=running, sessions=sessions,
-                  routes=read_routes(module, p["protocol"], p["interface_prefix"]))
-    if error:
-        result["bird_error"] = error
+    result = dict(changed=False, **read_sessions(module.run_command, module.get_bin_path(p["birdc_binary"]),
+                                                 p["socket"]))
+    result["routes"] = read_routes(module, p["protocol"], p["interface_prefix"])
     module.exit_json(**result)
 
 

@@ -146,7 +146,7 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute
-from ansible_collections.netfleet.calico.plugins.module_utils.bird import bgp_sessions, parse_protocols
+from ansible_collections.netfleet.calico.plugins.module_utils.bird import read_sessions
 
 
 def collect(ip, protocol, prefix):
@@ -228,11 +228,9 @@ def parse_owned_chains(save):
 def read_bgp(module, socket):
     """BIRD's sessions, shaped like calico_bgp_status's result (bird_running, sessions)."""
     state = {'socket': socket, 'bird_running': False, 'sessions': []}
-    birdc = module.get_bin_path('birdc')
-    if birdc and os.path.exists(socket):
-        rc, out, _err = module.run_command([birdc, '-s', socket, 'show', 'protocols', 'all'])
-        if rc == 0 and 'ready.' in out:
-            state.update(bird_running=True, sessions=bgp_sessions(parse_protocols(out)))
+    if os.path.exists(socket):
+        state.update(read_sessions(module.run_command, module.get_bin_path('birdc'), socket))
+        state.pop('bird_error', None)
     return state
 
 
@@ -266,7 +264,11 @@ def main():
     facts['bird_version'] = parse_bird_version(bird) if bird is not None else None
     iptables = tool_output(module, 'iptables', ['--version'])
     facts['iptables_backend'] = parse_iptables_backend(iptables) if iptables is not None else None
-    facts['cali_chains'] = parse_owned_chains(tool_output(module, 'iptables-save', []) or '')
+    # both backends: calico_chains uses whichever holds rules, and a host may hold them in either
+    saves = [tool_output(module, name, []) for name in ('iptables-nft-save', 'iptables-legacy-save')]
+    if not any(saves):
+        saves = [tool_output(module, 'iptables-save', [])]
+    facts['cali_chains'] = parse_owned_chains(''.join(s for s in saves if s))
     if module.params['bird_socket']:
         facts['bgp'] = read_bgp(module, module.params['bird_socket'])
     module.exit_json(changed=False, calico_node_facts=facts, ansible_facts={'calico_node_facts': facts})

@@ -345,8 +345,7 @@ def main():
         if diff:
             diffs.extend(diff if isinstance(diff, list) else [diff])
         result[part] = part_result
-        if part_result.get('changed') or part_result.get('action', 'none') != 'none' or \
-                part_result.get('config_changed') or part_result.get('secrets_changed'):
+        if part_result['changed']:
             changed_parts.append(part)
 
     if p['sysctls'] is not None:
@@ -394,6 +393,8 @@ def main():
         except (OSError, ValueError) as exc:
             module.fail_json(msg='bird: %s' % exc, changed_parts=changed_parts)
         bird_result['diff'] = bird_diffs
+        bird_result['changed'] = bird_result['action'] != 'none' or bird_result['config_changed'] or \
+            bird_result['secrets_changed']
         done('bird', bird_result)
 
     result['changed_parts'] = changed_parts
