@@ -151,12 +151,35 @@ def host_cidr(value):
     return text if '/' in text else text + '/32'
 
 
+_DOTTED = re.compile(r'^(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})(?:/(0|[1-9]\d?))?\Z')
+
+
+def _fast_ipv4(text):
+    """(address int, prefix length or None) of a canonical dotted quad [/len], or None (then ipaddress decides).
+    Rendering 1,000 endpoints parses ~4,000 addresses: ipaddress alone was half of the render time."""
+    m = _DOTTED.match(text)
+    if not m:
+        return None
+    octets = [int(g) for g in m.groups()[:4]]
+    if max(octets) > 255:
+        return None
+    plen = m.group(5)
+    if plen is not None:
+        plen = int(plen)
+        if plen > 32:
+            return None
+    return (octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3], plen
+
+
 def ipv4_address(value, what):
     """A plain IPv4 address (``/32`` accepted) as a string; anything else (a newline too) is a ChainsError,
     so no input can add lines of its own to the restore text."""
     text = str(value).strip()
     if text.endswith('/32'):
         text = text[:-3]
+    fast = _fast_ipv4(text)
+    if fast is not None and fast[1] is None:
+        return text
     try:
         return str(ipaddress.IPv4Address(text))
     except ValueError:
@@ -165,8 +188,14 @@ def ipv4_address(value, what):
 
 def ipv4_network(value, what):
     """An IPv4 network in iptables-save's spelling (``a.b.c.d/len``, host bits cleared refused)."""
+    text = host_cidr(value)
+    fast = _fast_ipv4(text)
+    if fast is not None and fast[1] is not None:
+        address, plen = fast
+        if address & ((1 << (32 - plen)) - 1) == 0:
+            return text
     try:
-        return str(ipaddress.IPv4Network(host_cidr(value)))
+        return str(ipaddress.IPv4Network(text))
     except ValueError:
         raise ChainsError('%s %r is not an IPv4 CIDR (without host bits)' % (what, value)) from None
 

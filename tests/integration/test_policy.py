@@ -34,8 +34,6 @@ CLIENT_IP = "192.168.100.50"
 ADMIN = "-s 203.0.113.7/32 -m comment --comment nf-admin -j DROP"
 LISTENER = r'''
 import os, selectors, socket, sys
-with open(sys.argv[1], "w") as f:
-    f.write(str(os.getpid()))
 sel = selectors.DefaultSelector()
 for port in sys.argv[2:]:
     s = socket.socket()
@@ -43,6 +41,10 @@ for port in sys.argv[2:]:
     s.bind(("0.0.0.0", int(port)))
     s.listen(64)
     sel.register(s, selectors.EVENT_READ)
+# the pid file says "listening": written only once every port is bound (a test starts connecting then)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 while True:
     for key, _ in sel.select():
         conn, addr = key.fileobj.accept()

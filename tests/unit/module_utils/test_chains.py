@@ -202,3 +202,29 @@ def test_chains_of_other_owners_are_left_alone():
     assert view == {'chains': {'cali-old': []}, 'jumps': {'INPUT': ['-j cali-old']}}
     text = c.restore_text('filter', {'chains': {}, 'jumps': {}}, view)
     assert 'cali-INPUT-ipip' not in text and '-X cali-old' in text
+
+
+@pytest.mark.parametrize('value', ['1.2.3.4', '1.2.3.4/32', '10.0.0.0/8', '0.0.0.0/0', '255.255.255.255',
+                                   ' 9.9.9.0/24 ',
+                                   '01.2.3.4', '256.1.1.1', '1.2.3.4/24', '1.2.3.4/33', '1.2.3.0/08', '1.2.3.4\n',
+                                   '1.2.3.4\n-A x', '1.2.3', '::1', '1.2.3.4/', ''])
+def test_fast_address_parsing_agrees_with_ipaddress(value):
+    """The regex fast path of ipv4_address/ipv4_network answers exactly what ipaddress answers."""
+    import ipaddress
+
+    def reference(kind):
+        text = str(value).strip()
+        try:
+            if kind == 'address':
+                text = text[:-3] if text.endswith('/32') else text
+                return str(ipaddress.IPv4Address(text))
+            return str(ipaddress.IPv4Network(text if '/' in text else text + '/32'))
+        except ValueError:
+            return 'error'
+
+    for kind, func in (("address", c.ipv4_address), ("network", c.ipv4_network)):
+        try:
+            got = func(value, 'x')
+        except c.ChainsError:
+            got = 'error'
+        assert got == reference(kind), (kind, value)
