@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
@@ -260,11 +261,10 @@ def _ssh_spec(reader, spec, mgmt_addresses):
     daemons = []
     for entry in spec['hosts']:
         host, subject = entry['name'], f"host '{entry['name']}'"
-        user = reader.get(host, 'ansible_user')
-        if user is not None and str(user) != 'root':
-            raise LabSpecError(subject, f'ansible_user {user} cannot log in to a lab host (the lab\'s hosts share this '
-                               "machine's users, so its sshd admits root by key only)",
-                               'set ansible_user: root in the lab inventory (a real fleet uses its own user)')
+        user = str(reader.get(host, 'ansible_user') or 'root').strip()
+        if not re.match(r'^[a-z_][a-z0-9_.-]{0,31}$', user):
+            raise LabSpecError(subject, f'ansible_user {user!r} is not a user name',
+                               'set ansible_user to the lab\'s login user (inventories/lab-ssh: netfleet-lab)')
         target = reader.get(host, 'ansible_host')
         if target is not None and str(target).strip() not in (entry['address'], entry.get('spine_address')):
             raise LabSpecError(subject, f"ansible_host {target} is not the host's lab address {entry['address']}",
@@ -277,7 +277,8 @@ def _ssh_spec(reader, spec, mgmt_addresses):
         if not 0 < port < 65536:
             raise LabSpecError(subject, f"ansible_port {reader.get(host, 'ansible_port')!r} is not a TCP port",
                                'set ansible_port to 1-65535 or drop it (22)')
-        daemons.append({'name': host, 'netns': entry['netns'], 'address': entry['address'], 'port': port})
+        daemons.append({'name': host, 'netns': entry['netns'], 'address': entry['address'], 'port': port,
+                        'user': user})
     return {'mgmt': {'legs': legs}, 'ssh': {'hosts': daemons}}
 
 

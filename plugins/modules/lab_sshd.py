@@ -73,6 +73,14 @@ options:
         description: TCP port.
         type: int
         default: 22
+      user:
+        description:
+          - The one user sshd admits (by the lab's key); it must exist on this machine. The lab's hosts share this
+            machine's users, so C(inventories/lab-ssh) logs in as C(netfleet-lab), a system user with C(NOPASSWD)
+            sudo that C(scripts/setup) creates, and becomes root with sudo, as a real fleet's deploy user does.
+            With V(root) (C(PermitRootLogin prohibit-password)), Ansible skips C(become) (same user).
+        type: str
+        default: root
   stop_timeout:
     description: Seconds to wait for an sshd to exit after C(SIGTERM) before C(SIGKILL).
     type: int
@@ -159,6 +167,7 @@ hosts:
 import hashlib
 import ipaddress
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -173,6 +182,7 @@ PRIVSEP_DIR = '/run/sshd'
 PREFIX_RE = re.compile(r'^[A-Za-z0-9_]{1,16}$')
 NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$')
 NETNS_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$')
+USER_RE = re.compile(r'^[a-z_][a-z0-9_.-]{0,31}$')
 HOST_KEY = 'ssh_host_ed25519_key'
 CLIENT_KEY = 'id_ed25519'
 # As the netns connection enters a namespace: a private /sys remounted for the network namespace, mount
@@ -191,17 +201,17 @@ class LabSshError(Exception):
 def render_config(host, hostdir):
     """sshd_config of one lab host: its lab address only, root by key only."""
     listen = f"{host['address']}:{host['port']}"
+    user = host.get('user') or 'root'
     return '\n'.join([
         f"# netfleet.calico lab: sshd of {host['name']} in network namespace {host['netns']} (module lab_sshd;",
-        '# edits are overwritten). Public-key authentication only, root only: the lab\'s hosts share this',
-        "# machine's users, and the lab's key is the only one admitted.",
+        f'# edits are overwritten). Public-key authentication only, for {user} only, with the lab\'s key only.',
         f'ListenAddress {listen}',
         f'HostKey {hostdir}/{HOST_KEY}',
         f'PidFile {hostdir}/sshd.pid',
         f'AuthorizedKeysFile {hostdir}/authorized_keys',
         'AuthorizedPrincipalsFile none',
-        'AllowUsers root',
-        'PermitRootLogin prohibit-password',
+        f'AllowUsers {user}',
+        'PermitRootLogin ' + ('prohibit-password' if user == 'root' else 'no'),
         'PubkeyAuthentication yes',
         'PasswordAuthentication no',
         'KbdInteractiveAuthentication no',
@@ -289,8 +299,12 @@ class Spec:
             if (address, port) in listens:
                 raise LabSshError(f'hosts {listens[(address, port)]!r} and {name!r} both listen on {address}:{port}')
             listens[(address, port)] = name
+            user = host.get('user') or 'root'
+            if not USER_RE.match(user):
+                raise LabSshError(f'host {name!r}: user {user!r} is not a user name')
             hostdir = os.path.join(self.ssh_dir, name)
             self.hosts[name] = {'name': name, 'netns': netns, 'address': address, 'port': port, 'dir': hostdir,
+                                'user': user,
                                 'config': os.path.join(hostdir, 'sshd_config'),
                                 'pidfile': os.path.join(hostdir, 'sshd.pid'),
                                 'log': os.path.join(hostdir, 'sshd.log'),
@@ -340,6 +354,14 @@ class System:
         if rc != 0:
             raise LabSshError(f"starting sshd of {host['name']} in {host['netns']} failed: "
                               f'{err.strip() or out.strip()}')
+
+    @staticmethod
+    def user_exists(user):
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            return False
+        return True
 
     @staticmethod
     def netns_id(netns):
@@ -392,6 +414,13 @@ def _read(path):
     try:
         with open(path) as f:
             return f.read()
+    except OSError:
+        return None
+
+
+def _mode(path):
+    try:
+        return os.stat(path).st_mode & 0o7777
     except OSError:
         return None
 
@@ -455,6 +484,17 @@ class Lab:
 
     # -- present --------------------------------------------------------------------------------------------
 
+    def directory(self, path, mode):
+        if not os.path.isdir(path):
+            self.note('created', f'directory {path}')
+            if not self.check:
+                os.makedirs(path, exist_ok=True)
+                os.chmod(path, mode)
+        elif os.stat(path).st_mode & 0o7777 != mode:
+            self.note('updated', f'directory {path} mode {mode:o}')
+            if not self.check:
+                os.chmod(path, mode)
+
     def key(self, path, comment, label):
         """An ed25519 key pair at path; returns (public key text or None in check mode, created)."""
         if os.path.exists(path) and os.path.exists(path + '.pub'):
@@ -474,14 +514,15 @@ class Lab:
             raise LabSshError(f'{spec.state_dir} does not exist: run netfleet.calico.lab_fabric (playbooks/lab_up.yml) '
                               'first')
         for name, host in spec.hosts.items():
+            if not self.sys.user_exists(host['user']):
+                raise LabSshError(f"host {name!r}: user {host['user']!r} does not exist on this machine (the lab's "
+                                  "hosts share its users): run scripts/setup, which creates the lab's login user "
+                                  'netfleet-lab')
             if self.sys.netns_id(host['netns']) is None:
                 raise LabSshError(f"host {name!r}: network namespace {host['netns']!r} does not exist: run "
                                   'netfleet.calico.lab_fabric (playbooks/lab_up.yml) first')
-        for path, label in ((spec.ssh_dir, 'directory'), (os.path.join(spec.ssh_dir, 'cp'), 'directory')):
-            if not os.path.isdir(path):
-                self.note('created', f'{label} {path}')
-                if not self.check:
-                    os.makedirs(path, mode=0o700, exist_ok=True)
+        self.directory(spec.ssh_dir, 0o755)  # sshd reads a host's authorized_keys as the login user
+        self.directory(os.path.join(spec.ssh_dir, 'cp'), 0o700)  # the lab's ssh ControlPath sockets
         if not os.path.isdir(PRIVSEP_DIR):
             self.note('created', f'directory {PRIVSEP_DIR}')
             if not self.check:
@@ -516,10 +557,7 @@ class Lab:
     def host(self, host, client_pub):
         """Files and daemon of one host; returns its public host key (None in check mode when not yet made)."""
         name, hostdir = host['name'], host['dir']
-        if not os.path.isdir(hostdir):
-            self.note('created', f'directory {hostdir}')
-            if not self.check:
-                os.makedirs(hostdir, mode=0o700, exist_ok=True)
+        self.directory(hostdir, 0o755)
         pid, proc = self.running(host['pidfile'], host['config'], host['netns'])
         listens = proc is not None and listening(proc[2], host['address'], host['port'])
         old_config = _read(host['config'])
@@ -529,17 +567,18 @@ class Lab:
         host_pub, new_key = self.key(host['host_key'], f"{self.spec.prefix}-{name}", f'host key {name}')
         restart = new_key
         config = render_config(host, hostdir)
-        if old_config != config:
+        if old_config != config or _mode(host['config']) != 0o644:
             self.note('created' if old_config is None else 'updated', f'config {name}')
             restart = True
             if not self.check:
-                _write(host['config'], config, 0o600)
+                _write(host['config'], config, 0o644)
                 self.sys.check_config(host['config'])
         authorized = (client_pub + '\n') if client_pub else None
-        if authorized is None or _read(os.path.join(hostdir, 'authorized_keys')) != authorized:
+        keys_file = os.path.join(hostdir, 'authorized_keys')
+        if authorized is None or _read(keys_file) != authorized or _mode(keys_file) != 0o644:
             self.note('updated', f'authorized_keys {name}')
             if not self.check:
-                _write(os.path.join(hostdir, 'authorized_keys'), authorized, 0o600)
+                _write(keys_file, authorized, 0o644)
 
         where = f"({host['netns']} {host['address']}:{host['port']})"
         if pid is not None and listens and not restart:
@@ -623,6 +662,7 @@ def main():
                 netns=dict(type='str', required=True),
                 address=dict(type='str', required=True),
                 port=dict(type='int', default=22),
+                user=dict(type='str', default='root'),
             )),
             stop_timeout=dict(type='int', default=10),
             start_timeout=dict(type='int', default=10),
