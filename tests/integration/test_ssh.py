@@ -132,6 +132,12 @@ def test_lab_up_runs_one_sshd_per_host_on_its_fabric_address(lab):
 
 
 def test_site_over_ssh_converges_and_pings(lab, report):
+    # check mode over ssh on the fresh lab: reports changes, makes none (no BIRD, no workload namespace)
+    check = lab.controller_playbook("site.yml", "--check", "--diff")
+    assert all(check.recap[h]["changed"] > 0 for h in lab.nodes), check.recap
+    assert not [h for h in lab.nodes if os.path.exists(f"/run/netfleet/{lab.prefix}/{h}/bird.pid")]
+    assert not [n for n in namespaces() if n.startswith(f"{lab.prefix}-host-a-")]
+
     t0 = time.monotonic()
     lab.controller_playbook("site.yml")
     site_s = time.monotonic() - t0
