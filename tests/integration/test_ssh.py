@@ -99,7 +99,9 @@ def root_lab_state():
 
 @pytest.fixture(scope="module")
 def lab():
-    prefix = "ssh" + os.urandom(1).hex()
+    taken = {n.split("-", 1)[0] for n in namespaces()} | set(os.listdir("/run/netfleet") if
+                                                           os.path.isdir("/run/netfleet") else [])
+    prefix = next(p for p in ("ssh" + os.urandom(1).hex() for _ in range(64)) if p not in taken)  # never another's
     lab = SshLab(INVENTORY, prefix)
     lab.started = time.monotonic()
     try:
