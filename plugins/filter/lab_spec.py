@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
 
@@ -120,7 +122,7 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
                                    'keep each host in exactly one child group of calico_racks')
             rack_of.setdefault(host, rack)
 
-    segments, by_cidr, gateways = {}, {}, {}
+    segments, by_cidr, gateways, mgmt_addresses = {}, {}, {}, {}
     for rack in _fabric.natural_sorted(members):
         rack_hosts, group_vars = members[rack]
         lab_hosts = [h for h in rack_hosts if h in hosts]
@@ -141,6 +143,9 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
         net = _network(next(iter(values)), f"rack '{rack}'", 'lab_segment')
         gateway = reader.get(lab_hosts[0], 'lab_gateway') if lab_hosts else group_vars.get('lab_gateway')
         segment = {'name': rack, 'cidr': str(net)}
+        mgmt = reader.get(lab_hosts[0], 'lab_mgmt_address') if lab_hosts else group_vars.get('lab_mgmt_address')
+        if not _fabric._is_unset(mgmt):
+            mgmt_addresses[rack] = str(mgmt).strip()
         if not _fabric._is_unset(gateway):
             segment['gateway'] = str(gateway).strip()
             gateways[rack] = str(gateway).strip()
@@ -221,7 +226,60 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
         spec['spine'] = spine
     spec['segments'] = [segments[r] for r in _fabric.natural_sorted(segments)]
     spec['hosts'] = out_hosts
+    if _ssh(reader, hosts):
+        spec.update(_ssh_spec(reader, spec, mgmt_addresses))
     return spec
+
+
+def _ssh(reader, hosts):
+    """``lab_ssh`` (lab-wide): the hosts run sshd and are reached by the standard ssh connection."""
+    found, source = _lab_wide(reader, hosts, 'lab_ssh')
+    if source is None:
+        return False
+    try:
+        return boolean(found, strict=True)
+    except TypeError:
+        raise LabSpecError(f"host '{source}'", f'lab_ssh {found!r} is not a boolean', 'set lab_ssh to true or false') \
+            from None
+
+
+def _ssh_spec(reader, spec, mgmt_addresses):
+    """The management legs (one per segment: the rack's lab_mgmt_address, else its last usable address) and the
+    sshd of every host (listening on its lab address, the one the ssh connection dials)."""
+    legs = []
+    for segment in spec['segments']:
+        net = ipaddress.IPv4Network(segment['cidr'])
+        wanted = mgmt_addresses.get(segment['name'])
+        if wanted is None:
+            ip = net.broadcast_address - 1
+        else:
+            ip = _address(wanted)
+            if ip is None or not _inside(ip, net):
+                raise LabSpecError(f"rack '{segment['name']}'", f'lab_mgmt_address {wanted!r} is not an address inside '
+                                   f'its lab_segment {net}', f'pick a free address of {net} or drop lab_mgmt_address')
+        legs.append({'segment': segment['name'], 'address': str(ip)})
+    daemons = []
+    for entry in spec['hosts']:
+        host, subject = entry['name'], f"host '{entry['name']}'"
+        user = str(reader.get(host, 'ansible_user') or 'root').strip()
+        if not re.match(r'^[a-z_][a-z0-9_.-]{0,31}$', user):
+            raise LabSpecError(subject, f'ansible_user {user!r} is not a user name',
+                               'set ansible_user to the lab\'s login user (inventories/lab-ssh: netfleet-lab)')
+        target = reader.get(host, 'ansible_host')
+        if target is not None and str(target).strip() not in (entry['address'], entry.get('spine_address')):
+            raise LabSpecError(subject, f"ansible_host {target} is not the host's lab address {entry['address']}",
+                               'set ansible_host to calico_node_ip (the lab\'s sshd listens there)')
+        port = reader.get(host, 'ansible_port')
+        try:
+            port = 22 if port is None else int(str(port).strip())
+        except ValueError:
+            port = 0
+        if not 0 < port < 65536:
+            raise LabSpecError(subject, f"ansible_port {reader.get(host, 'ansible_port')!r} is not a TCP port",
+                               'set ansible_port to 1-65535 or drop it (22)')
+        daemons.append({'name': host, 'netns': entry['netns'], 'address': entry['address'], 'port': port,
+                        'user': user})
+    return {'mgmt': {'legs': legs}, 'ssh': {'hosts': daemons}}
 
 
 class FilterModule:

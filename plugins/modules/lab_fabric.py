@@ -140,6 +140,33 @@ options:
           - A route reflector's address on the spine (its C(eth1)), with or without the spine's prefix length.
             Needs O(spine).
         type: str
+  mgmt:
+    description:
+      - "The management namespace C(<prefix>-mgmt) of an SSH lab (C(lab_ssh: true)): the controller's place in the
+        lab. It gets one leg per listed segment, a veth C(mg-<segment>) (same name on both ends) whose fabric end is a
+        port of the segment's bridge, carrying O(mgmt.legs[].address). Run C(ansible-playbook) inside it
+        (C(ip netns exec <prefix>-mgmt ansible-playbook ...)) and the standard C(ssh) connection reaches every host's
+        fabric address directly on its segment, while the root namespace holds none of the lab's addresses or routes."
+      - It has no default route and no forwarding, so it never joins two racks. Without O(mgmt), a management
+        namespace left by an earlier run is deleted. Ignored with O(state=absent) (the namespace goes with the lab).
+    type: dict
+    suboptions:
+      legs:
+        description: One leg per segment.
+        type: list
+        elements: dict
+        required: true
+        suboptions:
+          segment:
+            description: A segment of O(segments).
+            type: str
+            required: true
+          address:
+            description:
+              - The leg's address on that segment (with or without the prefix length); not a host's address nor
+                the router's gateway.
+            type: str
+            required: true
   neigh_gc_thresh:
     description:
       - Minimum values of C(net.ipv4.neigh.default.gc_thresh1), C(gc_thresh2) and C(gc_thresh3) in the root
@@ -162,7 +189,8 @@ notes:
   - Needs root and iproute2 on the machine it runs on; run it on C(localhost) with C(connection=local).
   - Interface names in the fabric and router namespaces are C(br-<segment>) (bridge), C(gw-<segment>) (router leg,
     same name on both ends), C(h-<host>) (host port), C(spine) (spine bridge), C(rt-spine) (router leg on the
-    spine) and C(s-<host>) (a reflector's spine port); a name longer than 15 characters is replaced by the kind
+    spine), C(s-<host>) (a reflector's spine port) and C(mg-<segment>) (the management leg, same name on both
+    ends); a name longer than 15 characters is replaced by the kind
     and a hash of the name. The fabric port's alias (C(ip link show)) names its host's namespace.
 seealso:
   - plugin: netfleet.calico.netns
@@ -195,6 +223,14 @@ EXAMPLES = r"""
       - {name: r1h1, address: 192.168.101.11, segment: rack1}
       - {name: rr2, address: 192.168.102.1, segment: rack2, spine_address: 10.255.0.21}
       - {name: r2h1, address: 192.168.102.11, segment: rack2}
+
+- name: An SSH lab - the controller's namespace nf-mgmt with a leg on rack1 (then run lab_sshd)
+  netfleet.calico.lab_fabric:
+    prefix: nf
+    state_dir: /run/netfleet/nf
+    segments: [{name: rack1, cidr: 192.168.100.0/24}]
+    hosts: [{name: host-a, address: 192.168.100.100, segment: rack1}]
+    mgmt: {legs: [{segment: rack1, address: 192.168.100.254}]}
 
 - name: Destroy it (daemons by pid file, every nf-* namespace, the state directory)
   netfleet.calico.lab_fabric:
@@ -259,7 +295,7 @@ commands:
   elements: dict
   sample: [{netns: null, lines: ["netns add nf-fabric"]}, {netns: nf-fabric, lines: ["link add br-rack1 type bridge"]}]
 namespaces:
-  description: The lab's namespaces after the run (fabric, router, hosts); empty after O(state=absent).
+  description: The lab's namespaces after the run (fabric, router, management, hosts); empty after O(state=absent).
   returned: always
   type: list
   elements: str
@@ -280,6 +316,16 @@ segments:
   type: dict
   sample: {rack1: {cidr: 192.168.100.0/24, gateway: 192.168.100.1/24, bridge: br-rack1, router_port: gw-rack1,
                    router: true}}
+mgmt_netns:
+  description: Name of the management namespace; null without O(mgmt).
+  returned: always
+  type: str
+  sample: nf-mgmt
+mgmt:
+  description: The management namespace as built (C(netns), C(legs) by segment), or null without O(mgmt).
+  returned: when O(state=present)
+  type: dict
+  sample: {netns: nf-mgmt, legs: {rack1: {address: 192.168.100.254/24, port: mg-rack1, bridge: br-rack1}}}
 spine:
   description: The spine as built (C(gateway) and C(router_port) null without a router), or null without O(spine).
   returned: when O(state=present)
@@ -319,6 +365,7 @@ KIND_BRIDGE = 'br-'
 KIND_ROUTER = 'gw-'
 KIND_HOST = 'h-'
 KIND_SPINE = 's-'            # a reflector's port on the spine bridge
+KIND_MGMT = 'mg-'            # the management namespace's leg on a segment (same name on both ends)
 SPINE_BRIDGE = 'spine'       # no '-': never the name of a kind-prefixed interface
 SPINE_ROUTER_PORT = 'rt-spine'
 ROUTE_PROTO = 'static'       # the lab's own routes on reflectors and the router (BIRD's are proto bird, ours 80)
@@ -350,6 +397,7 @@ class Spec:
                            "(no '-', which separates the lab's namespace names)")
         self.fabric = f'{self.prefix}-fabric'
         self.router = f'{self.prefix}-router'
+        self.mgmt_netns = f'{self.prefix}-mgmt'
         state_dir = params['state_dir'] or ''
         norm = os.path.normpath(state_dir)
         if not os.path.isabs(norm) or self.prefix not in os.path.basename(norm) or norm.count('/') < 2:
@@ -365,11 +413,13 @@ class Spec:
         self.spine = None
         self.router_wanted = True
         self.router_routes = []
+        self.mgmt = None          # {segment: {'address', 'port', 'bridge'}}: the controller's legs (SSH labs)
         if state == 'present':
             self._segments(params['segments'])
             self._spine(params.get('spine'))
             self._hosts(params['hosts'])
             self._gateways()
+            self._mgmt(params.get('mgmt'))
             self._check_names()
 
     def _segments(self, segments):
@@ -474,8 +524,8 @@ class Spec:
             if not netns.startswith(self.prefix + '-'):
                 raise LabError(f"host {name!r}: netns {netns!r} must start with '{self.prefix}-' "
                                '(state=absent removes only the prefix\'s namespaces)')
-            if netns in (self.fabric, self.router):
-                raise LabError(f"host {name!r}: netns {netns!r} is reserved for the lab's fabric/router")
+            if netns in (self.fabric, self.router, self.mgmt_netns):
+                raise LabError(f"host {name!r}: netns {netns!r} is reserved for the lab's fabric/router/management")
             if netns in netnses:
                 raise LabError(f'hosts {netnses[netns]!r} and {name!r} share the netns {netns!r}')
             netnses[netns] = name
@@ -510,12 +560,39 @@ class Spec:
             host['routes'] = [(*routes[name], 'eth1') for name in order if name != host['segment']]
         self.router_routes = [(*routes[name], SPINE_ROUTER_PORT) for name in order]
 
+    def _mgmt(self, mgmt):
+        """The management namespace (SSH labs): one leg on each listed segment's bridge, with an address of that
+        segment, so a controller running inside it reaches every host on its own segment directly. No default
+        route and no forwarding: it is an end host, never a path between racks."""
+        if not mgmt:
+            return
+        legs = mgmt.get('legs') or []
+        if not legs:
+            raise LabError('mgmt: legs is empty; give at least one {segment, address} (or drop the mgmt option)')
+        taken = {h['address'].ip: f"host {name!r}" for name, h in self.hosts.items()}
+        taken.update({s['gateway'].ip: f"segment {name!r}'s gateway" for name, s in self.segments.items()
+                      if s['router'] and self.router_wanted})
+        self.mgmt = {}
+        for leg in legs:
+            seg = leg['segment']
+            if seg not in self.segments:
+                raise LabError(f"mgmt: segment {seg!r} is not defined (segments: {', '.join(self.segments) or 'none'})")
+            if seg in self.mgmt:
+                raise LabError(f'mgmt: segment {seg!r} has two legs')
+            segment = self.segments[seg]
+            addr = self._address(f'mgmt: address on segment {seg!r}', leg['address'], segment['cidr'])
+            if addr.ip in taken:
+                raise LabError(f'mgmt: address {addr.ip} on segment {seg!r} is already {taken[addr.ip]}\'s; '
+                               'pick a free address of the segment')
+            self.mgmt[seg] = {'address': addr, 'port': ifname(KIND_MGMT, seg), 'bridge': segment['bridge']}
+
     def _check_names(self):
         seen = {}
         spine = {'spine': self.spine} if self.spine else {}
         for kind, names, keys in (('segment', self.segments, ('bridge', 'router_port')),
                                   ('spine', spine, ('bridge', 'router_port')),
-                                  ('host', self.hosts, ('fabric_port', 'spine_port'))):
+                                  ('host', self.hosts, ('fabric_port', 'spine_port')),
+                                  ('mgmt leg', self.mgmt or {}, ('port',))):
             for name, data in names.items():
                 for key in keys:
                     port = data[key]
@@ -527,7 +604,15 @@ class Spec:
                     seen[port] = (kind, name)
 
     def namespaces(self):
-        return [self.fabric] + ([self.router] if self.router_wanted else []) + [h['netns'] for h in self.hosts.values()]
+        return ([self.fabric] + ([self.router] if self.router_wanted else [])
+                + ([self.mgmt_netns] if self.mgmt else []) + [h['netns'] for h in self.hosts.values()])
+
+    def mgmt_result(self):
+        if not self.mgmt:
+            return None
+        return {'netns': self.mgmt_netns,
+                'legs': {seg: {'address': str(leg['address']), 'port': leg['port'], 'bridge': leg['bridge']}
+                         for seg, leg in self.mgmt.items()}}
 
     def result(self):
         segments = {
@@ -672,6 +757,8 @@ def observe(lab, spec):
     wanted = spec.namespaces()
     if not spec.router_wanted and spec.router in existing:
         wanted = wanted + [spec.router]
+    if not spec.mgmt and spec.mgmt_netns in existing:
+        wanted = wanted + [spec.mgmt_netns]
     present = [ns for ns in wanted if ns in existing]
     with concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS) as pool:
         read = dict(zip(present, pool.map(
@@ -734,7 +821,7 @@ def describe_observed(spec, states, gc_thresh, state_dir_exists):
             continue
         lines = [f"lo {_updown(st, 'lo')}"] if 'lo' in st.links and ns != spec.fabric else []
         for dev in sorted(st.links):
-            if dev == 'lo' or (ns not in (spec.fabric, spec.router) and dev not in ('eth0', 'eth1')):
+            if dev == 'lo' or (ns not in (spec.fabric, spec.router, spec.mgmt_netns) and dev not in ('eth0', 'eth1')):
                 continue
             kind = st.kind(dev) or 'device'
             if kind == 'veth':
@@ -747,6 +834,8 @@ def describe_observed(spec, states, gc_thresh, state_dir_exists):
         if ns == spec.router:
             lines.extend(f'route {_route_text(r)}' for r in st.routes if r.get('protocol') != 'kernel')
             lines.append(f'ip_forward {int(st.forwarding)}')
+        elif ns == spec.mgmt_netns:
+            lines.extend(f'route {_route_text(r)}' for r in st.routes if r.get('protocol') != 'kernel')
         elif ns != spec.fabric:
             lines.extend(f'route {_route_text(r)}' for r in st.routes if r.get('dst') == 'default' or _owned_route(r))
         out[ns] = lines
@@ -779,6 +868,13 @@ def describe_desired(spec, gc_thresh):
             lines.append(f"route default via {host['gateway']} dev {host['gateway_dev']}")
         lines += [f'route {cidr} via {gw} dev {dev} proto {ROUTE_PROTO}' for cidr, gw, dev in host['routes']]
         out[host['netns']] = lines
+    if spec.mgmt:
+        mgmt = ['lo up']
+        for leg in sorted(spec.mgmt.values(), key=lambda leg: leg['port']):
+            fabric.append(f"veth {leg['port']} master {leg['bridge']} peer {spec.mgmt_netns}/{leg['port']} up")
+            mgmt += [f"veth {leg['port']} peer {spec.fabric}/{leg['port']} up",
+                     f"address {leg['port']} {leg['address']}"]
+        out[spec.mgmt_netns] = mgmt
     out[spec.fabric] = sorted(fabric, key=lambda line: line.split()[1])
     if spec.router_wanted:
         out[spec.router] = (['lo up'] + [line for _, lines in sorted(router) for line in lines]
@@ -868,6 +964,11 @@ def plan_present(spec, states, gc_now, state_dir_exists):
         # every segment has a reflector as gateway now: the router goes, after its fabric legs (pass 1)
         plan.root_late.append(f'netns del {R}')
         plan.removed.append(f'netns {R}')
+    M = spec.mgmt_netns
+    if not spec.mgmt and states.get(M) is not None:
+        # the lab no longer has a management namespace (lab_ssh turned off): it goes after its fabric legs
+        plan.root_late.append(f'netns del {M}')
+        plan.removed.append(f'netns {M}')
 
     # the fabric namespace's wanted links: name -> (kind, bridge it belongs to, peer namespace, peer name)
     want = {}
@@ -879,6 +980,8 @@ def plan_present(spec, states, gc_now, state_dir_exists):
         want[spec.spine['bridge']] = ('bridge', None, None, None)
         if spec.router_wanted:
             want[spec.spine['router_port']] = ('veth', spec.spine['bridge'], R, spec.spine['router_port'])
+    for leg in (spec.mgmt or {}).values():
+        want[leg['port']] = ('veth', leg['bridge'], M, leg['port'])
     for host in spec.hosts.values():
         want[host['fabric_port']] = ('veth', host['bridge'], host['netns'], 'eth0')
         if host['spine_address']:
@@ -962,6 +1065,25 @@ def plan_present(spec, states, gc_now, state_dir_exists):
         if not (states[R] and rtr.forwarding):
             plan.forward = True
             plan.updated.append(f'sysctl {R} net.ipv4.ip_forward 1')
+
+    # the management namespace (SSH labs): lo and its legs up with their addresses, nothing else (no routes but
+    # the connected ones, no forwarding)
+    if spec.mgmt:
+        mst = st[M]
+        legs = {leg['port']: leg for leg in spec.mgmt.values()}
+        for name, link in sorted(mst.links.items()):
+            if name != 'lo' and name not in legs and (M, link['ifindex']) not in doomed:
+                plan.add(plan.pre, M, f'link del {name}')
+                plan.removed.append(f'link {M}/{name}')
+                doomed.add((M, link['ifindex']))
+        gone = {dev for dev, link in mst.links.items() if (M, link['ifindex']) in doomed or (M, dev) in fresh}
+        for route in mst.routes:
+            if route.get('protocol') != 'kernel' and route.get('dev') not in gone:
+                plan.add(plan.post, M, f'route del {_route_selector(route)}')
+                plan.removed.append(f'route {M} {_route_text(route)}')
+        _plan_lo(plan, mst)
+        for dev, leg in sorted(legs.items()):
+            _plan_iface(plan, mst, dev, [str(leg['address'])], (M, dev) in fresh)
 
     # the hosts: lo and eth0 up, the address, the default route (stale routes go before the addresses change);
     # a reflector also eth1 on the spine, its default route via the router's spine leg (if there is a router)
@@ -1188,6 +1310,7 @@ def run_present(lab, spec, result):
     }
     result.update(created=plan.created, removed=plan.removed, updated=plan.updated, changed=plan.changed)
     result['segments'], result['hosts'], result['spine'] = spec.result()
+    result['mgmt'] = spec.mgmt_result()
     result['namespaces'] = spec.namespaces()
     if not plan.changed:
         return
@@ -1225,6 +1348,12 @@ def main():
                 segment=dict(type='str', required=True),
                 spine_address=dict(type='str'),
             )),
+            mgmt=dict(type='dict', options=dict(
+                legs=dict(type='list', elements='dict', required=True, options=dict(
+                    segment=dict(type='str', required=True),
+                    address=dict(type='str', required=True),
+                )),
+            )),
             neigh_gc_thresh=dict(type='list', elements='int', default=[4096, 16384, 32768]),
             stop_timeout=dict(type='int', default=10),
         ),
@@ -1234,7 +1363,8 @@ def main():
     result = dict(changed=False, created=[], removed=[], updated=[], killed=[], commands=[], namespaces=[])
     try:
         spec = Spec(module.params, state)
-        result.update(fabric_netns=spec.fabric, router_netns=spec.router if spec.router_wanted else None)
+        result.update(fabric_netns=spec.fabric, router_netns=spec.router if spec.router_wanted else None,
+                      mgmt_netns=spec.mgmt_netns if spec.mgmt else None)
         if os.geteuid() != 0:
             raise LabError('lab_fabric needs root (it creates network namespaces); run it as root')
         lab = Lab(module)

@@ -220,3 +220,49 @@ def test_lab_racks_inventory_through_ansible(tmp_path):
                      'r3h1': None, 'r3h2': None, 'r3h3': None, 'rr1a': '10.255.0.11', 'rr1b': '10.255.0.12',
                      'rr2': '10.255.0.21', 'rr3': '10.255.0.31'}
     assert {h['name']: h['netns'] for h in spec['hosts']}['rr1a'] == 'nf-rr1a'
+
+
+# --- lab_ssh: a management leg per segment and an sshd per host -----------------------------------------------
+
+def _ssh_fleet(**overrides):
+    hostvars, groups = _fleet(**overrides)
+    for hv in hostvars.values():
+        hv.setdefault('lab_ssh', True)
+        hv.setdefault('ansible_host', hv['calico_node_ip'])
+        hv.setdefault('ansible_user', 'netfleet-lab')
+    return hostvars, groups
+
+
+def test_ssh_spec():
+    hostvars, groups = _ssh_fleet(**{'host-10': {'lab_mgmt_address': '192.168.200.9', 'ansible_port': '2222',
+                                                 'ansible_user': None}})
+    spec = lab_spec(hostvars, groups, racks=['rack1', 'rack2'])
+    assert spec['mgmt'] == {'legs': [{'segment': 'rack1', 'address': '192.168.100.254'},   # last usable address
+                                     {'segment': 'rack2', 'address': '192.168.200.9'}]}
+    assert spec['ssh'] == {'hosts': [
+        {'name': 'host-10', 'netns': 'nf-host-10', 'address': '192.168.200.10', 'port': 2222, 'user': 'root'},
+        {'name': 'host-a', 'netns': 'nf-host-a', 'address': '192.168.100.100', 'port': 22, 'user': 'netfleet-lab'},
+        {'name': 'host-b', 'netns': 'nf-host-b', 'address': '192.168.100.101', 'port': 22, 'user': 'netfleet-lab'}]}
+    # without lab_ssh (or with false) the spec has neither
+    hostvars, groups = _ssh_fleet(**{h: {'lab_ssh': False} for h in ('host-a', 'host-b', 'host-10')})
+    assert 'ssh' not in lab_spec(hostvars, groups, racks=['rack1', 'rack2'])
+    hostvars, groups = _fleet()
+    assert 'mgmt' not in lab_spec(hostvars, groups, racks=['rack1', 'rack2'])
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'host-a': {'lab_ssh': 'maybe'}, 'host-b': {'lab_ssh': 'maybe'}, 'host-10': {'lab_ssh': 'maybe'}},
+     "host 'host-10': lab_ssh 'maybe' is not a boolean"),
+    ({'host-b': {'lab_ssh': False}}, "host 'host-b': lab_ssh False differs from True on host 'host-10'"),
+    ({'host-b': {'ansible_user': 'a b'}}, "host 'host-b': ansible_user 'a b' is not a user name"),
+    ({'host-b': {'ansible_host': '10.1.1.1'}}, "host 'host-b': ansible_host 10.1.1.1 is not the host's lab address "
+     "192.168.100.101 — set ansible_host to calico_node_ip"),
+    ({'host-b': {'ansible_port': 'ssh'}}, "host 'host-b': ansible_port 'ssh' is not a TCP port"),
+    ({'host-a': {'lab_mgmt_address': '10.0.0.1'}}, "rack 'rack1': lab_mgmt_address '10.0.0.1' is not an address "
+     "inside its lab_segment 192.168.100.0/24"),
+])
+def test_bad_ssh_spec(overrides, message):
+    hostvars, groups = _ssh_fleet(**overrides)
+    with pytest.raises(AnsibleFilterError) as err:
+        lab_spec(hostvars, groups, racks=['rack1', 'rack2'])
+    assert message in str(err.value)

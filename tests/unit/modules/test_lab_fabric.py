@@ -189,3 +189,58 @@ def test_spine_address_needs_the_spine():
     with pytest.raises(lf.LabError) as err:
         lf.Spec(p, 'present')
     assert "host 'rr': spine_address needs the spine option" in str(err.value)
+
+
+# ------------------------------------------------------------------------------------ management leg (SSH labs)
+
+def test_mgmt_spec_plan_and_removal():
+    spec = lf.Spec(params(mgmt={'legs': [{'segment': 'rack1', 'address': '192.168.100.254'}]}), 'present')
+    assert spec.namespaces() == ['nf-fabric', 'nf-router', 'nf-mgmt', 'nf-host-a']
+    assert spec.mgmt_result() == {'netns': 'nf-mgmt', 'legs': {'rack1': {
+        'address': '192.168.100.254/24', 'port': 'mg-rack1', 'bridge': 'br-rack1'}}}
+    plan = lf.plan_present(spec, _kernel_blank(spec), [1, 2, 3], False)
+    assert 'link add mg-rack1 type veth peer name mg-rack1 netns nf-mgmt' in plan.fabric
+    assert 'link set mg-rack1 alias nf-mgmt master br-rack1 up' in plan.fabric
+    assert plan.post['nf-mgmt'] == ['link set lo up', 'link set mg-rack1 up',
+                                    'address add 192.168.100.254/24 brd + dev mg-rack1']
+    assert not any('route' in line for line in plan.post['nf-mgmt'])  # an end host: connected routes only
+    desired = lf.describe_desired(spec, [1, 2, 3])
+    assert desired['nf-mgmt'] == ['lo up', 'veth mg-rack1 peer nf-fabric/mg-rack1 up',
+                                  'address mg-rack1 192.168.100.254/24']
+    assert 'veth mg-rack1 master br-rack1 peer nf-mgmt/mg-rack1 up' in desired['nf-fabric']
+
+    # lab_ssh turned off: the management namespace goes, after its fabric leg
+    spec = lf.Spec(params(), 'present')
+    assert 'nf-mgmt' not in spec.namespaces() and spec.mgmt_result() is None
+    fabric_state = lf.NsState('nf-fabric', [
+        {'ifindex': 1, 'ifname': 'lo', 'flags': ['LOOPBACK']},
+        {'ifindex': 9, 'ifname': 'mg-rack1', 'flags': ['UP'], 'linkinfo': {'info_kind': 'veth'}, 'link_index': 2,
+         'link_netnsid': 0}], nsids=[{'nsid': 0, 'name': 'nf-mgmt'}])
+    mgmt_state = lf.NsState('nf-mgmt', [{'ifindex': 1, 'ifname': 'lo', 'flags': ['LOOPBACK', 'UP']}])
+    states = dict(_kernel_blank(spec), **{'nf-fabric': fabric_state, 'nf-mgmt': mgmt_state})
+    plan = lf.plan_present(spec, states, [1, 2, 3], True)
+    assert plan.pre['nf-fabric'] == ['link del mg-rack1']
+    assert plan.root_late == ['netns del nf-mgmt'] and 'netns nf-mgmt' in plan.removed
+
+
+@pytest.mark.parametrize('legs, message', [
+    ([], 'mgmt: legs is empty'),
+    ([{'segment': 'rack9', 'address': '192.168.100.254'}], "mgmt: segment 'rack9' is not defined"),
+    ([{'segment': 'rack1', 'address': '192.168.100.254'}, {'segment': 'rack1', 'address': '192.168.100.253'}],
+     "mgmt: segment 'rack1' has two legs"),
+    ([{'segment': 'rack1', 'address': '192.168.100.100'}], "address 192.168.100.100 on segment 'rack1' is already "
+     "host 'host-a''s"),
+    ([{'segment': 'rack1', 'address': '192.168.100.1'}], "is already segment 'rack1''s gateway's"),
+    ([{'segment': 'rack1', 'address': '10.0.0.1'}], "mgmt: address on segment 'rack1' 10.0.0.1 is outside"),
+])
+def test_bad_mgmt_spec(legs, message):
+    with pytest.raises(lf.LabError) as err:
+        lf.Spec(params(mgmt={'legs': legs}), 'present')
+    assert message in str(err.value)
+
+
+def test_host_cannot_take_the_mgmt_namespace():
+    with pytest.raises(lf.LabError) as err:
+        lf.Spec(params(hosts=[{'name': 'mgmt', 'netns': None, 'address': '192.168.100.5', 'segment': 'rack1'}]),
+                'present')
+    assert 'reserved' in str(err.value)
