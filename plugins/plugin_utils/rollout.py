@@ -50,9 +50,13 @@ def _line(subject, problem, fix):
 
 
 def _first_line(text):
+    """The first line of a task's message, without ansible-core's 'Task failed: ' lead-in."""
     for line in str(text or '').splitlines():
-        if line.strip():
-            return line.strip()
+        line = line.strip()
+        while line.startswith(('Task failed: ', 'Action failed: ', 'Module failed: ')):
+            line = line.split(': ', 1)[1].strip()
+        if line:
+            return line
     return 'no reason given'
 
 
