@@ -193,7 +193,7 @@ def rollout(plan, hosts_needing_transition=(), serial=None, rr_serial=None, max_
             for name in sorted(hosts_needing_transition):
                 raise FabricError(host_subject(name),
                                   f'its BGP peers change make-before-break (new sessions must come up before old '
-                                  f'ones go) but {var} rolls the {play} out in {len(sizes)} batches',
+                                  f'ones go) but {var} splits the {play} into {len(sizes)} batches',
                                   'run this change in one batch: '
                                   '-e \'{"calico_serial": ["100%"], "calico_rr_serial": ["100%"]}\'')
     return out
