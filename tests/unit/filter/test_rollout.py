@@ -134,3 +134,10 @@ def test_make_before_break_must_run_in_one_batch():
     assert str(err.value).startswith("netfleet.calico preflight: host 'h1': its BGP peers change make-before-break")
     assert '"calico_serial": ["100%"]' in str(err.value)
     assert rollout(hostvars, plan, serial=['100%'])['nodes']['batches'] == [2]
+
+
+def test_a_failed_read_is_one_line_too():
+    [line] = node_checks({'failed': False, 'failed_when_result': False,
+                          'msg': 'Task failed: Module failed: protocol 2 is reserved\ntraceback'}, 'h1')
+    assert line == (PRE + 'its facts could not be read (protocol 2 is reserved) — fix the host so that '
+                    'netfleet.calico.calico_node_facts runs there, then run site.yml again')
