@@ -166,7 +166,7 @@ def test_iptables_backend_mismatch_stops_the_run(lab, tmp_path):
      r"lacks CAP_SYS_ADMIN\) — run it as root"),
     (["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"],
      r"lab_up needs root to create and delete network namespaces \(running as uid \d+\) — run it as root"),
-])
+], ids=["root-without-cap-sys-admin", "nobody"])
 def test_lab_up_without_privileges_says_run_as_root(tmp_path, how, expect):
     prefix = "rol" + secrets.token_hex(1) + "p"
     inv = write_inventory(tmp_path / "inv", inventory_doc())
