@@ -38,6 +38,16 @@ options:
         does not need a separate M(netfleet.calico.calico_bgp_status) run before it changes peers.
       - Omitted, BIRD is not asked.
     type: path
+  bird_binary:
+    description:
+      - Name or path of the C(bird) binary whose version is read (C(bird --version)).
+      - Role calico_node passes C(calico_node_bird_binary), the binary it later runs and validates configurations with.
+    type: str
+    default: bird
+  birdc_binary:
+    description: Name or path of the C(birdc) binary (used with O(bird_socket)).
+    type: str
+    default: birdc
 attributes:
   check_mode:
     support: full
@@ -111,6 +121,15 @@ calico_node_facts:
       type: str
       returned: always
       sample: 2.0.12
+    iptables_rules:
+      description:
+        - Number of rules (C(-A) lines of C(iptables-save)) per backend, C(nft) and C(legacy); null for a backend
+          whose tools are not installed.
+        - A host whose rules live in both backends, or in the other one than C(calico_iptables_backend) forces,
+          is refused by site.yml's checks (the kernel runs both rule sets).
+      type: dict
+      returned: always
+      sample: {nft: 12, legacy: 0}
     iptables_backend:
       description: C(nft) or C(legacy) from C(iptables --version), or null if iptables is not installed.
       type: str
@@ -214,6 +233,13 @@ def tool_output(module, name, args):
     return (out or '') + (err or '')
 
 
+def count_rules(save):
+    """Rules in `iptables-save` output (its `-A` lines); None when the save tool is missing."""
+    if save is None:
+        return None
+    return sum(1 for line in save.splitlines() if line.startswith('-A '))
+
+
 def parse_owned_chains(save):
     """{table: [cali-* chain names]} from `iptables-save` output (tables without one are left out)."""
     chains, table = {}, None
@@ -225,11 +251,11 @@ def parse_owned_chains(save):
     return {name: sorted(names) for name, names in chains.items()}
 
 
-def read_bgp(module, socket):
+def read_bgp(module, socket, birdc='birdc'):
     """BIRD's sessions, shaped like calico_bgp_status's result (bird_running, sessions)."""
     state = {'socket': socket, 'bird_running': False, 'sessions': []}
     if os.path.exists(socket):
-        state.update(read_sessions(module.run_command, module.get_bin_path('birdc'), socket))
+        state.update(read_sessions(module.run_command, module.get_bin_path(birdc), socket))
         state.pop('bird_error', None)
     return state
 
@@ -245,6 +271,8 @@ def main():
             protocol=dict(type='int', default=iproute.CALICO_PROTOCOL),
             interface_prefix=dict(type='str', default=iproute.DEFAULT_INTERFACE_PREFIX),
             bird_socket=dict(type='path'),
+            bird_binary=dict(type='str', default='bird'),
+            birdc_binary=dict(type='str', default='birdc'),
         ),
         supports_check_mode=True,
     )
@@ -260,17 +288,18 @@ def main():
         facts = collect(ip, protocol, prefix)
     except iproute.IprouteError as exc:
         module.fail_json(**exc.to_dict())
-    bird = tool_output(module, 'bird', ['--version'])
+    bird = tool_output(module, module.params['bird_binary'], ['--version'])
     facts['bird_version'] = parse_bird_version(bird) if bird is not None else None
     iptables = tool_output(module, 'iptables', ['--version'])
     facts['iptables_backend'] = parse_iptables_backend(iptables) if iptables is not None else None
     # both backends: calico_chains uses whichever holds rules, and a host may hold them in either
     saves = [tool_output(module, name, []) for name in ('iptables-nft-save', 'iptables-legacy-save')]
+    facts['iptables_rules'] = {'nft': count_rules(saves[0]), 'legacy': count_rules(saves[1])}
     if not any(saves):
         saves = [tool_output(module, 'iptables-save', [])]
     facts['cali_chains'] = parse_owned_chains(''.join(s for s in saves if s))
     if module.params['bird_socket']:
-        facts['bgp'] = read_bgp(module, module.params['bird_socket'])
+        facts['bgp'] = read_bgp(module, module.params['bird_socket'], module.params['birdc_binary'])
     module.exit_json(changed=False, calico_node_facts=facts, ansible_facts={'calico_node_facts': facts})
 
 

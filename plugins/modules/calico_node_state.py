@@ -21,6 +21,9 @@ description:
     checked with C(bird -p -c) before it replaces the installed file; BIRD is started if it is not running,
     otherwise reloaded with C(birdc configure) only when its configuration or secrets changed, so
     unchanged sessions stay up.
+  - With O(bird), every new BIRD configuration is first checked with C(bird -p -c) before any part changes, so a
+    host whose configuration BIRD rejects is left exactly as it was (site.yml's roll-out stops at it). When the
+    secrets file changes in the same run, this early check is left to the check after the secrets are written.
   - "Make before break: with O(bird.transition_config) the module first installs that configuration
     (old and new sessions side by side), reloads, waits until every session in O(bird.wait_for) is
     Established, and only then installs O(bird.config)."
@@ -208,11 +211,13 @@ changed_parts:
 """
 
 import os
+import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute, routes, sysctl
 from ansible_collections.netfleet.calico.plugins.module_utils.bird import Bird, install_file
+from ansible_collections.netfleet.calico.plugins.module_utils.sysctl import read_file
 from ansible_collections.netfleet.calico.plugins.module_utils.workloads import (
     ENDPOINTS_SPEC,
     WorkloadReconciler,
@@ -236,6 +241,30 @@ def make_reconciler(ip, settings):
 def make_bird(module, params):
     """The BIRD driver (unit tests replace this function). Bird's ``config`` is the file, ours the text."""
     return Bird(module, dict(params, config=params['config_path']))
+
+
+def prevalidate_bird(module, params):
+    """`bird -p` on every new configuration before any part of the host changes, so a host whose configuration
+    BIRD rejects is left as it was (a roll-out stops at it with nothing half-done). Skipped when the secrets
+    file is about to change: the configuration includes it, and converge_bird checks after writing it."""
+    if params['secrets'] is not None and read_file(params['secrets_path'] or '') != params['secrets']:
+        return
+    path = params['config_path']
+    installed = read_file(path)
+    texts = [t for t in (params['transition_config'], params['config']) if t is not None and t != installed]
+    if not texts:
+        return
+    bird = make_bird(module, params)
+    directory = os.path.dirname(path)
+    for text in texts:
+        fd, tmp = tempfile.mkstemp(prefix='.%s.check.' % os.path.basename(path),
+                                   dir=directory if directory and os.path.isdir(directory) else None)
+        try:
+            with os.fdopen(fd, 'w') as handle:
+                handle.write(text)
+            bird.validate(tmp, shown_as='the new %s' % path)
+        finally:
+            os.unlink(tmp)
 
 
 def converge_bird(module, params, check_mode):
@@ -347,6 +376,13 @@ def main():
         result[part] = part_result
         if part_result['changed']:
             changed_parts.append(part)
+
+    if p['bird'] is not None and not check:
+        # a configuration BIRD rejects stops the run before the host is touched (check mode validates below)
+        try:
+            prevalidate_bird(module, p['bird'])
+        except OSError as exc:
+            module.fail_json(msg='bird: %s' % exc)
 
     if p['sysctls'] is not None:
         try:

@@ -37,6 +37,8 @@ description:
     only ever raises them. Nothing else is created in the root namespace (no interface, address or route).
   - Changes are applied with one C(ip -batch) per namespace that needs a change (plus one for creating and
     deleting namespaces), then read back; a lab that does not converge is a failure.
+  - It needs root with C(CAP_SYS_ADMIN) and C(CAP_NET_ADMIN); without them it fails with one line saying to run it
+    as root, before anything is created.
   - With O(state=absent) it stops every daemon whose pid file is under O(state_dir) (only if the process's
     command line names that pid file or O(state_dir); C(SIGTERM), then C(SIGKILL) after O(stop_timeout)), then
     any process still running inside one of the lab's namespaces, deletes every namespace whose name starts
@@ -375,6 +377,36 @@ WORKERS = 8  # namespaces read or configured at once (each is one short-lived `i
 
 class LabError(Exception):
     """A one-line error for fail_json."""
+
+
+# Capabilities `ip netns add` and the wiring need (linux/capability.h bit numbers).
+NEEDED_CAPS = {'CAP_NET_ADMIN': 12, 'CAP_SYS_ADMIN': 21}
+ROOT_FIX = 'run it as root with full capabilities: sudo ansible-playbook playbooks/lab_up.yml (not in a container ' \
+           'or under setpriv/capsh that drops them)'
+
+
+def missing_caps(status_path='/proc/self/status'):
+    """Names of NEEDED_CAPS this process lacks (from CapEff); [] when it has them or cannot tell."""
+    try:
+        with open(status_path) as handle:
+            line = next((ln for ln in handle if ln.startswith('CapEff:')), None)
+    except OSError:
+        return []
+    if line is None:
+        return []
+    effective = int(line.split(':', 1)[1].strip(), 16)
+    return sorted(name for name, bit in NEEDED_CAPS.items() if not effective & (1 << bit))
+
+
+def check_privileges(euid=None, status_path='/proc/self/status'):
+    """Raise LabError with one line unless this process is root with the capabilities namespaces need."""
+    euid = os.geteuid() if euid is None else euid
+    if euid != 0:
+        raise LabError(f'lab_fabric needs root to create network namespaces (running as uid {euid}) — {ROOT_FIX}')
+    lacking = missing_caps(status_path)
+    if lacking:
+        raise LabError(f'lab_fabric needs root with {" and ".join(NEEDED_CAPS)} to create network namespaces '
+                       f'(this root process lacks {", ".join(lacking)}) — {ROOT_FIX}')
 
 
 def ifname(kind, name):
@@ -1365,8 +1397,7 @@ def main():
         spec = Spec(module.params, state)
         result.update(fabric_netns=spec.fabric, router_netns=spec.router if spec.router_wanted else None,
                       mgmt_netns=spec.mgmt_netns if spec.mgmt else None)
-        if os.geteuid() != 0:
-            raise LabError('lab_fabric needs root (it creates network namespaces); run it as root')
+        check_privileges()  # before anything is created: one line instead of a failing `ip netns add`
         lab = Lab(module)
         try:
             if state == 'present':

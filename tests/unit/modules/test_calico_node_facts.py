@@ -55,6 +55,7 @@ def test_facts(kernel, monkeypatch):
         'default_route': True,
         'bird_version': '2.0.12',
         'iptables_backend': 'nft',
+        'iptables_rules': {'nft': None, 'legacy': None},
     }
     # one ip process for all kernel state
     assert len(kernel.calls) == 1 and kernel.calls[0][0] == ['/sbin/ip', '-j', '-batch', '-']
@@ -108,3 +109,14 @@ def test_owned_chains_from_iptables_save():
             '-A INPUT -j cali-INPUT-ipip\nCOMMIT\n')
     assert mod.parse_owned_chains(save) == {'nat': ['cali-fip-dnat'], 'filter': ['cali-FORWARD', 'cali-INPUT-ipip']}
     assert mod.parse_owned_chains('') == {}
+
+
+def test_bird_binary_and_rule_counts(kernel, monkeypatch):
+    kernel.tools.update({'/opt/old/bird': 'BIRD version 2.0.8\n',
+                         'iptables-nft-save': '*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\nCOMMIT\n',
+                         'iptables-legacy-save': '*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n'})
+    facts = run_module(monkeypatch, mod, {'bird_binary': '/opt/old/bird'})['calico_node_facts']
+    assert facts['bird_version'] == '2.0.8'
+    assert facts['iptables_rules'] == {'nft': 1, 'legacy': 0}
+    missing = run_module(monkeypatch, mod, {'bird_binary': '/nonexistent/bird'})['calico_node_facts']
+    assert missing['bird_version'] is None

@@ -111,6 +111,15 @@ def test_rejected_config_never_replaces_the_installed_one(world, monkeypatch):
     assert [p.name for p in world['dir'].iterdir() if p.name.startswith('.')] == []  # no scratch file left
 
 
+def test_rejected_config_on_a_fresh_host_changes_no_part(world, monkeypatch):
+    world['rejects'] = 'broken'
+    result = run(monkeypatch, args(world, config=CONF + 'broken;\n'))
+    assert result['failed'] is True and 'BIRD rejects the new' in result['msg']
+    assert not (world['dir'] / 'bird.conf').exists() and world['actions'] == []
+    assert not any(r['type'] == 'blackhole' for r in world['kernel'].host.routes)  # no block, no workload
+    assert not [n for n in world['kernel'].host.links if n.startswith('cali')]
+
+
 def test_check_mode_validates_and_changes_nothing(world, monkeypatch):
     result = run(monkeypatch, args(world), check_mode=True)
     assert result['changed'] is True and result['bird']['action'] == 'start'

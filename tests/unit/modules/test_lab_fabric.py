@@ -244,3 +244,30 @@ def test_host_cannot_take_the_mgmt_namespace():
         lf.Spec(params(hosts=[{'name': 'mgmt', 'netns': None, 'address': '192.168.100.5', 'segment': 'rack1'}]),
                 'present')
     assert 'reserved' in str(err.value)
+
+
+# --- privileges: one line before anything is created ---------------------------------------------------------
+
+def _status(tmp_path, capeff):
+    path = tmp_path / 'status'
+    path.write_text(f'Name:\tpython3\nCapInh:\t0000000000000000\nCapEff:\t{capeff}\n')
+    return str(path)
+
+
+def test_privileges_root_with_all_capabilities(tmp_path):
+    lf.check_privileges(euid=0, status_path=_status(tmp_path, '000001ffffffffff'))
+
+
+def test_privileges_non_root_says_run_as_root(tmp_path):
+    with pytest.raises(lf.LabError) as err:
+        lf.check_privileges(euid=65534, status_path=_status(tmp_path, '0000000000000000'))
+    assert str(err.value).startswith('lab_fabric needs root to create network namespaces (running as uid 65534) — '
+                                     'run it as root')
+    assert '\n' not in str(err.value)
+
+
+def test_privileges_root_without_cap_sys_admin(tmp_path):
+    no_sys_admin = format(0x1ffffffffff & ~(1 << 21), '016x')
+    with pytest.raises(lf.LabError) as err:
+        lf.check_privileges(euid=0, status_path=_status(tmp_path, no_sys_admin))
+    assert '(this root process lacks CAP_SYS_ADMIN) — run it as root with full capabilities' in str(err.value)
