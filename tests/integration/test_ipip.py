@@ -25,7 +25,7 @@ import shutil
 import time
 
 import pytest
-from netfleet_lab import REPO, Lab, namespaces, ns_json, sh
+from netfleet_lab import REPO, Lab, ns_json, sh
 
 pytestmark = pytest.mark.lab
 
@@ -46,13 +46,8 @@ def cross(a, b):
 def lab():
     prefix = os.environ.get("NETFLEET_LAB_PREFIX", "t") + "ip"
     lab = Lab(INVENTORY, prefix)
-    try:
-        lab.playbook("playbooks/lab_up.yml")
+    with lab.running():
         yield lab
-    finally:
-        lab.playbook("playbooks/lab_down.yml", check=False)
-        left = [n for n in namespaces() if n.startswith(prefix + "-")]
-        assert not left, f"lab_down left namespaces behind: {left}"
 
 
 def test_site_never_on_this_kernel(lab, report):

@@ -68,13 +68,8 @@ def write_inventory(path, doc, **all_vars):
 def lab(tmp_path_factory):
     prefix = "rol" + secrets.token_hex(1)
     lab = Lab(write_inventory(tmp_path_factory.mktemp("inv"), inventory_doc()), prefix)
-    try:
-        lab.playbook("playbooks/lab_up.yml")
+    with lab.running():
         yield lab
-    finally:
-        lab.playbook("playbooks/lab_down.yml", check=False)
-        left = [n for n in namespaces() if n.startswith(prefix + "-")]
-        assert not left, f"lab_down left namespaces behind: {left}"
 
 
 def lines_with(proc, text):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from netfleet_lab import REPO, Lab, namespaces
+from netfleet_lab import REPO, Lab
 
 pytestmark = pytest.mark.lab
 
@@ -44,13 +44,8 @@ def lab(tmp_path_factory, base_doc):
     prefix = os.environ.get("NETFLEET_LAB_PREFIX", "t") + "s"
     inv = write_inventory(tmp_path_factory.mktemp("inv"), base_doc)
     lab = Lab(inv, prefix)
-    try:
-        lab.playbook("playbooks/lab_up.yml")
+    with lab.running():
         yield lab
-    finally:
-        lab.playbook("playbooks/lab_down.yml", check=False)
-        left = [n for n in namespaces() if n.startswith(prefix + "-")]
-        assert not left, f"lab_down left namespaces behind: {left}"
 
 
 def _bad(lab, tmp_path, base_doc, mutate, expect):

@@ -104,13 +104,8 @@ def lab():
     prefix = next(p for p in ("ssh" + os.urandom(1).hex() for _ in range(64)) if p not in taken)  # never another's
     lab = SshLab(INVENTORY, prefix)
     lab.started = time.monotonic()
-    try:
-        lab.playbook("playbooks/lab_up.yml")
+    with lab.running():
         yield lab
-    finally:
-        lab.playbook("playbooks/lab_down.yml", check=False)
-        left = [n for n in namespaces() if n.startswith(prefix + "-")]
-        assert not left, f"lab_down left namespaces behind: {left}"
 
 
 def test_lab_up_runs_one_sshd_per_host_on_its_fabric_address(lab):

@@ -12,6 +12,7 @@ BIRD daemons started by site.yml. Nothing is mocked.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -73,6 +74,17 @@ def namespaces():
 
 class Lab:
     """A lab fleet built from an inventory with a run-specific prefix."""
+
+    @contextlib.contextmanager
+    def running(self):
+        """lab_up on entry; lab_down on exit (also when a test failed), which must leave no namespace behind."""
+        try:
+            self.playbook("playbooks/lab_up.yml")
+            yield self
+        finally:
+            self.playbook("playbooks/lab_down.yml", check=False)
+            left = sorted(n for n in namespaces() if n.startswith(self.prefix + "-"))
+            assert not left, f"lab_down left namespaces behind: {left}"
 
     def __init__(self, inventory, prefix):
         self.inventory = str(inventory)
