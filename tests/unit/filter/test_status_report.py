@@ -22,7 +22,7 @@ def test_converged_fabric():
     })
     assert rep["converged"], rep["problems"]
     assert rep["summary"] == "2 hosts, 2/2 BGP sessions Established, 2 blocks"
-    assert "node-to-node mesh" in rep["text"] and "Established" in rep["text"]
+    assert "node-to-node mesh" in rep["detail"] and "Established" in rep["detail"]
 
 
 def test_down_session_and_missing_block_are_problems():
