@@ -11,6 +11,7 @@ the per-host session tables of ``calicoctl node status`` as ``detail``.
 from __future__ import annotations
 
 from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import KINDS
+from ansible_collections.netfleet.calico.plugins.plugin_utils.fabric import natural_key
 from ansible_collections.netfleet.calico.plugins.plugin_utils.fabric_status import analyse, brief_list, collect_statuses
 
 
@@ -76,14 +77,40 @@ def _compact(analysis):
                          len(r["problem_hosts"]), "" if len(r["problem_hosts"]) == 1 else "s")])
     lines = _table(["RACK", "AS", "HOSTS", "RRS", "SESSIONS UP", "DOWN", "HOSTS MISSING BLOCKS", "STALE ROUTES",
                     "STATUS"], rows)
-    problem_hosts = analysis["problem_hosts"]
-    if problem_hosts:
-        lines.append("problem hosts (%d of %d):" % (len(problem_hosts), len(analysis["hosts"])))
-        for name in problem_hosts:
-            h = analysis["hosts"][name]
-            what = [p.split(": ", 1)[1] if p.startswith(name + ": ") else p for p in h["problems"]]
-            lines.append("  %s [%s] sessions %d/%d: %s" % (name, h["rack"] or "-", h["sessions_up"],
-                                                          h["sessions_total"], brief_list(what, 4)))
+    hosts = analysis["hosts"]
+    # A block most hosts have no route to is its owner's problem (BIRD down, sessions down): one line for
+    # the block instead of one per host. Other missing routes stay on their host's line.
+    missing_on = {}
+    for name, h in hosts.items():
+        for b in h["missing_blocks"]:
+            missing_on.setdefault(b, []).append(name)
+    reached = [n for n, h in hosts.items() if h["reached"]]
+    fleetwide = {}
+    for b, where in missing_on.items():
+        others = len([n for n in reached if n != analysis["block_owner"].get(b)])
+        if len(where) >= 2 and 2 * len(where) > others:
+            fleetwide[b] = (where, others)
+    listed = []
+    for name in analysis["problem_hosts"]:
+        h = hosts[name]
+        route = {"%s: no route to %s (block of %s)" % (name, b, o): b for b, o in h["missing_owners"].items()}
+        own = [route[p] for p in h["problems"] if p in route and route[p] not in fleetwide]
+        what = [p.split(": ", 1)[1] if p.startswith(name + ": ") else p for p in h["problems"]
+                if p not in route or (len(own) == 1 and route[p] in own)]
+        if len(own) > 1:
+            what.append("no route to %d blocks: %s" % (len(own), brief_list(own, 4)))
+        if what:
+            listed.append("  %s [%s] sessions %d/%d: %s" % (name, h["rack"] or "-", h["sessions_up"],
+                                                           h["sessions_total"], brief_list(what, 4)))
+    if listed:
+        lines.append("problem hosts (%d of %d):" % (len(listed), len(hosts)))
+        lines.extend(listed)
+    if fleetwide:
+        lines.append("blocks missing on most hosts:")
+        for b in sorted(fleetwide, key=lambda b: natural_key(analysis["block_owner"].get(b) or "")):
+            where, others = fleetwide[b]
+            lines.append("  %s (block of %s): no route on %d of %d hosts (%s)" % (
+                b, analysis["block_owner"].get(b), len(where), others, brief_list(where, 4)))
     lines.append(analysis["summary"])
     return "\n".join(lines)
 

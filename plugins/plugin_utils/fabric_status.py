@@ -273,6 +273,7 @@ def analyse(statuses, plan=None):
             "sessions_up": up,
             "sessions_total": len(mine),
             "missing_blocks": [b for b, _o in missing],
+            "missing_owners": dict(missing),
             "stale_routes": stale,
             "problems": probs,
             "in_plan": h in phosts if planned else True,
@@ -316,6 +317,7 @@ def analyse(statuses, plan=None):
         "sessions_total": total,
         "sessions_established": up,
         "blocks": len(block_owner),
+        "block_owner": block_owner,
         "brief": _brief_problems(problems, problem_hosts),
     }
 
