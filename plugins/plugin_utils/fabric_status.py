@@ -28,6 +28,7 @@ route of the owned protocol.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from ansible.errors import AnsibleFilterError
@@ -56,6 +57,14 @@ def collect_statuses(hostvars, hosts, var="calico_node_status"):
     return statuses
 
 
+# a session's kind, the same from both ends (BIRD names it RR_ at a client and Client_ at its reflector)
+_KIND_OF_PREFIX = {"Mesh": "mesh", "RR": "client", "Client": "client", "Peer": "reflector-peer", "Global": "ebgp"}
+
+
+def session_kind(protocol):
+    return _KIND_OF_PREFIX.get(str(protocol or "").split("_", 1)[0], "other")
+
+
 def end_state(session):
     """State category of one end of a session (a calico_bgp_status session dict, or None)."""
     if not session:
@@ -81,7 +90,11 @@ def session_state(ends):
 
 def _dest(value):
     """Normalised destination (``10.0.0.1`` -> ``10.0.0.1/32``), or the raw text when unparseable."""
-    text = str(value or "")
+    return _dest_text(str(value or ""))
+
+
+@functools.lru_cache(maxsize=65536)
+def _dest_text(text):
     try:
         return str(ipaddress.ip_network(text if "/" in text else text + "/32", strict=False))
     except ValueError:
@@ -175,7 +188,7 @@ def analyse(statuses, plan=None):
             if found is not None:
                 used.add(found)
             e = edge(h, str(peer.get("name")), True)
-            e["kind"] = e["kind"] or proto.split("_", 1)[0]
+            e["kind"] = e["kind"] or session_kind(proto)
             e["ends"][h] = end(h, running[found] if found is not None else None, proto, peer.get("ip"))
         leftovers[h] = [s for i, s in enumerate(running) if i not in used]
     # 2. sessions BIRD runs that the plan does not have (with a plan); every session without one
@@ -185,7 +198,7 @@ def analyse(statuses, plan=None):
                                                              s.get("description") in st_of else None)
             peer = peer or "peer %s" % (s.get("peer_ip") or s.get("name"))
             e = edge(h, peer, not planned)
-            e["kind"] = e["kind"] or str(s.get("name", "")).split("_", 1)[0]
+            e["kind"] = e["kind"] or session_kind(s.get("name"))
             e["ends"][h] = end(h, s)
     # 3. a planned end nobody reported (the plan names the peer, the peer's plan does not): missing
     out_sessions = []
@@ -204,14 +217,17 @@ def analyse(statuses, plan=None):
     # 4. per host: sessions, routes, problems
     hosts = {}
     problems = []
+    by_host = {}
+    for s in out_sessions:
+        for h in s["ends"]:
+            by_host.setdefault(h, []).append(s)
+    blocks_in_order = sorted(block_owner.items(), key=lambda kv: natural_key(kv[1]))
     for h in names:
         st = st_of[h]
         p = phosts.get(h) or {}
         routes = st.get("routes") or {}
         reached = st.get("reached", True)
-        mine = []
-        for h_ends in (s for s in out_sessions if h in s["ends"]):
-            mine.append((h_ends, h_ends["ends"][h]))
+        mine = [(s, s["ends"][h]) for s in by_host.get(h, [])]
         up = sum(1 for _s, e in mine if e["state"] == "established")
         probs = []
         if not reached:
@@ -234,8 +250,7 @@ def analyse(statuses, plan=None):
         missing, stale = [], []
         if reached:
             have = set(learned)
-            missing = [(b, o) for b, o in sorted(block_owner.items(), key=lambda kv: natural_key(kv[1]))
-                       if o != h and b not in have]
+            missing = [(b, o) for b, o in blocks_in_order if o != h and b not in have]
             if planned:
                 stale.extend("%s proto bird (no host in the plan owns it)" % d for d in learned
                              if d not in block_owner and d not in floating)

@@ -164,7 +164,7 @@ def render_dot(analysis, title="netfleet.calico fabric"):
                                                           "planned" if s["planned"] else "unplanned",
                                                           (" kind-%s" % kind) if _SAFE_ID.match(kind) else ""))},
             color=dq(colour), style="solid" if s["planned"] else "dashed", tooltip=dq(session_title(s)),
-            constraint="false" if kind == "Global" else "true")))
+            constraint="false" if kind == "ebgp" else "true")))
     out.append("}")
     return "\n".join(out) + "\n"
 
