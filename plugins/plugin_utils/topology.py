@@ -10,7 +10,8 @@
   connecting (Connect/Active/OpenSent/OpenConfirm) amber, any other state red, a missing end grey;
   its tooltip (SVG ``<title>``) says both ends' states.
 
-Every name reaches Graphviz as a quoted, escaped string (Graphviz escapes it again for SVG) and the
+Every name reaches Graphviz as a quoted, escaped string (``"``, ``\\`` and ``&``; Graphviz escapes ``<``,
+``>`` and ``"`` for SVG) and the
 page as ``html.escape`` text; DOM ids are names reduced to ``[A-Za-z0-9_.-]`` (plus a hash when
 that changed them).
 """
@@ -42,8 +43,10 @@ def session_dom_id(session):
 
 
 def dq(text):
-    """A Graphviz double-quoted string; backslashes doubled so names never become escapes (\\N, \\n...)."""
+    """A Graphviz double-quoted string: backslashes doubled so names never become escapes (\\N, \\n...),
+    ``&`` as ``&amp;`` since Graphviz reads entities (``&amp;``, ``&#60;``) in strings."""
     text = str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
+    text = text.replace("&", "&amp;")
     return '"%s"' % text
 
 

@@ -95,7 +95,7 @@ def test_names_are_escaped_for_graphviz_and_html():
     st = converged_statuses(plan)
     topo = build_topology(st, plan, title='fab "<i>"')
     dot = topo["dot"]
-    assert '"x\\"\\\\N<b>&\' "' in dot  # quote escaped, backslash doubled (no \N escape), newline gone
+    assert '"x\\"\\\\N<b>&amp;\' "' in dot  # quote escaped, backslash doubled (no \N escape), newline gone
     assert evil not in dot
     node_id = t.dom_id("host", evil)
     assert re.fullmatch(r"host-x_N_b-[0-9a-f]{8}", node_id), node_id
