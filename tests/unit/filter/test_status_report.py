@@ -177,3 +177,18 @@ def test_sessions_are_matched_by_address_when_renamed():
     st = converged_statuses(plan)
     st["r1h1"]["sessions"][0]["name"] = "custom_name"
     assert build_report(copy.deepcopy(st), plan)["converged"]
+
+
+def test_full_mesh_plan_without_racks():
+    from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
+    from ansible_collections.netfleet.calico.plugins.filter.fabric_topology import build_topology
+    hv = {"host-%s" % c: {"calico_pool": "172.17.0.0/16", "calico_block_prefix": 24,
+                          "calico_node_ip": "192.168.100.%d" % (100 + i)} for i, c in enumerate("abc")}
+    plan = fabric(hv, {"all": list(hv), "calico_nodes": list(hv)})
+    st = converged_statuses(plan)
+    rep = build_report(st, plan)
+    assert rep["converged"] and rep["summary"] == "3 hosts, 6/6 BGP sessions Established, 3 blocks"
+    assert len(_lines(rep, "| - ")) == 1 and "| 3     | 0   | 6/6 " in _lines(rep, "| - ")[0]
+    topo = build_topology(st, plan)
+    assert [s["id"] for s in topo["sessions"]] == ["host-a--host-b", "host-a--host-c", "host-b--host-c"]
+    assert all(s["kind"] == "mesh" for s in topo["sessions"]) and "subgraph" not in topo["dot"]
