@@ -90,13 +90,21 @@ def _compact(analysis):
         others = len([n for n in reached if n != analysis["block_owner"].get(b)])
         if len(where) >= 2 and 2 * len(where) > others:
             fleetwide[b] = (where, others)
+    # The same for a stale BGP route most hosts have (a removed host whose BIRD still announces its block).
+    stale_on = {}
+    for name, h in hosts.items():
+        for r in h["stale_routes"]:
+            if " proto bird " in r:
+                stale_on.setdefault(r, []).append(name)
+    stale_wide = {r: where for r, where in stale_on.items() if len(where) >= 2 and 2 * len(where) > len(reached)}
     listed = []
     for name in analysis["problem_hosts"]:
         h = hosts[name]
         route = {"%s: no route to %s (block of %s)" % (name, b, o): b for b, o in h["missing_owners"].items()}
         own = [route[p] for p in h["problems"] if p in route and route[p] not in fleetwide]
+        grouped = {"%s: stale route %s" % (name, r) for r in stale_wide}
         what = [p.split(": ", 1)[1] if p.startswith(name + ": ") else p for p in h["problems"]
-                if p not in route or (len(own) == 1 and route[p] in own)]
+                if p not in grouped and (p not in route or (len(own) == 1 and route[p] in own))]
         if len(own) > 1:
             what.append("no route to %d blocks: %s" % (len(own), brief_list(own, 4)))
         if what:
@@ -111,6 +119,11 @@ def _compact(analysis):
             where, others = fleetwide[b]
             lines.append("  %s (block of %s): no route on %d of %d hosts (%s)" % (
                 b, analysis["block_owner"].get(b), len(where), others, brief_list(where, 4)))
+    if stale_wide:
+        lines.append("stale routes on most hosts:")
+        for r in sorted(stale_wide):
+            lines.append("  %s: on %d of %d hosts (%s)" % (r, len(stale_wide[r]), len(reached),
+                                                         brief_list(stale_wide[r], 4)))
     lines.append(analysis["summary"])
     return "\n".join(lines)
 

@@ -210,7 +210,22 @@ def test_broken_fabric_fails_status_and_shows_down(lab, tmp_path, report):
     assert STALE in dom.by_id["row-r1h1"]["text"]
     assert "NOT converged" in dom.by_id["summary"]["text"]
     assert "row-session-r2h1--rr2" in dom.by_id
-    report("topology: broken status + picture + Chromium: %.1f s" % (time.monotonic() - t0))
+
+    # r2h2 taken out of the inventory while its BIRD still runs: its block is a stale BGP route everywhere
+    doc = racks_doc()
+    del doc["all"]["children"]["calico_racks"]["children"]["rack2"]["hosts"]["r2h2"]
+    del doc["all"]["children"]["calico_nodes"]["hosts"]["r2h2"]
+    inv = tmp_path / "without-r2h2"
+    shutil.copytree(Path(lab.inventory) / "group_vars", inv / "group_vars")
+    (inv / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    gone = lab.block("r2h2")
+    status = lab.playbook("playbooks/status.yml", "-e", "calico_node_status_wait=0", check=False, inventory=str(inv))
+    assert status.returncode != 0
+    assert ("stale routes on most hosts:\n        %s proto bird (no host in the plan owns it): on 5 of 6 hosts"
+            % gone) in status.stdout, status.stdout[-3000:]
+    assert "rr2 [rack2] sessions 3/4: session Client_192_168_102_12 to 192.168.102.12 is not in the plan" in (
+        status.stdout)
+    report("topology: broken status + picture + Chromium + stale: %.1f s" % (time.monotonic() - t0))
 
 
 def test_without_graphviz_one_line_says_install_it(lab, tmp_path):

@@ -53,6 +53,7 @@ def test_peer_types_follow_protocol_names():
 # --- held against the fabric plan (racks, stale routes, scale) ---------------------------------------------
 
 import copy  # noqa: E402
+import re  # noqa: E402
 
 from fleet_fixture import bird_down, converged_statuses, rack_plan  # noqa: E402
 
@@ -192,3 +193,23 @@ def test_full_mesh_plan_without_racks():
     topo = build_topology(st, plan)
     assert [s["id"] for s in topo["sessions"]] == ["host-a--host-b", "host-a--host-c", "host-b--host-c"]
     assert all(s["kind"] == "mesh" for s in topo["sessions"]) and "subgraph" not in topo["dot"]
+
+
+def test_removed_host_still_announcing_is_one_stale_line():
+    """r2h2 left the inventory but its BIRD still runs: its block is stale everywhere, rr2's session unplanned."""
+    full = rack_plan(racks=2, hosts_per_rack=2)
+    st = converged_statuses(full)
+    gone = full["hosts"]["r2h2"]["block"]
+    del st["r2h2"]
+    plan = copy.deepcopy(full)
+    del plan["hosts"]["r2h2"]
+    plan["hosts"]["rr2"]["peers"] = [p for p in plan["hosts"]["rr2"]["peers"] if p["name"] != "r2h2"]
+    plan["racks"]["rack2"]["hosts"].remove("r2h2")
+    rep = build_report(st, plan)
+    assert not rep["converged"]
+    assert "r1h1: stale route %s proto bird (no host in the plan owns it)" % gone in rep["problems"]
+    assert "rr2: session Client_10_0_2_3 to 10.0.2.3 is not in the plan" in rep["problems"]
+    text = rep["text"]
+    assert "stale routes on most hosts:\n  %s proto bird (no host in the plan owns it): on 5 of 5 hosts" % gone in text
+    assert re.findall(r"^  (\S+) \[", text, re.M) == ["rr2"], text  # the only host with a problem of its own
+    assert "| 3            | NOT CONVERGED (3 hosts) |" in _lines(rep, "| rack1 ")[0]
