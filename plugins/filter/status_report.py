@@ -1,11 +1,18 @@
 # -*- coding: utf-8 -*-
 # Copyright: netfleet.calico contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""status_report: turn every host's calico_bgp_status result into one report."""
+"""status_report: every host's calico_bgp_status result, held against the fabric plan, as one report.
+
+The analysis (sessions, missing blocks, stale routes) is plugin_utils.fabric_status's; this filter only
+prints it: one line per rack and one line per host with a problem (compact for hundreds of hosts), and
+the per-host session tables of ``calicoctl node status`` as ``detail``.
+"""
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleFilterError
+from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import KINDS
+from ansible_collections.netfleet.calico.plugins.plugin_utils.fabric import natural_key
+from ansible_collections.netfleet.calico.plugins.plugin_utils.fabric_status import analyse, brief_list, collect_statuses
 
 
 def _table(headers, rows):
@@ -20,8 +27,6 @@ def _table(headers, rows):
     out.append(rule)
     return out
 
-
-from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import KINDS
 
 PEER_TYPES = {
     KINDS["mesh"]: "node-to-node mesh",
@@ -39,58 +44,109 @@ def _peer_type(session):
     return "global (eBGP)" if session.get("type") == "ebgp" else "node specific (iBGP)"
 
 
-def build_report(statuses):
-    """statuses: {host: calico_bgp_status result}. Returns text, converged, problems, summary."""
-    lines, problems = [], []
-    blocks = {}
-    for host, st in statuses.items():
-        for b in st.get("routes", {}).get("blackholes", []):
-            blocks[b] = host
-    total = up = 0
-    for host in sorted(statuses):
-        st = statuses[host]
-        routes = st.get("routes", {})
-        own = ", ".join(routes.get("blackholes", [])) or "-"
-        lines.append("%s  block %s" % (host, own))
-        if not st.get("bird_running"):
-            problems.append("%s: BIRD not running (%s)" % (host, st.get("bird_error", "no answer")))
-            lines.append("  BIRD is not running: %s" % st.get("bird_error", "no answer"))
-        sessions = st.get("sessions", [])
-        rows = []
-        for s in sorted(sessions, key=lambda s: s.get("peer_ip") or ""):
-            total += 1
-            up += 1 if s.get("established") else 0
-            if not s.get("established"):
-                problems.append("%s: session to %s is %s" % (host, s.get("peer_ip"), s.get("info")))
-            rows.append([s.get("peer_ip") or "?", _peer_type(s), s.get("state"), s.get("since"), s.get("info"),
-                         s.get("imported", 0), s.get("exported", 0)])
+def _detail(statuses, analysis):
+    """Per host, every session (``calicoctl node status``) and its route counts."""
+    lines = []
+    for host, h in analysis["hosts"].items():
+        st = statuses.get(host) or {}
+        routes = st.get("routes") or {}
+        lines.append("%s  block %s" % (host, ", ".join(h["blocks_running"]) or "-"))
+        if not h["bird_running"]:
+            lines.append("  BIRD is not running: %s" % (h["bird_error"] or "no answer"))
+        rows = [[s.get("peer_ip") or "?", _peer_type(s), s.get("state"), s.get("since"), s.get("info"),
+                 s.get("imported", 0), s.get("exported", 0)]
+                for s in sorted(st.get("sessions") or [], key=lambda s: s.get("peer_ip") or "")]
         lines.extend("  " + ln for ln in _table(
             ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO", "IMPORTED", "EXPORTED"], rows))
-        learned = {r.get("dest") for r in routes.get("bird", [])}
-        missing = sorted(b for b, owner in blocks.items() if owner != host and b not in learned)
-        for b in missing:
-            problems.append("%s: no route to %s (block of %s)" % (host, b, blocks[b]))
         lines.append("  routes: %d workload /32s, %d blackholed blocks, %d learned by BGP%s" % (
-            len(routes.get("workloads", [])), len(routes.get("blackholes", [])), len(learned),
-            ("; MISSING " + ", ".join(missing)) if missing else ""))
+            len(routes.get("workloads") or []), len(h["blocks_running"]), h["learned"],
+            ("; MISSING " + ", ".join(h["missing_blocks"])) if h["missing_blocks"] else ""))
         lines.append("")
-    summary = "%d hosts, %d/%d BGP sessions Established, %d blocks" % (len(statuses), up, total, len(blocks))
-    lines.append(summary)
-    return {"text": "\n".join(lines), "converged": not problems and total > 0, "problems": problems,
-            "summary": summary, "sessions_total": total, "sessions_established": up}
+    lines.append(analysis["summary"])
+    return "\n".join(lines)
 
 
-def status_report(hostvars, hosts, var="calico_node_status"):
-    statuses = {}
-    for host in hosts:
-        try:
-            st = hostvars[host].get(var)
-        except KeyError as e:
-            raise AnsibleFilterError("status_report: unknown host %s" % host) from e
-        if st is None:
-            st = {"bird_running": False, "bird_error": "host not reached", "sessions": [], "routes": {}}
-        statuses[host] = st
-    return build_report(statuses)
+def _compact(analysis):
+    """One line per rack, then one line per host with a problem, then the summary."""
+    rows = []
+    for r in analysis["racks"].values():
+        rows.append([r["name"], r["as_number"] if r["as_number"] is not None else "-", len(r["hosts"]),
+                     len(r["reflectors"]), "%d/%d" % (r["sessions_up"], r["sessions_total"]),
+                     r["sessions_total"] - r["sessions_up"], r["hosts_missing_blocks"], r["stale_routes"],
+                     "converged" if r["converged"] else "NOT CONVERGED (%d host%s)" % (
+                         len(r["problem_hosts"]), "" if len(r["problem_hosts"]) == 1 else "s")])
+    lines = _table(["RACK", "AS", "HOSTS", "RRS", "SESSIONS UP", "DOWN", "HOSTS MISSING BLOCKS", "STALE ROUTES",
+                    "STATUS"], rows)
+    hosts = analysis["hosts"]
+    # A block most hosts have no route to is its owner's problem (BIRD down, sessions down): one line for
+    # the block instead of one per host. Other missing routes stay on their host's line.
+    missing_on = {}
+    for name, h in hosts.items():
+        for b in h["missing_blocks"]:
+            missing_on.setdefault(b, []).append(name)
+    reached = [n for n, h in hosts.items() if h["reached"]]
+    fleetwide = {}
+    for b, where in missing_on.items():
+        others = len([n for n in reached if n != analysis["block_owner"].get(b)])
+        if len(where) >= 2 and 2 * len(where) > others:
+            fleetwide[b] = (where, others)
+    # The same for a stale BGP route most hosts have (a removed host whose BIRD still announces its block).
+    stale_on = {}
+    for name, h in hosts.items():
+        for r in h["stale_routes"]:
+            if " proto bird " in r:
+                stale_on.setdefault(r, []).append(name)
+    stale_wide = {r: where for r, where in stale_on.items() if len(where) >= 2 and 2 * len(where) > len(reached)}
+    listed = []
+    for name in analysis["problem_hosts"]:
+        h = hosts[name]
+        route = {"%s: no route to %s (block of %s)" % (name, b, o): b for b, o in h["missing_owners"].items()}
+        own = [route[p] for p in h["problems"] if p in route and route[p] not in fleetwide]
+        grouped = {"%s: stale route %s" % (name, r) for r in stale_wide}
+        what = [p.split(": ", 1)[1] if p.startswith(name + ": ") else p for p in h["problems"]
+                if p not in grouped and (p not in route or (len(own) == 1 and route[p] in own))]
+        if len(own) > 1:
+            what.append("no route to %d blocks: %s" % (len(own), brief_list(own, 4)))
+        if what:
+            listed.append("  %s [%s] sessions %d/%d: %s" % (name, h["rack"] or "-", h["sessions_up"],
+                                                           h["sessions_total"], brief_list(what, 4)))
+    if listed:
+        lines.append("problem hosts (%d of %d):" % (len(listed), len(hosts)))
+        lines.extend(listed)
+    if fleetwide:
+        lines.append("blocks missing on most hosts:")
+        for b in sorted(fleetwide, key=lambda b: natural_key(analysis["block_owner"].get(b) or "")):
+            where, others = fleetwide[b]
+            lines.append("  %s (block of %s): no route on %d of %d hosts (%s)" % (
+                b, analysis["block_owner"].get(b), len(where), others, brief_list(where, 4)))
+    if stale_wide:
+        lines.append("stale routes on most hosts:")
+        for r in sorted(stale_wide):
+            lines.append("  %s: on %d of %d hosts (%s)" % (r, len(stale_wide[r]), len(reached),
+                                                         brief_list(stale_wide[r], 4)))
+    lines.append(analysis["summary"])
+    return "\n".join(lines)
+
+
+def build_report(statuses, plan=None):
+    """statuses: {host: calico_bgp_status result}; plan: the fabric plan (optional). See status_report.yml."""
+    analysis = analyse(statuses, plan)
+    return {
+        "text": _compact(analysis),
+        "detail": _detail(statuses, analysis),
+        "converged": analysis["converged"],
+        "problems": analysis["problems"],
+        "problem_hosts": analysis["problem_hosts"],
+        "brief": analysis["brief"],
+        "summary": analysis["summary"],
+        "racks": analysis["racks"],
+        "sessions_total": analysis["sessions_total"],
+        "sessions_established": analysis["sessions_established"],
+    }
+
+
+def status_report(hostvars, hosts, var="calico_node_status", plan=None):
+    return build_report(collect_statuses(hostvars, hosts, var), plan)
 
 
 class FilterModule:

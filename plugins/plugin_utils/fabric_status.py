@@ -1,0 +1,346 @@
+# -*- coding: utf-8 -*-
+# Copyright: netfleet.calico contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The fabric's live state held against its plan: one analysis for every report.
+
+Input: every host's result of ``calico_bgp_status`` (the one reader of BIRD's sessions,
+``module_utils.bird.read_sessions``, plus the kernel's routes) and, optionally, the fabric plan
+(``netfleet.calico.fabric``). Output: per host, per rack and per BGP session what is up, what is
+down, which blocks a host has no route to and which routes nothing in the plan accounts for.
+``status_report`` prints it as a table, ``fabric_topology`` draws it; neither reads BIRD itself.
+
+A session is one pair of speakers. Each of its two ends is what that host's BIRD says about it:
+
+- ``established``: BGP state Established;
+- ``connecting``: Connect, Active, OpenSent, OpenConfirm (BIRD is trying);
+- ``down``: any other state (Idle, a disabled or failed protocol);
+- ``missing``: the host has no such protocol, its BIRD does not answer, or it was not reached.
+
+The session is ``established`` when both ends are, else it takes its worst end (down, then
+connecting, then missing). Sessions BIRD runs that the plan does not have are ``planned: false``
+(a problem with a plan; without one every running session is taken as it is).
+
+Stale routes (plan given): a ``proto bird`` route to a destination that is neither another planned
+host's block nor a planned floating IP; a blackhole of the owned protocol other than the host's
+planned block; a workload route to an address the plan gives no workload of the host; any other
+route of the owned protocol.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import protocol_name
+from ansible_collections.netfleet.calico.plugins.plugin_utils.fabric import natural_key, natural_sorted
+
+STATES = ("established", "connecting", "down", "missing")
+CONNECTING = ("Connect", "Active", "OpenSent", "OpenConfirm")
+_WORST = ("down", "connecting", "missing")
+NO_RACK = "-"
+
+
+def collect_statuses(hostvars, hosts, var="calico_node_status"):
+    """``{host: calico_bgp_status result}``; a host without the registered result counts as not reached."""
+    statuses = {}
+    for host in hosts:
+        try:
+            st = hostvars[host].get(var)
+        except KeyError as e:
+            raise AnsibleFilterError("netfleet.calico: unknown host %s" % host) from e
+        if not isinstance(st, dict) or "bird_running" not in st:
+            st = {"bird_running": False, "bird_error": "host not reached", "sessions": [], "routes": {},
+                  "reached": False}
+        statuses[str(host)] = st
+    return statuses
+
+
+# a session's kind, the same from both ends (BIRD names it RR_ at a client and Client_ at its reflector)
+_KIND_OF_PREFIX = {"Mesh": "mesh", "RR": "client", "Client": "client", "Peer": "reflector-peer", "Global": "ebgp"}
+
+
+def session_kind(protocol):
+    return _KIND_OF_PREFIX.get(str(protocol or "").split("_", 1)[0], "other")
+
+
+def end_state(session):
+    """State category of one end of a session (a calico_bgp_status session dict, or None)."""
+    if not session:
+        return "missing"
+    if session.get("established"):
+        return "established"
+    info = str(session.get("info") or "")
+    if info.split(" ")[0] in CONNECTING:
+        return "connecting"
+    return "down"
+
+
+def session_state(ends):
+    """State of a session from the states of its ends (the ends we know of)."""
+    states = [e["state"] for e in ends]
+    if states and all(s == "established" for s in states):
+        return "established"
+    for s in _WORST:
+        if s in states:
+            return s
+    return "missing"
+
+
+def _dest(value):
+    """Normalised destination (``10.0.0.1`` -> ``10.0.0.1/32``), or the raw text when unparseable."""
+    return _dest_text(str(value or ""))
+
+
+@functools.lru_cache(maxsize=65536)
+def _dest_text(text):
+    try:
+        return str(ipaddress.ip_network(text if "/" in text else text + "/32", strict=False))
+    except ValueError:
+        return text
+
+
+def _addr(value):
+    return _dest(value).split("/")[0] if value else None
+
+
+def _brief(items, limit=4):
+    items = list(items)
+    if len(items) <= limit:
+        return ", ".join(items)
+    return "%s (+%d more)" % (", ".join(items[:limit]), len(items) - limit)
+
+
+def _pseudo_plan(statuses):
+    """Without a plan: every host as it runs (its blackholed block, no rack, no planned peers)."""
+    hosts = {}
+    for name, st in statuses.items():
+        blocks = (st.get("routes") or {}).get("blackholes") or []
+        hosts[name] = {"rack": None, "role": "node", "as_number": None, "node_ip": None, "spine_ip": None,
+                       "block": blocks[0] if blocks else None, "workloads": None, "peers": None}
+    return {"topology": None, "hosts": hosts, "racks": {}, "floating_ips": None}
+
+
+def analyse(statuses, plan=None):
+    """Hold ``statuses`` ({host: calico_bgp_status}) against ``plan``; see the module docstring."""
+    planned = isinstance(plan, dict) and isinstance(plan.get("hosts"), dict)
+    if not planned:
+        plan = _pseudo_plan(statuses)
+    phosts = plan["hosts"]
+    topology = plan.get("topology")
+    names = natural_sorted(set(phosts) | set(statuses))
+    missing_status = {"bird_running": False, "bird_error": "not in the status run", "sessions": [], "routes": {},
+                      "reached": False}
+    st_of = {h: statuses.get(h, missing_status) for h in names}
+
+    # who is behind an address (node and spine IPs), who owns a block
+    ip_owner = {}
+    for h in names:
+        p = phosts.get(h) or {}
+        for key in ("node_ip", "spine_ip"):
+            if p.get(key):
+                ip_owner.setdefault(_addr(p[key]), h)
+    block_owner = {}
+    if planned:
+        for h in names:
+            if (phosts.get(h) or {}).get("block"):
+                block_owner[_dest(phosts[h]["block"])] = h
+    else:
+        for h in names:
+            for b in (st_of[h].get("routes") or {}).get("blackholes") or []:
+                block_owner[_dest(b)] = h
+    floating = {_dest(f) for f in (plan.get("floating_ips") or [])}
+
+    sessions = {}  # (a, b) natural order -> session
+
+    def edge(h, peer, is_planned):
+        a, b = sorted((h, peer), key=natural_key)
+        key = (a, b, is_planned)
+        if key not in sessions:
+            sessions[key] = {"a": a, "b": b, "planned": is_planned, "ends": {}, "kind": None}
+        return sessions[key]
+
+    def end(h, session, protocol=None, peer_ip=None, why=None):
+        st = st_of[h]
+        if session is None:
+            reason = why or ("no BGP protocol %s configured" % protocol if st.get("bird_running")
+                             else "BIRD not running" if st.get("reached", True) else "host not reached")
+            return {"host": h, "state": "missing", "protocol": protocol, "peer_ip": peer_ip, "info": reason,
+                    "since": None}
+        return {"host": h, "state": end_state(session), "protocol": session.get("name"),
+                "peer_ip": session.get("peer_ip") or peer_ip, "info": session.get("info") or session.get("state"),
+                "since": session.get("since"), "last_error": session.get("last_error") or ""}
+
+    # 1. planned sessions, matched by protocol name, then by peer address
+    leftovers = {}
+    for h in names:
+        st = st_of[h]
+        running = [s for s in st.get("sessions") or [] if isinstance(s, dict)] if st.get("bird_running") else []
+        used = set()
+        p = phosts.get(h) or {}
+        for peer in (p.get("peers") or []) if planned else []:
+            proto = protocol_name(peer, topology, p.get("role", "node"))
+            found = next((i for i, s in enumerate(running) if i not in used and s.get("name") == proto), None)
+            if found is None:
+                found = next((i for i, s in enumerate(running) if i not in used
+                              and _addr(s.get("peer_ip")) == _addr(peer.get("ip"))), None)
+            if found is not None:
+                used.add(found)
+            e = edge(h, str(peer.get("name")), True)
+            e["kind"] = e["kind"] or session_kind(proto)
+            e["ends"][h] = end(h, running[found] if found is not None else None, proto, peer.get("ip"))
+        leftovers[h] = [s for i, s in enumerate(running) if i not in used]
+    # 2. sessions BIRD runs that the plan does not have (with a plan); every session without one
+    for h in names:
+        for s in leftovers[h]:
+            peer = ip_owner.get(_addr(s.get("peer_ip"))) or (s.get("description") if not planned and
+                                                             s.get("description") in st_of else None)
+            peer = peer or "peer %s" % (s.get("peer_ip") or s.get("name"))
+            e = edge(h, peer, not planned)
+            e["kind"] = e["kind"] or session_kind(s.get("name"))
+            e["ends"][h] = end(h, s)
+    # 3. a planned end nobody reported (the plan names the peer, the peer's plan does not): missing
+    out_sessions = []
+    for (_a, _b, _p), s in sorted(sessions.items(), key=lambda kv: (natural_key(kv[0][0]), natural_key(kv[0][1]),
+                                                                    not kv[0][2])):
+        for h in (s["a"], s["b"]):
+            if h not in s["ends"] and s["planned"] and planned and h in st_of:
+                s["ends"][h] = end(h, None, why="no session configured towards %s" % (s["b"] if h == s["a"]
+                                                                                     else s["a"]))
+        ends = [s["ends"][h] for h in (s["a"], s["b"]) if h in s["ends"]]
+        s["state"] = session_state(ends)
+        s["up"] = s["state"] == "established"
+        s["id"] = "%s--%s" % (s["a"], s["b"]) + ("" if s["planned"] or not planned else "--unplanned")
+        out_sessions.append(s)
+
+    # 4. per host: sessions, routes, problems
+    hosts = {}
+    problems = []
+    by_host = {}
+    for s in out_sessions:
+        for h in s["ends"]:
+            by_host.setdefault(h, []).append(s)
+    blocks_in_order = sorted(block_owner.items(), key=lambda kv: natural_key(kv[1]))
+    for h in names:
+        st = st_of[h]
+        p = phosts.get(h) or {}
+        routes = st.get("routes") or {}
+        reached = st.get("reached", True)
+        mine = [(s, s["ends"][h]) for s in by_host.get(h, [])]
+        up = sum(1 for _s, e in mine if e["state"] == "established")
+        probs = []
+        if not reached:
+            probs.append("%s: %s" % (h, st.get("bird_error", "host not reached")))
+        elif not st.get("bird_running"):
+            probs.append("%s: BIRD not running (%s)" % (h, st.get("bird_error", "no answer")))
+        if st.get("bird_running"):
+            for s, e in mine:
+                other = s["b"] if s["a"] == h else s["a"]
+                who = e.get("peer_ip") if other.startswith("peer ") or not planned else "%s (%s)" % (
+                    other, e.get("peer_ip"))
+                if s["planned"] or not planned:
+                    if e["state"] == "missing":
+                        probs.append("%s: no session to %s (%s)" % (h, who, e["info"]))
+                    elif e["state"] != "established":
+                        probs.append("%s: session to %s is %s" % (h, who, e["info"]))
+                else:
+                    probs.append("%s: session %s to %s is not in the plan" % (h, e.get("protocol"), e.get("peer_ip")))
+        learned = [_dest(r.get("dest")) for r in routes.get("bird") or [] if isinstance(r, dict)]
+        missing, stale = [], []
+        if reached:
+            have = set(learned)
+            missing = [(b, o) for b, o in blocks_in_order if o != h and b not in have]
+            if planned:
+                stale.extend("%s proto bird (no host in the plan owns it)" % d for d in learned
+                             if d not in block_owner and d not in floating)
+                stale.extend("%s proto bird (%s's own block)" % (d, h) for d in learned if block_owner.get(d) == h)
+                own = _dest(p["block"]) if p.get("block") else None
+                holes = [_dest(b) for b in routes.get("blackholes") or []]
+                stale.extend("blackhole %s (planned block: %s)" % (b, own or "none") for b in holes if b != own)
+                if own and own not in holes:
+                    probs.append("%s: its block %s is not blackholed" % (h, own))
+                wl_ips = {_dest(w.get("ip")) for w in p.get("workloads") or [] if isinstance(w, dict) and w.get("ip")}
+                stale.extend("%s dev %s (no planned workload)" % (_dest(r.get("dest")), r.get("dev"))
+                             for r in routes.get("workloads") or [] if isinstance(r, dict)
+                             and _dest(r.get("dest")) not in wl_ips)
+                stale.extend("%s %s (owned protocol, not in the plan)" % (
+                    _dest(r.get("dest")), ("via %s" % r["gateway"]) if r.get("gateway") else "dev %s" % r.get("dev"))
+                    for r in routes.get("owned") or [] if isinstance(r, dict))
+        probs.extend("%s: no route to %s (block of %s)" % (h, b, o) for b, o in missing)
+        probs.extend("%s: stale route %s" % (h, r) for r in stale)
+        problems.extend(probs)
+        blocks_running = list(routes.get("blackholes") or [])
+        hosts[h] = {
+            "name": h,
+            "rack": p.get("rack"),
+            "role": p.get("role", "node"),
+            "as_number": p.get("as_number") if p.get("as_number") is not None else next(
+                (s.get("local_as") for s in st.get("sessions") or [] if s.get("local_as")), None),
+            "node_ip": p.get("node_ip"),
+            "block": p.get("block") or (blocks_running[0] if blocks_running else None),
+            "blocks_running": blocks_running,
+            "workloads": len(routes.get("workloads") or []),
+            "learned": len(learned),
+            "reached": reached,
+            "bird_running": bool(st.get("bird_running")),
+            "bird_error": st.get("bird_error"),
+            "sessions_up": up,
+            "sessions_total": len(mine),
+            "missing_blocks": [b for b, _o in missing],
+            "missing_owners": dict(missing),
+            "stale_routes": stale,
+            "problems": probs,
+            "in_plan": h in phosts if planned else True,
+        }
+
+    # 5. per rack
+    racks = {}
+    for h in names:
+        rack = hosts[h]["rack"] or NO_RACK
+        r = racks.setdefault(rack, {"name": rack, "as_number": None, "hosts": [], "reflectors": [],
+                                    "sessions_up": 0, "sessions_total": 0, "hosts_missing_blocks": 0,
+                                    "stale_routes": 0, "problem_hosts": []})
+        info = (plan.get("racks") or {}).get(rack) or {}
+        r["as_number"] = info.get("as_number", r["as_number"] or hosts[h]["as_number"])
+        r["hosts"].append(h)
+        if hosts[h]["role"] == "reflector":
+            r["reflectors"].append(h)
+        r["sessions_up"] += hosts[h]["sessions_up"]
+        r["sessions_total"] += hosts[h]["sessions_total"]
+        r["hosts_missing_blocks"] += 1 if hosts[h]["missing_blocks"] else 0
+        r["stale_routes"] += len(hosts[h]["stale_routes"])
+        if hosts[h]["problems"]:
+            r["problem_hosts"].append(h)
+    for r in racks.values():
+        r["converged"] = not r["problem_hosts"] and r["sessions_up"] == r["sessions_total"]
+
+    total = sum(h["sessions_total"] for h in hosts.values())
+    up = sum(h["sessions_up"] for h in hosts.values())
+    summary = "%d hosts, %d/%d BGP sessions Established, %d blocks" % (len(names), up, total, len(block_owner))
+    problem_hosts = [h for h in names if hosts[h]["problems"]]
+    return {
+        "planned": planned,
+        "topology": topology,
+        "hosts": hosts,
+        "racks": {k: racks[k] for k in natural_sorted(racks)},
+        "sessions": out_sessions,
+        "problems": problems,
+        "problem_hosts": problem_hosts,
+        "converged": not problems and total > 0,
+        "summary": summary,
+        "sessions_total": total,
+        "sessions_established": up,
+        "blocks": len(block_owner),
+        "block_owner": block_owner,
+        "brief": _brief_problems(problems, problem_hosts),
+    }
+
+
+def _brief_problems(problems, problem_hosts):
+    if not problems:
+        return "none"
+    return "%d problem(s) on %d host(s): %s" % (len(problems), len(problem_hosts), _brief(problems, 3))
+
+
+brief_list = _brief

@@ -1,0 +1,73 @@
+"""A fabric plan (the real fabric filter on plain dicts) and the calico_bgp_status results of a converged
+fleet for it, for the status_report and fabric_topology unit tests to break."""
+
+from __future__ import annotations
+
+import copy
+
+from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import protocol_name
+from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
+
+
+def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=None):
+    """racks × (reflector(s) + hosts), route_reflector topology, rack i on 10.<i>.0.0/24."""
+    hostvars, groups = {}, {"all": [], "calico_nodes": [], "calico_route_reflectors": [], "calico_racks": []}
+    rack_names = []
+    for r in range(1, racks + 1):
+        rack = "rack%d" % r
+        rack_names.append(rack)
+        groups[rack] = []
+        n_rr = (reflectors or {}).get(rack, 1)
+        members = [("rr%d%s" % (r, "abcdefgh"[i]) if n_rr > 1 else "rr%d" % r, True) for i in range(n_rr)]
+        members += [("r%dh%d" % (r, i), False) for i in range(1, hosts_per_rack + 1)]
+        for i, (name, is_rr) in enumerate(members):
+            name = (names or {}).get(name, name)
+            hv = {"calico_pool": "172.16.0.0/12", "calico_block_prefix": 24, "calico_bgp_topology": "route_reflector",
+                  "calico_as_number": 65000 + r, "calico_node_ip": "10.%d.%d.%d" % (r // 250, r % 250, i + 1),
+                  "calico_rr_spine_ip": "10.255.%d.%d" % (r // 250, r % 250) if is_rr and i == 0 else None}
+            if is_rr and i > 0:
+                hv["calico_rr_spine_ip"] = "10.254.%d.%d" % (r % 250, i)
+            if not is_rr:
+                hv["calico_workloads"] = [{"name": "r%dw%d" % (r, i), **({"floating_ip": "10.99.%d.%d" % (r, i)}
+                                                                      if floating else {})}]
+            hostvars[name] = {k: v for k, v in hv.items() if v is not None}
+            groups[rack].append(name)
+            groups["all"].append(name)
+            groups["calico_racks"].append(name)
+            groups["calico_route_reflectors" if is_rr else "calico_nodes"].append(name)
+    return fabric(hostvars, groups, racks=rack_names)
+
+
+def converged_statuses(plan):
+    """What calico_bgp_status returns on every host of a converged fabric for ``plan``."""
+    blocks = {h: p["block"] for h, p in plan["hosts"].items() if p["block"]}
+    out = {}
+    for h, p in plan["hosts"].items():
+        sessions = [{"name": protocol_name(peer, plan["topology"], p["role"]), "description": peer["name"],
+                     "peer_ip": peer["ip"], "peer_as": peer["as_number"], "local_as": p["as_number"],
+                     "type": peer["type"], "state": "up", "since": "2026-12-01 20:00:00", "info": "Established",
+                     "established": True, "imported": 1, "exported": 1, "last_error": ""} for peer in p["peers"]]
+        routes = {"bird": [{"dest": b, "gateway": "10.0.0.1", "dev": "eth0"} for o, b in blocks.items() if o != h],
+                  "workloads": [{"dest": w["ip"], "dev": w["ifname"], "gateway": None} for w in p["workloads"]],
+                  "blackholes": [p["block"]] if p["block"] else [], "owned": []}
+        routes["bird"] += [{"dest": f.split("/")[0], "gateway": "10.0.0.1", "dev": "eth0"}
+                           for f in plan["floating_ips"] if f not in p.get("floating_ips", [])]
+        out[h] = {"bird_running": True, "sessions": sessions, "routes": routes, "changed": False}
+    return out
+
+
+def bird_down(statuses, plan, host):
+    """``host``'s BIRD stopped: it answers nothing, its routes are gone, its peers try to reconnect."""
+    st = copy.deepcopy(statuses)
+    st[host] = {"bird_running": False, "sessions": [], "bird_error": "Unable to connect to server control socket",
+                "routes": dict(st[host]["routes"], bird=[])}
+    gone = plan["hosts"][host]["block"]
+    ips = {plan["hosts"][host]["node_ip"], plan["hosts"][host].get("spine_ip")}
+    for h, s in st.items():
+        if h == host:
+            continue
+        for sess in s["sessions"]:
+            if sess["peer_ip"] in ips:
+                sess.update(state="start", info="Active", established=False)
+        s["routes"]["bird"] = [r for r in s["routes"]["bird"] if r["dest"] != gone]
+    return st
