@@ -27,6 +27,8 @@ import time
 import pytest
 from netfleet_lab import REPO, Lab, ns_json, sh
 
+from ansible_collections.netfleet.calico.plugins.module_utils import tunnel
+
 pytestmark = pytest.mark.lab
 
 INVENTORY = REPO / "inventories" / "lab-ipip"
@@ -132,6 +134,7 @@ def test_modes_in_vm(report):
     assert "guest: done" in out and proc.returncode == 0, f"guest script failed (rc={proc.returncode}):\n{out[-8000:]}"
     res = work / "results"
     problems = []
+    checked_again = 0
     for step in STEPS:
         mode = step.rstrip("2")
         d = res / step
@@ -159,6 +162,18 @@ def test_modes_in_vm(report):
             chain = _read(d / f"filter-{host}.txt")
             if (mode == "never") == ("cali-INPUT-ipip" in chain):
                 problems.append(f"{step}: {host} cali-INPUT-ipip {'left behind' if mode == 'never' else 'missing'}")
+            # A second converge changes nothing: calico_tunnel's own planning (module_utils.tunnel, what the
+            # module decides `changed` from) held against the VM kernel's real device and chain after the step.
+            ipip = facts["ipip"][step][host]
+            device = tunnel.describe(tunnel.find_link(list(links.values()), ipip["device"]))
+            again = tunnel.plan_device(device, ipip["device"], ipip["enabled"], facts["hosts"][host]["node_ip"],
+                                       links["eth0"]["mtu"] - tunnel.IPIP_OVERHEAD)
+            if again:
+                problems.append(f"{step}: {host} calico_tunnel would change the device again: {again}")
+            again = tunnel.plan_chain(chain, "cali-INPUT-ipip", ipip["enabled"], ipip["allow_from"])
+            if again is not None:
+                problems.append(f"{step}: {host} calico_tunnel would rewrite cali-INPUT-ipip again:\n{again}")
+            checked_again += 1
         pings = [line.split() for line in _read(d / "pings.txt").splitlines()]
         if len(pings) != 12:
             problems.append(f"{step}: {len(pings)} pings recorded")
@@ -205,6 +220,11 @@ def test_modes_in_vm(report):
              for f in ("chain-before.txt", "chain-after.txt")]
     if drops[1] < drops[0] + 2:
         problems.append(f"IPIP from a non-fabric address not dropped by cali-INPUT-ipip: {drops}")
+    report(f"ipip vm: calico_tunnel's plan against the VM's device and chain after each step: nothing left to "
+           f"change on {checked_again} host-steps")
+    expected = len(STEPS) * len(facts["hosts"])
+    if checked_again != expected:
+        problems.append(f"second-run check ran on {checked_again} host-steps, expected {expected}")
     assert not problems, "\n".join(problems) + "\n\nBGP (last step, host-a):\n" + _read(
         res / STEPS[-1] / "bgp-host-a.txt")[-3000:]
     report(f"ipip vm: {elapsed:.0f} s is {'within' if elapsed < VM_BUDGET else 'OVER'} the {VM_BUDGET} s budget "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from netfleet_lab import REPO, Lab, namespaces, sh
+from netfleet_lab import REPO, Lab, sh
 
 pytestmark = pytest.mark.lab
 
@@ -117,13 +117,9 @@ def lab(tmp_path_factory):
     shutil.copytree(RACKS / "group_vars", inv / "group_vars")
     (inv / "hosts.yml").write_text(yaml.safe_dump(racks_doc(), sort_keys=False))
     lab = Lab(inv, prefix)
-    try:
-        lab.playbook("playbooks/lab_up.yml")
+    with lab.running():
         lab.playbook("site.yml")
         yield lab
-    finally:
-        lab.playbook("playbooks/lab_down.yml", check=False)
-        assert not [n for n in namespaces() if n.startswith(prefix + "-")], "lab_down left namespaces"
 
 
 def draw(lab, out, *args):

@@ -139,6 +139,7 @@ def build(workdir):
             state = f"/run/nf{PREFIX}/{host}"
             ipip = hp["ipip"]
             present = ipip["enabled"]
+            facts.setdefault("ipip", {}).setdefault(step, {})[host] = ipip
             before = ({"kind": "ipip", "local": hp["node_ip"], "remote": "any", "mtu": 1480, "up": True}
                       if current[host] else None)
             device_cmds = tunnel.plan_device(before, ipip["device"], present, hp["node_ip"], 1480)
