@@ -13,6 +13,8 @@ accepted into a host only from fabric node IPs.
 
 from __future__ import annotations
 
+from ansible_collections.netfleet.calico.plugins.module_utils.chains import normalize_rule
+
 IPIP_OVERHEAD = 20
 DEFAULT_CHAIN = 'cali-INPUT-ipip'
 CHAIN_MAX = 28  # design §5: iptables chain names <= 28 characters
@@ -103,8 +105,17 @@ def _ip_key(ip):
         return (999, ip)
 
 
+def _normalized(line):
+    """``-A <chain> <rule>`` with the rule in one canonical spelling: iptables-save prints protocol 4 as
+    ``-p 4`` on one system and ``-p ipencap`` on another (seen in the IPIP VM, Debian's 6.1 kernel), and a
+    jump compared as text would then be rewritten on every run."""
+    _a, chain, *rest = line.split(None, 2)
+    return ('-A %s %s' % (chain, normalize_rule(rest[0]))) if rest else line
+
+
 def parse_save(text, chain):
-    """From ``iptables-save -t filter``: (chain exists, its rule lines, INPUT lines jumping to it)."""
+    """From ``iptables-save -t filter``: (chain exists, its rule lines, INPUT lines jumping to it), rules in
+    their canonical spelling (module_utils.chains.normalize_rule)."""
     exists = False
     rules, jumps = [], []
     for line in (text or '').splitlines():
@@ -112,9 +123,9 @@ def parse_save(text, chain):
         if line.startswith(':%s ' % chain):
             exists = True
         elif line.startswith('-A %s ' % chain) or line == '-A %s' % chain:
-            rules.append(line)
+            rules.append(_normalized(line))
         elif line.startswith('-A INPUT ') and line.split()[-2:] == ['-j', chain]:
-            jumps.append(line)
+            jumps.append(_normalized(line))
     return exists, rules, jumps
 
 
