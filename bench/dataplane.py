@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """TCP throughput of the data planes netfleet.calico builds, against host to host (iperf3, one stream).
 
     .venv/bin/python bench/dataplane.py          (root; about two minutes, boots the IPIP VM once)
@@ -43,7 +43,7 @@ ROUNDS = int(os.environ.get('NETFLEET_DATAPLANE_ROUNDS', '5'))  # on the host ke
 
 
 def sh(argv, check=True, **kw):
-    proc = subprocess.run(argv, capture_output=True, text=True, **kw)
+    proc = subprocess.run(argv, capture_output=True, check=False, text=True, **kw)
     if check and proc.returncode != 0:
         raise RuntimeError('%s failed: %s' % (' '.join(argv), (proc.stderr or proc.stdout).strip()))
     return proc
@@ -103,7 +103,7 @@ def iperf(client, server, ip, seconds):
     srv = subprocess.Popen(['ip', 'netns', 'exec', server, 'iperf3', '-s', '-1'], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     try:
-        for _ in range(50):
+        for _unused in range(50):
             if sh(['ip', 'netns', 'exec', server, 'ss', '-ltn', 'sport = :5201'], check=False).stdout.count('\n') > 1:
                 break
             time.sleep(0.1)

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Benchmark the kernel-facing path of netfleet.calico against the naive way.
 
     .venv/bin/python bench/routes.py            (root; about a minute)

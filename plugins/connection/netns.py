@@ -21,7 +21,7 @@ description:
     differs. File transfer (M(ansible.builtin.copy), M(ansible.builtin.template), M(ansible.builtin.fetch))
     is therefore a plain local copy.
   - Modeled on ansible-core's P(ansible.builtin.local#connection) plugin.
-author: netfleet.calico developers
+author: netfleet.calico developers (!UNKNOWN)
 version_added: 0.1.0
 options:
   netns:

@@ -27,9 +27,9 @@ class _Vars(_fabric._VarReader):
     """The fabric plan's variable reader (HostVars, templated on access, or a plain mapping in tests), with
     lab_spec's messages; an unset value (missing, None, blank) reads as None."""
 
-    def get(self, host, var):
+    def get(self, name, var):
         try:
-            value = super().get(host, var)
+            value = super().get(name, var)
         except _fabric.FabricError as err:
             raise LabSpecError(err.subject, err.problem, f'fix the definition of {var}') from None
         return None if _fabric._is_unset(value) else value
@@ -216,7 +216,7 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
             if not gates:
                 continue
             wanted = gateways.get(rack)
-            if wanted is not None and wanted.split('/')[0] not in {a for _, a in gates}:
+            if wanted is not None and wanted.split('/')[0] not in {a for _unused, a in gates}:
                 raise LabSpecError(f"rack '{rack}'", f'lab_gateway {wanted} is not the calico_node_ip of one of its '
                                    f"route reflectors ({', '.join(f'{h} {a}' for h, a in gates)})",
                                    'drop lab_gateway (the first reflector is the gateway) or name a reflector\'s '

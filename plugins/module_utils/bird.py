@@ -179,7 +179,7 @@ class Bird:
     def running_pid(self):
         if self.p["manager"] == "pidfile":
             return pid_alive(self.p["pidfile"], must_contain=self.p["pidfile"])
-        rc, _, _ = self.m.run_command(["systemctl", "is-active", "--quiet", self.p["service"]])
+        rc, _unused, _unused = self.m.run_command(["systemctl", "is-active", "--quiet", self.p["service"]])
         return -1 if rc == 0 else None
 
     def validate(self, path=None, shown_as=None):
@@ -205,7 +205,7 @@ class Bird:
             time.sleep(0.5)
 
     def answers(self):
-        rc, out, _ = self.m.run_command([self.birdc, "-s", self.p["socket"], "show", "status"])
+        rc, out, _unused = self.m.run_command([self.birdc, "-s", self.p["socket"], "show", "status"])
         return rc == 0 and "Daemon is up and running" in out
 
     # --- actions ---------------------------------------------------------
@@ -213,7 +213,7 @@ class Bird:
         if self.p["manager"] == "systemd":
             self._systemctl("start")
         else:
-            for d in {os.path.dirname(self.p["socket"]), os.path.dirname(self.p["pidfile"])}:
+            for d in sorted({os.path.dirname(self.p["socket"]), os.path.dirname(self.p["pidfile"])}):
                 os.makedirs(d, exist_ok=True)
             rc, out, err = self.m.run_command(
                 [self.bird, "-c", self.p["config"], "-s", self.p["socket"], "-P", self.p["pidfile"]])

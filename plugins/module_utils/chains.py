@@ -328,7 +328,7 @@ def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endp
     n['cali-POSTROUTING'] = ['-j cali-fip-snat', '-j cali-nat-outgoing']
     dnat, snat = [], []
     for ep in sorted((e for e in eps if e.get('floating_ip')), key=lambda e: str(e['floating_ip'])):
-        ip, fip = str(ep['ip']).split('/')[0], str(ep['floating_ip']).split('/')[0]
+        ip, fip = str(ep['ip']).split('/', maxsplit=1)[0], str(ep['floating_ip']).split('/', maxsplit=1)[0]
         dnat.append('-d %s -j DNAT --to-destination %s' % (host_cidr(fip), ip))
         # hairpin: the workload reaching its own floating IP
         snat.append('-s %s -d %s -j SNAT --to-source %s' % (host_cidr(ip), host_cidr(ip), fip))
@@ -494,7 +494,7 @@ def restore_text(table, desired, current, insert=True):
             count = existing.count(rule)
             if count == 0:
                 lines.append(('-I %s 1 %s' if insert else '-A %s %s') % (builtin, rule))
-            for _ in range(count - 1):
+            for _unused in range(count - 1):
                 lines.append('-D %s %s' % (builtin, rule))
     # jumps from builtin chains to cali chains that are not wanted (stale chains, old layouts)
     for builtin, rules in sorted(current.get('jumps', {}).items()):

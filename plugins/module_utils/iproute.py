@@ -349,8 +349,8 @@ class IpCommand:
                     len(failures), len(lines), first['command'], first['error'] or 'error')
             elif failures:
                 first = failures[0]
-                msg = 'ip stopped at line %d of %d: "%s": %s' % (first['line'], len(lines), first['command'],
-                                                                  first['error'] or 'error')
+                msg = 'ip stopped at line %d of %d: "%s": %s' % (
+                    first['line'], len(lines), first['command'], first['error'] or 'error')
             else:
                 msg = 'ip -batch failed (rc=%s): %s' % (rc, (err or out).strip())
             raise IprouteError(msg, argv=self.prefix(netns) + argv, rc=rc, stdout=out, stderr=err,

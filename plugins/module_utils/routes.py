@@ -40,8 +40,8 @@ def build_routes(params):
                              'those devices belong to calico_workloads' % (index, route.dst, route.dev))
         key = iproute.route_key(route)
         if key in seen:
-            raise ValueError('routes[%d]: %s metric %d is already listed as routes[%d]' % (index, key[0], key[1],
-                                                                                          seen[key]))
+            raise ValueError('routes[%d]: %s metric %d is already listed as routes[%d]' % (
+                index, key[0], key[1], seen[key]))
         seen[key] = index
         routes.append(route)
     return routes, protocol, table, ignore

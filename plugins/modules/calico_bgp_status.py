@@ -16,7 +16,7 @@ description:
     installed (C(proto bird)), the workload routes and the blackholed blocks this collection owns.
   - Read-only; never reports a change.
 author:
-  - netfleet.calico contributors
+  - netfleet.calico contributors (!UNKNOWN)
 options:
   socket:
     description: BIRD control socket.
@@ -40,9 +40,11 @@ attributes:
     description: Read-only; runs the same in check mode.
   diff_mode:
     support: none
+    description: Read-only; there is nothing to diff.
   platform:
     platforms: linux
     support: full
+    description: Linux hosts running BIRD 2 (talks to its control socket).
 """
 
 EXAMPLES = r"""

@@ -17,7 +17,7 @@ description:
     BIRD rejects never reaches a running daemon, and the module fails with BIRD's own message.
   - A reload is C(birdc configure), so BGP sessions whose configuration did not change stay up.
 author:
-  - netfleet.calico contributors
+  - netfleet.calico contributors (!UNKNOWN)
 options:
   state:
     description:
@@ -75,6 +75,7 @@ attributes:
   platform:
     platforms: linux
     support: full
+    description: Linux hosts with iproute2 and BIRD 2 (systemd unit or pid-file daemon).
 notes:
   - Validation runs C(bird -p -c) which only parses; it does not need the daemon.
 """
@@ -173,8 +174,8 @@ def main():
         changed=action != "none",
         action=action,
         pid=new_pid,
-        diff=dict(before="bird: %s\n" % before, after="bird: %s%s\n" % (after, " (reloaded)" if action == "reload"
-                                                                         else "")),
+        diff=dict(before="bird: %s\n" % before,
+                  after="bird: %s%s\n" % (after, " (reloaded)" if action == "reload" else "")),
     )
     if message:
         result["message"] = message

@@ -30,7 +30,7 @@ description:
   - Works with C(iptables-nft) and C(iptables-legacy); by default it uses whichever already holds rules on the host
     (as Calico and kube-proxy decide), else what C(iptables -V) reports.
 author:
-  - netfleet.calico developers
+  - netfleet.calico developers (!UNKNOWN)
 requirements:
   - iptables 1.8 (C(iptables-save), C(iptables-restore); C(iptables-nft-*) / C(iptables-legacy-*) when present).
 options:

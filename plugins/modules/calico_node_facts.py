@@ -20,7 +20,7 @@ description:
     stable across runs.
   - One C(ip -j -batch) process reads all kernel state.
 author:
-  - netfleet.calico developers
+  - netfleet.calico developers (!UNKNOWN)
 requirements:
   - iproute2 (C(ip)) with JSON output (C(-j)).
 options:
@@ -54,8 +54,10 @@ attributes:
     description: Identical behaviour in check mode; never changes anything.
   diff_mode:
     support: none
+    description: Read-only; there is nothing to diff.
   facts:
     support: full
+    description: Sets C(ansible_facts.calico_node_facts).
   platform:
     support: full
     platforms: posix

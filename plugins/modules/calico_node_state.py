@@ -29,7 +29,7 @@ description:
     Established, and only then installs O(bird.config)."
   - Each part is skipped when its option is omitted.
 author:
-  - netfleet.calico contributors
+  - netfleet.calico contributors (!UNKNOWN)
 options:
   sysctls:
     description:
@@ -148,6 +148,7 @@ attributes:
   platform:
     platforms: linux
     support: full
+    description: Linux hosts with iproute2 and BIRD 2 (systemd unit or pid-file daemon).
 notes:
   - Runs in the host's network namespace without a private mount namespace, like M(netfleet.calico.calico_workloads).
 seealso:
@@ -284,8 +285,8 @@ def converge_bird(module, params, check_mode):
     if params['secrets'] is not None:
         if not params['secrets_path']:
             module.fail_json(msg='bird.secrets needs bird.secrets_path')
-        result['secrets_changed'], _ = install_file(params['secrets_path'], params['secrets'], 0o640,
-                                                    group, check_mode=check_mode)
+        result['secrets_changed'], _unused = install_file(params['secrets_path'], params['secrets'], 0o640,
+                                                          group, check_mode=check_mode)
     pid = bird.running_pid()
     before_conf = None
     transition = params['transition_config']

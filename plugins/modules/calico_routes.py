@@ -23,7 +23,7 @@ description:
   - "Typical use is the host's block blackhole, C([{dest: 172.17.8.0/24, type: blackhole}]), so that unknown
     addresses of the block are dropped instead of leaking to the default route, and BIRD exports the block."
 author:
-  - netfleet.calico developers
+  - netfleet.calico developers (!UNKNOWN)
 requirements:
   - iproute2 (C(ip)) with JSON output (C(-j)).
 options:

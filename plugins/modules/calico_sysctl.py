@@ -21,7 +21,7 @@ description:
     The file is replaced atomically and only when its content differs.
   - Used for the host settings of a Calico-style node, such as C(net.ipv4.ip_forward=1).
 author:
-  - netfleet.calico developers
+  - netfleet.calico developers (!UNKNOWN)
 options:
   sysctls:
     description:
@@ -91,7 +91,7 @@ persist_changed:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute, sysctl
-from ansible_collections.netfleet.calico.plugins.module_utils.sysctl import (  # noqa: F401 (re-exported)
+from ansible_collections.netfleet.calico.plugins.module_utils.sysctl import (  # noqa: F401 (re-exported)  # pylint: disable=unused-import
     normalize_sysctls,
     plan,
     read_file,

@@ -22,7 +22,7 @@ description:
     C(iptables-save); only this chain and its jump are touched. With I(state=absent) both are removed."
   - Reads the state first and acts only when it differs, and never in check mode.
 author:
-  - netfleet.calico developers
+  - netfleet.calico developers (!UNKNOWN)
 requirements:
   - iproute2 (C(ip)) with JSON output; a kernel with IPIP (module C(ipip)).
   - iptables (C(iptables-save), C(iptables-restore)) when I(firewall=true).

@@ -36,7 +36,7 @@ description:
     (use C(nsenter --net=/run/netns/HOST), or pre-created namespaces through I(netns_path)). The
     P(netfleet.calico.netns#connection) connection keeps mount propagation and works.
 author:
-  - netfleet.calico developers
+  - netfleet.calico developers (!UNKNOWN)
 requirements:
   - iproute2 (C(ip)) with JSON output (C(-j)); C(nsenter) from util-linux for I(netns_path) outside C(/run/netns).
 options:
@@ -155,10 +155,10 @@ endpoints:
     name: {description: Workload id., type: str, returned: always}
     ip: {description: Workload IPv4 address (no prefix length)., type: str, returned: always}
     ifname: {description: Host-side interface name., type: str, returned: always}
-    netns: {description: Namespace name, or null when I(netns_path) was given., type: str, returned: always}
+    netns: {description: 'Namespace name, or null when O(endpoints[].netns_path) is set.', type: str, returned: always}
     netns_path: {description: Namespace path (C(/run/netns/NAME) for named namespaces)., type: str, returned: always}
     mac: {description: Host-side MAC address., type: str, returned: always}
-    mtu: {description: Managed MTU, or null if not managed., type: int, returned: always}
+    mtu: {description: 'Managed MTU, or null if not managed.', type: int, returned: always}
   sample:
     - {name: web-1, ip: 172.17.8.2, ifname: cali1c6e7b6ce3b, netns: calico-web-1,
        netns_path: /run/netns/calico-web-1, mac: "ee:ee:ee:ee:ee:ee", mtu: null}
@@ -206,7 +206,7 @@ stats:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute
-from ansible_collections.netfleet.calico.plugins.module_utils.workloads import (  # noqa: F401 (re-exported)
+from ansible_collections.netfleet.calico.plugins.module_utils.workloads import (  # noqa: F401 (re-exported)  # pylint: disable=unused-import
     ENDPOINTS_SPEC,
     WORKLOAD_IFNAME,
     Endpoint,

@@ -44,7 +44,7 @@ description:
     any process still running inside one of the lab's namespaces, deletes every namespace whose name starts
     with C(<prefix>-) (hosts, workload namespaces C(<prefix>-<host>-<workload>), fabric, router) and removes
     O(state_dir).
-author: netfleet.calico developers
+author: netfleet.calico developers (!UNKNOWN)
 options:
   prefix:
     description:
@@ -274,10 +274,10 @@ killed:
       description: C(pidfile) (named by a pid file under O(state_dir)) or C(netns) (still inside a lab namespace).
       type: str
     pidfile:
-      description: The pid file, for O(reason=pidfile).
+      description: The pid file, for RV(killed[].reason=pidfile).
       type: str
     netns:
-      description: The namespace it ran in, for O(reason=netns).
+      description: The namespace it ran in, for RV(killed[].reason=netns).
       type: str
     cmdline:
       description: Its command line.
@@ -909,7 +909,7 @@ def describe_desired(spec, gc_thresh):
         out[spec.mgmt_netns] = mgmt
     out[spec.fabric] = sorted(fabric, key=lambda line: line.split()[1])
     if spec.router_wanted:
-        out[spec.router] = (['lo up'] + [line for _, lines in sorted(router) for line in lines]
+        out[spec.router] = (['lo up'] + [line for _unused, lines in sorted(router) for line in lines]
                             + [f'route {cidr} via {gw} dev {dev} proto {ROUTE_PROTO}'
                                for cidr, gw, dev in spec.router_routes]
                             + ['ip_forward 1'])
@@ -1334,7 +1334,7 @@ def run_absent(lab, spec, result):
 def run_present(lab, spec, result):
     gc_now = read_gc_thresh()
     state_dir_exists = os.path.isdir(spec.state_dir)
-    _, states = observe(lab, spec)
+    _unused, states = observe(lab, spec)
     plan = plan_present(spec, states, gc_now, state_dir_exists)
     result['diff'] = {
         'before': describe_observed(spec, states, gc_now, state_dir_exists),
@@ -1350,7 +1350,7 @@ def run_present(lab, spec, result):
     if lab.module.check_mode:
         return
     # read back: a lab that does not converge in one pass is a bug, not something to hide
-    _, states = observe(lab, spec)
+    _unused, states = observe(lab, spec)
     again = plan_present(spec, states, read_gc_thresh(), os.path.isdir(spec.state_dir))
     if again.changed:
         raise LabError('the lab did not converge; still to do: '

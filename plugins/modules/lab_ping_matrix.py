@@ -16,7 +16,7 @@ description:
   - Fails when any pair does not answer, unless O(fail_on_loss=false).
   - Read-only.
 author:
-  - netfleet.calico contributors
+  - netfleet.calico contributors (!UNKNOWN)
 options:
   endpoints:
     description:
@@ -46,9 +46,11 @@ attributes:
     description: Read-only; pings in check mode too.
   diff_mode:
     support: none
+    description: Read-only; there is nothing to diff.
   platform:
     platforms: linux
     support: full
+    description: The Linux controller that holds the lab's network namespaces.
 """
 
 EXAMPLES = r"""
@@ -111,9 +113,9 @@ def main():
     pairs = [(s, d) for s in wls for d in wls if s != d]
 
     def probe(pair):
-        (_, _, netns), (_, dst, _) = pair
-        rc, _, _ = module.run_command([ip, "netns", "exec", netns, ping, "-n", "-q", "-c", str(p["count"]),
-                                       "-W", str(p["timeout"]), dst])
+        (_unused, _unused, netns), (_unused, dst, _unused) = pair
+        rc, _unused, _unused = module.run_command([ip, "netns", "exec", netns, ping, "-n", "-q",
+                                                   "-c", str(p["count"]), "-W", str(p["timeout"]), dst])
         return rc == 0
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, p["parallel"])) as pool:

@@ -764,7 +764,7 @@ def rack_groups(hostvars, groups, racks=None):
 def _rack_members(hostvars, groups, racks):
     """``{rack: [hosts]}`` (see :func:`rack_groups`)."""
     try:
-        return {rack: hosts for rack, (hosts, _) in rack_groups(hostvars, groups, racks).items()}
+        return {rack: hosts for rack, (hosts, _unused) in rack_groups(hostvars, groups, racks).items()}
     except RackHierarchyUnknown:
         raise FabricError(f"group '{GROUP_RACKS}'",
                           'its child groups (the racks) cannot be seen in a plain groups dict',

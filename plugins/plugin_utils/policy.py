@@ -402,5 +402,5 @@ def plan_policy(reader, hosts, plan_hosts, pool_net):
                 fips.append(entry['floating_ip'] + '/32')
             endpoints.append(ep)
         plan_hosts[name]['policy'] = endpoints
-        plan_hosts[name]['floating_ips'] = sorted(fips, key=lambda c: _fabric.netaddr.IPNetwork(c))
-    return sorted((f + '/32' for f in fip_owner), key=lambda c: _fabric.netaddr.IPNetwork(c))
+        plan_hosts[name]['floating_ips'] = sorted(fips, key=_fabric.netaddr.IPNetwork)
+    return sorted((f + '/32' for f in fip_owner), key=_fabric.netaddr.IPNetwork)

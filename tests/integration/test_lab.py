@@ -101,7 +101,7 @@ class Lab:
 
     def run(self, tool, *args, check=True, label=None):
         start = time.monotonic()
-        proc = subprocess.run([str(VENV_BIN / tool), *map(str, args)], capture_output=True, text=True,
+        proc = subprocess.run([str(VENV_BIN / tool), *map(str, args)], capture_output=True, check=False, text=True,
                               env=self.env, cwd=REPO)
         if label:
             TIMINGS[label] = round(time.monotonic() - start, 2)
@@ -208,13 +208,13 @@ def test_root_namespace_untouched(lab):
 
 def test_netns_connection_runs_inside_the_namespace(lab):
     proc = lab.adhoc('host-a', 'ansible.builtin.command', 'ip -j addr', label='ansible command via netns')
-    first, _, stdout = proc.stdout.partition('\n')
+    first, _unused, stdout = proc.stdout.partition('\n')
     assert first.startswith('host-a | CHANGED | rc=0'), proc.stdout
     seen = {(link['ifname'], a['local']) for link in json.loads(stdout) for a in link.get('addr_info', [])
             if a['family'] == 'inet'}
     assert seen == {('lo', '127.0.0.1'), ('eth0', lab.hosts['host-a'])}, seen
-    root_inet = {a for (_, fam, a, _) in lab.root_before['addrs'] if fam == 'inet' and a != '127.0.0.1'}
-    assert not root_inet & {a for _, a in seen}
+    root_inet = {a for (_unused, fam, a, _unused) in lab.root_before['addrs'] if fam == 'inet' and a != '127.0.0.1'}
+    assert not root_inet & {a for _unused, a in seen}
 
     # /sys is the namespace's: eth0's MAC there is the veth's, not the root eth0's
     proc = lab.adhoc('host-a', 'ansible.builtin.slurp', 'src=/sys/class/net/eth0/address')
@@ -234,8 +234,10 @@ def test_delegate_to_and_become(lab, tmp_path):
             {'ansible.builtin.command': 'ip -j -4 addr show dev eth0', 'delegate_to': 'host-b', 'register': 'b'},
             {'ansible.builtin.command': 'ip -j -4 addr show dev eth0', 'register': 'a'},
             {'ansible.builtin.command': 'id -u', 'become': True, 'register': 'root'},
-            {'ansible.builtin.copy': {'dest': f'{lab.state_dir}/delegate.json', 'mode': '0644', 'content':
-                '{{ {"a": a.stdout | from_json, "b": b.stdout | from_json, "uid": root.stdout} | to_json }}'},
+            {'ansible.builtin.copy': {
+                'dest': f'{lab.state_dir}/delegate.json', 'mode': '0644',
+                'content': '{{ {"a": a.stdout | from_json, "b": b.stdout | from_json, "uid": root.stdout}'
+                           ' | to_json }}'},
              'delegate_to': 'localhost'},
         ],
     }]))
@@ -434,7 +436,7 @@ def test_racks_wiring(racks_lab):
     assert spine_ports == {f's-{r}': 'spine' for r in lab.reflectors}
     for host, ip in lab.hosts.items():
         addrs, routes = lab.kernel(host)
-        defaults = sorted((gw, dev) for dst, gw, dev, _ in routes if dst == 'default')
+        defaults = sorted((gw, dev) for dst, gw, dev, _unused in routes if dst == 'default')
         if host in lab.reflectors:
             assert addrs == {('lo', '127.0.0.1/8'), ('eth0', f'{ip}/24'), ('eth1', f'{lab.spine[host]}/24')}, host
             assert defaults == [], (host, routes)  # no router to default to

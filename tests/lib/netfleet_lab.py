@@ -134,7 +134,7 @@ class Lab:
     # --- running things --------------------------------------------------
     def playbook(self, playbook, *args, check=True, inventory=None):
         argv = [str(VENV_BIN / "ansible-playbook"), "-i", inventory or self.inventory, str(REPO / playbook), *args]
-        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env, cwd=REPO)
+        proc = subprocess.run(argv, capture_output=True, check=False, text=True, env=self.env, cwd=REPO)
         proc.recap = {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
                       for m in map(RECAP.match, proc.stdout.splitlines()) if m}
         if check and proc.returncode != 0:
@@ -145,7 +145,7 @@ class Lab:
     def run_module(self, host, module, args):
         """Run one module on a lab host through the netns connection (ad hoc)."""
         argv = [str(VENV_BIN / "ansible"), "-i", self.inventory, host, "-m", module, "-a", args]
-        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env, cwd=REPO)
+        proc = subprocess.run(argv, capture_output=True, check=False, text=True, env=self.env, cwd=REPO)
         if proc.returncode != 0:
             raise AssertionError(f"{module} on {host} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
         return proc
@@ -227,7 +227,7 @@ class ContinuousPing:
     def stop(self):
         """Returns (sent, received, worst gap in seconds)."""
         self.proc.send_signal(2)  # SIGINT: ping prints its summary and exits
-        out, _ = self.proc.communicate(timeout=10)
+        out, _unused = self.proc.communicate(timeout=10)
         stamps = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
         sent = re.search(r"(\d+) packets transmitted", out)
         gaps = [b - a for a, b in zip(stamps, stamps[1:])]

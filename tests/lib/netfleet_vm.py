@@ -32,7 +32,7 @@ class VmError(RuntimeError):
 
 
 def _run(argv, **kw):
-    proc = subprocess.run(argv, capture_output=True, text=True, **kw)
+    proc = subprocess.run(argv, capture_output=True, check=False, text=True, **kw)
     if proc.returncode != 0:
         raise VmError(f"{' '.join(map(str, argv))} failed (rc={proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return proc.stdout
@@ -40,7 +40,7 @@ def _run(argv, **kw):
 
 def kernel_package():
     """The ABI package behind linux-image-amd64 (e.g. linux-image-6.1.0-56-amd64)."""
-    out = subprocess.run(["apt-cache", "depends", META_PACKAGE], capture_output=True, text=True).stdout
+    out = subprocess.run(["apt-cache", "depends", META_PACKAGE], capture_output=True, check=False, text=True).stdout
     found = re.findall(r"Depends:\s+(linux-image-\S+)", out)
     if not found:  # no package lists yet (fresh machine): read them once
         _run(["apt-get", "update", "-qq"])
@@ -93,8 +93,8 @@ def boot(script, rwdirs=(), timeout=900, memory="1G", cpus=2, env=None, command_
     vmlinuz, _root = prepare()
     argv = vng_command(vmlinuz, script, rwdirs, memory, cpus, command_args)
     path = f"{VENV_BIN}:{os.environ.get('PATH', '')}"  # vng runs virtme-run from the venv
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO, stdin=subprocess.DEVNULL,
-                          env=dict(os.environ, PATH=path, **(env or {})))
+    return subprocess.run(argv, capture_output=True, check=False, text=True, timeout=timeout, cwd=REPO,
+                          stdin=subprocess.DEVNULL, env=dict(os.environ, PATH=path, **(env or {})))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Runs INSIDE the VM (tests/lib/netfleet_vm.py boots it with the host filesystem
 # shared read-only): make the booted kernel's modules loadable (they were
 # unpacked into the repository's .lab/vm-kernel, which the guest sees), check

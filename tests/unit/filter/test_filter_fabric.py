@@ -40,8 +40,8 @@ def build(hosts, racks=None, reflectors=(), nodes=None, allvars=None, **kwargs):
         hostvars[name] = merged
     groups = {'all': list(hosts), 'ungrouped': [], GROUP_REFLECTORS: list(reflectors)}
     groups[GROUP_NODES] = list(nodes) if nodes is not None else [h for h in hosts if h not in reflectors]
-    groups['calico_racks'] = sorted({h for _, members in racks.values() for h in members})
-    for rack, (_, members) in racks.items():
+    groups['calico_racks'] = sorted({h for _unused, members in racks.values() for h in members})
+    for rack, (_unused, members) in racks.items():
         groups[rack] = list(members)
     return fabric(hostvars, groups, racks=list(racks), **kwargs)
 
@@ -367,8 +367,8 @@ def test_spine_ip_in_full_mesh_is_reported_but_unused():
     plan = rr_fleet(hosts_over={'rr1': {'calico_rr_spine_ip': '10.255.0.1'}},
                     allvars={'calico_bgp_topology': 'full_mesh'})
     assert plan['hosts']['rr1']['spine_ip'] == '10.255.0.1'
-    assert {p['ip'] for p in plan['hosts']['rr2a']['peers']} == {'10.1.0.1', '10.1.0.11', '10.1.0.12', '10.2.0.1',
-                                                                  '10.2.0.11'}
+    assert {p['ip'] for p in plan['hosts']['rr2a']['peers']} == {
+        '10.1.0.1', '10.1.0.11', '10.1.0.12', '10.2.0.1', '10.2.0.11'}
 
 
 @pytest.mark.parametrize('over, expected', [
@@ -425,8 +425,9 @@ def test_route_reflector_plain_dicts():
 
 
 def test_defaults_and_fallbacks():
-    hosts = {'n1': {'ansible_host': '10.0.0.1'}, 'n2': {'calico_node_ip': '10.0.0.2', 'ansible_host': '192.0.2.9',
-                                                          'calico_node_prefixlen': '22', 'calico_router_id': '1.1.1.1'}}
+    hosts = {'n1': {'ansible_host': '10.0.0.1'},
+             'n2': {'calico_node_ip': '10.0.0.2', 'ansible_host': '192.0.2.9',
+                    'calico_node_prefixlen': '22', 'calico_router_id': '1.1.1.1'}}
     plan = build(hosts, allvars={'calico_block_prefix': None, 'calico_ipip_mode': 'CrossSubnet'})
     assert plan['block_prefix'] == 26 and plan['ipip_mode'] == 'cross_subnet' and plan['topology'] == 'full_mesh'
     assert plan['racks'] == {}
@@ -508,10 +509,10 @@ def test_adding_hosts_and_workloads_to_a_running_fleet_moves_nothing(seed):
 
     for r in range(rng.randint(1, 3)):
         racks[f'rack{r}'] = ({'calico_as_number': 65000 + r}, [])
-        for _ in range(rng.randint(1, 4)):
+        for _unused in range(rng.randint(1, 4)):
             add_host(f'rack{r}')
     before = build(copy.deepcopy(hosts), racks=racks)
-    for _ in range(rng.randint(1, 6)):
+    for _unused in range(rng.randint(1, 6)):
         _feed_back(hosts, before)
         if rng.random() < 0.2:
             racks[f'rack{len(racks)}'] = ({'calico_as_number': 65000 + len(racks)}, [])
@@ -768,8 +769,8 @@ def test_cluster_id_errors():
     ({'calico_block': 'x'},
      "host 'host-c': calico_block 'x' is not a valid IPv4 CIDR — set calico_block to a /24 inside 172.17.0.0/16 or "
      "drop calico_block"),
-    ({'calico_block': '172.17.10.1/24'}, "host 'host-c': calico_block 172.17.10.1/24 has host bits set — use "
-                                          "172.17.10.0/24"),
+    ({'calico_block': '172.17.10.1/24'},
+     "host 'host-c': calico_block 172.17.10.1/24 has host bits set — use 172.17.10.0/24"),
     ({'calico_block': '10.9.0.0/24'},
      "host 'host-c': calico_block 10.9.0.0/24 is outside calico_pool 172.17.0.0/16 — pick a block inside the pool "
      "or drop calico_block"),

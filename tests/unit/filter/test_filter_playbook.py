@@ -35,7 +35,7 @@ def _run(tmp_path, *extra):
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'), ANSIBLE_NOCOLOR='1')
     cmd = [str(Path(sys.executable).with_name('ansible-playbook')), '-i', str(ROOT / 'inventories' / 'lab'),
            str(book), '-e', f'out={out}', '-e', 'ansible_connection=local', *extra]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, check=False, text=True, timeout=120)
     return proc, out
 
 
@@ -53,14 +53,14 @@ def test_filters_in_a_playbook(tmp_path):
 
 
 def test_preflight_failure_in_a_playbook_shows_the_one_line(tmp_path):
-    proc, _ = _run(tmp_path, '-e', 'calico_pool=172.17.8.0/23')
+    proc, _unused = _run(tmp_path, '-e', 'calico_pool=172.17.8.0/23')
     assert proc.returncode != 0
     assert ("netfleet.calico preflight: host 'host-c': no free /24 left in calico_pool 172.17.8.0/23 (2 blocks, all "
             "in use) — enlarge calico_pool or raise calico_block_prefix") in proc.stdout + proc.stderr
 
 
 def test_undefined_variable_in_a_playbook_is_a_preflight_error(tmp_path):
-    proc, _ = _run(tmp_path, '-e', '{"calico_block": "{{ not_defined_anywhere }}"}')
+    proc, _unused = _run(tmp_path, '-e', '{"calico_block": "{{ not_defined_anywhere }}"}')
     assert proc.returncode != 0
     assert ("netfleet.calico preflight: host 'host-a': cannot evaluate calico_block: 'not_defined_anywhere' is "
             "undefined — fix the definition of calico_block for this host") in proc.stdout + proc.stderr

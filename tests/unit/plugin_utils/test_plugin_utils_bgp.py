@@ -19,8 +19,8 @@ def test_exactly_one_end_dials_and_both_agree_on_the_delay():
 
 
 def test_depends_only_on_the_two_addresses():
-    assert session_timing('192.168.100.100', '192.168.100.101') == session_timing('192.168.100.100',
-                                                                                   '192.168.100.101')
+    assert (session_timing('192.168.100.100', '192.168.100.101')
+            == session_timing('192.168.100.100', '192.168.100.101'))
     from ipaddress import IPv4Address
     assert session_timing(IPv4Address('10.0.0.1'), '10.0.0.2') == session_timing('10.0.0.1', '10.0.0.2')
 

@@ -232,7 +232,7 @@ def test_blocks_stable_when_hosts_are_added_anywhere_in_a_running_fleet(seed):
     pool = netaddr.IPNetwork('10.0.0.0/20')
     names = set()
     fleet = []
-    for _ in range(rng.randint(1, 10)):
+    for _unused in range(rng.randint(1, 10)):
         name = _random_name(rng, names)
         names.add(name)
         entry = {'name': name}
@@ -244,7 +244,7 @@ def test_blocks_stable_when_hosts_are_added_anywhere_in_a_running_fleet(seed):
     fleet = [fleet[i] for i in sorted(range(len(fleet)), key=lambda i: f.natural_key(fleet[i]['name']))]
     before = blocks_of(f.allocate_blocks(pool, 24, fleet))
     running = [dict(e, current=before[e['name']]) for e in fleet]
-    for _ in range(rng.randint(1, 5)):
+    for _unused in range(rng.randint(1, 5)):
         name = _random_name(rng, names)
         names.add(name)
         running.insert(rng.randint(0, len(running)), {'name': name})

@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""Write docs/variables.md, the variables reference, from the roles' argument specs.
+
+    .venv/bin/python docs/gen_vars_doc.py           # (re)write docs/variables.md
+    .venv/bin/python docs/gen_vars_doc.py --check   # exit 1 if docs/variables.md is out of date
+
+The argument specs (roles/*/meta/argument_specs.yml) are the single source: the
+same text `ansible-doc -t role` shows and the role's argument check enforces. A
+role default that is a template (it follows an inventory variable) is shown as
+the template, with the argument spec's literal default beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "docs" / "variables.md"
+
+# Ansible documentation markup -> Markdown
+_MARKUP = [
+    (re.compile(r"L\(([^,()]+),\s*([^()]+)\)"), r"[\1](\2)"),
+    (re.compile(r"U\(([^()]+)\)"), r"<\1>"),
+    (re.compile(r"B\(([^()]+)\)"), r"**\1**"),
+    (re.compile(r"I\(([^()]+)\)"), r"*\1*"),
+    (re.compile(r"(?:C|O|V|RV|M|P|E)\(((?:[^()]|\([^()]*\))+)\)"), r"`\1`"),
+]
+
+
+def markup(text: str) -> str:
+    for pattern, repl in _MARKUP:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def cell(text: str) -> str:
+    """One Markdown table cell: no newline, no bare pipe."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def literal(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return "`%s`" % value if value else '`""`'
+    return "`%s`" % json.dumps(value, sort_keys=True)
+
+
+def describe(option: dict) -> str:
+    desc = option.get("description", "")
+    if isinstance(desc, list):
+        desc = " ".join(desc)
+    extra = []
+    if option.get("choices"):
+        extra.append("Choices: " + ", ".join("`%s`" % c for c in option["choices"]) + ".")
+    if option.get("no_log") and "logged" not in desc:
+        extra.append("Never logged.")
+    return markup(" ".join([desc, *extra]))
+
+
+def type_of(option: dict) -> str:
+    kind = option.get("type", "str")
+    if kind == "list" and option.get("elements"):
+        kind = "list of %s" % option["elements"]
+    return kind
+
+
+def role_section(role: Path) -> list[str]:
+    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    defaults_file = role / "defaults" / "main.yml"
+    defaults = (yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.exists() else {}
+    name = role.name
+    lines = ["## Role `netfleet.calico.%s`" % name, ""]
+    for entry, spec in specs.items():
+        title = "`tasks_from: %s`" % entry if entry != "main" else "main entry point"
+        lines += ["### %s — %s" % (title, markup(spec.get("short_description", ""))), ""]
+        desc = spec.get("description", [])
+        for para in [desc] if isinstance(desc, str) else desc:
+            lines += [markup(" ".join(para.split())), ""]
+        options = spec.get("options", {})
+        if not options:
+            lines += ["No variables.", ""]
+            continue
+        lines += ["| variable | type | default | description |", "|---|---|---|---|"]
+        for var in sorted(options):
+            option = options[var]
+            default = literal(option.get("default"))
+            role_default = defaults.get(var)
+            if isinstance(role_default, str) and "{{" in role_default:
+                default = "`%s`" % " ".join(role_default.split())
+            elif "default" not in option and var in defaults:
+                default = literal(role_default)
+            lines.append("| `%s` | %s | %s | %s |" % (
+                var, cell(type_of(option)), cell(default), cell(describe(option))))
+        lines.append("")
+    lines += borrowed(role)
+    return lines
+
+
+_INCLUDE = re.compile(r"name:\s*netfleet\.calico\.(\w+)\s*\n\s*tasks_from:\s*(\w+)")
+
+
+def borrowed(role: Path) -> list[str]:
+    """The other roles' variables this role reads through include_role (its own spec cannot list them)."""
+    lines = []
+    tasks = "".join(p.read_text() for p in sorted((role / "tasks").glob("*.yml")))
+    used: dict[str, set[str]] = {}
+    for other, tasks_from in _INCLUDE.findall(tasks):
+        if other == role.name:
+            continue
+        source = REPO / "roles" / other
+        text = (source / "tasks" / (tasks_from + ".yml")).read_text()
+        if tasks_from == "converge":
+            text += "".join(p.read_text() for p in (source / "templates").glob("*.j2"))
+        used.setdefault(other, set()).update(re.findall(r"\b%s_\w+" % other, text))
+    for other, names in sorted(used.items()):
+        specs = yaml.safe_load((REPO / "roles" / other / "meta" / "argument_specs.yml").read_text())
+        known = set(specs["argument_specs"]["main"].get("options", {}))
+        set_here = set(re.findall(r"^\s+(%s_\w+):" % other, tasks, re.M))  # this role passes them itself
+        names = sorted((names & known) - set_here)
+        if names:
+            lines += ["Variables of role `%s` that this role reads too (it runs that role's task files): %s." % (
+                other, ", ".join("`%s`" % n for n in names)), ""]
+    return lines
+
+
+def render() -> str:
+    lines = [
+        "# Variables reference",
+        "",
+        "<!-- Generated by docs/gen_vars_doc.py from roles/*/meta/argument_specs.yml: do not edit by hand;"
+        " scripts/test fails when this file is out of date. -->",
+        "",
+        "Role variables of the collection, from each role's argument specification (the same text as",
+        "`ansible-doc -t role netfleet.calico.<role>`, checked by the role at the start of every run).",
+        "Set them in `group_vars`/`host_vars` like any role variable. The inventory variables that describe",
+        "the fabric itself (`calico_pool`, `calico_block`, `calico_workloads`, `calico_as_number`,",
+        "`calico_bgp_topology`, `calico_ipip_mode`, …) are read by the fabric plan, not by a role: see the",
+        "[inventory table in the README](../README.md#inventory).",
+        "",
+        "A default shown as a template follows an inventory variable: for example",
+        "`calico_node_bgp_password` defaults to `calico_bgp_password`.",
+        "",
+    ]
+    for role in sorted((REPO / "roles").iterdir()):
+        if (role / "meta" / "argument_specs.yml").exists():
+            lines += role_section(role)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--check", action="store_true", help="fail if docs/variables.md is out of date")
+    args = parser.parse_args()
+    text = render()
+    if args.check:
+        current = OUT.read_text() if OUT.exists() else ""
+        if current != text:
+            sys.stdout.writelines(difflib.unified_diff(
+                current.splitlines(True), text.splitlines(True), "docs/variables.md", "generated"))
+            print("docs/variables.md is out of date: run .venv/bin/python docs/gen_vars_doc.py", file=sys.stderr)
+            return 1
+        print("ok: docs/variables.md matches the roles' argument specs")
+        return 0
+    OUT.write_text(text)
+    print("wrote %s" % OUT.relative_to(REPO))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
