@@ -238,4 +238,8 @@ class ContinuousPing:
 def lab():
     """The lab a molecule scenario built (its inventory and prefix come from the verifier's environment)."""
     inventory = os.environ.get("NETFLEET_INVENTORY", str(REPO / "inventories" / "lab"))
-    return Lab(inventory, os.environ.get("NETFLEET_LAB_PREFIX", "nf"))
+    lab = Lab(inventory, os.environ.get("NETFLEET_LAB_PREFIX", "nf"))
+    # molecule verifies right after converge: let the sessions and routes settle first, the way an operator
+    # would (status.yml waits up to 30 s for every session and every block, and fails if they never come)
+    lab.playbook("playbooks/status.yml")
+    return lab
