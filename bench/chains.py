@@ -257,7 +257,7 @@ def main():
         results = {}
         with tempfile.TemporaryDirectory(prefix='nfbench-') as tmpdir:
             for backend in ('nft', 'legacy'):
-                rounds = [bench_backend(backend, tmpdir) for _ in range(REPEAT)]
+                rounds = [bench_backend(backend, tmpdir) for _round in range(REPEAT)]
                 # the median of each figure over the rounds (one busy moment of a shared machine is not a result)
                 results[backend] = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
                 print(json.dumps({backend: results[backend]}, indent=1))

@@ -108,8 +108,8 @@ def _compact(analysis):
         if len(own) > 1:
             what.append("no route to %d blocks: %s" % (len(own), brief_list(own, 4)))
         if what:
-            listed.append("  %s [%s] sessions %d/%d: %s" % (name, h["rack"] or "-", h["sessions_up"],
-                                                           h["sessions_total"], brief_list(what, 4)))
+            listed.append("  %s [%s] sessions %d/%d: %s" % (
+                name, h["rack"] or "-", h["sessions_up"], h["sessions_total"], brief_list(what, 4)))
     if listed:
         lines.append("problem hosts (%d of %d):" % (len(listed), len(hosts)))
         lines.extend(listed)
@@ -122,8 +122,8 @@ def _compact(analysis):
     if stale_wide:
         lines.append("stale routes on most hosts:")
         for r in sorted(stale_wide):
-            lines.append("  %s: on %d of %d hosts (%s)" % (r, len(stale_wide[r]), len(reached),
-                                                         brief_list(stale_wide[r], 4)))
+            lines.append("  %s: on %d of %d hosts (%s)" % (
+                r, len(stale_wide[r]), len(reached), brief_list(stale_wide[r], 4)))
     lines.append(analysis["summary"])
     return "\n".join(lines)
 

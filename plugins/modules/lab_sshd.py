@@ -33,7 +33,7 @@ description:
     state directory)."
   - Creates sshd's privilege-separation directory C(/run/sshd) if it is missing (what the distribution's service does
     at start). Nothing else outside O(state_dir); no address, route or listener in the root namespace.
-author: netfleet.calico developers
+author: netfleet.calico contributors (!UNKNOWN)
 options:
   prefix:
     description: The lab's name prefix (as for M(netfleet.calico.lab_fabric)).
@@ -290,7 +290,7 @@ class Spec:
                 raise LabSshError(f"host {name!r}: netns {netns!r} must be a namespace name starting with "
                                   f"'{self.prefix}-'")
             try:
-                address = str(ipaddress.IPv4Address(str(host['address']).split('/')[0].strip()))
+                address = str(ipaddress.IPv4Address(str(host['address']).split('/', maxsplit=1)[0].strip()))
             except ValueError:
                 raise LabSshError(f"host {name!r}: address {host['address']!r} is not an IPv4 address") from None
             port = host.get('port') or 22
@@ -473,7 +473,7 @@ class Lab:
             raise LabSshError(f'sshd {pid} did not exit after SIGKILL')
 
     def stop_dir(self, name, hostdir):
-        pid, _ = self.running(os.path.join(hostdir, 'sshd.pid'), os.path.join(hostdir, 'sshd_config'))
+        pid, _unused = self.running(os.path.join(hostdir, 'sshd.pid'), os.path.join(hostdir, 'sshd_config'))
         if pid is not None:
             if not self.check:
                 self.stop(pid)
@@ -528,7 +528,7 @@ class Lab:
             if not self.check:
                 os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
 
-        client_pub, _ = self.key(spec.client_key, f'netfleet-lab-{spec.prefix}', f'key {spec.client_key}')
+        client_pub, _unused = self.key(spec.client_key, f'netfleet-lab-{spec.prefix}', f'key {spec.client_key}')
 
         # hosts no longer in the lab: their sshd stops, their directory goes
         if os.path.isdir(spec.ssh_dir):
@@ -627,7 +627,8 @@ class Lab:
             for entry in sorted(os.listdir(spec.ssh_dir)):
                 hostdir = os.path.join(spec.ssh_dir, entry)
                 if entry != 'cp' and os.path.isdir(hostdir) and not os.path.islink(hostdir):
-                    pid, _ = self.running(os.path.join(hostdir, 'sshd.pid'), os.path.join(hostdir, 'sshd_config'))
+                    pid, _unused = self.running(os.path.join(hostdir, 'sshd.pid'),
+                                                os.path.join(hostdir, 'sshd_config'))
                     self.before[entry] = {'running': pid is not None}
                     if pid is not None:
                         if not self.check:

@@ -72,7 +72,7 @@ def end_state(session):
     if session.get("established"):
         return "established"
     info = str(session.get("info") or "")
-    if info.split(" ")[0] in CONNECTING:
+    if info.split(" ", maxsplit=1)[0] in CONNECTING:
         return "connecting"
     return "down"
 
@@ -102,7 +102,7 @@ def _dest_text(text):
 
 
 def _addr(value):
-    return _dest(value).split("/")[0] if value else None
+    return _dest(value).split("/", maxsplit=1)[0] if value else None
 
 
 def _brief(items, limit=4):
@@ -206,8 +206,8 @@ def analyse(statuses, plan=None):
                                                                     not kv[0][2])):
         for h in (s["a"], s["b"]):
             if h not in s["ends"] and s["planned"] and planned and h in st_of:
-                s["ends"][h] = end(h, None, why="no session configured towards %s" % (s["b"] if h == s["a"]
-                                                                                     else s["a"]))
+                other = s["b"] if h == s["a"] else s["a"]
+                s["ends"][h] = end(h, None, why="no session configured towards %s" % other)
         ends = [s["ends"][h] for h in (s["a"], s["b"]) if h in s["ends"]]
         s["state"] = session_state(ends)
         s["up"] = s["state"] == "established"

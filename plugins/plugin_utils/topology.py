@@ -115,8 +115,8 @@ def render_dot(analysis, title="netfleet.calico fabric"):
         tip = "; ".join(h["problems"]) if problem else "%s: converged" % name
         return "%s%s %s;" % (indent, dq(name), _attrs(
             id=dq(dom_id("host", name)), label=label(*_host_lines(h)),
-            **{"class": dq("host %s %s" % ("reflector" if h["role"] == "reflector" else "node",
-                                          "problem" if problem else "ok"))},
+            **{"class": dq("host %s %s" % (
+                "reflector" if h["role"] == "reflector" else "node", "problem" if problem else "ok"))},
             shape="box3d" if h["role"] == "reflector" else "box",
             fillcolor=dq(fill), color=dq(COLOURS["down"] if problem else "#37474f"),
             penwidth="2" if problem else "1", tooltip=dq(tip)))
@@ -163,9 +163,9 @@ def render_dot(analysis, title="netfleet.calico fabric"):
         kind = s.get("kind") or ""
         out.append("  %s -- %s %s;" % (dq(tail), dq(head), _attrs(
             id=dq(session_dom_id(s)),
-            **{"class": dq("session %s state-%s %s%s" % ("up" if s["up"] else "down", s["state"],
-                                                          "planned" if s["planned"] else "unplanned",
-                                                          (" kind-%s" % kind) if _SAFE_ID.match(kind) else ""))},
+            **{"class": dq("session %s state-%s %s%s" % (
+                "up" if s["up"] else "down", s["state"], "planned" if s["planned"] else "unplanned",
+                (" kind-%s" % kind) if _SAFE_ID.match(kind) else ""))},
             color=dq(colour), style="solid" if s["planned"] else "dashed", tooltip=dq(session_title(s)),
             constraint="false" if kind == "ebgp" else "true")))
     out.append("}")
@@ -225,8 +225,8 @@ def render_html(model, svg, title="netfleet.calico fabric", generated=None):
         '<html lang="en"><head><meta charset="utf-8"><title>%s</title><style>%s</style></head><body>' % (
             _e(title), _CSS),
         "<h1>%s</h1>" % _e(title),
-        '<p id="summary" class="summary %s">%s: %s</p>' % ("ok" if ok else "problem",
-                                                          "converged" if ok else "NOT converged", _e(model["summary"])),
+        '<p id="summary" class="summary %s">%s: %s</p>' % (
+            "ok" if ok else "problem", "converged" if ok else "NOT converged", _e(model["summary"])),
         '<p class="legend">%s Each half of a session line is the state its end\'s BIRD reports; '
         "hover for both ends.</p>" % legend,
         '<figure id="picture">%s</figure>' % _svg_body(svg),

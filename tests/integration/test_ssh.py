@@ -36,7 +36,7 @@ class SshLab(Lab):
 
     def _run(self, argv, check, what):
         proc = subprocess.run(["ip", "netns", "exec", self.mgmt, *argv], capture_output=True, text=True,
-                              env=self.env, cwd=REPO)
+                              env=self.env, cwd=REPO, check=False)
         proc.recap = {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
                       for m in map(RECAP.match, proc.stdout.splitlines()) if m}
         if check and proc.returncode != 0:
@@ -99,9 +99,14 @@ def root_lab_state():
 
 @pytest.fixture(scope="module")
 def lab():
-    taken = {n.split("-", 1)[0] for n in namespaces()} | set(os.listdir("/run/netfleet") if
-                                                           os.path.isdir("/run/netfleet") else [])
-    prefix = next(p for p in ("ssh" + os.urandom(1).hex() for _ in range(64)) if p not in taken)  # never another's
+    taken = {n.split("-", 1)[0] for n in namespaces()}
+    if os.path.isdir("/run/netfleet"):
+        taken |= set(os.listdir("/run/netfleet"))
+    prefix = None
+    for _attempt in range(64):  # a prefix no other lab uses (namespaces or state directories)
+        prefix = "ssh" + os.urandom(1).hex()
+        if prefix not in taken:
+            break
     lab = SshLab(INVENTORY, prefix)
     lab.started = time.monotonic()
     with lab.running():

@@ -46,7 +46,7 @@ def browse(page, tmp_path, *args):
             "--disable-extensions", "--disable-default-apps", "--user-data-dir=%s" % profile,
             *args, page.as_uri()]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     finally:
         shutil.rmtree(profile, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -28,8 +28,10 @@ def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=
             if is_rr and i > 0:
                 hv["calico_rr_spine_ip"] = "10.254.%d.%d" % (r % 250, i)
             if not is_rr:
-                hv["calico_workloads"] = [{"name": "r%dw%d" % (r, i), **({"floating_ip": "10.99.%d.%d" % (r, i)}
-                                                                      if floating else {})}]
+                workload = {"name": "r%dw%d" % (r, i)}
+                if floating:
+                    workload["floating_ip"] = "10.99.%d.%d" % (r, i)
+                hv["calico_workloads"] = [workload]
             hostvars[name] = {k: v for k, v in hv.items() if v is not None}
             groups[rack].append(name)
             groups["all"].append(name)

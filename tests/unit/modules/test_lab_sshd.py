@@ -82,7 +82,8 @@ def state_dir(tmp_path, monkeypatch):
     return str(d)
 
 
-def run(state_dir, system, hosts=HOSTS, check=False, state='present'):
+def run(state_dir, system, hosts=None, check=False, state='present'):
+    hosts = HOSTS if hosts is None else hosts
     module = FakeModule({'prefix': 'nf', 'state_dir': state_dir, 'hosts': [dict(h) for h in hosts], 'state': state},
                         check_mode=check)
     return ls.run(module, system)
@@ -131,7 +132,7 @@ def test_start_then_idempotent_then_restart_on_change(state_dir):
     third = run(state_dir, system, moved)
     assert 'sshd host-b restarted (nf-host-b 192.168.100.101:22)' in third['updated']
     assert system.started[-1] == 'host-b' and system.checked[-1].endswith('/host-b/sshd_config')
-    assert any(sig == signal.SIGTERM for _, sig in system.killed)
+    assert any(sig == signal.SIGTERM for _pid, sig in system.killed)
     assert open(f'{state_dir}/ssh/known_hosts').read().splitlines()[1] == '192.168.100.101 ssh-ed25519 AAAAnf-host-b'
 
 
@@ -140,7 +141,7 @@ def test_a_dead_or_foreign_pid_is_restarted(state_dir):
     run(state_dir, system)
     pid = int(open(f'{state_dir}/ssh/host-a/sshd.pid').read())
     # the pid now belongs to a process of another namespace (the namespace was recreated)
-    cmd, _, tcp = system.procs[pid]
+    cmd, _netns, tcp = system.procs[pid]
     system.procs[pid] = (cmd, (4, 999), tcp)
     out = run(state_dir, system)
     assert 'sshd host-a started (nf-host-a 192.168.100.100:22)' in out['updated']
