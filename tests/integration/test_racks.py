@@ -159,8 +159,17 @@ def test_bird_restart_on_host_keeps_forwarding(racks, report):
 def test_add_host_and_rack_then_remove_host(racks, racks_doc, report):
     lab = racks
     blocks_before = {h: lab.block(h) for h in lab.nodes}
+    # The baseline: every session settled (the same Since twice, 2 s apart), so that a session still coming
+    # back from the fault tests above is not blamed on the expansion.
     sessions_before = {h: lab.sessions(h) for h in lab.speakers()}
-    time.sleep(1.1)
+    for _attempt in range(10):
+        time.sleep(2)
+        again = {h: lab.sessions(h) for h in lab.speakers()}
+        if again == sessions_before:
+            break
+        sessions_before = again
+    else:
+        raise AssertionError("the sessions did not settle before the expansion")
 
     doc = copy.deepcopy(racks_doc)
     rk = racks_of(doc)
