@@ -14,7 +14,7 @@ import signal
 import tempfile
 import time
 
-from ansible_collections.netfleet.calico.plugins.module_utils.sysctl import read_file
+from ansible_collections.netfleet.calico.plugins.module_utils.procs import read_file, read_pid
 
 _HEADER = re.compile(r"^Name\s+Proto\s+Table\s+State\s+Since\s+Info\s*$")
 # "name  Proto  Table  State  YYYY-MM-DD HH:MM:SS[.fff]  Info..." (timeformat protocol iso long)
@@ -138,12 +138,8 @@ def pid_alive(pidfile, must_contain=None):
     """Return the pid recorded in pidfile if that process exists (and, when
     must_contain is given, its command line contains that string); else None.
     A stale pid file (process gone or pid reused by another program) gives None."""
-    try:
-        with open(pidfile) as f:
-            pid = int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return None
-    if pid <= 0:
+    pid = read_pid(pidfile)
+    if pid is None:
         return None
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:

@@ -10,6 +10,7 @@ import os
 import tempfile
 
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute
+from ansible_collections.netfleet.calico.plugins.module_utils.procs import read_file
 
 # Where the running values live.
 SYSCTL_ROOT = iproute.PROC_SYS
@@ -58,14 +59,6 @@ def plan(items, root=None):
     if unreadable:
         raise ValueError('cannot read sysctl %s' % ', '.join(unreadable))
     return current, [name for name, value in items if current[name] != value]
-
-
-def read_file(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
 
 
 def write_file_atomic(atomic_move, path, content):

@@ -357,6 +357,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.netfleet.calico.plugins.module_utils.procs import read_pid
+
 NETNS_RUN_DIR = '/run/netns'
 GC_THRESH = '/proc/sys/net/ipv4/neigh/default/gc_thresh%d'
 IFNAMSIZ = 15
@@ -970,6 +972,17 @@ def _plan_routes(plan, st, wanted, gone):
             plan.created.append(f'route {st.name} {dst} via {via} dev {dev} proto {ROUTE_PROTO}')
 
 
+def _plan_drop_links(plan, ns, state, keep, doomed, fresh):
+    """Delete the links of namespace ``ns`` other than lo and ``keep`` (the router's and the management
+    namespace's legs); return the devices that are gone or about to be recreated (their routes go with them)."""
+    for name, link in sorted(state.links.items()):
+        if name != 'lo' and name not in keep and (ns, link['ifindex']) not in doomed:
+            plan.add(plan.pre, ns, f'link del {name}')
+            plan.removed.append(f'link {ns}/{name}')
+            doomed.add((ns, link['ifindex']))
+    return {dev for dev, link in state.links.items() if (ns, link['ifindex']) in doomed or (ns, dev) in fresh}
+
+
 def plan_present(spec, states, gc_now, state_dir_exists):
     plan = Plan()
     F, R = spec.fabric, spec.router
@@ -1079,12 +1092,7 @@ def plan_present(spec, states, gc_now, state_dir_exists):
         legs = {seg['router_port']: seg for seg in spec.segments.values() if seg['router']}
         if spec.spine:
             legs[spec.spine['router_port']] = spec.spine
-        for name, link in sorted(rtr.links.items()):
-            if name != 'lo' and name not in legs and (R, link['ifindex']) not in doomed:
-                plan.add(plan.pre, R, f'link del {name}')
-                plan.removed.append(f'link {R}/{name}')
-                doomed.add((R, link['ifindex']))
-        gone = {dev for dev, link in rtr.links.items() if (R, link['ifindex']) in doomed or (R, dev) in fresh}
+        gone = _plan_drop_links(plan, R, rtr, legs, doomed, fresh)
         wanted_routes = set(spec.router_routes)
         for route in rtr.routes:
             if route.get('protocol') != 'kernel' and route.get('dev') not in gone and not _owned_route(route):
@@ -1103,12 +1111,7 @@ def plan_present(spec, states, gc_now, state_dir_exists):
     if spec.mgmt:
         mst = st[M]
         legs = {leg['port']: leg for leg in spec.mgmt.values()}
-        for name, link in sorted(mst.links.items()):
-            if name != 'lo' and name not in legs and (M, link['ifindex']) not in doomed:
-                plan.add(plan.pre, M, f'link del {name}')
-                plan.removed.append(f'link {M}/{name}')
-                doomed.add((M, link['ifindex']))
-        gone = {dev for dev, link in mst.links.items() if (M, link['ifindex']) in doomed or (M, dev) in fresh}
+        gone = _plan_drop_links(plan, M, mst, legs, doomed, fresh)
         for route in mst.routes:
             if route.get('protocol') != 'kernel' and route.get('dev') not in gone:
                 plan.add(plan.post, M, f'route del {_route_selector(route)}')
@@ -1226,12 +1229,8 @@ def pidfile_processes(state_dir):
             if not fname.endswith('.pid'):
                 continue
             path = os.path.join(root, fname)
-            try:
-                with open(path) as f:
-                    pid = int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue
-            if pid <= 1 or pid == os.getpid() or any(p['pid'] == pid for p in found):
+            pid = read_pid(path)
+            if pid is None or pid == os.getpid() or any(p['pid'] == pid for p in found):
                 continue
             args = _cmdline(pid)
             if not args:

@@ -177,6 +177,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.netfleet.calico.plugins.module_utils.procs import read_file, read_pid
+
 NETNS_RUN_DIR = '/run/netns'
 PRIVSEP_DIR = '/run/sshd'
 PREFIX_RE = re.compile(r'^[A-Za-z0-9_]{1,16}$')
@@ -401,23 +403,6 @@ class System:
         time.sleep(seconds)
 
 
-def read_pid(pidfile):
-    try:
-        with open(pidfile) as f:
-            pid = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if pid > 1 else None
-
-
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def _mode(path):
     try:
         return os.stat(path).st_mode & 0o7777
@@ -498,7 +483,7 @@ class Lab:
     def key(self, path, comment, label):
         """An ed25519 key pair at path; returns (public key text or None in check mode, created)."""
         if os.path.exists(path) and os.path.exists(path + '.pub'):
-            return _read(path + '.pub').strip(), False
+            return read_file(path + '.pub', absent=OSError).strip(), False
         self.note('created', label)
         if self.check:
             return None, True
@@ -506,7 +491,7 @@ class Lab:
             if os.path.lexists(p):
                 os.unlink(p)
         self.sys.keygen_run(path, comment)
-        return _read(path + '.pub').strip(), True
+        return read_file(path + '.pub', absent=OSError).strip(), True
 
     def present(self):
         spec = self.spec
@@ -548,7 +533,7 @@ class Lab:
             self.note('updated', f'file {spec.known_hosts}')
         else:
             text = ''.join(line + '\n' for line in known)
-            old = _read(spec.known_hosts)
+            old = read_file(spec.known_hosts, absent=OSError)
             if old != text:
                 self.note('created' if old is None else 'updated', f'file {spec.known_hosts}')
                 if not self.check:
@@ -560,7 +545,7 @@ class Lab:
         self.directory(hostdir, 0o755)
         pid, proc = self.running(host['pidfile'], host['config'], host['netns'])
         listens = proc is not None and listening(proc[2], host['address'], host['port'])
-        old_config = _read(host['config'])
+        old_config = read_file(host['config'], absent=OSError)
         self.before[name] = {'address': f"{host['address']}:{host['port']}", 'running': bool(pid and listens),
                              'config': digest(old_config) if old_config is not None else None}
 
@@ -575,7 +560,7 @@ class Lab:
                 self.sys.check_config(host['config'])
         authorized = (client_pub + '\n') if client_pub else None
         keys_file = os.path.join(hostdir, 'authorized_keys')
-        if authorized is None or _read(keys_file) != authorized or _mode(keys_file) != 0o644:
+        if authorized is None or read_file(keys_file, absent=OSError) != authorized or _mode(keys_file) != 0o644:
             self.note('updated', f'authorized_keys {name}')
             if not self.check:
                 _write(keys_file, authorized, 0o644)
@@ -606,7 +591,7 @@ class Lab:
             if pid is not None and listening(proc[2], host['address'], host['port']):
                 return pid
             if time.monotonic() > deadline:
-                log = (_read(host['log']) or '').strip().splitlines()[-3:]
+                log = (read_file(host['log'], absent=OSError) or '').strip().splitlines()[-3:]
                 raise LabSshError(f"sshd of {host['name']} did not listen on {host['address']}:{host['port']} in "
                                   f"{host['netns']} within {self.module.params['start_timeout']} s"
                                   + (f" (sshd.log: {' | '.join(log)})" if log else ''))
