@@ -8,6 +8,10 @@ iptables. The guest's exit status comes back as vng's.
 
     python3 tests/lib/netfleet_vm.py prepare          # fetch + unpack the kernel (idempotent)
     python3 tests/lib/netfleet_vm.py run CMD ARGS...  # boot once, run CMD inside (after tests/vm/guest.sh)
+
+``Vm`` boots the same VM in the background with one port forward, 127.0.0.1:<free port> on this machine
+to the guest's port 22 (QEMU user networking with ``restrict=on``: the guest reaches nothing but that
+forward), so a controller on this machine can reach an sshd the guest script starts.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,13 +84,16 @@ def prepare():
     return vmlinuz, root
 
 
-def vng_command(vmlinuz, script, rwdirs=(), memory="1G", cpus=2, command_args=()):
+def vng_command(vmlinuz, script, rwdirs=(), memory="1G", cpus=2, command_args=(), ssh_port=None):
     vng = shutil.which("vng", path=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
     if vng is None:
         raise VmError("vng (virtme-ng) is not installed: run scripts/setup")
     argv = [vng, "--disable-kvm", "--force-9p", "--run", str(vmlinuz), "--memory", memory, "--cpus", str(cpus)]
     for d in rwdirs:
         argv += ["--rwdir", str(d)]
+    if ssh_port:  # the guest's first NIC; its script gives it 10.0.2.15/24 (QEMU user networking's guest address)
+        argv.append(f"--qemu-opts=-netdev user,id=nfssh,restrict=on,hostfwd=tcp:127.0.0.1:{int(ssh_port)}-:22 "
+                    "-device virtio-net-pci,netdev=nfssh")
     return argv + ["--exec", " ".join(shlex.quote(str(a)) for a in [script, *command_args])]
 
 
@@ -95,6 +104,85 @@ def boot(script, rwdirs=(), timeout=900, memory="1G", cpus=2, env=None, command_
     path = f"{VENV_BIN}:{os.environ.get('PATH', '')}"  # vng runs virtme-run from the venv
     return subprocess.run(argv, capture_output=True, check=False, text=True, timeout=timeout, cwd=REPO,
                           stdin=subprocess.DEVNULL, env=dict(os.environ, PATH=path, **(env or {})))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Vm:
+    """The VM booted in the background running ``script``; ``ssh`` reaches the guest once its sshd is up.
+
+    ``script`` must start an sshd on the guest's port 22 that accepts ``key`` (a private key file), print
+    ``ready_line`` and keep running until ``stop()`` creates ``stop_file`` (a path in an rwdir).
+    """
+
+    def __init__(self, script, key, known_hosts, stop_file, rwdirs=(), memory="1G", cpus=2, command_args=()):
+        self.script, self.key, self.known_hosts, self.stop_file = script, key, known_hosts, Path(stop_file)
+        self.rwdirs, self.memory, self.cpus, self.command_args = rwdirs, memory, cpus, command_args
+        self.port = free_port()
+        self.proc = None
+        self.last_probe = "not tried"
+        self.log = Path(stop_file).with_name("vm-console.log")
+
+    def ssh_argv(self):
+        return ["ssh", "-p", str(self.port), "-i", str(self.key), "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
+                "-o", "ControlMaster=no", "root@127.0.0.1"]
+
+    def start(self):
+        vmlinuz, _root = prepare()
+        argv = vng_command(vmlinuz, self.script, self.rwdirs, self.memory, self.cpus, self.command_args,
+                           ssh_port=self.port)
+        path = f"{VENV_BIN}:{os.environ.get('PATH', '')}"
+        self._out = self.log.open("w")
+        self.proc = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=REPO, env=dict(os.environ, PATH=path), start_new_session=True)
+        return self
+
+    def output(self):
+        if not self._out.closed:
+            self._out.flush()
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, ready_line, timeout):
+        """Wait until the guest printed ``ready_line`` and answers ssh; raise VmError with its output if not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise VmError(f"the VM exited (rc={self.proc.returncode}) before it was ready:\n"
+                              f"{self.output()[-5000:]}")
+            if ready_line in self.output():
+                probe = subprocess.run([*self.ssh_argv(), "true"], capture_output=True, check=False, text=True,
+                                       timeout=60)
+                if probe.returncode == 0:
+                    return
+                self.last_probe = probe.stderr.strip()
+            time.sleep(1)
+        raise VmError(f"the VM was not ready after {timeout} s (ssh: {self.last_probe}):\n{self.output()[-5000:]}")
+
+    def ssh(self, command, timeout=300, check=True):
+        proc = subprocess.run([*self.ssh_argv(), command], capture_output=True, check=False, text=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise VmError(f"in the VM: {command} failed (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                          f"{proc.stderr[-3000:]}")
+        return proc
+
+    def stop(self, timeout=120):
+        """Ask the guest script to finish (it stops its daemons) and wait for the VM; kill it if it hangs."""
+        if self.proc is None:
+            return None
+        self.stop_file.touch()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, 9)  # vng and its qemu: our own process group, nothing else
+            self.proc.wait()
+        self._out.close()
+        return self.proc.returncode
 
 
 if __name__ == "__main__":
