@@ -6,13 +6,18 @@ Two halves, both real:
    no ipip) in mode never -- twice, the second run ``changed=0``; BGP runs multihop through the router;
    same-segment workloads reach each other, cross-segment ones cannot (the router knows nothing of
    containers); no tun0, no cali-INPUT-ipip, workload MTU 1500.
-2. ``test_modes_in_vm``: Debian's kernel booted ONCE with virtme-ng (design §4). Ansible cannot run
-   there in time (Python is ~40x slower under software emulation), so the host plans and renders
-   everything with the collection's code and the VM applies it with native tools
-   (tests/lib/netfleet_ipip.py): always -> cross_subnet -> never -> always, asserting after each step
-   BIRD's routes against the plan (no stale tunnel route), the ping matrix, IP protocol 4 counted on
-   the router and per host; in always a 10 MB TCP transfer, ``ping -M do`` at the path MTU, one byte
-   more refused with an error, and IPIP from a non-fabric address dropped by cali-INPUT-ipip.
+2. ``test_modes_in_vm``: Debian's kernel booted ONCE with virtme-ng (design §4), in two phases:
+   a. every mode: a site.yml run takes 65-75 s there (Python is slow under software emulation), so
+      the host plans and renders everything with the collection's code and the VM applies it with
+      native tools (tests/lib/netfleet_ipip.py): always -> cross_subnet -> never -> always, asserting
+      after each step BIRD's routes against the plan (no stale tunnel route), the ping matrix, IP
+      protocol 4 counted on the router and per host; in always a 10 MB TCP transfer, ``ping -M do``
+      at the path MTU, one byte more refused with an error, and IPIP from a non-fabric address
+      dropped by cali-INPUT-ipip;
+   b. the real site.yml, from this machine over ssh into the VM (tests/lib/netfleet_ipip_site.py), on
+      a bare lab in mode cross_subnet, twice: the second run ``changed=0``; then tun0, the routes
+      (tunnel to the other segment, direct in the own one), cali-INPUT-ipip, the workloads' MTU, the
+      ping matrix and which packets the router saw encapsulated.
    A VM that cannot start fails the test; it is never skipped.
 """
 
@@ -22,10 +27,11 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 
 import pytest
-from netfleet_lab import REPO, Lab, ns_json, sh
+from netfleet_lab import RECAP, REPO, Lab, ns_json, sh
 
 from ansible_collections.netfleet.calico.plugins.module_utils import tunnel
 
@@ -114,92 +120,154 @@ def _expected_routes(facts, host, mode):
     return want
 
 
+def _check_step(d, facts, step, report, label="ipip vm"):
+    """Problems in one step's results folder (d) against the plan; and how many hosts the re-plan check ran on."""
+    mode = step.rstrip("2")
+    problems = []
+    checked_again = 0
+    for host in facts["hosts"]:
+        links = {link["ifname"]: link for link in json.loads(_read(d / f"links-{host}.json") or "[]")}
+        if mode == "never":
+            if "tun0" in links:
+                problems.append(f"{step}: {host} still has tun0")
+        else:
+            t = links.get("tun0")
+            if not t or t["linkinfo"]["info_kind"] != "ipip" or t["mtu"] != links["eth0"]["mtu"] - 20 \
+                    or t["linkinfo"]["info_data"].get("local") != facts["hosts"][host]["node_ip"]:
+                problems.append(f"{step}: {host} tun0 wrong: {t}")
+        got = {}
+        for r in json.loads(_read(d / f"routes-{host}.json") or "[]"):
+            if r.get("type", "unicast") == "unicast":
+                got[r["dst"]] = (r.get("gateway"), r.get("dev"))
+            else:
+                got[r["dst"]] = (None, None)
+            if r.get("dev") == "tun0" and "onlink" not in r.get("flags", []):
+                problems.append(f"{step}: {host} tunnel route without onlink: {r}")
+        want = _expected_routes(facts, host, mode)
+        if got != want:
+            problems.append(f"{step}: {host} BIRD routes {got} != plan {want}")
+        wl_link = _read(d / f"wl-link-{host}.json")  # the site.yml phase reads the workload's side too
+        if wl_link and json.loads(wl_link)[0]["mtu"] != (1500 if mode == "never" else links["eth0"]["mtu"] - 20):
+            problems.append(f"{step}: {host} workload MTU {json.loads(wl_link)[0]['mtu']} in mode {mode}")
+        chain = _read(d / f"filter-{host}.txt")
+        if (mode == "never") == ("cali-INPUT-ipip" in chain):
+            problems.append(f"{step}: {host} cali-INPUT-ipip {'left behind' if mode == 'never' else 'missing'}")
+        # A second converge changes nothing: calico_tunnel's own planning (module_utils.tunnel, what the
+        # module decides `changed` from) held against the VM kernel's real device and chain after the step.
+        ipip = facts["ipip"][step][host]
+        device = tunnel.describe(tunnel.find_link(list(links.values()), ipip["device"]))
+        again = tunnel.plan_device(device, ipip["device"], ipip["enabled"], facts["hosts"][host]["node_ip"],
+                                   links["eth0"]["mtu"] - tunnel.IPIP_OVERHEAD)
+        if again:
+            problems.append(f"{step}: {host} calico_tunnel would change the device again: {again}")
+        again = tunnel.plan_chain(chain, "cali-INPUT-ipip", ipip["enabled"], ipip["allow_from"])
+        if again is not None:
+            problems.append(f"{step}: {host} calico_tunnel would rewrite cali-INPUT-ipip again:\n{again}")
+        checked_again += 1
+    pings = [line.split() for line in _read(d / "pings.txt").splitlines()]
+    if len(pings) != 12:
+        problems.append(f"{step}: {len(pings)} pings recorded")
+    for src, dst, rc in pings:
+        should = not (mode == "never" and cross(src, dst))
+        if (rc == "0") != should:
+            problems.append(f"{step}: ping {src} -> {dst} rc={rc}, expected {'success' if should else 'failure'}")
+    router = _counters(_read(d / "router.txt"))
+    ipip = sum(v for k, v in router.items() if k.startswith("4 "))
+    plain = sum(v for k, v in router.items() if not k.startswith("4 "))
+    report(f"{label} {step}: router saw {ipip} IPIP packets, {plain} plain container packets")
+    if mode == "never" and ipip:
+        problems.append(f"{step}: router saw IPIP in mode never")
+    if mode != "never" and (not ipip or plain):
+        problems.append(f"{step}: router IPIP={ipip} plain={plain} (cross-segment must all be encapsulated)")
+    for host, h in facts["hosts"].items():
+        post = _counters(_read(d / f"post-{host}.txt"))
+        for other, o in facts["hosts"].items():
+            if other == host:
+                continue
+            n = post.get(f"4 0.0.0.0/0 {o['node_ip']}", 0)
+            should = mode == "always" or (mode == "cross_subnet" and cross(host, other))
+            if (n > 0) != should:
+                problems.append(f"{step}: {host} -> {other}: {n} encapsulated packets, expected "
+                                f"{'some' if should else 'none'}")
+        del h
+    return problems, checked_again
+
+
+def _site_phase(vm, site, report):
+    """Phase b: site.yml twice in mode cross_subnet from this machine, over ssh into the VM; problems found."""
+    from netfleet_ipip_site import PREFIX
+
+    env = dict(os.environ, NETFLEET_LAB_PREFIX=PREFIX, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0", PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
+    argv = [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(INVENTORY), "-i", str(site["inventory"]),
+            str(REPO / "site.yml"), "-e", "calico_ipip_mode=cross_subnet"]
+    problems, recaps = [], []
+    for run in ("first", "second"):
+        start = time.monotonic()
+        proc = subprocess.run(argv, capture_output=True, check=False, text=True, env=env, cwd=REPO, timeout=400)
+        report(f"ipip vm site.yml (cross_subnet, over ssh into the VM) {run} run: {time.monotonic() - start:.0f} s, "
+               f"rc={proc.returncode}")
+        assert proc.returncode == 0, \
+            f"site.yml in the VM failed ({run} run):\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+        recap = {m["host"]: int(m["changed"]) for m in map(RECAP.match, proc.stdout.splitlines()) if m}
+        assert set(site["facts"]["hosts"]) <= set(recap), f"no recap for every host:\n{proc.stdout[-3000:]}"
+        recaps.append(recap)
+    if not any(recaps[0].values()):
+        problems.append(f"site.yml's first run on the bare VM lab changed nothing: {recaps[0]}")
+    changed = {h: n for h, n in recaps[1].items() if n}
+    if changed:
+        problems.append(f"site.yml's second run in the VM changed {changed}:\n{proc.stdout[-4000:]}")
+    report(f"ipip vm site.yml: first run changed {sum(recaps[0].values())} tasks, second run {sum(recaps[1].values())}")
+    vm.ssh(f"bash {site['measure']['cross_subnet']}", timeout=180)
+    return problems
+
+
 def test_modes_in_vm(report):
     from netfleet_ipip import STEPS, build
-    from netfleet_vm import boot
+    from netfleet_ipip_site import build as build_site
+    from netfleet_ipip_site import close_ssh_masters
+    from netfleet_vm import Vm, VmError
 
     work = REPO / ".lab" / f"ipip-vm-{os.environ.get('NETFLEET_LAB_PREFIX', 't')}"
     shutil.rmtree(work, ignore_errors=True)
-    script, facts = build(work)
+    work.mkdir(parents=True)
+    vm = Vm(REPO / "tests" / "vm" / "guest.sh", work / "site" / "id", work / "site" / "known_hosts",
+            work / "site" / "stop", rwdirs=[work])
+    site = build_site(work / "site", vm.port)
+    script, facts = build(work, then=site["script"])
+    vm.command_args = [str(script)]
     start = time.monotonic()
-    proc = boot(REPO / "tests" / "vm" / "guest.sh", rwdirs=[work], timeout=VM_HARD_LIMIT + 60,
-                command_args=[str(script)])
+    problems = []
+    vm.start()
+    try:
+        try:
+            vm.wait_ready("guest: ready", VM_HARD_LIMIT)
+        except VmError as exc:
+            out = vm.output()
+            assert "guest: kernel" in out, f"the VM did not start or lacks ipip:\n{out[-5000:]}"
+            raise AssertionError(f"guest script failed: {exc}") from None
+        walked = time.monotonic() - start
+        problems += _site_phase(vm, site, report)
+    finally:
+        close_ssh_masters(work / "site")
+        rc = vm.stop()
     elapsed = time.monotonic() - start
-    out = proc.stdout + proc.stderr
-    report(f"ipip vm: boot + scenario {elapsed:.0f} s (vng rc={proc.returncode})")
+    out = vm.output()
+    report(f"ipip vm: boot + native walk {walked:.0f} s, site.yml phase {elapsed - walked:.0f} s, "
+           f"{elapsed:.0f} s in all (vng rc={rc})")
     for line in out.splitlines():
         if line.startswith("guest: "):
             report(f"ipip vm {line}")
-    assert "guest: kernel" in out, f"the VM did not start or lacks ipip (vng rc={proc.returncode}):\n{out[-5000:]}"
-    assert "guest: done" in out and proc.returncode == 0, f"guest script failed (rc={proc.returncode}):\n{out[-8000:]}"
+    assert "guest: done" in out and rc == 0, f"guest script failed (rc={rc}):\n{out[-8000:]}"
+    found, _n = _check_step(work / "site" / "results" / "cross_subnet", site["facts"], "cross_subnet", report,
+                            label="ipip vm site.yml")
+    problems += found
     res = work / "results"
-    problems = []
     checked_again = 0
     for step in STEPS:
-        mode = step.rstrip("2")
-        d = res / step
-        for host in facts["hosts"]:
-            links = {link["ifname"]: link for link in json.loads(_read(d / f"links-{host}.json") or "[]")}
-            if mode == "never":
-                if "tun0" in links:
-                    problems.append(f"{step}: {host} still has tun0")
-            else:
-                t = links.get("tun0")
-                if not t or t["linkinfo"]["info_kind"] != "ipip" or t["mtu"] != links["eth0"]["mtu"] - 20 \
-                        or t["linkinfo"]["info_data"].get("local") != facts["hosts"][host]["node_ip"]:
-                    problems.append(f"{step}: {host} tun0 wrong: {t}")
-            got = {}
-            for r in json.loads(_read(d / f"routes-{host}.json") or "[]"):
-                if r.get("type", "unicast") == "unicast":
-                    got[r["dst"]] = (r.get("gateway"), r.get("dev"))
-                else:
-                    got[r["dst"]] = (None, None)
-                if r.get("dev") == "tun0" and "onlink" not in r.get("flags", []):
-                    problems.append(f"{step}: {host} tunnel route without onlink: {r}")
-            want = _expected_routes(facts, host, mode)
-            if got != want:
-                problems.append(f"{step}: {host} BIRD routes {got} != plan {want}")
-            chain = _read(d / f"filter-{host}.txt")
-            if (mode == "never") == ("cali-INPUT-ipip" in chain):
-                problems.append(f"{step}: {host} cali-INPUT-ipip {'left behind' if mode == 'never' else 'missing'}")
-            # A second converge changes nothing: calico_tunnel's own planning (module_utils.tunnel, what the
-            # module decides `changed` from) held against the VM kernel's real device and chain after the step.
-            ipip = facts["ipip"][step][host]
-            device = tunnel.describe(tunnel.find_link(list(links.values()), ipip["device"]))
-            again = tunnel.plan_device(device, ipip["device"], ipip["enabled"], facts["hosts"][host]["node_ip"],
-                                       links["eth0"]["mtu"] - tunnel.IPIP_OVERHEAD)
-            if again:
-                problems.append(f"{step}: {host} calico_tunnel would change the device again: {again}")
-            again = tunnel.plan_chain(chain, "cali-INPUT-ipip", ipip["enabled"], ipip["allow_from"])
-            if again is not None:
-                problems.append(f"{step}: {host} calico_tunnel would rewrite cali-INPUT-ipip again:\n{again}")
-            checked_again += 1
-        pings = [line.split() for line in _read(d / "pings.txt").splitlines()]
-        if len(pings) != 12:
-            problems.append(f"{step}: {len(pings)} pings recorded")
-        for src, dst, rc in pings:
-            should = not (mode == "never" and cross(src, dst))
-            if (rc == "0") != should:
-                problems.append(f"{step}: ping {src} -> {dst} rc={rc}, expected {'success' if should else 'failure'}")
-        router = _counters(_read(d / "router.txt"))
-        ipip = sum(v for k, v in router.items() if k.startswith("4 "))
-        plain = sum(v for k, v in router.items() if not k.startswith("4 "))
-        report(f"ipip vm {step}: router saw {ipip} IPIP packets, {plain} plain container packets")
-        if mode == "never" and ipip:
-            problems.append(f"{step}: router saw IPIP in mode never")
-        if mode != "never" and (not ipip or plain):
-            problems.append(f"{step}: router IPIP={ipip} plain={plain} (cross-segment must all be encapsulated)")
-        for host, h in facts["hosts"].items():
-            post = _counters(_read(d / f"post-{host}.txt"))
-            for other, o in facts["hosts"].items():
-                if other == host:
-                    continue
-                n = post.get(f"4 0.0.0.0/0 {o['node_ip']}", 0)
-                should = mode == "always" or (mode == "cross_subnet" and cross(host, other))
-                if (n > 0) != should:
-                    problems.append(f"{step}: {host} -> {other}: {n} encapsulated packets, expected "
-                                    f"{'some' if should else 'none'}")
-            del h
+        found, n = _check_step(res / step, facts, step, report)
+        problems += found
+        checked_again += n
     a = res / "always"
     ok = _read(a / "pmtu-ok.txt")
     big = _read(a / "pmtu-big.txt")

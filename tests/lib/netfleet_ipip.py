@@ -57,8 +57,12 @@ def render_bird(fab, host, state_dir):
         calico_node_bgp_ttl_security=True)
 
 
-def build(workdir):
-    """Write the guest script and its files into ``workdir``; return (script path, facts for the assertions)."""
+def build(workdir, then=None):
+    """Write the guest script and its files into ``workdir``; return (script path, facts for the assertions).
+
+    ``then``: a guest script to ``exec`` once the walk is done and its BIRDs are stopped (netfleet_ipip_site's
+    phase, in the same boot); without it the guest exits.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     results = workdir / "results"
@@ -204,7 +208,8 @@ def build(workdir):
                 "nx $P-host-a iptables -L cali-INPUT-ipip -v -x -n > $R/$S/chain-after.txt",
                 "ipn $P-router link del x0",
             ]
-    lines += ["mark done", "for f in /run/nf$P/*/bird.pid; do kill $(cat $f) 2>/dev/null; done", "exit 0"]
+    lines += ["mark done", "for f in /run/nf$P/*/bird.pid; do kill $(cat $f) 2>/dev/null; done",
+              f"exec {shlex.quote(str(then))}" if then else "exit 0"]
     script = workdir / "guest-ipip.sh"
     script.write_text("\n".join(lines) + "\n")
     script.chmod(0o755)

@@ -3,8 +3,8 @@
 # shared read-only): make the booted kernel's modules loadable (they were
 # unpacked into the repository's .lab/vm-kernel, which the guest sees), check
 # the kernel has IPIP, then run the given command (a script generated on the
-# host, or bench/dataplane.py --guest). No Python runs here unless asked:
-# under software emulation it is ~40x slower than on the host.
+# host, or bench/dataplane.py --guest). Python is slow here (software emulation:
+# ~7x on a tight loop, 20-30x on startup and imports).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KROOT="$PWD/.lab/vm-kernel/linux-image-$(uname -r)"

@@ -1,0 +1,204 @@
+"""The IPIP VM's second phase: the real site.yml, run from this machine over ssh, on the VM's kernel.
+
+The first phase (netfleet_ipip) walks every mode with the collection's plans applied by native tools,
+because Python, and so Ansible, is slow under software emulation: a site.yml run on these four hosts
+takes about 65-75 s in the VM (three module runs per host at 7-13 s of emulated CPU each; tried:
+bytecode caching of the zipped module_utils, stored instead of deflated payloads, Python's startup
+outside 9p, none more than 10 %). This phase therefore runs site.yml in one mode, ``cross_subnet``
+(both kinds of peers: tunnel and direct), twice: the first converges the bare lab, the second must
+report ``changed=0``. ``build`` writes into a work folder the guest may write (``--rwdir``):
+
+- ``guest-site.sh``, the guest's script: the QEMU user-networking NIC at 10.0.2.15 (the one port
+  forward of ``netfleet_vm.Vm``) and an sshd on it, then a bare lab of inventories/lab-ipip as
+  lab_fabric builds it (a fabric namespace with a bridge per segment, a plain router namespace, hosts
+  with eth0, their address and a default route) plus IP-protocol-4 counters; it prints ``guest:
+  ready`` and keeps the lab until the host creates ``stop``;
+- ``inventory.yml``, layered over inventories/lab-ipip: every host reached with the standard ``ssh``
+  connection as root at 127.0.0.1:<port>, its shell entering the host's network namespace
+  (``ns-<host>``: ``nsenter --net``, the mount namespace kept so workload namespaces that a task adds
+  are visible to every later task), Debian's ``/usr/bin/python3`` as interpreter;
+- ``measure-cross_subnet.sh``: routes, devices, chains and BGP per host, the ping matrix, counters.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+from ansible.inventory.manager import InventoryManager
+from ansible.parsing.dataloader import DataLoader
+from ansible.vars.hostvars import HostVars
+from ansible.vars.manager import VariableManager
+
+from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
+
+REPO = Path(__file__).resolve().parents[2]
+INVENTORY = REPO / "inventories" / "lab-ipip"
+STEPS = ("cross_subnet",)
+PREFIX = "va"  # namespace prefix inside the VM (the VM is this run's own: no other run shares it)
+GUEST_IP = "10.0.2.15"  # QEMU user networking's guest address, where hostfwd delivers
+
+
+def plan(mode):
+    loader = DataLoader()
+    inventory = InventoryManager(loader=loader, sources=[str(INVENTORY)])
+    inventory.groups["all"].set_variable("calico_ipip_mode", mode)
+    hostvars = HostVars(inventory, VariableManager(loader=loader, inventory=inventory), loader)
+    return fabric(hostvars, inventory.get_groups_dict()), hostvars
+
+
+def close_ssh_masters(workdir):
+    """End the controller's ssh master connections (ControlPersist, sockets in ``workdir``) into the VM."""
+    for sock in Path(workdir).glob("cp-*"):
+        subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "netfleet-vm"], capture_output=True,
+                       check=False, timeout=30)
+
+
+def _keypair(path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "netfleet-ipip-vm", "-f", str(path)],
+                   check=True, capture_output=True)
+    return Path(f"{path}.pub").read_text().strip()
+
+
+def _script(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o755)
+    return path
+
+
+def build(workdir, port):
+    """Write the guest script, the inventory and the measure scripts into ``workdir``.
+
+    Returns a dict: ``script`` (the guest's), ``inventory``, ``key``, ``known_hosts``, ``stop`` (the file
+    that ends the guest), ``measure`` (step -> script) and ``facts`` (the plan, for the assertions).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = workdir / "results"
+    results.mkdir(exist_ok=True)
+    fabs = {}
+    for step in STEPS:
+        fabs[step], hostvars = plan(step.rstrip("2"))
+    fab0 = fabs[STEPS[0]]
+    hosts = sorted(fab0["hosts"])
+    segment = {h: str(hostvars[h]["lab_segment"]) for h in hosts}
+    seg_names = sorted(set(segment.values()))
+    facts = {"hosts": {}, "steps": list(STEPS),
+             "ipip": {step: {h: fabs[step]["hosts"][h]["ipip"] for h in hosts} for step in STEPS}}
+
+    # ssh: a client key and a host key made for this run; known_hosts pins the guest's
+    client_pub = _keypair(workdir / "id")
+    host_pub = _keypair(workdir / "host_key")
+    (workdir / "authorized_keys").write_text(client_pub + "\n")
+    (workdir / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub}\n")
+    (workdir / "sshd_config").write_text("\n".join([
+        f"ListenAddress {GUEST_IP}:22", f"HostKey {workdir}/host_key", "PidFile /run/netfleet-vm-sshd.pid",
+        f"AuthorizedKeysFile {workdir}/authorized_keys", "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
+        "UseDNS no", "MaxSessions 64", "MaxStartups 64:30:128", "Subsystem sftp internal-sftp",
+        "LogLevel INFO", ""]))
+
+    # the lab, as lab_fabric builds it (one `ip -batch` per namespace: every process start is slow here)
+    root = [f"netns add {PREFIX}-fabric", f"netns add {PREFIX}-router"]
+    per_ns = {f"{PREFIX}-fabric": [], f"{PREFIX}-router": []}
+    mangle = {f"{PREFIX}-router": ["-A FORWARD -p 4", "-A FORWARD -s 172.17.0.0/16", "-A FORWARD -d 172.17.0.0/16"]}
+    for i, cidr in enumerate(seg_names):
+        gw = cidr.rsplit(".", 1)[0] + ".1"
+        plen = cidr.split("/")[1]
+        root.append(f"link add gw{i} netns {PREFIX}-router type veth peer name rt{i} netns {PREFIX}-fabric")
+        per_ns[f"{PREFIX}-fabric"] += [f"link add br{i} type bridge", f"link set br{i} up",
+                                       f"link set rt{i} master br{i} up"]
+        per_ns[f"{PREFIX}-router"] += [f"addr add {gw}/{plen} dev gw{i}", f"link set gw{i} up"]
+    inventory_hosts = {}
+    for n, host in enumerate(hosts):
+        hp = fab0["hosts"][host]
+        i = seg_names.index(segment[host])
+        gw = segment[host].rsplit(".", 1)[0] + ".1"
+        plen = segment[host].split("/")[1]
+        wl = hp["workloads"][0]
+        ns = f"{PREFIX}-{host}"
+        facts["hosts"][host] = {"segment": segment[host], "node_ip": hp["node_ip"], "block": hp["block"],
+                                "workload": wl["name"], "wl_ip": wl["ip"], "ifname": wl["ifname"],
+                                "wl_netns": f"{PREFIX}-{host}-{wl['name']}"}
+        root += [f"netns add {ns}", f"link add h{n} netns {PREFIX}-fabric type veth peer name eth0 netns {ns}"]
+        per_ns[f"{PREFIX}-fabric"].append(f"link set h{n} master br{i} up")
+        per_ns[ns] = ["link set lo up", f"addr add {hp['node_ip']}/{plen} dev eth0", "link set eth0 up",
+                      f"route add default via {gw}"]
+        mangle[ns] = [f"-A POSTROUTING -p 4 -d {fab0['hosts'][o]['node_ip']}" for o in hosts if o != host]
+        # the host's shell: its network namespace, the VM's mount namespace (a workload namespace that a task
+        # adds with `ip netns add` stays visible to later tasks; no task reads /sys)
+        wrapper = _script(workdir / f"ns-{host}", [
+            "#!/bin/sh", f'exec /usr/bin/nsenter --net=/run/netns/{ns} -- /bin/sh "$@"'])
+        inventory_hosts[host] = {
+            "ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": port, "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(workdir / "id"),
+            "ansible_ssh_args": f"-o ControlMaster=auto -o ControlPersist=300s -o ControlPath={workdir}/cp-%C",
+            "ansible_ssh_common_args": f"-o UserKnownHostsFile={workdir}/known_hosts -o StrictHostKeyChecking=yes",
+            "ansible_shell_executable": str(wrapper), "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_remote_tmp": "/tmp/.ansible-tmp"}
+    inventory = workdir / "inventory.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": inventory_hosts}}, indent=1) + "\n")
+
+    stop = workdir / "stop"
+    lines = ["#!/bin/bash", "set -u", f"W={shlex.quote(str(workdir))}", f"P={PREFIX}",
+             'mark() { echo "guest: $1 at ${SECONDS}s"; }',
+             # the controller's way in: the user-networking NIC (guest.sh made the module loader)
+             "/tmp/netfleet-modprobe virtio_net || { echo 'guest: modprobe virtio_net failed'; exit 92; }",
+             "for t in $(seq 1 50); do nic=$(ls /sys/class/net | grep -v '^lo$' | head -n 1); [ -n \"$nic\" ] && break;"
+             " sleep 0.2; done",
+             "[ -n \"$nic\" ] || { echo 'guest: no NIC for the ssh forward'; exit 93; }",
+             f'ip addr add {GUEST_IP}/24 dev "$nic" && ip link set "$nic" up',
+             # sshd without PAM refuses a "locked" account, and root's password field here is `*`: the VM sees
+             # a copy of /etc/shadow (bind-mounted in the guest only) whose field no password matches
+             "sed 's/^root:[*!][^:]*:/root:no-password-login:/' /etc/shadow > /run/netfleet-vm-shadow",
+             "chmod 0640 /run/netfleet-vm-shadow && mount --bind /run/netfleet-vm-shadow /etc/shadow",
+             "mkdir -p /run/sshd && /usr/sbin/sshd -f $W/sshd_config -E $W/sshd.log "
+             "|| { echo 'guest: sshd did not start'; cat $W/sshd.log; exit 94; }",
+             "mark 'building the lab'",
+             "ip -batch - <<'EOF'", *root, "EOF"]
+    for ns, cmds in per_ns.items():
+        lines += [f"ip -n {ns} -batch - <<'EOF'", *cmds, "EOF"]
+    lines.append(f"ip netns exec {PREFIX}-router bash -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'")
+    for ns, rules in mangle.items():
+        lines += [f"ip netns exec {ns} iptables-restore --noflush <<'EOF'", "*mangle", *rules, "COMMIT", "EOF"]
+    lines += ["mark ready", f"while [ ! -e {shlex.quote(str(stop))} ]; do sleep 1; done",
+              # BIRD was started by site.yml with pid files in the lab's state directory; sshd by its own
+              f"for f in /run/netfleet/{PREFIX}/*/bird.pid /run/netfleet-vm-sshd.pid; do",
+              '  [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done',
+              "mark done", "exit 0"]
+    script = _script(workdir / "guest-site.sh", lines)
+
+    measure = {}
+    for step in STEPS:
+        d = f"{results}/{step}"
+        m = ["#!/bin/bash", "set -u", f"P={PREFIX}", f"R={shlex.quote(d)}", "mkdir -p $R",
+             'ipn() { ip -n "$1" "${@:2}"; }', 'nx() { ip netns exec "$@"; }',
+             # every host has every remote block from BIRD (reachable or not) before the dumps
+             "for t in $(seq 1 40); do ok=1",
+             *[f"  [ $(ipn $P-{h} -4 route show proto bird | wc -l) -ge {len(hosts) - 1} ] || ok=0" for h in hosts],
+             "  [ $ok = 1 ] && break; sleep 1; done"]
+        for h in hosts:
+            ctl = f"/run/netfleet/{PREFIX}/{h}/bird.ctl"
+            wl = facts["hosts"][h]
+            m += [f"ipn $P-{h} -j -d link show > $R/links-{h}.json",
+                  f"ipn $P-{h} -j route show proto bird > $R/routes-{h}.json",
+                  f"nx $P-{h} iptables-save -t filter > $R/filter-{h}.txt",
+                  f"ipn {wl['wl_netns']} -j link show dev eth0 > $R/wl-link-{h}.json",
+                  f"nx $P-{h} birdc -s {ctl} show protocols all > $R/bgp-{h}.txt"]
+        spaces = " ".join(f"$P-{h}" for h in hosts)
+        m.append(f"for ns in $P-router {spaces}; do nx $ns iptables -t mangle -Z; done")
+        for src in hosts:
+            for dst in hosts:
+                if src != dst:
+                    s_, d_ = facts["hosts"][src], facts["hosts"][dst]
+                    m.append(f"( nx {s_['wl_netns']} ping -n -c 3 -i 0.2 -W 2 {d_['wl_ip']} >/dev/null 2>&1; "
+                             f"echo \"{src} {dst} $?\" >> $R/pings.txt ) &")
+        m += ["wait", "nx $P-router iptables -t mangle -L FORWARD -v -x -n > $R/router.txt"]
+        m += [f"nx $P-{h} iptables -t mangle -L POSTROUTING -v -x -n > $R/post-{h}.txt" for h in hosts]
+        m.append("exit 0")
+        measure[step] = _script(workdir / f"measure-{step}.sh", m)
+    (workdir / "facts.json").write_text(json.dumps(facts, indent=1))
+    return {"script": script, "inventory": inventory, "key": workdir / "id", "known_hosts": workdir / "known_hosts",
+            "stop": stop, "measure": measure, "facts": facts}
