@@ -57,81 +57,107 @@ def render_bird(fab, host, state_dir):
         calico_node_bgp_ttl_security=True)
 
 
+def prepare_steps(workdir, steps):
+    """``workdir`` with its ``results`` folder made, and the fabric plan per step (``always2`` plans ``always``)."""
+    workdir = Path(workdir)
+    (workdir / "results").mkdir(parents=True, exist_ok=True)
+    fabs, hostvars = {}, None
+    for step in steps:
+        fabs[step], hostvars = plan(step.rstrip("2"))
+    return workdir, workdir / "results", fabs, hostvars
+
+
+def bare_lab(fab, hostvars, prefix):
+    """The lab as lab_fabric builds it, before site.yml: ``ip`` commands for the root (``root``) and per namespace
+    (``per_ns``): a fabric namespace with a bridge per segment, a plain router namespace with the segments'
+    gateways, hosts with eth0, their address and a default route; plus IP-protocol-4 counters (``mangle``) on the
+    router (IPIP vs plain container packets forwarded) and per host (IPIP sent to each peer)."""
+    hosts = sorted(fab["hosts"])
+    segment = {h: str(hostvars[h]["lab_segment"]) for h in hosts}
+    seg_names = sorted(set(segment.values()))
+    fabric_ns, router = f"{prefix}-fabric", f"{prefix}-router"
+    root = [f"netns add {fabric_ns}", f"netns add {router}"]
+    per_ns = {fabric_ns: [], router: []}
+    mangle = {router: ["-A FORWARD -p 4", "-A FORWARD -s 172.17.0.0/16", "-A FORWARD -d 172.17.0.0/16"]}
+    for i, cidr in enumerate(seg_names):
+        root.append(f"link add gw{i} netns {router} type veth peer name rt{i} netns {fabric_ns}")
+        per_ns[fabric_ns] += [f"link add br{i} type bridge", f"link set br{i} up", f"link set rt{i} master br{i} up"]
+        per_ns[router] += [f"addr add {cidr.rsplit('.', 1)[0]}.1/{cidr.split('/')[1]} dev gw{i}", f"link set gw{i} up"]
+    for n, host in enumerate(hosts):
+        cidr, ns = segment[host], f"{prefix}-{host}"
+        root += [f"netns add {ns}", f"link add h{n} netns {fabric_ns} type veth peer name eth0 netns {ns}"]
+        per_ns[fabric_ns].append(f"link set h{n} master br{seg_names.index(cidr)} up")
+        per_ns[ns] = ["link set lo up", f"addr add {fab['hosts'][host]['node_ip']}/{cidr.split('/')[1]} dev eth0",
+                      "link set eth0 up", f"route add default via {cidr.rsplit('.', 1)[0]}.1"]
+        mangle[ns] = [f"-A POSTROUTING -p 4 -d {fab['hosts'][o]['node_ip']}" for o in hosts if o != host]
+    return {"hosts": hosts, "segment": segment, "root": root, "per_ns": per_ns, "mangle": mangle}
+
+
+def lab_lines(lab):
+    """Shell lines building ``lab`` (bare_lab's, maybe extended): one ``ip -batch`` per namespace, counters."""
+    lines = ["ip -batch - <<'EOF'", *lab["root"], "EOF"]
+    for ns, cmds in lab["per_ns"].items():
+        lines += [f"ip -n {ns} -batch - <<'EOF'", *cmds, "EOF"]
+    for ns, rules in lab["mangle"].items():
+        lines += [f"ip netns exec {ns} iptables-restore --noflush <<'EOF'", "*mangle", *rules, "COMMIT", "EOF"]
+    return lines
+
+
+def traffic_lines(hosts, out, ping_args):
+    """Shell lines: zero the counters, every workload pings every other (in parallel; ``src dst rc`` lines in
+    ``out``/pings.txt), then the router's and each host's IP-protocol-4 counters into ``out``. ``hosts``: host ->
+    facts with ``workload`` and ``wl_ip``; ``$P``, ``nx`` as in the scripts."""
+    lines = ["for ns in $P-router " + " ".join(f"$P-{h}" for h in hosts) + "; do nx $ns iptables -t mangle -Z; done"]
+    for src in hosts:
+        for dst in hosts:
+            if src != dst:
+                lines.append(f"( nx $P-{src}-{hosts[src]['workload']} ping -n {ping_args} -W 2 {hosts[dst]['wl_ip']} "
+                             f">/dev/null 2>&1; echo \"{src} {dst} $?\" >> {out}/pings.txt ) &")
+    lines += ["wait", f"nx $P-router iptables -t mangle -L FORWARD -v -x -n > {out}/router.txt"]
+    return lines + [f"nx $P-{h} iptables -t mangle -L POSTROUTING -v -x -n > {out}/post-{h}.txt" for h in hosts]
+
+
 def build(workdir, then=None):
     """Write the guest script and its files into ``workdir``; return (script path, facts for the assertions).
 
     ``then``: a guest script to ``exec`` once the walk is done and its BIRDs are stopped (netfleet_ipip_site's
     phase, in the same boot); without it the guest exits.
     """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    results = workdir / "results"
-    results.mkdir(exist_ok=True)
-    fabs = {}
-    for step in STEPS:
-        mode = step.rstrip("2")
-        fab, hostvars = plan(mode)
-        fabs[step] = fab
+    workdir, results, fabs, hostvars = prepare_steps(workdir, STEPS)
     fab0 = fabs["always"]
-    hosts = sorted(fab0["hosts"])
-    segment = {h: str(hostvars[h]["lab_segment"]) for h in hosts}
-    seg_names = sorted(set(segment.values()))
+    lab = bare_lab(fab0, hostvars, PREFIX)
+    hosts, root, per_ns = lab["hosts"], lab["root"], lab["per_ns"]
     facts = {"hosts": {}, "steps": list(STEPS)}
     # Every process start costs ~0.3 s in the emulated guest: one `ip -batch` per namespace, one
     # iptables-restore per namespace, sysctls written by the shell, pings in parallel.
-    root = [f"netns add {PREFIX}-fabric", f"netns add {PREFIX}-router"]
-    per_ns = {f"{PREFIX}-fabric": [], f"{PREFIX}-router": []}
     sysctls = {f"{PREFIX}-router": ["net/ipv4/ip_forward"]}
-    mangle = {f"{PREFIX}-router": ["-A FORWARD -p 4", "-A FORWARD -s 172.17.0.0/16", "-A FORWARD -d 172.17.0.0/16"]}
-    for i, cidr in enumerate(seg_names):
-        gw = cidr.rsplit(".", 1)[0] + ".1"
-        plen = cidr.split("/")[1]
-        root.append(f"link add gw{i} netns {PREFIX}-router type veth peer name rt{i} netns {PREFIX}-fabric")
-        per_ns[f"{PREFIX}-fabric"] += [f"link add br{i} type bridge", f"link set br{i} up",
-                                       f"link set rt{i} master br{i} up"]
-        per_ns[f"{PREFIX}-router"] += [f"addr add {gw}/{plen} dev gw{i}", f"link set gw{i} up"]
     mkdirs = []
-    for n, host in enumerate(hosts):
+    for host in hosts:
         hp = fab0["hosts"][host]
-        i = seg_names.index(segment[host])
-        cidr = segment[host]
-        gw = cidr.rsplit(".", 1)[0] + ".1"
-        plen = cidr.split("/")[1]
         wl = hp["workloads"][0]
         ns, wns, state = f"{PREFIX}-{host}", f"{PREFIX}-{host}-{wl['name']}", f"/run/nf{PREFIX}/{host}"
-        facts["hosts"][host] = {"segment": cidr, "node_ip": hp["node_ip"], "block": hp["block"],
+        facts["hosts"][host] = {"segment": lab["segment"][host], "node_ip": hp["node_ip"], "block": hp["block"],
                                 "workload": wl["name"], "wl_ip": wl["ip"], "ifname": wl["ifname"]}
         mkdirs.append(state)
-        root += [f"netns add {ns}", f"netns add {wns}"]
-        root.append(f"link add h{n} netns {PREFIX}-fabric type veth peer name eth0 netns {ns}")
         # the workload, as calico_workloads makes it
-        root.append(f"link add {wl['ifname']} netns {ns} address ee:ee:ee:ee:ee:ee type veth peer name eth0 "
-                    f"netns {wns}")
-        per_ns[f"{PREFIX}-fabric"].append(f"link set h{n} master br{i} up")
-        per_ns[ns] = ["link set lo up", f"addr add {hp['node_ip']}/{plen} dev eth0", "link set eth0 up",
-                      f"route add default via {gw}", f"link set {wl['ifname']} up",
-                      f"route add {wl['ip']}/32 dev {wl['ifname']} proto 80 scope link",
-                      f"route add blackhole {hp['block']} proto 80"]
+        root += [f"netns add {wns}", f"link add {wl['ifname']} netns {ns} address ee:ee:ee:ee:ee:ee type veth "
+                 f"peer name eth0 netns {wns}"]
+        per_ns[ns] += [f"link set {wl['ifname']} up", f"route add {wl['ip']}/32 dev {wl['ifname']} proto 80 scope link",
+                       f"route add blackhole {hp['block']} proto 80"]
         per_ns[wns] = ["link set lo up", f"addr add {wl['ip']}/32 dev eth0", "link set eth0 up",
                        "route add 169.254.1.1 dev eth0 scope link", "route add default via 169.254.1.1"]
         sysctls[ns] = ["net/ipv4/ip_forward", f"net/ipv4/conf/{wl['ifname']}/proxy_arp",
                        f"net/ipv4/conf/{wl['ifname']}/forwarding"]
-        mangle[ns] = [f"-A POSTROUTING -p 4 -d {fab0['hosts'][o]['node_ip']}" for o in hosts if o != host]
     lines = ["#!/bin/bash", "set -u", f"R={shlex.quote(str(results))}", f"W={shlex.quote(str(workdir))}",
              f"P={PREFIX}", 'ipn() { ip -n "$1" "${@:2}"; }', 'nx() { ip netns exec "$@"; }',
              'mark() { echo "guest: $1 at ${SECONDS}s"; }', "mark 'building the lab'",
-             "mkdir -p " + " ".join(mkdirs),
-             "ip -batch - <<'EOF'", *root, "EOF"]
-    for ns, cmds in per_ns.items():
-        lines += [f"ip -n {ns} -batch - <<'EOF'", *cmds, "EOF"]
+             "mkdir -p " + " ".join(mkdirs), *lab_lines(lab)]
     for ns, keys in sysctls.items():
         writes = "; ".join(f"echo 1 > /proc/sys/{k}" for k in keys)
         if ns != f"{PREFIX}-router":
             ifname = keys[1].split("/")[3]
             writes += f"; echo 0 > /proc/sys/net/ipv4/neigh/{ifname}/proxy_delay"
         lines.append(f"nx {ns} bash -c '{writes}'")
-    for ns, rules in mangle.items():
-        lines += [f"nx {ns} iptables-restore --noflush <<'EOF'", "*mangle", *rules, "COMMIT", "EOF"]
     current = {h: False for h in hosts}  # tunnel present?
     chain_state = {h: "" for h in hosts}
     for step in STEPS:
@@ -177,18 +203,7 @@ def build(workdir, then=None):
             lines.append(f"ipn $P-{h} -j route show proto bird > $R/$S/routes-{h}.json")
             lines.append(f"nx $P-{h} iptables-save -t filter > $R/$S/filter-{h}.txt")
             lines.append(f"nx $P-{h} birdc -s /run/nf{PREFIX}/{h}/bird.ctl show protocols all > $R/$S/bgp-{h}.txt")
-        lines.append("for ns in $P-router " + " ".join(f"$P-{h}" for h in hosts) + "; do nx $ns iptables -t mangle -Z;"
-                     " done")
-        for src in hosts:
-            for dst in hosts:
-                if src != dst:
-                    s, d = facts["hosts"][src], facts["hosts"][dst]
-                    lines.append(f"( nx $P-{src}-{s['workload']} ping -n -c 1 -W 2 {d['wl_ip']} >/dev/null 2>&1; "
-                                 f"echo \"{src} {dst} $?\" >> $R/$S/pings.txt ) &")
-        lines.append("wait")
-        lines.append("nx $P-router iptables -t mangle -L FORWARD -v -x -n > $R/$S/router.txt")
-        for h in hosts:
-            lines.append(f"nx $P-{h} iptables -t mangle -L POSTROUTING -v -x -n > $R/$S/post-{h}.txt")
+        lines += traffic_lines(facts["hosts"], "$R/$S", "-c 1")
         if step == "always":
             a, b = facts["hosts"]["host-a"], facts["hosts"]["host-b"]
             src, dst = f"$P-host-a-{a['workload']}", b["wl_ip"]

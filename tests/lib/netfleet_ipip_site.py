@@ -27,26 +27,12 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from ansible.inventory.manager import InventoryManager
-from ansible.parsing.dataloader import DataLoader
-from ansible.vars.hostvars import HostVars
-from ansible.vars.manager import VariableManager
-
-from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
+from netfleet_ipip import bare_lab, lab_lines, prepare_steps, traffic_lines
 
 REPO = Path(__file__).resolve().parents[2]
-INVENTORY = REPO / "inventories" / "lab-ipip"
 STEPS = ("cross_subnet",)
 PREFIX = "va"  # namespace prefix inside the VM (the VM is this run's own: no other run shares it)
 GUEST_IP = "10.0.2.15"  # QEMU user networking's guest address, where hostfwd delivers
-
-
-def plan(mode):
-    loader = DataLoader()
-    inventory = InventoryManager(loader=loader, sources=[str(INVENTORY)])
-    inventory.groups["all"].set_variable("calico_ipip_mode", mode)
-    hostvars = HostVars(inventory, VariableManager(loader=loader, inventory=inventory), loader)
-    return fabric(hostvars, inventory.get_groups_dict()), hostvars
 
 
 def close_ssh_masters(workdir):
@@ -74,17 +60,9 @@ def build(workdir, port):
     Returns a dict: ``script`` (the guest's), ``inventory``, ``key``, ``known_hosts``, ``stop`` (the file
     that ends the guest), ``measure`` (step -> script) and ``facts`` (the plan, for the assertions).
     """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    results = workdir / "results"
-    results.mkdir(exist_ok=True)
-    fabs = {}
-    for step in STEPS:
-        fabs[step], hostvars = plan(step.rstrip("2"))
+    workdir, results, fabs, hostvars = prepare_steps(workdir, STEPS)
     fab0 = fabs[STEPS[0]]
     hosts = sorted(fab0["hosts"])
-    segment = {h: str(hostvars[h]["lab_segment"]) for h in hosts}
-    seg_names = sorted(set(segment.values()))
     facts = {"hosts": {}, "steps": list(STEPS),
              "ipip": {step: {h: fabs[step]["hosts"][h]["ipip"] for h in hosts} for step in STEPS}}
 
@@ -100,33 +78,15 @@ def build(workdir, port):
         "UseDNS no", "MaxSessions 64", "MaxStartups 64:30:128", "Subsystem sftp internal-sftp",
         "LogLevel INFO", ""]))
 
-    # the lab, as lab_fabric builds it (one `ip -batch` per namespace: every process start is slow here)
-    root = [f"netns add {PREFIX}-fabric", f"netns add {PREFIX}-router"]
-    per_ns = {f"{PREFIX}-fabric": [], f"{PREFIX}-router": []}
-    mangle = {f"{PREFIX}-router": ["-A FORWARD -p 4", "-A FORWARD -s 172.17.0.0/16", "-A FORWARD -d 172.17.0.0/16"]}
-    for i, cidr in enumerate(seg_names):
-        gw = cidr.rsplit(".", 1)[0] + ".1"
-        plen = cidr.split("/")[1]
-        root.append(f"link add gw{i} netns {PREFIX}-router type veth peer name rt{i} netns {PREFIX}-fabric")
-        per_ns[f"{PREFIX}-fabric"] += [f"link add br{i} type bridge", f"link set br{i} up",
-                                       f"link set rt{i} master br{i} up"]
-        per_ns[f"{PREFIX}-router"] += [f"addr add {gw}/{plen} dev gw{i}", f"link set gw{i} up"]
+    lab = bare_lab(fab0, hostvars, PREFIX)  # the lab as lab_fabric builds it: site.yml does the rest
     inventory_hosts = {}
-    for n, host in enumerate(hosts):
+    for host in hosts:
         hp = fab0["hosts"][host]
-        i = seg_names.index(segment[host])
-        gw = segment[host].rsplit(".", 1)[0] + ".1"
-        plen = segment[host].split("/")[1]
         wl = hp["workloads"][0]
         ns = f"{PREFIX}-{host}"
-        facts["hosts"][host] = {"segment": segment[host], "node_ip": hp["node_ip"], "block": hp["block"],
+        facts["hosts"][host] = {"segment": lab["segment"][host], "node_ip": hp["node_ip"], "block": hp["block"],
                                 "workload": wl["name"], "wl_ip": wl["ip"], "ifname": wl["ifname"],
                                 "wl_netns": f"{PREFIX}-{host}-{wl['name']}"}
-        root += [f"netns add {ns}", f"link add h{n} netns {PREFIX}-fabric type veth peer name eth0 netns {ns}"]
-        per_ns[f"{PREFIX}-fabric"].append(f"link set h{n} master br{i} up")
-        per_ns[ns] = ["link set lo up", f"addr add {hp['node_ip']}/{plen} dev eth0", "link set eth0 up",
-                      f"route add default via {gw}"]
-        mangle[ns] = [f"-A POSTROUTING -p 4 -d {fab0['hosts'][o]['node_ip']}" for o in hosts if o != host]
         # the host's shell: its network namespace, the VM's mount namespace (a workload namespace that a task
         # adds with `ip netns add` stays visible to later tasks; no task reads /sys)
         wrapper = _script(workdir / f"ns-{host}", [
@@ -157,12 +117,7 @@ def build(workdir, port):
              "mkdir -p /run/sshd && /usr/sbin/sshd -f $W/sshd_config -E $W/sshd.log "
              "|| { echo 'guest: sshd did not start'; cat $W/sshd.log; exit 94; }",
              "mark 'building the lab'",
-             "ip -batch - <<'EOF'", *root, "EOF"]
-    for ns, cmds in per_ns.items():
-        lines += [f"ip -n {ns} -batch - <<'EOF'", *cmds, "EOF"]
-    lines.append(f"ip netns exec {PREFIX}-router bash -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'")
-    for ns, rules in mangle.items():
-        lines += [f"ip netns exec {ns} iptables-restore --noflush <<'EOF'", "*mangle", *rules, "COMMIT", "EOF"]
+             *lab_lines(lab), f"ip netns exec {PREFIX}-router bash -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'"]
     lines += ["mark ready", f"while [ ! -e {shlex.quote(str(stop))} ]; do sleep 1; done",
               # BIRD was started by site.yml with pid files in the lab's state directory; sshd by its own
               f"for f in /run/netfleet/{PREFIX}/*/bird.pid /run/netfleet-vm-sshd.pid; do",
@@ -187,16 +142,7 @@ def build(workdir, port):
                   f"nx $P-{h} iptables-save -t filter > $R/filter-{h}.txt",
                   f"ipn {wl['wl_netns']} -j link show dev eth0 > $R/wl-link-{h}.json",
                   f"nx $P-{h} birdc -s {ctl} show protocols all > $R/bgp-{h}.txt"]
-        spaces = " ".join(f"$P-{h}" for h in hosts)
-        m.append(f"for ns in $P-router {spaces}; do nx $ns iptables -t mangle -Z; done")
-        for src in hosts:
-            for dst in hosts:
-                if src != dst:
-                    s_, d_ = facts["hosts"][src], facts["hosts"][dst]
-                    m.append(f"( nx {s_['wl_netns']} ping -n -c 3 -i 0.2 -W 2 {d_['wl_ip']} >/dev/null 2>&1; "
-                             f"echo \"{src} {dst} $?\" >> $R/pings.txt ) &")
-        m += ["wait", "nx $P-router iptables -t mangle -L FORWARD -v -x -n > $R/router.txt"]
-        m += [f"nx $P-{h} iptables -t mangle -L POSTROUTING -v -x -n > $R/post-{h}.txt" for h in hosts]
+        m += traffic_lines(facts["hosts"], "$R", "-c 3 -i 0.2")
         m.append("exit 0")
         measure[step] = _script(workdir / f"measure-{step}.sh", m)
     (workdir / "facts.json").write_text(json.dumps(facts, indent=1))
