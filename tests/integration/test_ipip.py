@@ -27,11 +27,10 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 
 import pytest
-from netfleet_lab import RECAP, REPO, Lab, ns_json, sh
+from netfleet_lab import REPO, Lab, ns_json, sh
 
 from ansible_collections.netfleet.calico.plugins.module_utils import tunnel
 
@@ -197,21 +196,16 @@ def _site_phase(vm, site, report):
     """Phase b: site.yml twice in mode cross_subnet from this machine, over ssh into the VM; problems found."""
     from netfleet_ipip_site import PREFIX
 
-    env = dict(os.environ, NETFLEET_LAB_PREFIX=PREFIX, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_FORCE_COLOR="0", PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
-    argv = [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(INVENTORY), "-i", str(site["inventory"]),
-            str(REPO / "site.yml"), "-e", "calico_ipip_mode=cross_subnet"]
-    problems, recaps = [], []
+    controller = Lab(INVENTORY, PREFIX)  # this machine's ansible-playbook, the VM's hosts (the -i overlay)
+    recaps = []
     for run in ("first", "second"):
         start = time.monotonic()
-        proc = subprocess.run(argv, capture_output=True, check=False, text=True, env=env, cwd=REPO, timeout=400)
-        report(f"ipip vm site.yml (cross_subnet, over ssh into the VM) {run} run: {time.monotonic() - start:.0f} s, "
-               f"rc={proc.returncode}")
-        assert proc.returncode == 0, \
-            f"site.yml in the VM failed ({run} run):\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
-        recap = {m["host"]: int(m["changed"]) for m in map(RECAP.match, proc.stdout.splitlines()) if m}
-        assert set(site["facts"]["hosts"]) <= set(recap), f"no recap for every host:\n{proc.stdout[-3000:]}"
-        recaps.append(recap)
+        proc = controller.playbook("site.yml", "-i", str(site["inventory"]), "-e", "calico_ipip_mode=cross_subnet",
+                                   timeout=400)
+        report(f"ipip vm site.yml (cross_subnet, over ssh into the VM) {run} run: {time.monotonic() - start:.0f} s")
+        assert set(site["facts"]["hosts"]) <= set(proc.recap), f"no recap for every host:\n{proc.stdout[-3000:]}"
+        recaps.append({h: proc.recap[h]["changed"] for h in site["facts"]["hosts"]})
+    problems = []
     if not any(recaps[0].values()):
         problems.append(f"site.yml's first run on the bare VM lab changed nothing: {recaps[0]}")
     changed = {h: n for h, n in recaps[1].items() if n}
@@ -225,15 +219,14 @@ def _site_phase(vm, site, report):
 def test_modes_in_vm(report):
     from netfleet_ipip import STEPS, build
     from netfleet_ipip_site import build as build_site
-    from netfleet_ipip_site import close_ssh_masters
     from netfleet_vm import Vm, VmError
 
     work = REPO / ".lab" / f"ipip-vm-{os.environ.get('NETFLEET_LAB_PREFIX', 't')}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    vm = Vm(REPO / "tests" / "vm" / "guest.sh", work / "site" / "id", work / "site" / "known_hosts",
-            work / "site" / "stop", rwdirs=[work])
-    site = build_site(work / "site", vm.port)
+    (work / "site").mkdir()
+    vm = Vm(REPO / "tests" / "vm" / "guest.sh", work / "site", rwdirs=[work])
+    site = build_site(work / "site", vm)
     script, facts = build(work, then=site["script"])
     vm.command_args = [str(script)]
     start = time.monotonic()
@@ -249,7 +242,6 @@ def test_modes_in_vm(report):
         walked = time.monotonic() - start
         problems += _site_phase(vm, site, report)
     finally:
-        close_ssh_masters(work / "site")
         rc = vm.stop()
     elapsed = time.monotonic() - start
     out = vm.output()

@@ -35,13 +35,6 @@ PREFIX = "va"  # namespace prefix inside the VM (the VM is this run's own: no ot
 GUEST_IP = "10.0.2.15"  # QEMU user networking's guest address, where hostfwd delivers
 
 
-def close_ssh_masters(workdir):
-    """End the controller's ssh master connections (ControlPersist, sockets in ``workdir``) into the VM."""
-    for sock in Path(workdir).glob("cp-*"):
-        subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "netfleet-vm"], capture_output=True,
-                       check=False, timeout=30)
-
-
 def _keypair(path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "netfleet-ipip-vm", "-f", str(path)],
                    check=True, capture_output=True)
@@ -54,11 +47,12 @@ def _script(path, lines):
     return path
 
 
-def build(workdir, port):
-    """Write the guest script, the inventory and the measure scripts into ``workdir``.
+def build(workdir, vm):
+    """Write the guest script, the inventory and the measure scripts into ``workdir`` (``vm``'s, a netfleet_vm.Vm:
+    its port, key, known_hosts, ssh ControlPath and stop file).
 
-    Returns a dict: ``script`` (the guest's), ``inventory``, ``key``, ``known_hosts``, ``stop`` (the file
-    that ends the guest), ``measure`` (step -> script) and ``facts`` (the plan, for the assertions).
+    Returns a dict: ``script`` (the guest's), ``inventory``, ``measure`` (step -> script) and ``facts`` (the plan,
+    for the assertions).
     """
     workdir, results, fabs, hostvars = prepare_steps(workdir, STEPS)
     fab0 = fabs[STEPS[0]]
@@ -67,10 +61,10 @@ def build(workdir, port):
              "ipip": {step: {h: fabs[step]["hosts"][h]["ipip"] for h in hosts} for step in STEPS}}
 
     # ssh: a client key and a host key made for this run; known_hosts pins the guest's
-    client_pub = _keypair(workdir / "id")
+    client_pub = _keypair(vm.key)
     host_pub = _keypair(workdir / "host_key")
     (workdir / "authorized_keys").write_text(client_pub + "\n")
-    (workdir / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub}\n")
+    vm.known_hosts.write_text(f"[127.0.0.1]:{vm.port} {host_pub}\n")
     (workdir / "sshd_config").write_text("\n".join([
         f"ListenAddress {GUEST_IP}:22", f"HostKey {workdir}/host_key", "PidFile /run/netfleet-vm-sshd.pid",
         f"AuthorizedKeysFile {workdir}/authorized_keys", "PermitRootLogin prohibit-password",
@@ -92,16 +86,15 @@ def build(workdir, port):
         wrapper = _script(workdir / f"ns-{host}", [
             "#!/bin/sh", f'exec /usr/bin/nsenter --net=/run/netns/{ns} -- /bin/sh "$@"'])
         inventory_hosts[host] = {
-            "ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": port, "ansible_user": "root",
-            "ansible_ssh_private_key_file": str(workdir / "id"),
-            "ansible_ssh_args": f"-o ControlMaster=auto -o ControlPersist=300s -o ControlPath={workdir}/cp-%C",
-            "ansible_ssh_common_args": f"-o UserKnownHostsFile={workdir}/known_hosts -o StrictHostKeyChecking=yes",
+            "ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": vm.port, "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(vm.key),
+            "ansible_ssh_args": f"-o ControlMaster=auto -o ControlPersist=300s -o ControlPath={vm.control_path}",
+            "ansible_ssh_common_args": f"-o UserKnownHostsFile={vm.known_hosts} -o StrictHostKeyChecking=yes",
             "ansible_shell_executable": str(wrapper), "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_remote_tmp": "/tmp/.ansible-tmp"}
     inventory = workdir / "inventory.yml"
     inventory.write_text(json.dumps({"all": {"hosts": inventory_hosts}}, indent=1) + "\n")
 
-    stop = workdir / "stop"
     lines = ["#!/bin/bash", "set -u", f"W={shlex.quote(str(workdir))}", f"P={PREFIX}",
              'mark() { echo "guest: $1 at ${SECONDS}s"; }',
              # the controller's way in: the user-networking NIC (guest.sh made the module loader)
@@ -118,7 +111,7 @@ def build(workdir, port):
              "|| { echo 'guest: sshd did not start'; cat $W/sshd.log; exit 94; }",
              "mark 'building the lab'",
              *lab_lines(lab), f"ip netns exec {PREFIX}-router bash -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'"]
-    lines += ["mark ready", f"while [ ! -e {shlex.quote(str(stop))} ]; do sleep 1; done",
+    lines += ["mark ready", f"while [ ! -e {shlex.quote(str(vm.stop_file))} ]; do sleep 1; done",
               # BIRD was started by site.yml with pid files in the lab's state directory; sshd by its own
               f"for f in /run/netfleet/{PREFIX}/*/bird.pid /run/netfleet-vm-sshd.pid; do",
               '  [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done',
@@ -146,5 +139,4 @@ def build(workdir, port):
         m.append("exit 0")
         measure[step] = _script(workdir / f"measure-{step}.sh", m)
     (workdir / "facts.json").write_text(json.dumps(facts, indent=1))
-    return {"script": script, "inventory": inventory, "key": workdir / "id", "known_hosts": workdir / "known_hosts",
-            "stop": stop, "measure": measure, "facts": facts}
+    return {"script": script, "inventory": inventory, "measure": measure, "facts": facts}

@@ -132,9 +132,10 @@ class Lab:
         return [(h, w) for h in self.nodes for w in self.workloads(h)]
 
     # --- running things --------------------------------------------------
-    def playbook(self, playbook, *args, check=True, inventory=None):
+    def playbook(self, playbook, *args, check=True, inventory=None, timeout=None):
         argv = [str(VENV_BIN / "ansible-playbook"), "-i", inventory or self.inventory, str(REPO / playbook), *args]
-        proc = subprocess.run(argv, capture_output=True, check=False, text=True, env=self.env, cwd=REPO)
+        proc = subprocess.run(argv, capture_output=True, check=False, text=True, env=self.env, cwd=REPO,
+                              timeout=timeout)
         proc.recap = {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
                       for m in map(RECAP.match, proc.stdout.splitlines()) if m}
         if check and proc.returncode != 0:

@@ -115,22 +115,28 @@ def free_port():
 class Vm:
     """The VM booted in the background running ``script``; ``ssh`` reaches the guest once its sshd is up.
 
-    ``script`` must start an sshd on the guest's port 22 that accepts ``key`` (a private key file), print
-    ``ready_line`` and keep running until ``stop()`` creates ``stop_file`` (a path in an rwdir).
+    ``script`` must start an sshd on the guest's port 22 that accepts ``key`` and presents the host key in
+    ``known_hosts`` (both written by the caller), print ``ready_line`` and keep running until ``stop()``
+    creates ``stop_file``.
     """
 
-    def __init__(self, script, key, known_hosts, stop_file, rwdirs=(), memory="1G", cpus=2, command_args=()):
-        self.script, self.key, self.known_hosts, self.stop_file = script, key, known_hosts, Path(stop_file)
-        self.rwdirs, self.memory, self.cpus, self.command_args = rwdirs, memory, cpus, command_args
+    def __init__(self, script, workdir, rwdirs=(), memory="1G", cpus=2, command_args=()):
+        workdir = Path(workdir)
+        self.script, self.rwdirs, self.memory, self.cpus, self.command_args = script, rwdirs, memory, cpus, command_args
         self.port = free_port()
+        # what the guest script and the controller agree on, all in ``workdir`` (an rwdir, or inside one)
+        self.key, self.known_hosts, self.stop_file = workdir / "id", workdir / "known_hosts", workdir / "stop"
+        # one ssh master for this Vm's own commands and for Ansible's (same ControlPath): one slow handshake
+        self.control_path = f"{workdir}/cp-%C"
+        self.log = workdir / "vm-console.log"
         self.proc = None
         self.last_probe = "not tried"
-        self.log = Path(stop_file).with_name("vm-console.log")
 
     def ssh_argv(self):
         return ["ssh", "-p", str(self.port), "-i", str(self.key), "-o", f"UserKnownHostsFile={self.known_hosts}",
                 "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
-                "-o", "ControlMaster=no", "root@127.0.0.1"]
+                "-o", "ControlMaster=auto", "-o", "ControlPersist=300s", "-o", f"ControlPath={self.control_path}",
+                "root@127.0.0.1"]
 
     def start(self):
         vmlinuz, _root = prepare()
@@ -175,6 +181,8 @@ class Vm:
         """Ask the guest script to finish (it stops its daemons) and wait for the VM; kill it if it hangs."""
         if self.proc is None:
             return None
+        argv = self.ssh_argv()  # end the ssh master (options before the destination)
+        subprocess.run([*argv[:-1], "-O", "exit", argv[-1]], capture_output=True, check=False, timeout=30)
         self.stop_file.touch()
         try:
             self.proc.wait(timeout=timeout)
