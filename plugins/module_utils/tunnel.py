@@ -2,7 +2,7 @@
 # Copyright (c) netfleet.calico contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""IPIP tunnel device and its host-protection chain (issue #4), used by calico_tunnel.
+"""IPIP tunnel device and its host-protection chain (issue #4), used by calico_tunnel and calico_node_state.
 
 Pure planning functions (read state -> decide) plus thin appliers over an injectable runner, so
 unit tests drive them with a faked ``ip`` / ``iptables-save`` / ``iptables-restore``.
@@ -13,11 +13,26 @@ accepted into a host only from fabric node IPs.
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 from ansible_collections.netfleet.calico.plugins.module_utils.chains import normalize_rule
 
 IPIP_OVERHEAD = 20
 DEFAULT_CHAIN = 'cali-INPUT-ipip'
 CHAIN_MAX = 28  # design §5: iptables chain names <= 28 characters
+IFNAME_MAX = 15  # the kernel's IFNAMSIZ - 1
+
+# The module options (calico_tunnel's, and calico_node_state's ``tunnel``): one spec for both.
+OPTIONS = dict(
+    name=dict(type='str', default='tun0'),
+    state=dict(type='str', choices=['present', 'absent'], default='present'),
+    local=dict(type='str'),
+    mtu=dict(type='int'),
+    firewall=dict(type='bool', default=True),
+    allow_from=dict(type='list', elements='str', default=[]),
+    chain=dict(type='str', default=DEFAULT_CHAIN),
+)
 
 
 class TunnelError(Exception):
@@ -164,3 +179,115 @@ def render_chain(save_text, chain):
     if not exists and not jumps:
         return ''
     return ''.join(line + '\n' for line in jumps + rules)
+
+
+def default_runner(argv, data=None):
+    proc = subprocess.run(argv, input=data, capture_output=True, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+class Tunnel:
+    def __init__(self, runner, ip='ip', save='iptables-save', restore='iptables-restore'):
+        self.runner = runner
+        self.ip, self.save, self.restore = ip, save, restore
+
+    def run(self, argv, data=None):
+        rc, out, err = self.runner(argv, data)
+        if rc != 0:
+            raise TunnelError('%s failed (rc=%s): %s' % (' '.join(argv), rc, (err or out or '').strip()))
+        return out
+
+    def json(self, args):
+        out = self.run([self.ip, '-j'] + args)
+        return json.loads(out) if out.strip() else []
+
+
+def reconcile(params, check_mode, runner, bins=None):
+    """What calico_tunnel (and calico_node_state's ``tunnel`` part) does, without AnsibleModule: read the device
+    and the chain, plan, apply outside check mode, read back. Raises TunnelError."""
+    name, present = params['name'], params['state'] == 'present'
+    if not name or len(name) > IFNAME_MAX or '/' in name or any(c.isspace() for c in name):
+        raise TunnelError('name %r is not a valid interface name (at most %d characters)' % (name, IFNAME_MAX))
+    check_chain(params['chain'])
+    t = Tunnel(runner, **(bins or {}))
+    links = t.json(['-d', 'link', 'show'])
+    before = describe(find_link(links, name))
+    parent = mtu = None
+    if params.get('local'):
+        parent = find_parent(t.json(['addr', 'show']), params['local'])
+    if present:
+        if not params.get('local'):
+            raise TunnelError('local (the node IP) is required with state=present')
+        if parent is None:
+            raise TunnelError('node IP %s is not on any interface of this host; set the node IP to one of '
+                              "the host's addresses" % params['local'])
+        mtu = params.get('mtu') or (parent['mtu'] - IPIP_OVERHEAD)
+        if not 68 <= mtu <= 65535:
+            raise TunnelError('tunnel mtu %s is out of range 68-65535' % mtu)
+    if before is not None and before['kind'] not in ('ipip', None) and not present:
+        raise TunnelError('%s is a %s device, not ipip: not removing it' % (name, before['kind']))
+    lines = plan_device(before, name, present, params.get('local'), mtu)
+    after = None
+    if present:
+        after = {'kind': 'ipip', 'local': params['local'], 'remote': 'any', 'mtu': mtu, 'up': True}
+
+    save_before = restore_input = None
+    if params['firewall']:
+        save_before = t.run([t.save, '-t', 'filter'])
+        restore_input = plan_chain(save_before, params['chain'], present, params['allow_from'])
+
+    save_after = save_before
+    if not check_mode:
+        if lines:
+            t.run([t.ip, '-batch', '-'], data=''.join(line + '\n' for line in lines))
+            now = describe(find_link(t.json(['-d', 'link', 'show']), name))
+            if now != after:
+                raise TunnelError('%s after the change is %s, expected %s' % (name, now, after))
+        if restore_input:
+            t.run([t.restore, '--noflush'], data=restore_input)
+            save_after = t.run([t.save, '-t', 'filter'])
+            if plan_chain(save_after, params['chain'], present, params['allow_from']) is not None:
+                raise TunnelError('chain %s does not read back as applied' % params['chain'])
+    elif restore_input:
+        exists, _rules, _jumps = parse_save(save_before, params['chain'])
+        if present:
+            wanted = ['-A INPUT ' + jump_rule(params['chain'])] + desired_rules(
+                params['chain'], params['allow_from'])
+            save_after = ':%s - [0:0]\n' % params['chain'] + ''.join(line + '\n' for line in wanted)
+        else:
+            save_after = ''
+
+    result = {
+        'changed': bool(lines) or bool(restore_input),
+        'device': after,
+        'mtu': mtu,
+        'parent': parent,
+        'workload_mtu': mtu if present else (parent['mtu'] if parent else None),
+        'commands': lines,
+        'iptables': restore_input,
+    }
+    result['diff'] = [{'before_header': 'link %s' % name, 'after_header': 'link %s' % name,
+                       'before': render(before), 'after': render(after)}]
+    if params['firewall']:
+        result['diff'].append({'before_header': 'iptables filter %s' % params['chain'],
+                               'after_header': 'iptables filter %s' % params['chain'],
+                               'before': render_chain(save_before, params['chain']),
+                               'after': render_chain(save_after, params['chain'])})
+    return result
+
+
+def binaries(get_bin_path, firewall):
+    """``reconcile``'s ``bins`` from AnsibleModule.get_bin_path (iptables only with the firewall)."""
+    bins = {'ip': get_bin_path('ip', required=True)}
+    if firewall:
+        bins['save'] = get_bin_path('iptables-save', required=True)
+        bins['restore'] = get_bin_path('iptables-restore', required=True)
+    return bins
+
+
+def explain(exc):
+    """The one-line message for a TunnelError (with the fix when the kernel lacks IPIP)."""
+    msg = str(exc)
+    if 'Unknown device type' in msg or 'ipip' in msg and 'not supported' in msg.lower():
+        msg += ' (this kernel has no IPIP support: load module ipip)'
+    return msg

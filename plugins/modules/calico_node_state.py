@@ -12,8 +12,9 @@ short_description: Bring one Calico node (host or route reflector) to its planne
 version_added: 0.2.0
 description:
   - Applies, in this order and in one module run, what the modules M(netfleet.calico.calico_sysctl),
-    M(netfleet.calico.calico_routes), M(netfleet.calico.calico_workloads) and M(netfleet.calico.calico_bird)
-    do one by one; the same code (module_utils) does the work, so the results are the same.
+    M(netfleet.calico.calico_tunnel), M(netfleet.calico.calico_routes), M(netfleet.calico.calico_workloads) and
+    M(netfleet.calico.calico_bird) do one by one; the same code (module_utils) does the work, so the results are
+    the same.
   - "Why one call: each module run costs a round trip and a Python start on the host. On a fleet this
     halves the time of a run with nothing to change (and on the namespace lab, where every host shares two
     CPUs, it is what keeps a 60-host C(site.yml) within a minute)."
@@ -39,6 +40,38 @@ options:
   sysctl_persist_file:
     description: Also write O(sysctls) to this sysctl.d file.
     type: path
+  tunnel:
+    description:
+      - The IPIP device and its host-protection chain, as M(netfleet.calico.calico_tunnel) (same options). Applied
+        before the workload endpoints (they take its MTU) and BIRD (whose kernel export names the device). Omit to
+        leave both alone.
+    type: dict
+    suboptions:
+      name: {description: Tunnel device (at most 15 characters)., type: str, default: tun0}
+      state:
+        description: C(present) creates or reconciles the device and the chain, C(absent) removes both.
+        type: str
+        choices: [present, absent]
+        default: present
+      local:
+        description: The node IP (an address of this host), the tunnel's local end. Required with C(present).
+        type: str
+      mtu: {description: Tunnel MTU; null is the MTU of the interface holding O(tunnel.local) minus 20., type: int}
+      firewall: {description: Manage the chain that accepts IP protocol 4 only from O(tunnel.allow_from)., type: bool,
+                 default: true}
+      allow_from:
+        description: Addresses allowed to send IPIP to this host (the fabric's other node IPs).
+        type: list
+        elements: str
+        default: []
+      chain: {description: 'Host-protection chain (C(cali-*), at most 28 characters).', type: str,
+              default: cali-INPUT-ipip}
+      workload_mtu:
+        description:
+          - Give every workload veth RV(tunnel.workload_mtu) (the tunnel MTU while the device exists, the parent's MTU
+            without it), instead of O(mtu), so no path black-holes large packets.
+        type: bool
+        default: true
   routes:
     description:
       - Routes owned by O(protocol) other than workload routes (the block blackhole), as
@@ -144,7 +177,8 @@ attributes:
     description: Computes every change, validates the new BIRD configuration with C(bird -p), changes nothing.
   diff_mode:
     support: full
-    description: One diff per part (sysctls, owned routes, workload endpoints, bird.conf, BIRD daemon).
+    description: One diff per part (sysctls, tunnel device and chain, owned routes, workload endpoints, bird.conf,
+      BIRD daemon).
   platform:
     platforms: linux
     support: full
@@ -153,6 +187,7 @@ notes:
   - Runs in the host's network namespace without a private mount namespace, like M(netfleet.calico.calico_workloads).
 seealso:
   - module: netfleet.calico.calico_sysctl
+  - module: netfleet.calico.calico_tunnel
   - module: netfleet.calico.calico_routes
   - module: netfleet.calico.calico_workloads
   - module: netfleet.calico.calico_bird
@@ -172,6 +207,18 @@ EXAMPLES = r"""
       config: "{{ lookup('ansible.builtin.template', 'bird.conf.j2') }}"
       group: bird
 
+- name: The same with an IPIP tunnel (workload veths get its MTU)
+  netfleet.calico.calico_node_state:
+    tunnel:
+      local: 192.168.100.100
+      allow_from: [192.168.200.101, 192.168.200.103]
+    routes:
+      - {dest: 172.17.8.0/24, type: blackhole}
+    endpoints:
+      - {name: web-1, ip: 172.17.8.2}
+    bird:
+      config: "{{ lookup('ansible.builtin.template', 'bird.conf.j2') }}"
+
 - name: A route reflector (no workloads, no block)
   netfleet.calico.calico_node_state:
     sysctls: {net.ipv4.ip_forward: 1}
@@ -184,6 +231,17 @@ sysctl:
   description: Result of the sysctl part (see M(netfleet.calico.calico_sysctl)); absent when skipped.
   returned: when O(sysctls) is given
   type: dict
+tunnel:
+  description: Result of the tunnel part (see M(netfleet.calico.calico_tunnel)).
+  returned: when O(tunnel) is given
+  type: dict
+  contains:
+    device: {description: The device after the run (null when absent)., type: dict, returned: always}
+    workload_mtu:
+      description: The MTU for workload veths (tunnel MTU when present, else the MTU of the interface holding local).
+      type: int
+      returned: always
+  sample: {device: {kind: ipip, local: 192.168.100.100, remote: any, mtu: 1480, up: true}, workload_mtu: 1480}
 routes:
   description: Result of the owned-routes part (see M(netfleet.calico.calico_routes)).
   returned: when O(routes) is given
@@ -216,7 +274,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netfleet.calico.plugins.module_utils import iproute, routes, sysctl
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute, routes, sysctl, tunnel
 from ansible_collections.netfleet.calico.plugins.module_utils.bird import Bird, install_file
 from ansible_collections.netfleet.calico.plugins.module_utils.sysctl import read_file
 from ansible_collections.netfleet.calico.plugins.module_utils.workloads import (
@@ -232,6 +290,11 @@ def make_ip(module):
     """The ip runner (unit tests replace this function)."""
     return iproute.IpCommand(ip_bin=module.get_bin_path('ip', required=True),
                              nsenter_bin=module.get_bin_path('nsenter') or 'nsenter')
+
+
+def make_tunnel_runner(module):
+    """The runner of ip/iptables for the tunnel part (unit tests replace this function)."""
+    return tunnel.default_runner
 
 
 def make_reconciler(ip, settings):
@@ -345,6 +408,8 @@ def main():
             endpoints=ENDPOINTS_SPEC,
             netns_prefix=dict(type='str', default=iproute.DEFAULT_NETNS_PREFIX),
             mtu=dict(type='int'),
+            tunnel=dict(type='dict', options=dict(tunnel.OPTIONS, workload_mtu=dict(type='bool', default=True)),
+                        required_if=[('state', 'present', ['local'])]),
             bird=dict(type='dict', options=dict(
                 config=dict(type='str', required=True),
                 config_path=dict(type='path', default='/etc/bird/bird.conf'),
@@ -394,6 +459,16 @@ def main():
         except sysctl.SysctlError as exc:
             module.fail_json(msg=str(exc), changed_keys=exc.changed_keys)
 
+    mtu = p['mtu']
+    if p['tunnel'] is not None:
+        try:
+            done('tunnel', tunnel.reconcile(p['tunnel'], check, make_tunnel_runner(module),
+                                            tunnel.binaries(module.get_bin_path, p['tunnel']['firewall'])))
+        except tunnel.TunnelError as exc:
+            module.fail_json(msg='tunnel: %s' % tunnel.explain(exc), changed_parts=changed_parts)
+        if p['tunnel']['workload_mtu'] and result['tunnel']['workload_mtu'] is not None:
+            mtu = result['tunnel']['workload_mtu']
+
     ip = None
     if p['routes'] is not None:
         ip = make_ip(module)
@@ -415,7 +490,7 @@ def main():
             endpoints, settings = build_endpoints(dict(
                 endpoints=p['endpoints'], netns_prefix=p['netns_prefix'],
                 interface_prefix=iproute.DEFAULT_INTERFACE_PREFIX, protocol=p['protocol'], mac=iproute.CALICO_MAC,
-                gateway=iproute.CALICO_GATEWAY, mtu=p['mtu']))
+                gateway=iproute.CALICO_GATEWAY, mtu=mtu))
             done('workloads', make_reconciler(ip, settings).run(endpoints, check_mode=check))
         except ValueError as exc:
             module.fail_json(msg='endpoints: %s' % exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from calico_fake_kernel import FakeKernel, run_module
+from calico_fake_kernel import FakeKernel, FakeTunnelHost, run_module
 
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute
 from ansible_collections.netfleet.calico.plugins.modules import calico_node_state as mod
@@ -62,6 +62,9 @@ def world(tmp_path, monkeypatch):
         path_exists=fake.path_exists, netns_dir_is_slave=lambda: False))
     monkeypatch.setattr(mod, 'make_bird', lambda module, params: FakeBird(
         module, dict(params, config=params['config_path']), state))
+    state['tunnel_host'] = FakeTunnelHost()
+    monkeypatch.setattr(mod, 'make_tunnel_runner', lambda module: state['tunnel_host'])
+    monkeypatch.setattr(mod.AnsibleModule, 'get_bin_path', lambda self, name, required=False, opt_dirs=None: name)
     return state
 
 
@@ -169,3 +172,49 @@ def test_bad_part_input_names_the_part(world, monkeypatch):
     params['endpoints'] = [{'name': 'a', 'ip': '172.17.8.2'}, {'name': 'b', 'ip': '172.17.8.2'}]
     result = run(monkeypatch, params)
     assert result['failed'] is True and result['msg'].startswith('endpoints: ')
+
+
+TUNNEL = {'local': '192.168.100.100', 'allow_from': ['192.168.200.101']}
+
+
+def veth_mtus(world):
+    return sorted({link['mtu'] for name, link in world['kernel'].host.links.items() if name.startswith('cali')})
+
+
+def test_tunnel_comes_first_and_workloads_take_its_mtu(world, monkeypatch):
+    result = run(monkeypatch, dict(args(world), tunnel=TUNNEL), diff=True)
+    assert result['changed_parts'] == ['sysctl', 'tunnel', 'routes', 'workloads', 'bird'], result
+    host = world['tunnel_host']
+    assert host.links['tun0']['data']['local'] == '192.168.100.100' and host.links['tun0']['mtu'] == 1480
+    assert 'cali-INPUT-ipip' in host.chains and result['tunnel']['workload_mtu'] == 1480
+    assert veth_mtus(world) == [1480]
+    headers = [d.get('before_header') for d in result['diff']]
+    assert 'link tun0' in headers and 'iptables filter cali-INPUT-ipip' in headers
+
+    again = run(monkeypatch, dict(args(world), tunnel=TUNNEL))
+    assert again['changed'] is False, again
+
+
+def test_tunnel_removed_gives_workloads_the_parent_mtu_back(world, monkeypatch):
+    run(monkeypatch, dict(args(world), tunnel=TUNNEL))
+    result = run(monkeypatch, dict(args(world), tunnel=dict(TUNNEL, state='absent')))
+    assert result['changed_parts'] == ['tunnel', 'workloads'], result
+    assert 'tun0' not in world['tunnel_host'].links and 'cali-INPUT-ipip' not in world['tunnel_host'].chains
+    assert veth_mtus(world) == [1500]
+
+
+def test_tunnel_mtu_left_to_the_caller(world, monkeypatch):
+    run(monkeypatch, dict(args(world), mtu=1400, tunnel=dict(TUNNEL, workload_mtu=False)))
+    assert veth_mtus(world) == [1400] and world['tunnel_host'].links['tun0']['mtu'] == 1480
+
+
+def test_tunnel_check_mode_plans_the_mtu_and_changes_nothing(world, monkeypatch):
+    result = run(monkeypatch, dict(args(world), tunnel=TUNNEL), check_mode=True)
+    assert result['changed'] is True and result['tunnel']['workload_mtu'] == 1480
+    assert 'tun0' not in world['tunnel_host'].links and veth_mtus(world) == []
+
+
+def test_tunnel_error_is_one_line_before_later_parts(world, monkeypatch):
+    result = run(monkeypatch, dict(args(world), tunnel=dict(TUNNEL, local='10.9.9.9')))
+    assert result['failed'] is True and result['msg'].startswith('tunnel: node IP 10.9.9.9 is not on any interface')
+    assert result['changed_parts'] == ['sysctl'] and veth_mtus(world) == [] and world['actions'] == []

@@ -2,99 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from calico_fake_kernel import FakeTunnelHost as FakeHost
 
 from ansible_collections.netfleet.calico.plugins.module_utils import tunnel
-from ansible_collections.netfleet.calico.plugins.modules.calico_tunnel import reconcile
+from ansible_collections.netfleet.calico.plugins.module_utils.tunnel import reconcile
 
 LOCAL = '192.168.100.100'
 PEERS = ['192.168.200.101', '192.168.100.101']
-
-
-class FakeHost:
-    """Just enough of ip(8) and iptables-save/-restore for the module."""
-
-    def __init__(self, parent_mtu=1500):
-        self.links = {'eth0': {'ifname': 'eth0', 'mtu': parent_mtu, 'flags': ['UP'], 'addr': LOCAL}}
-        self.chains = {'INPUT': []}
-        self.builtin = {'INPUT'}
-        self.calls = []
-
-    def __call__(self, argv, data=None):
-        self.calls.append((argv, data))
-        if argv[0] == 'ip':
-            return self.ip(argv[1:], data)
-        if argv[0] == 'iptables-save':
-            return 0, self.save(), ''
-        if argv[0] == 'iptables-restore':
-            assert argv[1:] == ['--noflush']
-            self.restore(data)
-            return 0, '', ''
-        raise AssertionError(argv)
-
-    def ip(self, args, data):
-        if args == ['-j', '-d', 'link', 'show']:
-            out = []
-            for link in self.links.values():
-                entry = {'ifname': link['ifname'], 'mtu': link['mtu'], 'flags': link['flags']}
-                if link.get('kind'):
-                    entry['linkinfo'] = {'info_kind': link['kind'], 'info_data': link.get('data', {})}
-                out.append(entry)
-            return 0, json.dumps(out), ''
-        if args == ['-j', 'addr', 'show']:
-            return 0, json.dumps([{'ifname': lk['ifname'], 'mtu': lk['mtu'],
-                                   'addr_info': [{'family': 'inet', 'local': lk['addr'], 'prefixlen': 24}]
-                                   if lk.get('addr') else []} for lk in self.links.values()]), ''
-        if args == ['-batch', '-']:
-            for line in data.splitlines():
-                self.batch(line.split())
-            return 0, '', ''
-        raise AssertionError(args)
-
-    def batch(self, words):
-        if words[:2] == ['link', 'add']:
-            name, local = words[3], words[words.index('local') + 1]
-            self.links[name] = {'ifname': name, 'mtu': 1480, 'flags': [], 'kind': 'ipip',
-                                'data': {'proto': 'ip', 'remote': 'any', 'local': local}}
-        elif words[:3] == ['link', 'del', 'dev']:
-            del self.links[words[3]]
-        elif words[:3] == ['link', 'set', 'dev']:
-            link = self.links[words[3]]
-            if 'mtu' in words:
-                link['mtu'] = int(words[words.index('mtu') + 1])
-            if 'up' in words:
-                link['flags'] = ['POINTOPOINT', 'NOARP', 'UP', 'LOWER_UP']
-        else:
-            raise AssertionError(words)
-
-    def save(self):
-        lines = ['*filter', ':INPUT ACCEPT [0:0]']
-        lines += [':%s - [0:0]' % c for c in self.chains if c not in self.builtin]
-        for chain, rules in self.chains.items():
-            lines += ['-A %s %s' % (chain, r) for r in rules]
-        return '\n'.join(lines + ['COMMIT']) + '\n'
-
-    def restore(self, data):
-        lines = data.splitlines()
-        assert lines[0] == '*filter' and lines[-1] == 'COMMIT'
-        for line in lines[1:-1]:
-            words = line.split()
-            if line.startswith(':'):
-                self.chains[words[0][1:]] = []
-            elif words[0] == '-A':
-                self.chains[words[1]].append(' '.join(words[2:]))
-            elif words[0] == '-I':
-                self.chains[words[1]].insert(int(words[2]) - 1, ' '.join(words[3:]))
-            elif words[0] == '-D':
-                self.chains[words[1]].remove(' '.join(words[2:]))
-            elif words[0] == '-F':
-                self.chains[words[1]] = []
-            elif words[0] == '-X':
-                del self.chains[words[1]]
-            else:
-                raise AssertionError(line)
 
 
 def params(**kw):
