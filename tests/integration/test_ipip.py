@@ -7,17 +7,18 @@ Two halves, both real:
    same-segment workloads reach each other, cross-segment ones cannot (the router knows nothing of
    containers); no tun0, no cali-INPUT-ipip, workload MTU 1500.
 2. ``test_modes_in_vm``: Debian's kernel booted ONCE with virtme-ng (design §4), in two phases:
-   a. every mode: a site.yml run takes 65-75 s there (Python is slow under software emulation), so
-      the host plans and renders everything with the collection's code and the VM applies it with
-      native tools (tests/lib/netfleet_ipip.py): always -> cross_subnet -> never -> always, asserting
-      after each step BIRD's routes against the plan (no stale tunnel route), the ping matrix, IP
-      protocol 4 counted on the router and per host; in always a 10 MB TCP transfer, ``ping -M do``
-      at the path MTU, one byte more refused with an error, and IPIP from a non-fabric address
-      dropped by cali-INPUT-ipip;
+   a. every mode, natively: a site.yml run takes about 30 s there (Python is slow under software
+      emulation), so the host plans and renders everything with the collection's code and the VM
+      applies it with native tools (tests/lib/netfleet_ipip.py): always -> cross_subnet -> never ->
+      always, asserting after each step BIRD's routes against the plan (no stale tunnel route), the
+      ping matrix, IP protocol 4 counted on the router and per host; in always a 10 MB TCP transfer,
+      ``ping -M do`` at the path MTU, one byte more refused with an error, and IPIP from a non-fabric
+      address dropped by cali-INPUT-ipip;
    b. the real site.yml, from this machine over ssh into the VM (tests/lib/netfleet_ipip_site.py), on
-      a bare lab in mode cross_subnet, twice: the second run ``changed=0``; then tun0, the routes
-      (tunnel to the other segment, direct in the own one), cali-INPUT-ipip, the workloads' MTU, the
-      ping matrix and which packets the router saw encapsulated.
+      a bare lab: mode cross_subnet twice, then mode always twice; every second run ``changed=0``;
+      after each: tun0, the routes (cross_subnet: tunnel to the other segment, direct in the own one;
+      always: every peer through tun0), cali-INPUT-ipip, the workloads' MTU, the ping matrix and which
+      packets the router and each host saw encapsulated.
    A VM that cannot start fails the test; it is never skipped.
 """
 
@@ -193,26 +194,29 @@ def _check_step(d, facts, step, report, label="ipip vm"):
 
 
 def _site_phase(vm, site, report):
-    """Phase b: site.yml twice in mode cross_subnet from this machine, over ssh into the VM; problems found."""
-    from netfleet_ipip_site import PREFIX
+    """Phase b: site.yml twice per mode (cross_subnet, then always) from this machine, over ssh into the VM, the
+    VM's state measured after each second run; problems found."""
+    from netfleet_ipip_site import PREFIX, STEPS
 
     controller = Lab(INVENTORY, PREFIX)  # this machine's ansible-playbook, the VM's hosts (the -i overlay)
-    recaps = []
-    for run in ("first", "second"):
-        start = time.monotonic()
-        proc = controller.playbook("site.yml", "-i", str(site["inventory"]), "-e", "calico_ipip_mode=cross_subnet",
-                                   timeout=400)
-        report(f"ipip vm site.yml (cross_subnet, over ssh into the VM) {run} run: {time.monotonic() - start:.0f} s")
-        assert set(site["facts"]["hosts"]) <= set(proc.recap), f"no recap for every host:\n{proc.stdout[-3000:]}"
-        recaps.append({h: proc.recap[h]["changed"] for h in site["facts"]["hosts"]})
     problems = []
-    if not any(recaps[0].values()):
-        problems.append(f"site.yml's first run on the bare VM lab changed nothing: {recaps[0]}")
-    changed = {h: n for h, n in recaps[1].items() if n}
-    if changed:
-        problems.append(f"site.yml's second run in the VM changed {changed}:\n{proc.stdout[-4000:]}")
-    report(f"ipip vm site.yml: first run changed {sum(recaps[0].values())} tasks, second run {sum(recaps[1].values())}")
-    vm.ssh(f"bash {site['measure']['cross_subnet']}", timeout=180)
+    for mode in STEPS:
+        recaps = []
+        for run in ("first", "second"):
+            start = time.monotonic()
+            proc = controller.playbook("site.yml", "-i", str(site["inventory"]), "-e", f"calico_ipip_mode={mode}",
+                                       timeout=400)
+            report(f"ipip vm site.yml ({mode}, over ssh into the VM) {run} run: {time.monotonic() - start:.0f} s")
+            assert set(site["facts"]["hosts"]) <= set(proc.recap), f"no recap for every host:\n{proc.stdout[-3000:]}"
+            recaps.append({h: proc.recap[h]["changed"] for h in site["facts"]["hosts"]})
+        if not all(recaps[0].values()):
+            problems.append(f"site.yml's first run in mode {mode} left a host unchanged: {recaps[0]}")
+        changed = {h: n for h, n in recaps[1].items() if n}
+        if changed:
+            problems.append(f"site.yml's second run in mode {mode} changed {changed}:\n{proc.stdout[-4000:]}")
+        report(f"ipip vm site.yml ({mode}): first run changed {sum(recaps[0].values())} tasks, second run "
+               f"{sum(recaps[1].values())}")
+        vm.ssh(f"bash {site['measure'][mode]}", timeout=180)
     return problems
 
 
@@ -251,9 +255,9 @@ def test_modes_in_vm(report):
         if line.startswith("guest: "):
             report(f"ipip vm {line}")
     assert "guest: done" in out and rc == 0, f"guest script failed (rc={rc}):\n{out[-8000:]}"
-    found, _n = _check_step(work / "site" / "results" / "cross_subnet", site["facts"], "cross_subnet", report,
-                            label="ipip vm site.yml")
-    problems += found
+    for step in site["facts"]["steps"]:
+        found, _n = _check_step(work / "site" / "results" / step, site["facts"], step, report, label="ipip vm site.yml")
+        problems += found
     res = work / "results"
     checked_again = 0
     for step in STEPS:
