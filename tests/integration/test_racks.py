@@ -154,6 +154,37 @@ def test_bird_restart_on_host_keeps_forwarding(racks, report):
     assert worst < 0.5, f"workloads of r2h1 stopped forwarding for {worst:.2f} s during a BIRD restart"
 
 
+# --- IPIP on the reflector topology -------------------------------------------------------------------------
+
+def _state_files(lab, host):
+    return {f.name: f.read_bytes() for f in Path(lab.state_dir(host)).glob("bird*.conf")}
+
+
+def test_ipip_always_on_reflectors_in_check_mode(racks, report):
+    """IPIP mode always on the rack topology, in check mode: this kernel has no ipip (the VM scenario runs the
+    data plane, on the full mesh), but every speaker's plan, its BIRD configuration (the tunnel export) and
+    tunnel go through the real code on the real lab: the reflectors (role route_reflector) and the hosts each
+    plan tun0 and cali-INPUT-ipip, real BIRD (`bird -p`) accepts every configuration, and nothing changes."""
+    lab = racks
+    speakers = lab.speakers()
+    before = {h: _state_files(lab, h) for h in speakers}
+    start = time.monotonic()
+    proc = lab.playbook("site.yml", "--check", "--diff", "-e", "calico_ipip_mode=always")
+    report(f"ipip always on the racks, check mode: {time.monotonic() - start:.1f} s for {len(speakers)} speakers")
+    unchanged = sorted(h for h in speakers if not proc.recap[h]["changed"])
+    assert not unchanged, f"check mode plans no change on {unchanged}:\n{proc.stdout[-3000:]}"
+    out = proc.stdout
+    # one planned device, chain and tunnel export per speaker, reflectors included
+    assert out.count("+++ after: link tun0") == len(speakers), out[-4000:]
+    assert out.count("+++ after: iptables filter cali-INPUT-ipip") == len(speakers), out[-4000:]
+    assert out.count('+          ifname = "tun0";') == len(speakers), out[-4000:]
+    for host in speakers:
+        assert not [link for link in ns_json(lab.netns(host), "link", "show") if link["ifname"] == "tun0"], host
+        assert "cali-INPUT-ipip" not in sh(["ip", "netns", "exec", lab.netns(host), "iptables-save"]).stdout, host
+        assert _state_files(lab, host) == before[host], f"{host}: check mode rewrote BIRD's configuration"
+    converged(lab)
+
+
 # --- growth -------------------------------------------------------------------------------------------------
 
 def test_add_host_and_rack_then_remove_host(racks, racks_doc, report):
