@@ -10,8 +10,10 @@ Two halves, both real:
    a. every mode, natively: a site.yml run takes about 30 s there (Python is slow under software
       emulation), so the host plans and renders everything with the collection's code and the VM
       applies it with native tools (tests/lib/netfleet_ipip.py): always -> cross_subnet -> never ->
-      always, asserting after each step BIRD's routes against the plan (no stale tunnel route), the
-      ping matrix, IP protocol 4 counted on the router and per host; in always a 10 MB TCP transfer,
+      always on the full mesh, then cross_subnet on the reflector topology (a rack per segment, host-a
+      and host-b its reflectors: only they tunnel, to each other; their clients route through them),
+      asserting after each step BIRD's routes against the plan (no stale tunnel route), the ping
+      matrix, IP protocol 4 counted on the router and per host; in always a 10 MB TCP transfer,
       ``ping -M do`` at the path MTU, one byte more refused with an error, and IPIP from a non-fabric
       address dropped by cali-INPUT-ipip;
    b. the real site.yml, from this machine over ssh into the VM (tests/lib/netfleet_ipip_site.py), on
@@ -39,6 +41,7 @@ pytestmark = pytest.mark.lab
 
 INVENTORY = REPO / "inventories" / "lab-ipip"
 SEGMENT = {"host-a": 1, "host-c": 1, "host-b": 2, "host-d": 2}
+RR_REFLECTOR = {1: "host-a", 2: "host-b"}  # step rr_*: each segment's reflector (netfleet_ipip.REFLECTORS)
 VM_BUDGET = 270  # seconds for boot + scenario; with the ~25 s of the first half, under 5 minutes of CI
 VM_HARD_LIMIT = 600  # a run past this is a hang, not a slow machine (software emulation varies with load)
 
@@ -104,25 +107,37 @@ def _counters(text):
     return out
 
 
-def _expected_routes(facts, host, mode):
+def _expected_routes(facts, host, step):
+    """block -> (gateway, device) that BIRD must have installed on ``host`` after ``step``; (None, None) for a
+    block it cannot reach (never, other segment)."""
+    from netfleet_ipip import step_mode
+
+    mode, topology = step_mode(step)
+    ip = {h: o["node_ip"] for h, o in facts["hosts"].items()}
     want = {}
-    me = facts["hosts"][host]
     for other, o in facts["hosts"].items():
         if other == host:
             continue
-        if mode == "always" or (mode == "cross_subnet" and cross(host, other)):
-            want[o["block"]] = (o["node_ip"], "tun0")
-        elif not cross(host, other):
-            want[o["block"]] = (o["node_ip"], "eth0")
+        peer = other
+        if topology == "route_reflector":
+            mine = RR_REFLECTOR[SEGMENT[host]]
+            if host != mine:  # a client: every block through its rack's reflector (next hop self), on its segment
+                peer = mine
+            elif cross(host, other):  # a reflector: other racks' blocks through their reflector (eBGP)
+                peer = RR_REFLECTOR[SEGMENT[other]]
+        if mode == "never" and cross(host, peer):
+            want[o["block"]] = (None, None)  # the router knows nothing of containers
         else:
-            want[o["block"]] = (None, None)  # never + other segment: unreachable
-    del me
+            tunnelled = mode == "always" or (mode == "cross_subnet" and cross(host, peer))
+            want[o["block"]] = (ip[peer], "tun0" if tunnelled else "eth0")
     return want
 
 
 def _check_step(d, facts, step, report, label="ipip vm"):
     """Problems in one step's results folder (d) against the plan; and how many hosts the re-plan check ran on."""
-    mode = step.rstrip("2")
+    from netfleet_ipip import step_mode
+
+    mode, _topology = step_mode(step)
     problems = []
     checked_again = 0
     for host in facts["hosts"]:
@@ -143,7 +158,7 @@ def _check_step(d, facts, step, report, label="ipip vm"):
                 got[r["dst"]] = (None, None)
             if r.get("dev") == "tun0" and "onlink" not in r.get("flags", []):
                 problems.append(f"{step}: {host} tunnel route without onlink: {r}")
-        want = _expected_routes(facts, host, mode)
+        want = _expected_routes(facts, host, step)
         if got != want:
             problems.append(f"{step}: {host} BIRD routes {got} != plan {want}")
         wl_link = _read(d / f"wl-link-{host}.json")  # the site.yml phase reads the workload's side too
@@ -179,17 +194,17 @@ def _check_step(d, facts, step, report, label="ipip vm"):
         problems.append(f"{step}: router saw IPIP in mode never")
     if mode != "never" and (not ipip or plain):
         problems.append(f"{step}: router IPIP={ipip} plain={plain} (cross-segment must all be encapsulated)")
-    for host, h in facts["hosts"].items():
+    for host in facts["hosts"]:  # a host encapsulates toward exactly the next hops it routes through tun0
         post = _counters(_read(d / f"post-{host}.txt"))
+        tunnel_hops = {gw for gw, dev in _expected_routes(facts, host, step).values() if dev == "tun0"}
         for other, o in facts["hosts"].items():
             if other == host:
                 continue
             n = post.get(f"4 0.0.0.0/0 {o['node_ip']}", 0)
-            should = mode == "always" or (mode == "cross_subnet" and cross(host, other))
+            should = o["node_ip"] in tunnel_hops
             if (n > 0) != should:
                 problems.append(f"{step}: {host} -> {other}: {n} encapsulated packets, expected "
                                 f"{'some' if should else 'none'}")
-        del h
     return problems, checked_again
 
 

@@ -8,9 +8,11 @@ device and cali-INPUT-ipip commands from module_utils.tunnel (what calico_tunnel
 bash script. The VM runs it: it wires the lab as lab_fabric does (a fabric namespace with a bridge per
 segment, a plain router namespace, hosts with eth0 and a default route), one workload per host made as
 calico_workloads makes it, BIRD per host, then walks the modes always -> cross_subnet -> never ->
-always, switching each as the role does (device first, then `birdc configure` with the new file), and
-dumps routes, ping results and IP-protocol-4 counters per step into a results folder that the host test
-reads and asserts on.
+always on the full mesh, and last cross_subnet on the reflector topology (``rr_cross_subnet``: each
+segment a rack with its own AS, host-a and host-b its reflectors, eBGP between them through the router,
+so only the reflectors tunnel and their clients route through them), switching each as the role does
+(device first, then `birdc configure` with the new file), and dumps routes, ping results and
+IP-protocol-4 counters per step into a results folder that the host test reads and asserts on.
 """
 
 from __future__ import annotations
@@ -31,14 +33,31 @@ from ansible_collections.netfleet.calico.plugins.module_utils import tunnel
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "inventories" / "lab-ipip"
-STEPS = ("always", "cross_subnet", "never", "always2")
+STEPS = ("always", "cross_subnet", "never", "always2", "rr_cross_subnet")
 PREFIX = "vi"
+# the reflector topology on the same lab: a rack (segment) per AS, one reflector each (a host with workloads)
+REFLECTORS = {"rack1": "host-a", "rack2": "host-b"}
+RR_AS = {"rack1": 64512, "rack2": 64513}
 
 
-def plan(mode):
+def step_mode(step):
+    """``(mode, topology)`` of a walk step: ``always2`` is always again, ``rr_<mode>`` the reflector topology."""
+    rr = step.startswith("rr_")
+    return step.removeprefix("rr_").rstrip("2"), "route_reflector" if rr else "full_mesh"
+
+
+def plan(step):
+    """The fabric plan of inventories/lab-ipip in ``step``'s mode and topology (see ``step_mode``)."""
+    mode, topology = step_mode(step)
     loader = DataLoader()
     inventory = InventoryManager(loader=loader, sources=[str(INVENTORY)])
     inventory.groups["all"].set_variable("calico_ipip_mode", mode)
+    if topology == "route_reflector":
+        inventory.groups["all"].set_variable("calico_bgp_topology", topology)
+        inventory.add_group("calico_route_reflectors")
+        for rack, host in REFLECTORS.items():
+            inventory.groups[rack].set_variable("calico_as_number", RR_AS[rack])
+            inventory.add_host(host, group="calico_route_reflectors")
     hostvars = HostVars(inventory, VariableManager(loader=loader, inventory=inventory), loader)
     return fabric(hostvars, inventory.get_groups_dict()), hostvars
 
@@ -58,12 +77,12 @@ def render_bird(fab, host, state_dir):
 
 
 def prepare_steps(workdir, steps):
-    """``workdir`` with its ``results`` folder made, and the fabric plan per step (``always2`` plans ``always``)."""
+    """``workdir`` with its ``results`` folder made, and the fabric plan per step (see ``plan``)."""
     workdir = Path(workdir)
     (workdir / "results").mkdir(parents=True, exist_ok=True)
     fabs, hostvars = {}, None
     for step in steps:
-        fabs[step], hostvars = plan(step.rstrip("2"))
+        fabs[step], hostvars = plan(step)
     return workdir, workdir / "results", fabs, hostvars
 
 
@@ -193,8 +212,11 @@ def build(workdir, then=None):
                 lines.append(f"nx {ns} bird -c {state}/bird.conf -s {state}/bird.ctl -P {state}/bird.pid")
             else:
                 lines.append(f"nx {ns} birdc -s {state}/bird.ctl configure >/dev/null")
-        # wait until every host has the expected number of BIRD routes (3 remote blocks, some maybe unreachable)
+        # wait until every host's planned sessions are Established (a topology change replaces them) and it has
+        # a BIRD route for every remote block (some maybe unreachable)
         lines += ["for t in $(seq 1 40); do ok=1",
+                  *[f"  [ $(nx $P-{h} birdc -s /run/nf{PREFIX}/{h}/bird.ctl show protocols | grep -c Established) "
+                    f"-ge {len(fab['hosts'][h]['peers'])} ] || ok=0" for h in hosts],
                   *[f"  [ $(ipn $P-{h} -4 route show proto bird | wc -l) -ge {len(hosts) - 1} ] || ok=0"
                     for h in hosts],
                   "  [ $ok = 1 ] && break; sleep 1; done", "sleep 1", "mark 'routes in place'"]
