@@ -1,18 +1,20 @@
-"""The IPIP scenario's VM half: plan and render on the host, apply and measure in the VM with native tools.
+"""The IPIP VM's first phase: plan and render on the host, apply and measure in the VM with native tools.
 
-Python (and so Ansible) is ~40x slower in the software-emulated VM than here (`ansible --version`
-alone took over 2 minutes there), so the VM never runs Python. The host computes everything with the
-collection's own code -- the fabric plan (netfleet.calico.fabric) of inventories/lab-ipip for each
-mode, bird.conf from roles/calico_node/templates/bird.conf.j2 with the plan's BGP sessions, the tunnel
-device and cali-INPUT-ipip commands from module_utils.tunnel (what calico_tunnel runs) -- and writes one
-bash script. The VM runs it: it wires the lab as lab_fabric does (a fabric namespace with a bridge per
-segment, a plain router namespace, hosts with eth0 and a default route), one workload per host made as
-calico_workloads makes it, BIRD per host, then walks the modes always -> cross_subnet -> never ->
-always on the full mesh, and last cross_subnet on the reflector topology (``rr_cross_subnet``: each
-segment a rack with its own AS, host-a and host-b its reflectors, eBGP between them through the router,
-so only the reflectors tunnel and their clients route through them), switching each as the role does
-(device first, then `birdc configure` with the new file), and dumps routes, ping results and
-IP-protocol-4 counters per step into a results folder that the host test reads and asserts on.
+Python is 7x (a tight loop) to 20-30x (start-up and imports) slower in the software-emulated VM than
+here, so a site.yml run there takes about 30 s (netfleet_ipip_site runs it, in two modes); walking every
+mode that way would not fit the scenario's budget, so this phase runs no Python in the VM. The host
+computes everything with the collection's own code -- the fabric plan (netfleet.calico.fabric) of
+inventories/lab-ipip for each mode, bird.conf from roles/calico_node/templates/bird.conf.j2 with the
+plan's BGP sessions, the tunnel device and cali-INPUT-ipip commands from module_utils.tunnel (what
+calico_tunnel runs) -- and writes one bash script. The VM runs it: it wires the lab as lab_fabric does
+(a fabric namespace with a bridge per segment, a plain router namespace, hosts with eth0 and a default
+route), one workload per host made as calico_workloads makes it, BIRD per host, then walks the modes
+always -> cross_subnet -> never -> always on the full mesh, and last cross_subnet on the reflector
+topology (``rr_cross_subnet``: each segment a rack with its own AS, host-a and host-b its reflectors,
+eBGP between them through the router, so only the reflectors tunnel and their clients route through
+them), switching each as the role does (device first, then `birdc configure` with the new file), and
+dumps routes, ping results and IP-protocol-4 counters per step into a results folder that the host test
+reads and asserts on.
 """
 
 from __future__ import annotations
