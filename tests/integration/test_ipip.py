@@ -161,6 +161,14 @@ def _check_step(d, facts, step, report, label="ipip vm"):
         want = _expected_routes(facts, host, step)
         if got != want:
             problems.append(f"{step}: {host} BIRD routes {got} != plan {want}")
+        # the host encapsulates toward exactly the next hops it routes through tun0
+        post = _counters(_read(d / f"post-{host}.txt"))
+        tunnel_hops = {gw for gw, dev in want.values() if dev == "tun0"}
+        for other, o in facts["hosts"].items():
+            n = post.get(f"4 0.0.0.0/0 {o['node_ip']}", 0)
+            if other != host and (n > 0) != (o["node_ip"] in tunnel_hops):
+                problems.append(f"{step}: {host} -> {other}: {n} encapsulated packets, expected "
+                                f"{'some' if o['node_ip'] in tunnel_hops else 'none'}")
         wl_link = _read(d / f"wl-link-{host}.json")  # the site.yml phase reads the workload's side too
         if wl_link and json.loads(wl_link)[0]["mtu"] != (1500 if mode == "never" else links["eth0"]["mtu"] - 20):
             problems.append(f"{step}: {host} workload MTU {json.loads(wl_link)[0]['mtu']} in mode {mode}")
@@ -194,17 +202,6 @@ def _check_step(d, facts, step, report, label="ipip vm"):
         problems.append(f"{step}: router saw IPIP in mode never")
     if mode != "never" and (not ipip or plain):
         problems.append(f"{step}: router IPIP={ipip} plain={plain} (cross-segment must all be encapsulated)")
-    for host in facts["hosts"]:  # a host encapsulates toward exactly the next hops it routes through tun0
-        post = _counters(_read(d / f"post-{host}.txt"))
-        tunnel_hops = {gw for gw, dev in _expected_routes(facts, host, step).values() if dev == "tun0"}
-        for other, o in facts["hosts"].items():
-            if other == host:
-                continue
-            n = post.get(f"4 0.0.0.0/0 {o['node_ip']}", 0)
-            should = o["node_ip"] in tunnel_hops
-            if (n > 0) != should:
-                problems.append(f"{step}: {host} -> {other}: {n} encapsulated packets, expected "
-                                f"{'some' if should else 'none'}")
     return problems, checked_again
 
 
