@@ -48,6 +48,11 @@ HOOKS = {
 }
 TABLES = ('filter', 'nat')
 
+# Chains the CNI plugin owns (rewritten on every container ADD/DEL; the converge never touches them).
+CNI_CHAIN_PREFIX = 'cali-cni-'
+CNI_FROM_DISPATCH = 'cali-cni-from-dispatch'
+CNI_TO_DISPATCH = 'cali-cni-to-dispatch'
+
 # Calico's default FailsafeInboundHostPorts (felix configuration reference).
 DEFAULT_FAILSAFE_INBOUND = ('tcp:22', 'udp:68', 'tcp:179', 'tcp:2379', 'tcp:2380', 'tcp:5473', 'tcp:6443',
                             'tcp:6666', 'tcp:6667')
@@ -64,6 +69,7 @@ PORT_PROTOCOLS = ('tcp', 'udp')
 _COUNTERS = re.compile(r'^\[\d+:\d+\]\s*')
 _NEEDS_WORK = frozenset(('-p', '--protocol', '-s', '-d', '--source', '--destination', '--comment'))
 _CHAIN_NAME = re.compile(r'^[A-Za-z0-9_.+-]+$')
+IPSET_NAME = re.compile(r'[A-Za-z0-9_.:-]{1,31}\Z')
 
 
 class ChainsError(ValueError):
@@ -226,7 +232,8 @@ def render_rule(rule, direction, final):
 
     ``direction`` 'ingress' (peer = source) or 'egress' (peer = destination); ``final`` the target
     of ``allow`` (RETURN in cali-fw-*, ACCEPT in cali-tw-*). ``rule['peers']`` None = any peer,
-    a list = one rule per CIDR (an empty list matches nothing: no rule).
+    a list = one rule per CIDR (an empty list matches nothing: no rule). ``rule['set']`` names an
+    ipset the peer must also be in (the CNI plugin's selectors, whose members change at run time).
     """
     action = rule.get('action', 'allow')
     if action not in ('allow', 'deny'):
@@ -234,7 +241,14 @@ def render_rule(rule, direction, final):
     target = final if action == 'allow' else 'DROP'
     protocol = normalize_protocol(rule.get('protocol'))
     ports = [normalize_port(p) for p in (rule.get('ports') or [])]
-    tail = _match_proto_ports(protocol, ports) + ['-j', target]
+    # iptables-save's order: -s/-d, -p, then matches in the order given
+    match_set = []
+    if rule.get('set'):
+        if not IPSET_NAME.match(str(rule['set'])):
+            raise ChainsError('ipset name %r is not valid' % (rule['set'],))
+        match_set = ['-m', 'set', '--match-set', str(rule['set']), 'src' if direction == 'ingress' else 'dst']
+    proto_ports = _match_proto_ports(protocol, ports)
+    tail = proto_ports[:2] + match_set + proto_ports[2:] + ['-j', target]
     peers = rule.get('peers')
     if peers is None:
         return [' '.join(tail)]
@@ -254,11 +268,13 @@ def render_endpoint_chain(rules, direction, final):
 
 
 def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endpoint_to_host_action='drop',
-           nat_outgoing=False, interface_prefix='cali'):
+           nat_outgoing=False, interface_prefix='cali', cni=False):
     """The desired cali-* state: ``{table: {'chains': {name: [rules]}, 'jumps': {builtin: [rule]}}}``.
 
     ``endpoints``: ``[{name, ip, ifname, ingress, egress, floating_ip}]`` with ``ingress``/``egress``
-    None (no policy selects it: allow) or a list of ``{action, protocol, ports, peers}``.
+    None (no policy selects it: allow) or a list of ``{action, protocol, ports, peers}``. With ``cni``
+    a packet of a cali interface that is not one of ``endpoints`` goes on to the CNI plugin's dispatch
+    chains (which drop what they do not know) instead of being dropped here.
     """
     if endpoint_to_host_action not in ('drop', 'accept'):
         raise ChainsError('endpoint_to_host_action %r is not drop or accept' % (endpoint_to_host_action,))
@@ -316,8 +332,12 @@ def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endp
         except ChainsError as exc:
             raise ChainsError('endpoint %s: %s' % (ep.get('name') or ep['ifname'], exc)) from None
     # traffic from or to a cali interface this host does not know is dropped (as Felix does)
-    from_dispatch.append('-i %s -j DROP' % wildcard)
-    to_dispatch.append('-o %s -j DROP' % wildcard)
+    if cni:
+        from_dispatch.append('-i %s -g %s' % (wildcard, CNI_FROM_DISPATCH))
+        to_dispatch.append('-o %s -g %s' % (wildcard, CNI_TO_DISPATCH))
+    else:
+        from_dispatch.append('-i %s -j DROP' % wildcard)
+        to_dispatch.append('-o %s -j DROP' % wildcard)
     f['cali-from-wl-dispatch'] = from_dispatch
     f['cali-to-wl-dispatch'] = to_dispatch
     f.update(endpoint_rules)
@@ -408,11 +428,14 @@ def normalize_table(state):
     }
 
 
-def parse_save(text, prefix=CHAIN_PREFIX, ignore=()):
+def parse_save(text, prefix=CHAIN_PREFIX, ignore=(), ignore_prefix=None):
     """``iptables-save`` output -> ``{table: {'chains': {cali chain: [rules]}, 'jumps': {builtin: [rules]},
     'builtins': set, 'all_chains': set}}``: only the cali-* part (what this module owns) plus, per builtin
     chain, its rules that jump or go to a cali-* chain. Chains named in ``ignore`` (cali-* chains another
-    module owns, like calico_tunnel's cali-INPUT-ipip) and the jumps to them are left out."""
+    module owns, like calico_tunnel's cali-INPUT-ipip) or starting with ``ignore_prefix`` (the CNI
+    plugin's cali-cni-* chains) and the jumps to them are left out."""
+    if ignore_prefix:
+        ignore = _PrefixSet(ignore, ignore_prefix)
     tables = {}
     current = None
     for raw in (text or '').splitlines():
@@ -447,6 +470,18 @@ def parse_save(text, prefix=CHAIN_PREFIX, ignore=()):
             if target and target.group(1).startswith(prefix) and target.group(1) not in ignore:
                 current['jumps'].setdefault(chain, []).append(normalize_rule(body))
     return tables
+
+
+class _PrefixSet(frozenset):
+    """A set of names that also contains every name starting with ``prefix``."""
+
+    def __new__(cls, names, prefix):
+        obj = super().__new__(cls, names)
+        obj.prefix = prefix
+        return obj
+
+    def __contains__(self, name):
+        return (isinstance(name, str) and name.startswith(self.prefix)) or frozenset.__contains__(self, name)
 
 
 def owned_view(tables, table):

@@ -26,7 +26,6 @@ a line and gives quotes a meaning, so every value that reaches a batch line goes
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import ipaddress
 import json
@@ -362,6 +361,8 @@ class IpCommand:
         items = list(items)
         if len(items) <= 1 or self.workers <= 1:
             return [func(item) for item in items]
+        import concurrent.futures  # here, not at the top: the CNI plugin starts per container and never maps
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
             return list(pool.map(func, items))
 

@@ -171,8 +171,12 @@ class WorkloadReconciler:
         host = {link['ifname']: link for link in links if link.get('ifname', '').startswith(self.prefix)
                 and (link.get('linkinfo') or {}).get('info_kind') == 'veth'}
         self.groups_in_use = {str(link.get('group', 'default')) for link in links}
+        # only routes on endpoints of this module (listed, or ours by their alias): the /32 routes of
+        # veths made by others with the same prefix (the CNI plugin's containers) are theirs
+        ours = {ep.ifname for ep in endpoints} | {name for name, link in host.items()
+                                                  if iproute.decode_owner_alias(link.get('ifalias')) is not None}
         routes = iproute.read_routes(self.ip, self.protocol, 'main', (4,))
-        routes = [r for r in routes if r.dev and r.dev.startswith(self.prefix)]
+        routes = [r for r in routes if r.dev and r.dev in ours]
         ns_ok = {ep.name: self._ns_available(ep) for ep in endpoints}
         to_read = [ep for ep in endpoints if ns_ok[ep.name]]
         results = self.ip.map(lambda ep: self._read_workload(ep.nsref), to_read)

@@ -109,6 +109,16 @@ options:
     type: list
     elements: str
     default: []
+  cni:
+    description:
+      - The host runs the CNI plugin (role calico_node, C(calico_cni)). Packets of C(cali*) interfaces that are not
+        in O(endpoints) go on to the plugin's dispatch chains (C(cali-cni-from-dispatch), C(cali-cni-to-dispatch))
+        instead of being dropped; those chains must exist (M(netfleet.calico.calico_cni) creates them).
+      - Chains named C(cali-cni-*) belong to the plugin and are never rewritten or removed here, with or without
+        this option.
+    type: bool
+    default: false
+    version_added: 0.2.0
   insert_mode:
     description:
       - C(insert) puts a missing jump at the top of its builtin chain (Calico's ChainInsertMode default), C(append)
@@ -268,19 +278,46 @@ def default_backend(module):
     return 'legacy' if 'legacy' in (out + err) else 'nft'
 
 
-def converge(ipt, before_text, desired, check_mode, insert=True, ignore=()):
+def _cni_dispatch(texts, before, cni):
+    """The CNI plugin's two dispatch chains around the restore input: with ``cni`` created (dropping
+    everything) where missing, never rewritten (calico_cni fills them, and the plugin on every container
+    start); without it deleted where left over, once the jumps to them are gone (calico_cni, run before,
+    has already emptied them). Returns (texts, names of the chains deleted)."""
+    present = before.get('filter', {}).get('all_chains', ())
+    names = (chains.CNI_FROM_DISPATCH, chains.CNI_TO_DISPATCH)
+    if cni:
+        missing = [name for name in names if name not in present]
+        if missing and texts.get('filter'):
+            create = [':%s - [0:0]' % name for name in missing] + ['-A %s -j DROP' % name for name in missing]
+            head, _sep, rest = texts['filter'].partition('\n')
+            texts['filter'] = '\n'.join([head] + create + [rest])
+        return texts, []
+    left = [name for name in names if name in present]
+    if left:
+        body = texts.get('filter') or '*filter\nCOMMIT\n'
+        head, _sep, _commit = body.rstrip('\n').rpartition('\n')
+        texts['filter'] = '\n'.join([head] + ['-F %s' % n for n in left] + ['-X %s' % n for n in left]
+                                    + ['COMMIT']) + '\n'
+    return texts, left
+
+
+def converge(ipt, before_text, desired, check_mode, insert=True, ignore=(), cni=False):
     """Apply (or in check mode validate) the restore input per table; return the result dict."""
-    before = chains.parse_save(before_text, ignore=ignore)
+    before = chains.parse_save(before_text, ignore=ignore, ignore_prefix=chains.CNI_CHAIN_PREFIX)
     texts = {}
     for table in chains.TABLES:
         text = chains.restore_text(table, desired[table], chains.owned_view(before, table), insert=insert)
         if text:
             texts[table] = text
+    texts, dropped = _cni_dispatch(texts, before, cni)
     if texts:
         for table in chains.TABLES:
             if table in texts:
                 ipt.restore(texts[table], test=check_mode)
-    after = before if (check_mode or not texts) else chains.parse_save(ipt.save(), ignore=ignore)
+    if check_mode or not texts:
+        after = before
+    else:
+        after = chains.parse_save(ipt.save(), ignore=ignore, ignore_prefix=chains.CNI_CHAIN_PREFIX)
     result = {'tables': [t for t in chains.TABLES if t in texts], 'restore': texts}
     diff_before, diff_after = [], []
     changed = False
@@ -294,7 +331,7 @@ def converge(ipt, before_text, desired, check_mode, insert=True, ignore=()):
             mismatch.append(table)
         diff_before.append(chains.format_view(b, table))
         diff_after.append(chains.format_view(a, table))
-    result['changed'] = changed
+    result['changed'] = changed or bool(dropped)
     result['diff'] = {'before': ''.join(diff_before), 'after': ''.join(diff_after),
                       'before_header': 'cali-* chains (iptables-save)', 'after_header': 'cali-* chains (wanted)'}
     result['mismatch'] = mismatch
@@ -321,6 +358,7 @@ def main():
             backend=dict(type='str', default='auto', choices=['auto', 'nft', 'legacy']),
             insert_mode=dict(type='str', default='insert', choices=['insert', 'append']),
             ignore_chains=dict(type='list', elements='str', default=[]),
+            cni=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
@@ -328,7 +366,7 @@ def main():
     try:
         desired = chains.render(p['endpoints'], pool=p['pool'], failsafe_inbound=p['failsafe_inbound_ports'],
                                 endpoint_to_host_action=p['endpoint_to_host_action'],
-                                nat_outgoing=p['nat_outgoing'], interface_prefix=p['interface_prefix'])
+                                nat_outgoing=p['nat_outgoing'], interface_prefix=p['interface_prefix'], cni=p['cni'])
     except chains.ChainsError as exc:
         module.fail_json(msg=str(exc))
     try:
@@ -339,7 +377,7 @@ def main():
             ipt = Iptables(module, backend)
             before_text = ipt.save()
         result = converge(ipt, before_text, desired, module.check_mode, insert=p['insert_mode'] == 'insert',
-                          ignore=frozenset(p['ignore_chains']))
+                          ignore=frozenset(p['ignore_chains']), cni=p['cni'])
     except RuntimeError as exc:
         module.fail_json(msg=str(exc), backend=locals().get('backend'))
     if result.pop('mismatch'):

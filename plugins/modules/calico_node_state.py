@@ -242,6 +242,12 @@ tunnel:
       type: int
       returned: always
   sample: {device: {kind: ipip, local: 192.168.100.100, remote: any, mtu: 1480, up: true}, workload_mtu: 1480}
+workload_mtu:
+  description: The MTU given to workload veths (the tunnel's while one is managed, else O(mtu)); null = kernel default.
+  returned: always
+  type: int
+  sample: 1480
+  version_added: 0.2.0
 routes:
   description: Result of the owned-routes part (see M(netfleet.calico.calico_routes)).
   returned: when O(routes) is given
@@ -509,6 +515,7 @@ def main():
             bird_result['secrets_changed']
         done('bird', bird_result)
 
+    result['workload_mtu'] = mtu
     result['changed_parts'] = changed_parts
     result['changed'] = bool(changed_parts)
     if module._diff:

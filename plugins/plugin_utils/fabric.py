@@ -1079,8 +1079,10 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
             'workloads': workloads[name],
             'peers': peers[name],
         }
+    from ansible_collections.netfleet.calico.plugins.plugin_utils.cni import plan_cni
+    cni_members = plan_cni(reader, hosts, plan_hosts, prefix_len)  # per host: cni (networks, ranges)
     from ansible_collections.netfleet.calico.plugins.plugin_utils.policy import plan_policy  # issue #5
-    floating_ips = plan_policy(reader, hosts, plan_hosts, pool_net)  # per host: policy, floating_ips
+    floating_ips = plan_policy(reader, hosts, plan_hosts, pool_net, cni_members)  # per host: policy, floating_ips
     from ansible_collections.netfleet.calico.plugins.plugin_utils.ipip import plan_ipip  # issue #4
     plan_ipip(reader, hosts, plan_hosts, ipip_mode)  # per host: ipip (tunnel next hops, allowed sources)
     plan_racks = {

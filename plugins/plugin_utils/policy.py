@@ -32,7 +32,14 @@ import re
 from collections.abc import Mapping
 
 from ansible_collections.netfleet.calico.plugins.module_utils import chains
+from ansible_collections.netfleet.calico.plugins.module_utils.selector import (  # noqa: F401 (re-exported)
+    SelectorError,
+    canonical,
+    match_selector,
+    parse_selector,
+)
 from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+from ansible_collections.netfleet.calico.plugins.plugin_utils.cni import set_name
 
 DEFAULT_ORDER = 1000
 DIRECTIONS = ('ingress', 'egress')
@@ -44,155 +51,6 @@ SELECTOR_FIX = "write it like app == 'web' && has(tier), role != 'db', or all()"
 
 def policy_subject(name):
     return f"policy '{name}'"
-
-
-# ---------------------------------------------------------------------------------------------
-# selectors
-# ---------------------------------------------------------------------------------------------
-
-class SelectorError(ValueError):
-    pass
-
-
-_TOKEN = re.compile(r"""\s*(?:
-    (?P<op>==|!=|&&|\|\||[!(){},])
-  | (?P<str>'[^']*'|"[^"]*")
-  | (?P<word>[A-Za-z0-9_./-]+)
-  )""", re.X)
-
-
-def _tokenize(text):
-    tokens, pos = [], 0
-    text = text.rstrip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            raise SelectorError(f'unexpected {text[pos:].strip()[:10]!r} at column {pos + 1}')
-        kind = m.lastgroup
-        value = m.group(kind)
-        tokens.append((kind, value[1:-1] if kind == 'str' else value, m.start(kind) + 1))
-        pos = m.end()
-    return tokens
-
-
-class _Parser:
-    """Recursive descent: or := and ('||' and)*; and := unary ('&&' unary)*;
-    unary := '!' unary | '(' or ')' | all() | has(k) | k ==|!= 'v' | k [not] in {'v', ...}."""
-
-    def __init__(self, text):
-        self.tokens = _tokenize(text)
-        self.i = 0
-
-    def peek(self, offset=0):
-        j = self.i + offset
-        return self.tokens[j] if j < len(self.tokens) else (None, None, None)
-
-    def take(self, kind=None, value=None, what=None):
-        tok = self.peek()
-        if tok[0] is None or (kind and tok[0] != kind) or (value is not None and tok[1] != value):
-            where = f'at column {tok[2]}' if tok[0] else 'at the end'
-            raise SelectorError(f"expected {what or value or kind} {where}")
-        self.i += 1
-        return tok
-
-    def parse(self):
-        if not self.tokens:
-            raise SelectorError('is empty')
-        node = self.parse_or()
-        if self.peek()[0] is not None:
-            raise SelectorError(f'unexpected {self.peek()[1]!r} at column {self.peek()[2]}')
-        return node
-
-    def parse_or(self):
-        nodes = [self.parse_and()]
-        while self.peek()[:2] == ('op', '||'):
-            self.i += 1
-            nodes.append(self.parse_and())
-        return nodes[0] if len(nodes) == 1 else ('or', nodes)
-
-    def parse_and(self):
-        nodes = [self.parse_unary()]
-        while self.peek()[:2] == ('op', '&&'):
-            self.i += 1
-            nodes.append(self.parse_unary())
-        return nodes[0] if len(nodes) == 1 else ('and', nodes)
-
-    def parse_unary(self):
-        kind, value, _col = self.peek()
-        if (kind, value) == ('op', '!'):
-            self.i += 1
-            return ('not', self.parse_unary())
-        if (kind, value) == ('op', '('):
-            self.i += 1
-            node = self.parse_or()
-            self.take('op', ')')
-            return node
-        if kind != 'word':
-            raise SelectorError(f"expected a label, has(...) or all() at column {_col}" if kind
-                                else 'expected a label, has(...) or all() at the end')
-        self.i += 1
-        if value in ('all', 'has') and self.peek()[:2] == ('op', '('):
-            self.i += 1
-            if value == 'all':
-                self.take('op', ')')
-                return ('all',)
-            key = self.take('word', what='a label name')[1]
-            self.take('op', ')')
-            return ('has', key)
-        nxt = self.peek()
-        if nxt[0] == 'op' and nxt[1] in ('==', '!='):
-            self.i += 1
-            literal = self.take('str', what="a quoted value like 'web'")[1]
-            return ('eq' if nxt[1] == '==' else 'ne', value, literal)
-        negate = False
-        if nxt[:2] == ('word', 'not'):
-            self.i += 1
-            negate = True
-            nxt = self.peek()
-        if nxt[:2] == ('word', 'in'):
-            self.i += 1
-            self.take('op', '{')
-            values = []
-            while True:
-                values.append(self.take('str', what="a quoted value like 'web'")[1])
-                if self.peek()[:2] == ('op', ','):
-                    self.i += 1
-                    continue
-                self.take('op', '}')
-                break
-            return ('notin' if negate else 'in', value, tuple(values))
-        where = f'at column {nxt[2]}' if nxt[0] else 'at the end'
-        raise SelectorError(f"expected == or != after label '{value}' {where}")
-
-
-def parse_selector(text):
-    """Parse a selector into a small tree; raises SelectorError (message without the selector)."""
-    if not isinstance(text, str):
-        raise SelectorError('is not a string')
-    return _Parser(text).parse()
-
-
-def match_selector(tree, labels):
-    kind = tree[0]
-    if kind == 'all':
-        return True
-    if kind == 'has':
-        return tree[1] in labels
-    if kind == 'eq':
-        return tree[1] in labels and str(labels[tree[1]]) == tree[2]
-    if kind == 'ne':
-        return not (tree[1] in labels and str(labels[tree[1]]) == tree[2])
-    if kind == 'in':
-        return tree[1] in labels and str(labels[tree[1]]) in tree[2]
-    if kind == 'notin':
-        return not (tree[1] in labels and str(labels[tree[1]]) in tree[2])
-    if kind == 'not':
-        return not match_selector(tree[1], labels)
-    if kind == 'and':
-        return all(match_selector(t, labels) for t in tree[1])
-    if kind == 'or':
-        return any(match_selector(t, labels) for t in tree[1])
-    raise SelectorError(f'unknown node {kind}')  # pragma: no cover
 
 
 def compile_selector(text, subject, where):
@@ -329,9 +187,13 @@ def _workload_labels(entry, subject):
     return out
 
 
-def plan_policy(reader, hosts, plan_hosts, pool_net):
+def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=()):
     """Add ``policy`` (per-endpoint rule sets) and ``floating_ips`` to every host of ``plan_hosts``;
-    return the fleet's floating IPs (sorted ``a.b.c.d/32`` strings, for BIRD's filters)."""
+    return the fleet's floating IPs (sorted ``a.b.c.d/32`` strings, for BIRD's filters).
+
+    ``cni_members`` are the container networks' ranges ``(host, cidr, labels)``: a selector matches a
+    range whose labels it matches, so static workloads' rules admit containers of any host, and every
+    CNI host gets the policy document its plugin resolves new containers against (``cni.policy``)."""
     value, _source = _fabric._fleet_setting(reader, hosts, 'calico_policies', None)
     policies = parse_policies(value, pool_net)
     node_ips = {h['node_ip']: name for name, h in plan_hosts.items()}
@@ -368,15 +230,15 @@ def plan_policy(reader, hosts, plan_hosts, pool_net):
             members.append((name, entry, labels))
 
     def ips_of(selector):
-        return [e['ip'] + '/32' for _h, e, labels in members if match_selector(selector, labels)]
+        return ([e['ip'] + '/32' for _h, e, labels in members if match_selector(selector, labels)]
+                + [cidr for _h, cidr, labels in cni_members if match_selector(selector, labels)])
 
     def resolve(rule):
         peers = None
         if rule['selector'] is not None:
             peers = ips_of(rule['selector'])
-            if rule['cidrs'] is not None:  # both: the selected workloads inside the CIDRs
-                nets = [_fabric.netaddr.IPNetwork(c) for c in rule['cidrs']]
-                peers = [p for p in peers if any(_fabric.netaddr.IPAddress(p[:-3]) in n for n in nets)]
+            if rule['cidrs'] is not None:  # both: the selected workloads (and ranges) inside the CIDRs
+                peers = _intersect(peers, rule['cidrs'])
         elif rule['cidrs'] is not None:
             peers = list(rule['cidrs'])
         return {'action': rule['action'], 'protocol': rule['protocol'], 'ports': rule['ports'], 'peers': peers}
@@ -403,4 +265,44 @@ def plan_policy(reader, hosts, plan_hosts, pool_net):
             endpoints.append(ep)
         plan_hosts[name]['policy'] = endpoints
         plan_hosts[name]['floating_ips'] = sorted(fips, key=_fabric.netaddr.IPNetwork)
+    if cni_members:
+        document = _cni_document(policies, ips_of)
+        for name in hosts:
+            if plan_hosts[name].get('cni', {}).get('enabled'):
+                plan_hosts[name]['cni']['policy'] = document
     return sorted((f + '/32' for f in fip_owner), key=_fabric.netaddr.IPNetwork)
+
+
+def _intersect(peers, cidrs):
+    """The parts of ``peers`` (CIDRs) inside any of ``cidrs``: a peer inside a CIDR whole, a CIDR inside a
+    peer (a container range wider than the rule's CIDR) as the CIDR."""
+    nets = [_fabric.netaddr.IPNetwork(c) for c in cidrs]
+    out = []
+    for peer in peers:
+        pnet = _fabric.netaddr.IPNetwork(peer)
+        for net in nets:
+            if pnet in net:
+                out.append(str(pnet.cidr))
+                break
+            if net in pnet:
+                out.append(str(net.cidr))
+    return list(dict.fromkeys(out))
+
+
+def _cni_document(policies, ips_of):
+    """The policies as the CNI plugin applies them on a host: selectors as canonical text (matched there
+    against a new container's labels), and each peer selector as an ipset with its fleet-wide members."""
+    sets = {}
+
+    def host_rule(rule):
+        out = {'action': rule['action'], 'protocol': rule['protocol'], 'ports': rule['ports'],
+               'peers': list(rule['cidrs']) if rule['cidrs'] is not None else None}
+        if rule['selector'] is not None:
+            name = set_name(rule['selector'])
+            sets[name] = {'selector': canonical(rule['selector']), 'members': ips_of(rule['selector'])}
+            out['set'] = name
+        return out
+
+    document = [{'name': p['name'], 'selector': canonical(p['selector']), 'types': p['types'],
+                 **{d: [host_rule(r) for r in p['rules'][d]] for d in DIRECTIONS}} for p in policies]
+    return {'policies': document, 'sets': sets}

@@ -164,6 +164,7 @@ for _host in EXPECTED_LAB['hosts'].values():
     _host['policy'] = [{'name': w['name'], 'ip': w['ip'], 'ifname': w['ifname'], 'ingress': None, 'egress': None,
                         'policies': []} for w in _host['workloads']]
     _host['floating_ips'] = []
+    _host['cni'] = {'enabled': False}  # no calico_cni: no container networks
 # issue #4: calico_ipip_mode never -> no tunnel, every other node IP direct, proto 4 only from node IPs
 for _name, _host in EXPECTED_LAB['hosts'].items():
     _others = [h['node_ip'] for n, h in EXPECTED_LAB['hosts'].items() if n != _name]
@@ -282,7 +283,7 @@ def test_lab_racks_inventory_through_ansible():
     assert plan['racks']['rack1'] == {'as_number': 65001, 'hosts': ['r1h1', 'r1h2', 'r1h3', 'rr1a', 'rr1b'],
                                       'reflectors': ['rr1a', 'rr1b'], 'cluster_id': '192.168.101.1'}
     assert [plan['racks'][r]['cluster_id'] for r in ('rack2', 'rack3')] == ['192.168.102.1', '192.168.103.1']
-    rr1a = {k: v for k, v in hosts['rr1a'].items() if k not in ('peers', 'policy', 'floating_ips', 'ipip')}
+    rr1a = {k: v for k, v in hosts['rr1a'].items() if k not in ('peers', 'policy', 'floating_ips', 'ipip', 'cni')}
     assert rr1a == {'node_ip': '192.168.101.1', 'node_prefixlen': 24, 'router_id': '192.168.101.1',
                     'as_number': 65001, 'rack': 'rack1', 'role': 'reflector', 'spine_ip': '10.255.0.11',
                     'spine_prefixlen': 24, 'block': None, 'block_source': None, 'workloads': []}

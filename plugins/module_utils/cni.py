@@ -1,0 +1,345 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) netfleet.calico contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The ``netfleet-calico`` CNI plugin: the per-host agent that gives every container a runtime
+starts (podman, containerd, CRI-O, kubelet) the fabric's data plane, and takes it away again.
+
+A runtime executes the plugin with ``CNI_COMMAND`` (ADD, DEL, CHECK, GC, STATUS, VERSION),
+``CNI_CONTAINERID``, ``CNI_NETNS``, ``CNI_IFNAME``, ``CNI_ARGS`` and ``CNI_PATH`` in the environment
+and the network configuration on stdin (CNI spec 1.1; 0.3.0-1.0.0 results are also produced).
+The plugin entry names the host's configuration file written by site.yml (role calico_node)::
+
+    {"type": "netfleet-calico", "config_file": "/etc/netfleet-calico/cni.json"}
+
+That file holds this host's plan: its block, the range and labels of every container network,
+the addresses of its static workloads (never handed out), the MTU, and the fleet's policies with
+their ipsets. ADD allocates the next free address of the network's range (store lock held), makes
+the endpoint (:mod:`cni_endpoint`), then its policy (:mod:`cni_policy`); DEL undoes it; GC removes
+attachments the runtime no longer knows; CHECK compares the endpoint with the kernel.
+
+Errors are printed as the spec's error object and exit 1: 4 bad environment, 6 undecodable stdin,
+7 bad configuration, 11 try again (store locked), 50 plugin not available (STATUS), 100 no free
+address in the network's range, 101 the endpoint differs from its record (CHECK), 5 anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from ansible_collections.netfleet.calico.plugins.module_utils import cni_endpoint, cni_policy, cni_store, iproute
+
+PLUGIN = 'netfleet-calico'
+SUPPORTED = ('0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0')
+DEFAULT_CONFIG = '/etc/netfleet-calico/cni.json'
+LABEL_KEY_RE = cni_store.re.compile(r'[A-Za-z0-9][A-Za-z0-9_./-]{0,252}\Z')
+LABEL_VALUE_RE = cni_store.re.compile(r'[A-Za-z0-9_.-]{0,63}\Z')
+NAMESPACE_LABEL = 'projectcalico.org/namespace'
+
+
+class CniError(Exception):
+    def __init__(self, code, msg, details=''):
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.details = details
+
+
+# ---------------------------------------------------------------------------------------------
+# input
+# ---------------------------------------------------------------------------------------------
+
+def parse_cni_args(text):
+    """``CNI_ARGS`` (``K=V;K=V``) as a dict; a malformed pair is an error (code 4)."""
+    out = {}
+    for pair in (text or '').split(';'):
+        if not pair:
+            continue
+        key, sep, value = pair.partition('=')
+        if not sep or not key:
+            raise CniError(4, 'CNI_ARGS pair %r is not KEY=VALUE' % pair)
+        out[key] = value
+    return out
+
+
+def read_request(environ, stdin_text):
+    command = environ.get('CNI_COMMAND', '')
+    if command not in ('ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'):
+        raise CniError(4, 'CNI_COMMAND %r is not ADD, DEL, CHECK, GC, STATUS or VERSION' % command)
+    try:
+        conf = json.loads(stdin_text) if stdin_text.strip() else {}
+    except ValueError as exc:
+        raise CniError(6, 'cannot decode the network configuration on stdin: %s' % exc) from None
+    if not isinstance(conf, dict):
+        raise CniError(6, 'the network configuration on stdin is not a JSON object')
+    version = conf.get('cniVersion', '1.0.0' if command == 'VERSION' else None)
+    if command != 'VERSION' and version not in SUPPORTED:
+        raise CniError(1, 'cniVersion %r is not supported' % (version,),
+                       'supported: ' + ', '.join(SUPPORTED))
+    if command in ('GC', 'STATUS') and version != '1.1.0':
+        raise CniError(1, '%s needs cniVersion 1.1.0 (got %s)' % (command, version))
+    req = {'command': command, 'conf': conf, 'version': version or '1.0.0',
+           'args': parse_cni_args(environ.get('CNI_ARGS', ''))}
+    if command in ('ADD', 'DEL', 'CHECK'):
+        for var in ('CNI_CONTAINERID', 'CNI_IFNAME') + (('CNI_NETNS',) if command != 'DEL' else ()):
+            if not environ.get(var):
+                raise CniError(4, '%s is not set' % var)
+        try:
+            req['key'] = cni_store.record_key(environ['CNI_CONTAINERID'], environ['CNI_IFNAME'])
+        except cni_store.StoreError as exc:
+            raise CniError(exc.code, exc.msg) from None
+        netns = environ.get('CNI_NETNS') or ''
+        if netns and not iproute.valid_netns_path(netns):
+            raise CniError(4, 'CNI_NETNS %r is not an absolute namespace path' % netns)
+        req.update(container_id=environ['CNI_CONTAINERID'], ifname=environ['CNI_IFNAME'], netns=netns)
+    return req
+
+
+def load_config(conf):
+    path = conf.get('config_file') or DEFAULT_CONFIG
+    try:
+        with open(path, encoding='utf-8') as handle:
+            config = json.load(handle)
+    except OSError as exc:
+        raise CniError(7, 'cannot read %s: %s' % (path, exc.strerror),
+                       'run site.yml with calico_cni: true on this host') from None
+    except ValueError as exc:
+        raise CniError(7, '%s is not valid JSON: %s' % (path, exc)) from None
+    if not isinstance(config, dict) or config.get('version') != 1:
+        raise CniError(7, '%s is not a netfleet-calico CNI configuration of version 1' % path)
+    return config
+
+
+def network_of(conf, config):
+    name = conf.get('network') or conf.get('name')
+    network = (config.get('networks') or {}).get(name)
+    if network is None:
+        raise CniError(7, 'network %r is not declared for this host' % (name,),
+                       'add it to calico_cni_networks and run site.yml')
+    return name, network
+
+
+def labels_of(req, network):
+    """The network's labels, plus those the runtime passes (``args.cni.labels``, CNI's convention, and the
+    Kubernetes namespace); a network's own labels cannot be overridden by the runtime."""
+    labels = {}
+    args = ((req['conf'].get('args') or {}).get('cni') or {}) if isinstance(req['conf'].get('args'), dict) else {}
+    for item in args.get('labels') or []:
+        if isinstance(item, dict):
+            key, value = item.get('key'), item.get('value')
+            if not isinstance(key, str) or not LABEL_KEY_RE.match(key) or not isinstance(value, str) \
+                    or not LABEL_VALUE_RE.match(value):
+                raise CniError(7, 'label %r=%r from args.cni.labels is not a valid label' % (key, value))
+            labels[key] = value
+    namespace = req['args'].get('K8S_POD_NAMESPACE')
+    if namespace and LABEL_VALUE_RE.match(namespace):
+        labels[NAMESPACE_LABEL] = namespace
+    labels.update(network.get('labels') or {})
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------------
+
+def add_result(version, record, settings):
+    legacy = not version.startswith('1.')
+    ip_entry = {'address': record['ip'] + '/32', 'gateway': settings['gateway'], 'interface': 1}
+    if legacy:
+        ip_entry['version'] = '4'
+    return {
+        'cniVersion': version,
+        'interfaces': [{'name': record['host_ifname'], 'mac': settings['mac']},
+                       {'name': record['ifname'], 'mac': record['mac'], 'sandbox': record['netns']}],
+        'ips': [ip_entry],
+        'routes': [{'dst': '0.0.0.0/0', 'gw': settings['gateway']}],
+        'dns': {},
+    }
+
+
+def settings_of(config):
+    return {'gateway': config.get('gateway') or iproute.CALICO_GATEWAY,
+            'mac': config.get('mac') or iproute.CALICO_MAC,
+            'protocol': int(config.get('protocol') or iproute.CALICO_PROTOCOL),
+            'prefix': config.get('interface_prefix') or iproute.DEFAULT_INTERFACE_PREFIX,
+            'mtu': config.get('mtu')}
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------
+
+def cmd_add(req, ip):
+    config = load_config(req['conf'])
+    name, network = network_of(req['conf'], config)
+    settings = settings_of(config)
+    store = cni_store.Store(config['data_dir'])
+    labels = labels_of(req, network)
+    with store.locked():
+        records = store.records()
+        old = records.get(req['key'])
+        if old and not old.get('corrupt') and old.get('netns') == req['netns']:
+            if not cni_endpoint.check(ip, old, settings):
+                return add_result(req['version'], old, settings)  # a repeated ADD: same answer
+        if old:  # a half-made or stale attachment of this container id and interface: start over
+            _teardown(ip, store, old, records, config)
+            records.pop(req['key'], None)
+        host_if = cni_endpoint.host_ifname(req['container_id'], req['ifname'], settings['prefix'])
+        addr = store.allocate(name, network['range'], config.get('reserved') or (), records)
+        record = {'key': req['key'], 'container_id': req['container_id'], 'ifname': req['ifname'],
+                  'netns': req['netns'], 'network': name, 'ip': addr, 'host_ifname': host_if,
+                  'mac': cni_endpoint.container_mac(req['key']), 'labels': labels, 'created': int(time.time())}
+        store.put(record)  # first: an ADD cut short leaves a record that DEL or GC undoes
+        records[req['key']] = record
+        try:
+            cni_endpoint.create(ip, record, settings)
+            cni_policy.add_endpoint(record, list(records.values()), config.get('policy') or {})
+        except (cni_endpoint.EndpointError, cni_policy.PolicyError, OSError) as exc:
+            records.pop(req['key'], None)
+            _teardown(ip, store, record, records, config)
+            raise CniError(getattr(exc, 'code', 5),
+                           'ADD %s: %s' % (req['container_id'], getattr(exc, 'msg', exc))) from None
+    return add_result(req['version'], record, settings)
+
+
+def _teardown(ip, store, record, remaining, config):
+    """Remove an attachment's endpoint, policy and record; parts already gone are fine."""
+    if record.get('host_ifname'):
+        cni_endpoint.delete(ip, record)
+        cni_policy.remove_endpoint(record, [r for r in remaining.values() if r and r.get('key') != record['key']
+                                            and not r.get('corrupt')], config.get('policy') or {})
+    store.remove(record['key'])
+
+
+def cmd_del(req, ip):
+    try:
+        config = load_config(req['conf'])
+    except CniError:
+        return None  # never configured here (or already removed): nothing of ours to delete
+    settings = settings_of(config)
+    store = cni_store.Store(config['data_dir'])
+    with store.locked():
+        records = store.records()
+        record = records.pop(req['key'], None)
+        if record is None or record.get('corrupt'):
+            # no record: at most a veth of an ADD that failed before writing one
+            record = {'key': req['key'], 'container_id': req['container_id'], 'ifname': req['ifname'],
+                      'host_ifname': cni_endpoint.host_ifname(req['container_id'], req['ifname'], settings['prefix'])}
+            link = ip.json(['link', 'show', 'dev', record['host_ifname']]) if _link_exists(ip, record) else []
+            if not link or link[0].get('ifalias') != cni_endpoint.ALIAS_PREFIX + req['key']:
+                record['host_ifname'] = None
+        try:
+            _teardown(ip, store, record, records, config)
+        except (cni_endpoint.EndpointError, cni_policy.PolicyError) as exc:
+            raise CniError(exc.code, 'DEL %s: %s' % (req['container_id'], exc.msg)) from None
+    return None
+
+
+def _link_exists(ip, record):
+    rc, _out, _err = ip.run(['link', 'show', 'dev', record['host_ifname']], check=False)
+    return rc == 0
+
+
+def cmd_check(req, ip):
+    config = load_config(req['conf'])
+    settings = settings_of(config)
+    record = cni_store.Store(config['data_dir']).get(req['key'])
+    if record is None or record.get('corrupt'):
+        raise CniError(3, 'container %s (%s) has no attachment on this host' % (req['container_id'], req['ifname']))
+    problems = cni_endpoint.check(ip, record, settings)
+    prev = req['conf'].get('prevResult') or {}
+    prev_ips = [entry.get('address') for entry in prev.get('ips') or []]
+    if prev_ips and prev_ips != [record['ip'] + '/32']:
+        problems.append('prevResult has %s, the attachment %s/32' % (', '.join(map(str, prev_ips)), record['ip']))
+    if problems:
+        raise CniError(101, 'container %s: %s' % (req['container_id'], '; '.join(problems)))
+    return None
+
+
+def cmd_gc(req, ip):
+    """Remove this network's attachments the runtime did not list in ``cni.dev/valid-attachments``."""
+    config = load_config(req['conf'])
+    name, _network = network_of(req['conf'], config)
+    valid = {(a.get('containerID'), a.get('ifname')) for a in req['conf'].get('cni.dev/valid-attachments') or []
+             if isinstance(a, dict)}
+    store = cni_store.Store(config['data_dir'])
+    with store.locked():
+        records = store.records()
+        for key, record in sorted(records.items()):
+            if record.get('corrupt'):
+                store.remove(key)
+                continue
+            if record.get('network') == name and (record['container_id'], record['ifname']) not in valid:
+                remaining = {k: r for k, r in records.items() if k != key}
+                _teardown(ip, store, record, remaining, config)
+                records = remaining
+        try:
+            cni_policy.sync(list(records.values()), config.get('policy') or {})
+        except cni_policy.PolicyError as exc:
+            raise CniError(exc.code, 'GC: %s' % exc.msg) from None
+    return None
+
+
+def cmd_status(req, _ip):
+    try:
+        config = load_config(req['conf'])
+        network_of(req['conf'], config)
+    except CniError as exc:
+        raise CniError(50, 'not ready: %s' % exc.msg, exc.details) from None
+    if not os.access(os.path.dirname(config['data_dir'].rstrip('/')) or '/', os.W_OK):
+        raise CniError(50, 'not ready: cannot write %s' % config['data_dir'])
+    return None
+
+
+COMMANDS = {'ADD': cmd_add, 'DEL': cmd_del, 'CHECK': cmd_check, 'GC': cmd_gc, 'STATUS': cmd_status}
+
+
+def handle(environ, stdin_text, ip=None):
+    """(exit status, stdout text) for one invocation; never raises."""
+    version = '1.0.0'
+    try:
+        req = read_request(environ, stdin_text)
+        version = req['version']
+        if req['command'] == 'VERSION':
+            return 0, json.dumps({'cniVersion': req['version'] if req['version'] in SUPPORTED else '1.1.0',
+                                  'supportedVersions': list(SUPPORTED)})
+        result = COMMANDS[req['command']](req, ip or iproute.IpCommand(timeout=60))
+        return 0, json.dumps(result) if result is not None else ''
+    except (CniError, cni_store.StoreError, cni_policy.PolicyError, cni_endpoint.EndpointError) as exc:
+        error = {'cniVersion': version, 'code': exc.code, 'msg': exc.msg}
+        if getattr(exc, 'details', ''):
+            error['details'] = exc.details
+    except (OSError, iproute.IprouteError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        error = {'cniVersion': version, 'code': 5, 'msg': '%s: %s' % (type(exc).__name__, exc)}
+    return 1, json.dumps(error)
+
+
+def log(environ, conf_text, status, out, started):
+    """One line per invocation in the log file named by the configuration (if any)."""
+    try:
+        path = json.loads(conf_text).get('log_file') if conf_text.strip() else None
+    except ValueError:
+        path = None
+    if not path:
+        return
+    line = '%s %s %s %s rc=%d %.1fms %s\n' % (
+        time.strftime('%Y-%m-%dT%H:%M:%S'), environ.get('CNI_COMMAND'), environ.get('CNI_CONTAINERID', '-'),
+        environ.get('CNI_IFNAME', '-'), status, (time.monotonic() - started) * 1000, out if status else '')
+    try:
+        with open(path, 'a', encoding='utf-8') as handle:
+            handle.write(line)
+    except OSError:
+        pass
+
+
+def main(argv=None):
+    started = time.monotonic()
+    stdin_text = sys.stdin.read() if not sys.stdin.isatty() else ''
+    status, out = handle(os.environ, stdin_text)
+    if out:
+        sys.stdout.write(out + '\n')
+    log(os.environ, stdin_text, status, out, started)
+    return status

@@ -1,0 +1,241 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) netfleet.calico contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Installing the CNI plugin on a host (module calico_cni): the files, then its policy state.
+
+Files, each written only when its content differs (atomically), each shown in ``--diff``:
+
+* ``<lib_dir>/ansible_collections/netfleet/calico/plugins/module_utils/*.py``: the plugin's code,
+  copied from the module_utils this module was shipped with, so the plugin and the converge
+  always run the same version of the endpoint, store and policy code;
+* ``<bin_dir>/netfleet-calico``: the executable a runtime runs (a few lines that import the above);
+* ``<config_path>``: this host's plan (block, networks and their ranges, reserved addresses, MTU,
+  policies and ipsets), the one file the plugin reads on every call;
+* ``<conf_dir>/10-netfleet-<network>.conflist``: one network configuration per container network
+  (``podman run --network web``); stale ones of ours are removed.
+
+Then, holding the store's lock, :func:`cni_policy.sync` brings the plugin's chains and ipsets to the
+new plan for the containers already running, so a policy change reaches them without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+
+from ansible_collections.netfleet.calico.plugins.module_utils import (
+    chains,
+    cni,
+    cni_endpoint,
+    cni_policy,
+    cni_store,
+    iproute,
+    selector,
+)
+
+PLUGIN_MODULES = (cni, cni_endpoint, cni_policy, cni_store, chains, iproute, selector)
+PACKAGE_PATH = ('ansible_collections', 'netfleet', 'calico', 'plugins', 'module_utils')
+CONFLIST_RE = re.compile(r'10-netfleet-([A-Za-z0-9][A-Za-z0-9_.-]{0,62})\.conflist\Z')
+PATH_RE = re.compile(r'/[A-Za-z0-9_./@+=:-]*\Z')
+
+LAUNCHER = """#!{python} -IS
+# netfleet-calico CNI plugin, installed by the netfleet.calico collection (role calico_node).
+# Its code is in {lib_dir}; its configuration in the conflists of {conf_dir}.
+import sys
+sys.path.insert(0, {lib_dir!r})
+from ansible_collections.netfleet.calico.plugins.module_utils.cni import main
+sys.exit(main())
+"""
+
+
+class InstallError(Exception):
+    pass
+
+
+def check_path(value, what):
+    if not isinstance(value, str) or not PATH_RE.match(value) or '/../' in value + '/' or value.rstrip('/') == '':
+        raise InstallError('%s %r must be an absolute path of letters, digits and _ . / @ + = : -' % (what, value))
+    return os.path.normpath(value)
+
+
+def module_source(mod):
+    """The source text of a module_utils module, from wherever this module was loaded (file or AnsiballZ zip)."""
+    loader = getattr(mod, '__loader__', None)
+    source = loader.get_source(mod.__name__) if loader is not None and hasattr(loader, 'get_source') else None
+    if source is None:
+        with open(mod.__file__, encoding='utf-8') as handle:
+            source = handle.read()
+    return source
+
+
+def host_config(params):
+    """The document written to ``config_path`` (keys sorted on write, so it compares byte for byte)."""
+    plan = params['plan'] or {}
+    networks = plan.get('networks') or {}
+    if not networks:
+        raise InstallError('plan has no networks (run site.yml: its preflight plans them)')
+    for name in networks:
+        if not cni_store.NETWORK_RE.match(name):
+            raise InstallError('network name %r is not valid' % name)
+    policy = dict(plan.get('policy') or {'policies': [], 'sets': {}})
+    for set_name_ in policy.get('sets') or {}:
+        if not set_name_.startswith(cni_policy.SET_PREFIX) or not chains.IPSET_NAME.match(set_name_):
+            raise InstallError('ipset name %r is not valid' % set_name_)
+    policy['enabled'] = bool(params['chains'])
+    policy['iptables'] = params['backend']
+    return {
+        'version': 1,
+        'data_dir': params['data_dir'],
+        'block': plan.get('block'),
+        'gateway': iproute.CALICO_GATEWAY,
+        'mac': iproute.CALICO_MAC,
+        'protocol': iproute.normalize_protocol(params['protocol']),
+        'interface_prefix': iproute.DEFAULT_INTERFACE_PREFIX,
+        'mtu': params['mtu'],
+        'reserved': list(plan.get('reserved') or []),
+        'networks': networks,
+        'policy': policy,
+    }
+
+
+def conflist(name, params):
+    return {'cniVersion': params['cni_version'], 'name': name,
+            'plugins': [{'type': cni.PLUGIN, 'config_file': params['config_path'], 'log_file': params['log_file']}]}
+
+
+def desired_files(params):
+    """``{path: (content, mode)}`` for state=present."""
+    lib_dir = params['lib_dir']
+    files = {}
+    pkg = os.path.join(lib_dir, *PACKAGE_PATH)
+    for mod in PLUGIN_MODULES:
+        files[os.path.join(pkg, mod.__name__.rsplit('.', 1)[-1] + '.py')] = (module_source(mod), 0o644)
+    files[os.path.join(params['bin_dir'], cni.PLUGIN)] = (
+        LAUNCHER.format(python=params['python'], lib_dir=lib_dir, conf_dir=params['conf_dir']), 0o755)
+    config = host_config(params)
+    files[params['config_path']] = (json.dumps(config, indent=1, sort_keys=True) + '\n', 0o644)
+    for name in sorted(config['networks']):
+        path = os.path.join(params['conf_dir'], '10-netfleet-%s.conflist' % name)
+        files[path] = (json.dumps(conflist(name, params), indent=1, sort_keys=True) + '\n', 0o644)
+    return files, config
+
+
+def owned_conflists(conf_dir):
+    try:
+        names = os.listdir(conf_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(os.path.join(conf_dir, n) for n in names if CONFLIST_RE.match(n))
+
+
+def read(path):
+    try:
+        with open(path, encoding='utf-8') as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def write(path, content, mode):
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.netfleet-')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            handle.write(content)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def plan_files(want, remove):
+    """(paths to write, paths to remove, diff before, diff after)."""
+    writes, before, after = [], [], []
+    for path in sorted(want):
+        content, mode = want[path]
+        have = read(path)
+        have_mode = os.stat(path).st_mode & 0o777 if have is not None else None
+        if have != content or have_mode != mode:
+            writes.append(path)
+            before.append(_diff_entry(path, have, have_mode))
+            after.append(_diff_entry(path, content, mode))
+    removes = [p for p in remove if os.path.exists(p) and p not in want]
+    for path in removes:
+        before.append(_diff_entry(path, read(path), None))
+    return writes, removes, ''.join(before), ''.join(after)
+
+
+def _diff_entry(path, content, mode):
+    if content is None:
+        return ''
+    if path.endswith('.py'):  # the plugin's code: its size, not 3,000 lines
+        return '# %s (%d lines)\n' % (path, content.count('\n'))
+    return '# %s%s\n%s' % (path, ' mode %04o' % mode if mode is not None else '', content)
+
+
+def converge(params, check_mode):
+    """Bring the host to ``params`` (the module's options); return the result dict."""
+    for key in ('bin_dir', 'conf_dir', 'config_path', 'data_dir', 'lib_dir', 'log_file', 'python'):
+        params[key] = check_path(params[key], key)
+    store = cni_store.Store(params['data_dir'])
+    present = params['state'] == 'present'
+    if present:
+        want, config = desired_files(params)
+        stale = [p for p in owned_conflists(params['conf_dir']) if p not in want]
+    else:
+        want, config = {}, None
+        pkg = os.path.join(params['lib_dir'], *PACKAGE_PATH)
+        stale = owned_conflists(params['conf_dir']) + [os.path.join(params['bin_dir'], cni.PLUGIN),
+                                                       params['config_path']]
+        stale += [os.path.join(pkg, m.__name__.rsplit('.', 1)[-1] + '.py') for m in PLUGIN_MODULES]
+        attached = [r for r in store.records().values() if r and not r.get('corrupt')]
+        if attached:
+            raise InstallError('%d container(s) are still attached through the CNI plugin (first: %s); stop them '
+                               'before removing the plugin' % (len(attached), attached[0].get('container_id')))
+    writes, removes, before, after = plan_files(want, stale)
+    result = {'files_changed': writes + removes}
+    policy = (config or {}).get('policy') or {'enabled': False, 'iptables': params['backend']}
+    if not check_mode:
+        for path in writes:
+            write(path, want[path][0], want[path][1])
+        for path in removes:
+            os.unlink(path)
+    if present or os.path.isdir(params['data_dir']):
+        if check_mode and not os.path.isdir(params['data_dir']):
+            records = []
+            sync = cni_policy.sync(records, policy, check_mode=True)
+        else:
+            with store.locked():
+                records = list(store.records().values())
+                sync = cni_policy.sync(records, policy, check_mode=check_mode)
+        result['attachments'] = len([r for r in records if r and not r.get('corrupt')])
+    else:
+        sync = {'changed': False, 'sets': [], 'chains': [], 'commands': {},
+                'diff': {'before': '', 'after': ''}}
+        result['attachments'] = 0
+    if not present and not check_mode:
+        if os.path.isdir(params['data_dir']):
+            shutil.rmtree(params['data_dir'])
+        # the package directories this module made under lib_dir, once empty (lib_dir itself included)
+        path = os.path.join(params['lib_dir'], *PACKAGE_PATH)
+        while len(path) >= len(params['lib_dir']):
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
+            path = os.path.dirname(path)
+    result.update(changed=bool(writes or removes or sync['changed']), sets=sync['sets'], chains=sync['chains'],
+                  commands=sync['commands'], networks=sorted((config or {}).get('networks') or {}))
+    result['diff'] = [
+        {'before_header': 'CNI plugin files', 'after_header': 'CNI plugin files (wanted)', 'before': before,
+         'after': after},
+        sync['diff'],
+    ]
+    return result

@@ -1,0 +1,268 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) netfleet.calico contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Policy of the CNI plugin's containers: their endpoint chains, the dispatch entries and the ipsets.
+
+The plugin owns exactly these, and nothing else:
+
+* filter chains ``cali-cni-from-dispatch`` / ``cali-cni-to-dispatch`` (reached from the converge's
+  ``cali-from-wl-dispatch`` / ``cali-to-wl-dispatch`` for cali interfaces it does not know) and
+  ``cali-cni-fw-<if>`` / ``cali-cni-tw-<if>`` per container, laid out like the converge's endpoint
+  chains (conntrack first, then the policies that select the container, default deny if any does);
+* ipsets ``cali-s-<hash>``, one per peer selector of the fleet's policies. Their fleet-wide members
+  (static workloads, and the address range of every container network whose labels match, on every
+  host) come from the controller; each container on this host whose labels match is added on ADD.
+
+Two paths: :func:`add_endpoint` / :func:`remove_endpoint` (one ``ipset restore`` and one
+``iptables-restore --noflush``, no read-back: the ADD latency budget) and :func:`sync`, which reads
+both back and converges everything (``iptables-save`` / ``ipset save``), used by the converge and by GC.
+Callers hold the store lock, so the two never interleave.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from ansible_collections.netfleet.calico.plugins.module_utils import chains
+from ansible_collections.netfleet.calico.plugins.module_utils.selector import (
+    SelectorError,
+    match_selector,
+    parse_selector,
+)
+
+SET_PREFIX = 'cali-s-'
+FROM_DISPATCH = chains.CNI_FROM_DISPATCH
+TO_DISPATCH = chains.CNI_TO_DISPATCH
+DIRECTIONS = ('ingress', 'egress')
+IPTABLES = {'nft': ('iptables-nft-save', 'iptables-nft-restore'),
+            'legacy': ('iptables-legacy-save', 'iptables-legacy-restore')}
+
+
+class PolicyError(Exception):
+    def __init__(self, msg, code=5):
+        super().__init__(msg)
+        self.msg = msg
+        self.code = code
+
+
+def run(argv, data=None):
+    env = dict(os.environ, LC_ALL='C')
+    try:
+        proc = subprocess.run(argv, input=data, capture_output=True, text=True, env=env, timeout=60,  # noqa: S603
+                              check=False)
+    except OSError as exc:
+        raise PolicyError('%s: %s' % (argv[0], exc)) from None
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()[:400]
+        raise PolicyError('%s failed (rc=%d): %s' % (' '.join(argv), proc.returncode, detail))
+    return proc.stdout
+
+
+def endpoint_chain_names(ifname):
+    return chains.chain_name('cni', 'fw', ifname), chains.chain_name('cni', 'tw', ifname)
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering (pure)
+# ---------------------------------------------------------------------------------------------
+
+def _selects(selector_text, labels, cache):
+    tree = cache.get(selector_text)
+    if tree is None:
+        try:
+            tree = cache[selector_text] = parse_selector(selector_text)
+        except SelectorError as exc:
+            raise PolicyError('selector %r in the CNI configuration is malformed: %s' % (selector_text, exc),
+                              code=7) from None
+    return match_selector(tree, labels)
+
+
+def endpoint_rules(labels, policy, cache=None):
+    """(egress rules or None, ingress rules or None, names of the selecting policies) for a container."""
+    cache = {} if cache is None else cache
+    rules = {'ingress': None, 'egress': None}
+    names = []
+    for pol in policy.get('policies') or []:
+        if not _selects(pol.get('selector') or 'all()', labels, cache):
+            continue
+        names.append(pol['name'])
+        for direction in pol.get('types') or ['ingress']:
+            rules[direction] = (rules[direction] or []) + list(pol.get(direction) or [])
+    return rules['egress'], rules['ingress'], names
+
+
+def render_endpoint(record, policy, cache=None):
+    """``{chain: [rules]}`` of one container's two endpoint chains."""
+    egress, ingress, _names = endpoint_rules(record.get('labels') or {}, policy, cache)
+    fw, tw = endpoint_chain_names(record['host_ifname'])
+    try:
+        return {fw: [chains.normalize_rule(r) for r in chains.render_endpoint_chain(egress, 'egress', 'RETURN')],
+                tw: [chains.normalize_rule(r) for r in chains.render_endpoint_chain(ingress, 'ingress', 'ACCEPT')]}
+    except chains.ChainsError as exc:
+        raise PolicyError('policy for container %s: %s' % (record.get('container_id'), exc), code=7) from None
+
+
+def render_dispatch(records):
+    """The two dispatch chains for ``records`` (sorted by interface; unknown interfaces are dropped)."""
+    ifnames = sorted(r['host_ifname'] for r in records if r and r.get('host_ifname'))
+    from_d, to_d = [], []
+    for ifname in ifnames:
+        fw, tw = endpoint_chain_names(ifname)
+        from_d.append(chains.normalize_rule('-i %s -g %s' % (ifname, fw)))
+        to_d.append(chains.normalize_rule('-o %s -g %s' % (ifname, tw)))
+    from_d.append('-j DROP')
+    to_d.append('-j DROP')
+    return {FROM_DISPATCH: from_d, TO_DISPATCH: to_d}
+
+
+def local_members(record, policy, cache=None):
+    """Names of the ipsets a container's own address belongs in (its labels match the set's selector)."""
+    cache = {} if cache is None else cache
+    labels = record.get('labels') or {}
+    return sorted(name for name, spec in (policy.get('sets') or {}).items()
+                  if _selects(spec.get('selector') or 'all()', labels, cache))
+
+
+def desired_sets(records, policy):
+    """``{set name: set of members}``: the controller's fleet-wide members plus this host's containers."""
+    cache = {}
+    out = {name: {_member(m) for m in spec.get('members') or []} for name, spec in (policy.get('sets') or {}).items()}
+    for record in records:
+        if record and record.get('ip'):
+            for name in local_members(record, policy, cache):
+                out[name].add(record['ip'])
+    return out
+
+
+def _member(text):
+    text = str(text)
+    return text[:-3] if text.endswith('/32') else text
+
+
+# ---------------------------------------------------------------------------------------------
+# the fast path (ADD / DEL): write what changes, read nothing back
+# ---------------------------------------------------------------------------------------------
+
+def _restore(policy, text):
+    run([IPTABLES[policy.get('iptables', 'nft')][1], '--noflush'], data=text)
+
+
+def _dispatch_lines(records):
+    lines = []
+    for name, rules in sorted(render_dispatch(records).items()):
+        lines.append(':%s - [0:0]' % name)  # declaring a chain with --noflush flushes it: one transaction
+        lines.extend('-A %s %s' % (name, rule) for rule in rules)
+    return lines
+
+
+def add_endpoint(record, records, policy):
+    """Install one container's sets membership, chains and dispatch entries (``records`` includes it)."""
+    if not policy.get('enabled'):
+        return
+    members = local_members(record, policy)
+    if members:
+        run(['ipset', 'restore', '-exist'],
+            data=''.join('add %s %s\n' % (name, record['ip']) for name in members))
+    lines = ['*filter']
+    chain_rules = render_endpoint(record, policy)
+    lines.extend(':%s - [0:0]' % name for name in sorted(chain_rules))
+    lines.extend(_dispatch_lines(records))
+    for name, rules in sorted(chain_rules.items()):
+        lines.extend('-A %s %s' % (name, rule) for rule in rules)
+    lines.append('COMMIT')
+    _restore(policy, '\n'.join(lines) + '\n')
+
+
+def remove_endpoint(record, records, policy):
+    """Undo :func:`add_endpoint` (``records`` no longer includes it); missing pieces are not an error."""
+    if not policy.get('enabled'):
+        return
+    fw, tw = endpoint_chain_names(record['host_ifname'])
+    lines = ['*filter'] + _dispatch_lines(records) + [':%s - [0:0]' % fw, ':%s - [0:0]' % tw,
+                                                      '-X %s' % fw, '-X %s' % tw, 'COMMIT']
+    _restore(policy, '\n'.join(lines) + '\n')
+    members = local_members(record, policy) if record.get('ip') else []
+    if members:
+        run(['ipset', 'restore', '-exist'], data=''.join('del %s %s\n' % (name, record['ip']) for name in members))
+
+
+# ---------------------------------------------------------------------------------------------
+# sync: read back and converge everything the plugin owns
+# ---------------------------------------------------------------------------------------------
+
+def read_sets():
+    """``{name: set of members}`` of the cali-s-* ipsets (``ipset save``)."""
+    out = {}
+    for line in run(['ipset', 'save']).splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[1].startswith(SET_PREFIX):
+            if words[0] == 'create':
+                out.setdefault(words[1], set())
+            elif words[0] == 'add':
+                out.setdefault(words[1], set()).add(_member(words[2]))
+    return out
+
+
+def plan_sets(desired, current):
+    """(restore text that creates and fills sets, names to destroy once no rule references them)."""
+    lines = []
+    for name in sorted(desired):
+        have = current.get(name)
+        if have is None:
+            lines.append('create %s hash:net family inet' % name)
+            have = set()
+        lines.extend('add %s %s' % (name, m) for m in sorted(desired[name] - have))
+        lines.extend('del %s %s' % (name, m) for m in sorted(have - desired[name]))
+    stale = sorted(set(current) - set(desired))
+    return ''.join(line + '\n' for line in lines), stale
+
+
+def desired_chains(records, policy):
+    """Disabled (the plugin being removed): only the two dispatch chains, dropping everything, stay until
+    calico_chains deletes the jumps to them and then them."""
+    if not policy.get('enabled'):
+        return {'chains': render_dispatch([]), 'jumps': {}}
+    cache = {}
+    want = render_dispatch(records)
+    for record in records:
+        if record and record.get('host_ifname'):
+            want.update(render_endpoint(record, policy, cache))
+    return {'chains': want, 'jumps': {}}
+
+
+def sync(records, policy, check_mode=False):
+    """Converge the plugin's ipsets and chains to ``records`` + ``policy``; return a result dict with
+    ``changed`` and a ``diff`` (before/after as readable text)."""
+    records = [r for r in records if r and not r.get('corrupt')]
+    save_bin = IPTABLES[policy.get('iptables', 'nft')][0]
+    want_sets = desired_sets(records, policy) if policy.get('enabled') else {}
+    have_sets = read_sets()
+    set_text, stale_sets = plan_sets(want_sets, have_sets)
+    current = chains.parse_save(run([save_bin, '-t', 'filter']), prefix=chains.CNI_CHAIN_PREFIX)
+    have = chains.owned_view(current, 'filter')
+    have['jumps'] = {}  # the converge's gotos into our dispatch chains are the converge's
+    want = desired_chains(records, policy)
+    chain_text = chains.restore_text('filter', want, have)
+    changed = bool(set_text or stale_sets or chain_text)
+    if changed and not check_mode:
+        if set_text:
+            run(['ipset', 'restore', '-exist'], data=set_text)
+        if chain_text:
+            _restore(policy, chain_text)
+        for name in stale_sets:
+            run(['ipset', 'destroy', name])
+
+    def sets_text(sets):
+        return ''.join('%s: %s\n' % (name, ' '.join(sorted(sets[name]))) for name in sorted(sets))
+
+    return {
+        'changed': changed,
+        'sets': sorted(want_sets),
+        'chains': sorted(want['chains']),
+        'commands': {'ipset': set_text, 'iptables': chain_text, 'destroy': stale_sets},
+        'diff': {'before': chains.format_view(have, 'filter') + sets_text(have_sets),
+                 'after': chains.format_view(want, 'filter') + sets_text(want_sets),
+                 'before_header': 'CNI chains and ipsets (kernel)', 'after_header': 'CNI chains and ipsets (wanted)'},
+    }

@@ -1,0 +1,164 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) netfleet.calico contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Controller-side plan of the CNI plugin: container networks, their address ranges, and the
+host-side policy document the plugin resolves new containers against.
+
+Inputs (inventory):
+
+- ``calico_cni`` (per host, default false): install the plugin on this host;
+- ``calico_cni_networks`` (fleet-wide): ``[{name, labels?, slot?}]``; a container started on network
+  ``web`` carries the network's labels, so ``podman run --network web`` is ``app == 'web'``;
+  default one network ``netfleet`` without labels;
+- ``calico_cni_network_prefix`` (fleet-wide, default block prefix + 2): the size of a network's range.
+
+Each host's block is cut into ranges of that size: slot 0 keeps the host's ``calico_workloads``
+(their automatic addresses start there), slot N belongs to one network on every host. Because a
+container's network, and so its labels, follows from its address, every host can match containers
+of every other host by range: a selector's ipset holds the ranges of the networks whose labels
+match, fleet-wide, and no container start has to be announced to other hosts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+
+from ansible_collections.netfleet.calico.plugins.module_utils.selector import canonical
+from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+
+DEFAULT_NETWORK = 'netfleet'
+NETWORK_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z')
+LABEL_KEY_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_./-]{0,252}\Z')
+LABEL_VALUE_RE = re.compile(r'[A-Za-z0-9_.-]{0,63}\Z')
+NETWORK_KEYS = {'name', 'labels', 'slot'}
+SET_PREFIX = 'cali-s-'
+
+
+def set_name(tree):
+    """The ipset of a peer selector: ``cali-s-`` + 16 hex digits of sha1 of its canonical text (23 chars)."""
+    return SET_PREFIX + hashlib.sha1(canonical(tree).encode('utf-8')).hexdigest()[:16]
+
+
+def _bool(value, subject, var):
+    if _fabric._is_unset(value):
+        return False
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ('true', 'yes', 'on', '1'):
+        return True
+    if text in ('false', 'no', 'off', '0'):
+        return False
+    raise _fabric.FabricError(subject, f'{var} {value!r} is not a boolean', f'set {var}: true or false')
+
+
+def _labels(value, subject, where):
+    if _fabric._is_unset(value):
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fabric.FabricError(subject, f'{where} labels is not a mapping', 'write labels as {app: web}')
+    out = {}
+    for key, val in value.items():
+        if not isinstance(key, str) or not LABEL_KEY_RE.match(key):
+            raise _fabric.FabricError(subject, f'{where} label name {key!r} is not valid',
+                                      'use label names of letters, digits, _ . / - (at most 253)')
+        if isinstance(val, (Mapping, list, bool)) or val is None or not LABEL_VALUE_RE.match(str(val)):
+            raise _fabric.FabricError(subject, f'{where} label {key} value {val!r} is not valid',
+                                      'use values of letters, digits, _ . - (at most 63)')
+        out[key] = str(val)
+    return out
+
+
+def parse_networks(value, slots, subject='calico_cni_networks'):
+    """Validate ``calico_cni_networks``; return ``[{name, labels, slot}]`` (slots 1 .. slots-1)."""
+    if _fabric._is_unset(value):
+        value = [{'name': DEFAULT_NETWORK}]
+    if not isinstance(value, list) or not value:
+        raise _fabric.FabricError(subject, 'is not a non-empty list',
+                                  'set it to a list like [{name: web, labels: {app: web}}]')
+    out, names, used = [], set(), {}
+    for index, raw in enumerate(value):
+        where = f'calico_cni_networks[{index}]'
+        if not isinstance(raw, Mapping) or not isinstance(raw.get('name'), str) or not NETWORK_RE.match(raw['name']):
+            raise _fabric.FabricError(subject, f'{where} has no valid name',
+                                      'give every network a name of letters, digits, _ . - (at most 63)')
+        name = raw['name']
+        unknown = sorted(str(k) for k in set(raw) - NETWORK_KEYS)
+        if unknown:
+            raise _fabric.FabricError(subject, f"network '{name}' has unknown key(s) {', '.join(unknown)}",
+                                      'use name, labels and slot')
+        if name in names:
+            raise _fabric.FabricError(subject, f"network '{name}' is listed twice", 'give each network its own name')
+        names.add(name)
+        slot = raw.get('slot', index + 1)
+        slot_int = _fabric._as_int(slot)
+        if slot_int is None or not 1 <= slot_int < slots:
+            raise _fabric.FabricError(subject, f"network '{name}' slot {slot!r} is outside 1-{slots - 1}",
+                                      'blocks are cut into 2^(calico_cni_network_prefix - calico_block_prefix) '
+                                      'ranges and slot 0 is for calico_workloads: raise calico_cni_network_prefix '
+                                      'or use fewer networks')
+        if slot_int in used:
+            raise _fabric.FabricError(subject, f"networks '{used[slot_int]}' and '{name}' share slot {slot_int}",
+                                      'give each network its own slot')
+        used[slot_int] = name
+        out.append({'name': name, 'labels': _labels(raw.get('labels'), subject, f"network '{name}'"),
+                    'slot': slot_int})
+    return out
+
+
+def plan_cni(reader, hosts, plan_hosts, block_prefix):
+    """Add ``cni`` to every host of ``plan_hosts`` that runs workloads; return the fleet's container ranges as
+    ``[(host, cidr, labels)]`` (the selector members the policy planner adds)."""
+    enabled = {}
+    for name in hosts:
+        enabled[name] = _bool(reader.get(name, 'calico_cni'), _fabric.host_subject(name), 'calico_cni')
+        if enabled[name] and not plan_hosts[name].get('block'):
+            raise _fabric.FabricError(_fabric.host_subject(name), 'has calico_cni but no block (it is not in '
+                                                                  'calico_nodes)',
+                                      'add it to calico_nodes or drop calico_cni')
+    if not any(enabled.values()):
+        for name in hosts:
+            plan_hosts[name]['cni'] = {'enabled': False}
+        return []
+    raw_prefix, source = _fabric._fleet_setting(reader, hosts, 'calico_cni_network_prefix', None)
+    subject = _fabric.host_subject(source) if source else 'calico_cni_network_prefix'
+    prefix = min(block_prefix + 2, 32) if raw_prefix is None else _fabric._as_int(raw_prefix)
+    if prefix is None or not block_prefix < prefix <= 32:
+        raise _fabric.FabricError(subject, f'calico_cni_network_prefix {raw_prefix!r} is not a prefix length '
+                                           f'{block_prefix + 1}-32',
+                                  'set it longer than calico_block_prefix (e.g. block /24, networks /26)')
+    slots = 1 << (prefix - block_prefix)
+    value, source = _fabric._fleet_setting(reader, hosts, 'calico_cni_networks', None)
+    networks = parse_networks(value, slots, _fabric.host_subject(source) if source else 'calico_cni_networks')
+
+    members = []
+    for name in hosts:
+        if not enabled[name]:
+            plan_hosts[name]['cni'] = {'enabled': False}
+            continue
+        block = _fabric.netaddr.IPNetwork(plan_hosts[name]['block'])
+        ranges = list(block.subnet(prefix))
+        static = ranges[0]
+        for entry in plan_hosts[name]['workloads']:
+            if _fabric.netaddr.IPAddress(entry['ip']) not in static:
+                raise _fabric.FabricError(_fabric.host_subject(name),
+                                          f"workload '{entry['name']}' ip {entry['ip']} is outside {static}, the part "
+                                          'of the block kept for calico_workloads on a CNI host',
+                                          f'give it an address in {static} (or raise calico_cni_network_prefix)')
+        nets = {}
+        for net in networks:
+            cidr = str(ranges[net['slot']])
+            nets[net['name']] = {'range': cidr, 'labels': net['labels']}
+            members.append((name, cidr, net['labels']))
+        plan_hosts[name]['cni'] = {
+            'enabled': True,
+            'block': plan_hosts[name]['block'],
+            'networks': nets,
+            'static_range': str(static),
+            'reserved': sorted((e['ip'] for e in plan_hosts[name]['workloads']),
+                               key=lambda ip: int(_fabric.netaddr.IPAddress(ip))),
+        }
+    return members
