@@ -81,6 +81,8 @@ def read_request(environ, stdin_text):
                        'supported: ' + ', '.join(SUPPORTED))
     if command in ('GC', 'STATUS') and version != '1.1.0':
         raise CniError(1, '%s needs cniVersion 1.1.0 (got %s)' % (command, version))
+    if command == 'CHECK' and version.startswith('0.3.'):
+        raise CniError(1, 'CHECK needs cniVersion 0.4.0 or later (got %s)' % version)
     req = {'command': command, 'conf': conf, 'version': version or '1.0.0',
            'args': parse_cni_args(environ.get('CNI_ARGS', ''))}
     if command in ('ADD', 'DEL', 'CHECK'):
@@ -100,6 +102,8 @@ def read_request(environ, stdin_text):
 
 def load_config(conf):
     path = conf.get('config_file') or DEFAULT_CONFIG
+    if not isinstance(path, str) or not iproute.valid_netns_path(path):
+        raise CniError(7, 'config_file %r is not an absolute path' % (path,))
     try:
         with open(path, encoding='utf-8') as handle:
             config = json.load(handle)
@@ -320,10 +324,11 @@ def handle(environ, stdin_text, ip=None):
 def log(environ, conf_text, status, out, started):
     """One line per invocation in the log file named by the configuration (if any)."""
     try:
-        path = json.loads(conf_text).get('log_file') if conf_text.strip() else None
+        conf = json.loads(conf_text) if conf_text.strip() else None
     except ValueError:
-        path = None
-    if not path:
+        conf = None
+    path = conf.get('log_file') if isinstance(conf, dict) else None
+    if not isinstance(path, str) or not path.startswith('/'):
         return
     line = '%s %s %s %s rc=%d %.1fms %s\n' % (
         time.strftime('%Y-%m-%dT%H:%M:%S'), environ.get('CNI_COMMAND'), environ.get('CNI_CONTAINERID', '-'),

@@ -42,6 +42,15 @@ def set_name(tree):
     return SET_PREFIX + hashlib.sha1(canonical(tree).encode('utf-8')).hexdigest()[:16]
 
 
+def _ascii_int(value):
+    """An int from an int or a string of ASCII digits (never '²' or '٦'); else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r'[0-9]{1,9}', value.strip()):
+        return int(value.strip())
+    return None
+
+
 def _bool(value, subject, var):
     if _fabric._is_unset(value):
         return False
@@ -94,7 +103,7 @@ def parse_networks(value, slots, subject='calico_cni_networks'):
             raise _fabric.FabricError(subject, f"network '{name}' is listed twice", 'give each network its own name')
         names.add(name)
         slot = raw.get('slot', index + 1)
-        slot_int = _fabric._as_int(slot)
+        slot_int = _ascii_int(slot)
         if slot_int is None or not 1 <= slot_int < slots:
             raise _fabric.FabricError(subject, f"network '{name}' slot {slot!r} is outside 1-{slots - 1}",
                                       'blocks are cut into 2^(calico_cni_network_prefix - calico_block_prefix) '
@@ -125,7 +134,7 @@ def plan_cni(reader, hosts, plan_hosts, block_prefix):
         return []
     raw_prefix, source = _fabric._fleet_setting(reader, hosts, 'calico_cni_network_prefix', None)
     subject = _fabric.host_subject(source) if source else 'calico_cni_network_prefix'
-    prefix = min(block_prefix + 2, 32) if raw_prefix is None else _fabric._as_int(raw_prefix)
+    prefix = min(block_prefix + 2, 32) if raw_prefix is None else _ascii_int(raw_prefix)
     if prefix is None or not block_prefix < prefix <= 32:
         raise _fabric.FabricError(subject, f'calico_cni_network_prefix {raw_prefix!r} is not a prefix length '
                                            f'{block_prefix + 1}-32',

@@ -228,3 +228,141 @@ def test_fast_address_parsing_agrees_with_ipaddress(value):
         except c.ChainsError:
             got = 'error'
         assert got == reference(kind), (kind, value)
+
+
+# ------------------------------------------------------------------------------------------ CNI plugin support
+
+SET = 'cali-s-0123456789abcdef'
+
+
+@pytest.mark.parametrize('rule,direction,final,expected', [
+    ({'protocol': 'tcp', 'ports': ['80'], 'set': SET}, 'ingress', 'ACCEPT',
+     ['-p tcp -m set --match-set %s src -m tcp --dport 80 -j ACCEPT' % SET]),
+    ({'protocol': 'udp', 'ports': [53], 'set': SET}, 'egress', 'RETURN',
+     ['-p udp -m set --match-set %s dst -m udp --dport 53 -j RETURN' % SET]),
+    ({'protocol': 'tcp', 'ports': ['80', '443'], 'set': SET}, 'ingress', 'ACCEPT',
+     ['-p tcp -m set --match-set %s src -m multiport --dports 80,443 -j ACCEPT' % SET]),
+    ({'protocol': 'icmp', 'set': SET, 'action': 'deny'}, 'ingress', 'ACCEPT',
+     ['-p icmp -m set --match-set %s src -j DROP' % SET]),
+    ({'set': SET}, 'egress', 'RETURN', ['-m set --match-set %s dst -j RETURN' % SET]),
+    ({'set': SET, 'peers': ['10.0.0.0/8', '192.168.1.7'], 'protocol': 'tcp', 'ports': [22]}, 'ingress', 'ACCEPT',
+     ['-s 10.0.0.0/8 -p tcp -m set --match-set %s src -m tcp --dport 22 -j ACCEPT' % SET,
+      '-s 192.168.1.7/32 -p tcp -m set --match-set %s src -m tcp --dport 22 -j ACCEPT' % SET]),
+    ({'set': SET, 'peers': []}, 'ingress', 'ACCEPT', []),
+    ({'set': None, 'protocol': 'tcp', 'ports': [80]}, 'ingress', 'ACCEPT', ['-p tcp -m tcp --dport 80 -j ACCEPT']),
+    ({'set': '', 'protocol': 'tcp'}, 'egress', 'RETURN', ['-p tcp -j RETURN']),
+])
+def test_render_rule_set_match_after_protocol_before_ports(rule, direction, final, expected):
+    got = c.render_rule(rule, direction, final)
+    assert got == expected
+    assert [c.normalize_rule(r) for r in got] == got  # already in iptables-save's spelling
+
+
+@pytest.mark.parametrize('name', ['bad set', 'x' * 32, 'cali-s-x\n-A INPUT -j ACCEPT', 'a"b', 'a/b'])
+def test_render_rule_rejects_bad_set_names(name):
+    with pytest.raises(c.ChainsError, match='ipset name'):
+        c.render_rule({'set': name}, 'ingress', 'ACCEPT')
+
+
+def test_render_rule_accepts_the_longest_set_name():
+    assert c.render_rule({'set': 'x' * 31}, 'ingress', 'ACCEPT') == ['-m set --match-set %s src -j ACCEPT' % ('x' * 31)]
+
+
+def test_endpoint_chain_with_set_rule_in_render():
+    ep = web(ingress=[{'action': 'allow', 'protocol': 'tcp', 'ports': ['80'], 'peers': None, 'set': SET}])
+    assert c.render([ep])['filter']['chains']['cali-tw-calif29bc91bbda'][2:] == [
+        '-p tcp -m set --match-set %s src -m tcp --dport 80 -j ACCEPT' % SET, '-j DROP']
+
+
+def test_render_cni_dispatch_goes_on_to_the_plugins_chains():
+    f = c.render([A1], cni=True)['filter']['chains']
+    assert f['cali-from-wl-dispatch'] == ['-i calif29bc91bbda -g cali-fw-calif29bc91bbda',
+                                          '-i cali+ -g cali-cni-from-dispatch']
+    assert f['cali-to-wl-dispatch'] == ['-o calif29bc91bbda -g cali-tw-calif29bc91bbda',
+                                        '-o cali+ -g cali-cni-to-dispatch']
+    assert not any(name.startswith(c.CNI_CHAIN_PREFIX) for name in f)  # the plugin's chains are not ours
+    assert not any('DROP' in r for r in f['cali-from-wl-dispatch'] + f['cali-to-wl-dispatch'])
+    # everything else is the same as without the plugin
+    plain = c.render([A1])['filter']['chains']
+    assert {k: v for k, v in f.items() if 'dispatch' not in k} == \
+        {k: v for k, v in plain.items() if 'dispatch' not in k}
+    assert plain['cali-from-wl-dispatch'][-1] == '-i cali+ -j DROP'
+    assert c.render([], cni=True, interface_prefix='wl')['filter']['chains']['cali-to-wl-dispatch'] == [
+        '-o wl+ -g cali-cni-to-dispatch']
+    assert c.CNI_FROM_DISPATCH.startswith(c.CNI_CHAIN_PREFIX) and c.CNI_TO_DISPATCH.startswith(c.CNI_CHAIN_PREFIX)
+
+
+SAVE_CNI = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:cali-FORWARD - [0:0]
+:cali-from-wl-dispatch - [0:0]
+:cali-INPUT-ipip - [0:0]
+:cali-cni-from-dispatch - [0:0]
+:cali-cni-to-dispatch - [0:0]
+:cali-cni-fw-calia1b2c3d4e5f - [0:0]
+-A INPUT -j cali-INPUT-ipip
+-A INPUT -j cali-cni-from-dispatch
+-A FORWARD -j cali-FORWARD
+-A FORWARD -g cali-cni-to-dispatch
+-A cali-FORWARD -i cali+ -j cali-from-wl-dispatch
+-A cali-from-wl-dispatch -i calif29bc91bbda -g cali-fw-calif29bc91bbda
+-A cali-from-wl-dispatch -i cali+ -g cali-cni-from-dispatch
+-A cali-INPUT-ipip -p ipencap -j DROP
+-A cali-cni-from-dispatch -i calia1b2c3d4e5f -g cali-cni-fw-calia1b2c3d4e5f
+-A cali-cni-from-dispatch -j DROP
+-A cali-cni-to-dispatch -j DROP
+-A cali-cni-fw-calia1b2c3d4e5f -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+"""
+
+
+def test_parse_save_ignore_prefix_leaves_the_plugins_chains_and_jumps_out():
+    view = c.owned_view(c.parse_save(SAVE_CNI, ignore={'cali-INPUT-ipip'}, ignore_prefix='cali-cni-'), 'filter')
+    assert set(view['chains']) == {'cali-FORWARD', 'cali-from-wl-dispatch'}
+    assert view['jumps'] == {'FORWARD': ['-j cali-FORWARD']}
+    # a goto to the plugin's chain inside one of our chains is our rule, and stays
+    assert view['chains']['cali-from-wl-dispatch'][-1] == '-i cali+ -g cali-cni-from-dispatch'
+    # without it the plugin's chains would be taken for ours (and deleted as stale)
+    everything = c.owned_view(c.parse_save(SAVE_CNI), 'filter')
+    assert 'cali-cni-fw-calia1b2c3d4e5f' in everything['chains'] and 'INPUT' in everything['jumps']
+
+
+def test_parse_save_ignore_prefix_alone_and_all_chains_still_listed():
+    tables = c.parse_save(SAVE_CNI, ignore_prefix='cali-cni-')
+    assert set(tables['filter']['chains']) == {'cali-FORWARD', 'cali-from-wl-dispatch', 'cali-INPUT-ipip'}
+    assert tables['filter']['jumps'] == {'INPUT': ['-j cali-INPUT-ipip'], 'FORWARD': ['-j cali-FORWARD']}
+    assert 'cali-cni-to-dispatch' in tables['filter']['all_chains']
+
+
+def test_restore_text_with_cni_never_names_the_plugins_chains():
+    desired = c.render([A1], cni=True)['filter']
+    view = c.owned_view(c.parse_save(SAVE_CNI, ignore={'cali-INPUT-ipip'}, ignore_prefix=c.CNI_CHAIN_PREFIX),
+                        'filter')
+    text = c.restore_text('filter', desired, view)
+    named = [line.split()[1] if line.startswith('-') else line[1:].split()[0]
+             for line in text.splitlines() if line[:1] in '-:']
+    assert named and not any(name.startswith('cali-cni-') for name in named)
+    assert '-A cali-to-wl-dispatch -o cali+ -g cali-cni-to-dispatch' in text.splitlines()
+    assert '-F cali-from-wl-dispatch' not in text  # already as wanted, goto to the plugin included
+    assert '-D INPUT -j cali-cni-from-dispatch' not in text and '-D FORWARD -g cali-cni-to-dispatch' not in text
+
+
+def test_cni_render_converges_to_nothing_to_do():
+    """The kernel holding exactly the cni render, plus the plugin's chains and jumps: nothing to restore."""
+    desired = c.render([A1], cni=True)['filter']
+    lines = ['*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]']
+    lines += [':%s - [0:0]' % name for name in sorted(desired['chains'])]
+    lines += [':cali-cni-from-dispatch - [0:0]', ':cali-cni-to-dispatch - [0:0]']
+    lines += ['-A %s %s' % (b, r) for b, rules in desired['jumps'].items() for r in rules]
+    lines += ['-A FORWARD -j cali-cni-from-dispatch']
+    lines += ['-A %s %s' % (n, r) for n, rules in desired['chains'].items() for r in rules]
+    lines += ['-A cali-cni-from-dispatch -j DROP', '-A cali-cni-to-dispatch -j DROP', 'COMMIT']
+    view = c.owned_view(c.parse_save('\n'.join(lines) + '\n', ignore_prefix=c.CNI_CHAIN_PREFIX), 'filter')
+    assert c.restore_text('filter', desired, view) == ''
+
+
+def test_prefix_set():
+    names = c._PrefixSet({'cali-INPUT-ipip'}, 'cali-cni-')
+    assert 'cali-INPUT-ipip' in names and 'cali-cni-x' in names and 'cali-cni-' in names
+    assert 'cali-fw-x' not in names and 'cali-cn' not in names and None not in names
