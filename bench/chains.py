@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / 'bench'))
 import benchdoc  # noqa: E402 (bench/ is on sys.path when a bench runs)
 from routes import enter_netns  # noqa: E402  (the same setns helper as bench/routes)
 
-from ansible_collections.netfleet.calico.plugins.module_utils import chains  # noqa: E402
+from ansible_collections.netfleet.calico.plugins.module_utils import chains, chains_restore  # noqa: E402
 from ansible_collections.netfleet.calico.plugins.modules import calico_chains  # noqa: E402
 
 DOC = REPO / 'docs' / 'benchmarks.md'
@@ -114,7 +114,7 @@ def bench_backend(backend, tmpdir):
     rows = {}
     rows['apply'], result = run_once(backend, eps)
     assert result['changed'] and result['tables'] == ['filter', 'nat']
-    rows['rules'] = chains.count_rules(chains.render(eps, pool=POOL))
+    rows['rules'] = chains_restore.count_rules(chains.render(eps, pool=POOL))
     start = time.perf_counter()
     chains.render(eps, pool=POOL)
     rows['render_only'] = time.perf_counter() - start

@@ -29,6 +29,7 @@ import tempfile
 
 from ansible_collections.netfleet.calico.plugins.module_utils import (
     chains,
+    chains_restore,
     cni,
     cni_endpoint,
     cni_policy,
@@ -37,7 +38,7 @@ from ansible_collections.netfleet.calico.plugins.module_utils import (
     selector,
 )
 
-PLUGIN_MODULES = (cni, cni_endpoint, cni_policy, cni_store, chains, iproute, selector)
+PLUGIN_MODULES = (cni, cni_endpoint, cni_policy, cni_store, chains, chains_restore, iproute, selector)
 PACKAGE_PATH = ('ansible_collections', 'netfleet', 'calico', 'plugins', 'module_utils')
 CONFLIST_RE = re.compile(r'10-netfleet-([A-Za-z0-9][A-Za-z0-9_.-]{0,62})\.conflist\Z')
 PATH_RE = re.compile(r'/[A-Za-z0-9_./@+=:-]*\Z')

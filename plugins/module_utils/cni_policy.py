@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from ansible_collections.netfleet.calico.plugins.module_utils import chains
+from ansible_collections.netfleet.calico.plugins.module_utils import chains, chains_restore
 from ansible_collections.netfleet.calico.plugins.module_utils.selector import (
     SelectorError,
     match_selector,
@@ -240,11 +240,11 @@ def sync(records, policy, check_mode=False):
     want_sets = desired_sets(records, policy) if policy.get('enabled') else {}
     have_sets = read_sets()
     set_text, stale_sets = plan_sets(want_sets, have_sets)
-    current = chains.parse_save(run([save_bin, '-t', 'filter']), prefix=chains.CNI_CHAIN_PREFIX)
-    have = chains.owned_view(current, 'filter')
+    current = chains_restore.parse_save(run([save_bin, '-t', 'filter']), prefix=chains.CNI_CHAIN_PREFIX)
+    have = chains_restore.owned_view(current, 'filter')
     have['jumps'] = {}  # the converge's gotos into our dispatch chains are the converge's
     want = desired_chains(records, policy)
-    chain_text = chains.restore_text('filter', want, have)
+    chain_text = chains_restore.restore_text('filter', want, have)
     changed = bool(set_text or stale_sets or chain_text)
     if changed and not check_mode:
         if set_text:
@@ -262,7 +262,7 @@ def sync(records, policy, check_mode=False):
         'sets': sorted(want_sets),
         'chains': sorted(want['chains']),
         'commands': {'ipset': set_text, 'iptables': chain_text, 'destroy': stale_sets},
-        'diff': {'before': chains.format_view(have, 'filter') + sets_text(have_sets),
-                 'after': chains.format_view(want, 'filter') + sets_text(want_sets),
+        'diff': {'before': chains_restore.format_view(have, 'filter') + sets_text(have_sets),
+                 'after': chains_restore.format_view(want, 'filter') + sets_text(want_sets),
                  'before_header': 'CNI chains and ipsets (kernel)', 'after_header': 'CNI chains and ipsets (wanted)'},
     }

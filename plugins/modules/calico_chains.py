@@ -201,7 +201,7 @@ import concurrent.futures
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netfleet.calico.plugins.module_utils import chains
+from ansible_collections.netfleet.calico.plugins.module_utils import chains, chains_restore
 
 
 class Iptables:
@@ -303,10 +303,11 @@ def _cni_dispatch(texts, before, cni):
 
 def converge(ipt, before_text, desired, check_mode, insert=True, ignore=(), cni=False):
     """Apply (or in check mode validate) the restore input per table; return the result dict."""
-    before = chains.parse_save(before_text, ignore=ignore, ignore_prefix=chains.CNI_CHAIN_PREFIX)
+    before = chains_restore.parse_save(before_text, ignore=ignore, ignore_prefix=chains.CNI_CHAIN_PREFIX)
     texts = {}
     for table in chains.TABLES:
-        text = chains.restore_text(table, desired[table], chains.owned_view(before, table), insert=insert)
+        current = chains_restore.owned_view(before, table)
+        text = chains_restore.restore_text(table, desired[table], current, insert=insert)
         if text:
             texts[table] = text
     texts, dropped = _cni_dispatch(texts, before, cni)
@@ -317,20 +318,20 @@ def converge(ipt, before_text, desired, check_mode, insert=True, ignore=(), cni=
     if check_mode or not texts:
         after = before
     else:
-        after = chains.parse_save(ipt.save(), ignore=ignore, ignore_prefix=chains.CNI_CHAIN_PREFIX)
+        after = chains_restore.parse_save(ipt.save(), ignore=ignore, ignore_prefix=chains.CNI_CHAIN_PREFIX)
     result = {'tables': [t for t in chains.TABLES if t in texts], 'restore': texts}
     diff_before, diff_after = [], []
     changed = False
     mismatch = []
     for table in chains.TABLES:
-        b = chains.owned_view(before, table)
-        a = desired[table] if check_mode else chains.owned_view(after, table)
+        b = chains_restore.owned_view(before, table)
+        a = desired[table] if check_mode else chains_restore.owned_view(after, table)
         if b != a:
             changed = True
         if not check_mode and texts and a != desired[table]:
             mismatch.append(table)
-        diff_before.append(chains.format_view(b, table))
-        diff_after.append(chains.format_view(a, table))
+        diff_before.append(chains_restore.format_view(b, table))
+        diff_after.append(chains_restore.format_view(a, table))
     result['changed'] = changed or bool(dropped)
     result['diff'] = {'before': ''.join(diff_before), 'after': ''.join(diff_after),
                       'before_header': 'cali-* chains (iptables-save)', 'after_header': 'cali-* chains (wanted)'}
@@ -384,7 +385,7 @@ def main():
         module.warn('the read-back of the cali-* chains differs from the rendering; the next run will rewrite '
                     'them again (please report with the diff)')
     out = dict(changed=result['changed'], backend=backend, tables=result['tables'],
-               rules=chains.count_rules(desired), restore=result['restore'])
+               rules=chains_restore.count_rules(desired), restore=result['restore'])
     if module._diff:
         out['diff'] = result['diff']
     # Echo the arguments without the endpoint list: 1,000 endpoints copied through no_log filtering and

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.netfleet.calico.plugins.module_utils import chains as c
+from ansible_collections.netfleet.calico.plugins.module_utils import chains_restore as cr
 
 A1 = {'name': 'a1', 'ip': '172.17.8.2', 'ifname': 'calif29bc91bbda', 'ingress': None, 'egress': None}
 A2 = {'name': 'a2', 'ip': '172.17.8.3', 'ifname': 'calib9f85daa6f8', 'ingress': None, 'egress': None}
@@ -150,16 +151,16 @@ def test_normalize_rule_between_backends_and_rendering():
 
 
 def test_parse_save_keeps_only_owned_part():
-    tables = c.parse_save(SAVE_NFT)
-    view = c.owned_view(tables, 'filter')
+    tables = cr.parse_save(SAVE_NFT)
+    view = cr.owned_view(tables, 'filter')
     assert set(view['chains']) == {'cali-fw-old', 'cali-FORWARD'}
     assert view['jumps'] == {'FORWARD': ['-j cali-FORWARD'], 'INPUT': ['-p tcp -m tcp --dport 8080 -j cali-INPUT']}
-    assert c.owned_view(tables, 'nat') == {'chains': {}, 'jumps': {}}
+    assert cr.owned_view(tables, 'nat') == {'chains': {}, 'jumps': {}}
 
 
 def test_restore_text_converges_and_never_names_foreign_rules():
     desired = c.render([A1], pool=POOL)
-    text = c.restore_text('filter', desired['filter'], c.owned_view(c.parse_save(SAVE_NFT), 'filter'))
+    text = cr.restore_text('filter', desired['filter'], cr.owned_view(cr.parse_save(SAVE_NFT), 'filter'))
     lines = text.splitlines()
     assert lines[0] == '*filter' and lines[-1] == 'COMMIT'
     assert '-F cali-fw-old' in lines and lines[-2] == '-X cali-fw-old'  # stale chain flushed, deleted last
@@ -169,26 +170,26 @@ def test_restore_text_converges_and_never_names_foreign_rules():
     assert not any(line.startswith('-I FORWARD') for line in lines)  # the existing jump is kept where it is
     assert '-D INPUT -p tcp -m tcp --dport 8080 -j cali-INPUT' in lines  # a second, foreign-looking jump to ours
     assert not any('203.0.113.7' in line for line in lines)
-    assert c.restore_text('filter', desired['filter'], desired['filter']) == ''
+    assert cr.restore_text('filter', desired['filter'], desired['filter']) == ''
 
 
 def test_duplicate_jumps_are_reduced_to_one_and_append_mode():
     current = {'chains': {}, 'jumps': {'INPUT': ['-j cali-INPUT'] * 3}}
-    text = c.restore_text('filter', c.render([])['filter'], current, insert=False)
+    text = cr.restore_text('filter', c.render([])['filter'], current, insert=False)
     assert text.count('-D INPUT -j cali-INPUT') == 2
     assert '-A FORWARD -j cali-FORWARD' in text
 
 
 def test_format_view_is_stable():
     view = c.render([A1])['nat']
-    assert c.format_view(view, 'nat') == c.format_view(c.render([A1])['nat'], 'nat')
-    assert c.format_view(view, 'nat').startswith('*nat\n:cali-OUTPUT - [0:0]\n')
+    assert cr.format_view(view, 'nat') == cr.format_view(c.render([A1])['nat'], 'nat')
+    assert cr.format_view(view, 'nat').startswith('*nat\n:cali-OUTPUT - [0:0]\n')
 
 
 def test_only_changed_chains_are_rewritten():
     before = c.render([A1, A2], pool=POOL)['filter']
     after = c.render([A1, dict(A2, ingress=[])], pool=POOL)['filter']
-    lines = c.restore_text('filter', after, before).splitlines()
+    lines = cr.restore_text('filter', after, before).splitlines()
     assert lines == ['*filter', '-F cali-tw-calib9f85daa6f8',
                      '-A cali-tw-calib9f85daa6f8 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
                      '-A cali-tw-calib9f85daa6f8 -m conntrack --ctstate INVALID -j DROP',
@@ -198,9 +199,9 @@ def test_only_changed_chains_are_rewritten():
 def test_chains_of_other_owners_are_left_alone():
     save = ('*filter\n:INPUT ACCEPT [0:0]\n:cali-INPUT-ipip - [0:0]\n:cali-old - [0:0]\n'
             '-A INPUT -j cali-INPUT-ipip\n-A INPUT -j cali-old\n-A cali-INPUT-ipip -p ipencap -j DROP\nCOMMIT\n')
-    view = c.owned_view(c.parse_save(save, ignore={'cali-INPUT-ipip'}), 'filter')
+    view = cr.owned_view(cr.parse_save(save, ignore={'cali-INPUT-ipip'}), 'filter')
     assert view == {'chains': {'cali-old': []}, 'jumps': {'INPUT': ['-j cali-old']}}
-    text = c.restore_text('filter', {'chains': {}, 'jumps': {}}, view)
+    text = cr.restore_text('filter', {'chains': {}, 'jumps': {}}, view)
     assert 'cali-INPUT-ipip' not in text and '-X cali-old' in text
 
 
@@ -318,18 +319,18 @@ COMMIT
 
 
 def test_parse_save_ignore_prefix_leaves_the_plugins_chains_and_jumps_out():
-    view = c.owned_view(c.parse_save(SAVE_CNI, ignore={'cali-INPUT-ipip'}, ignore_prefix='cali-cni-'), 'filter')
+    view = cr.owned_view(cr.parse_save(SAVE_CNI, ignore={'cali-INPUT-ipip'}, ignore_prefix='cali-cni-'), 'filter')
     assert set(view['chains']) == {'cali-FORWARD', 'cali-from-wl-dispatch'}
     assert view['jumps'] == {'FORWARD': ['-j cali-FORWARD']}
     # a goto to the plugin's chain inside one of our chains is our rule, and stays
     assert view['chains']['cali-from-wl-dispatch'][-1] == '-i cali+ -g cali-cni-from-dispatch'
     # without it the plugin's chains would be taken for ours (and deleted as stale)
-    everything = c.owned_view(c.parse_save(SAVE_CNI), 'filter')
+    everything = cr.owned_view(cr.parse_save(SAVE_CNI), 'filter')
     assert 'cali-cni-fw-calia1b2c3d4e5f' in everything['chains'] and 'INPUT' in everything['jumps']
 
 
 def test_parse_save_ignore_prefix_alone_and_all_chains_still_listed():
-    tables = c.parse_save(SAVE_CNI, ignore_prefix='cali-cni-')
+    tables = cr.parse_save(SAVE_CNI, ignore_prefix='cali-cni-')
     assert set(tables['filter']['chains']) == {'cali-FORWARD', 'cali-from-wl-dispatch', 'cali-INPUT-ipip'}
     assert tables['filter']['jumps'] == {'INPUT': ['-j cali-INPUT-ipip'], 'FORWARD': ['-j cali-FORWARD']}
     assert 'cali-cni-to-dispatch' in tables['filter']['all_chains']
@@ -337,9 +338,9 @@ def test_parse_save_ignore_prefix_alone_and_all_chains_still_listed():
 
 def test_restore_text_with_cni_never_names_the_plugins_chains():
     desired = c.render([A1], cni=True)['filter']
-    view = c.owned_view(c.parse_save(SAVE_CNI, ignore={'cali-INPUT-ipip'}, ignore_prefix=c.CNI_CHAIN_PREFIX),
+    view = cr.owned_view(cr.parse_save(SAVE_CNI, ignore={'cali-INPUT-ipip'}, ignore_prefix=c.CNI_CHAIN_PREFIX),
                         'filter')
-    text = c.restore_text('filter', desired, view)
+    text = cr.restore_text('filter', desired, view)
     named = [line.split()[1] if line.startswith('-') else line[1:].split()[0]
              for line in text.splitlines() if line[:1] in '-:']
     assert named and not any(name.startswith('cali-cni-') for name in named)
@@ -358,11 +359,11 @@ def test_cni_render_converges_to_nothing_to_do():
     lines += ['-A FORWARD -j cali-cni-from-dispatch']
     lines += ['-A %s %s' % (n, r) for n, rules in desired['chains'].items() for r in rules]
     lines += ['-A cali-cni-from-dispatch -j DROP', '-A cali-cni-to-dispatch -j DROP', 'COMMIT']
-    view = c.owned_view(c.parse_save('\n'.join(lines) + '\n', ignore_prefix=c.CNI_CHAIN_PREFIX), 'filter')
-    assert c.restore_text('filter', desired, view) == ''
+    view = cr.owned_view(cr.parse_save('\n'.join(lines) + '\n', ignore_prefix=c.CNI_CHAIN_PREFIX), 'filter')
+    assert cr.restore_text('filter', desired, view) == ''
 
 
 def test_prefix_set():
-    names = c._PrefixSet({'cali-INPUT-ipip'}, 'cali-cni-')
+    names = cr._PrefixSet({'cali-INPUT-ipip'}, 'cali-cni-')
     assert 'cali-INPUT-ipip' in names and 'cali-cni-x' in names and 'cali-cni-' in names
     assert 'cali-fw-x' not in names and 'cali-cn' not in names and None not in names

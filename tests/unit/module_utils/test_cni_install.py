@@ -1,0 +1,126 @@
+"""What module calico_cni installs (plugins/module_utils/cni_install.py), in a temporary tree; the chains and
+ipsets part (cni_policy.sync) is replaced by a recorder here and tested in test_cni_policy.py."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.netfleet.calico.plugins.module_utils import cni_install, cni_policy, cni_store
+
+PLAN = {'enabled': True, 'block': '172.17.8.0/24', 'static_range': '172.17.8.0/26', 'reserved': ['172.17.8.2'],
+        'networks': {'web': {'range': '172.17.8.64/26', 'labels': {'app': 'web'}},
+                     'db': {'range': '172.17.8.128/26', 'labels': {'app': 'db'}}},
+        'policy': {'policies': [], 'sets': {}}}
+PKG = 'ansible_collections.netfleet.calico.plugins.module_utils'
+
+
+@pytest.fixture
+def params(tmp_path):
+    return {'state': 'present', 'plan': json.loads(json.dumps(PLAN)), 'chains': True, 'backend': 'nft', 'mtu': 1480,
+            'protocol': '80', 'cni_version': '1.0.0', 'bin_dir': str(tmp_path / 'bin'),
+            'conf_dir': str(tmp_path / 'net.d'), 'config_path': str(tmp_path / 'etc' / 'cni.json'),
+            'data_dir': str(tmp_path / 'data'), 'lib_dir': str(tmp_path / 'lib'), 'log_file': str(tmp_path / 'cni.log'),
+            'python': sys.executable}
+
+
+@pytest.fixture(autouse=True)
+def syncs(monkeypatch):
+    calls = []
+
+    def sync(records, policy, check_mode=False):
+        calls.append((sorted(r['key'] for r in records if r), policy.get('enabled'), check_mode))
+        return {'changed': False, 'sets': [], 'chains': [], 'commands': {}, 'diff': {'before': '', 'after': ''}}
+
+    monkeypatch.setattr(cni_policy, 'sync', sync)
+    return calls
+
+
+def test_the_plugin_code_is_closed_under_its_imports():
+    """Every module_utils module the installed plugin imports is installed with it."""
+    shipped = {m.__name__.rsplit('.', 1)[-1] for m in cni_install.PLUGIN_MODULES}
+    for mod in cni_install.PLUGIN_MODULES:
+        for node in ast.walk(ast.parse(cni_install.module_source(mod))):
+            if isinstance(node, ast.ImportFrom) and node.module == PKG:
+                assert {a.name for a in node.names} <= shipped, mod.__name__
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PKG + '.'):
+                assert node.module.rsplit('.', 1)[-1] in shipped, mod.__name__
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                name = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                assert not (name or '').startswith('ansible'), '%s imports %s' % (mod.__name__, name)
+
+
+def test_install_writes_code_launcher_plan_and_one_conflist_per_network(params, syncs):
+    result = cni_install.converge(dict(params), check_mode=False)
+    assert result['changed'] and result['networks'] == ['db', 'web']
+    launcher = os.path.join(params['bin_dir'], 'netfleet-calico')
+    assert os.stat(launcher).st_mode & 0o777 == 0o755
+    config = json.load(open(params['config_path']))
+    assert config['networks'] == PLAN['networks'] and config['mtu'] == 1480 and config['protocol'] == 80
+    assert config['policy']['enabled'] is True and config['policy']['iptables'] == 'nft'
+    conflist = json.load(open(os.path.join(params['conf_dir'], '10-netfleet-web.conflist')))
+    assert conflist == {'cniVersion': '1.0.0', 'name': 'web', 'plugins': [
+        {'type': 'netfleet-calico', 'config_file': params['config_path'], 'log_file': params['log_file']}]}
+    assert syncs == [([], True, False)]
+    # the installed executable runs on its own (no Ansible on the path): VERSION
+    out = subprocess.run([launcher], input='{"cniVersion": "1.0.0"}', env={'CNI_COMMAND': 'VERSION'},
+                         capture_output=True, text=True, check=True).stdout
+    assert '1.1.0' in json.loads(out)['supportedVersions']
+
+
+def test_second_run_changes_nothing_and_check_mode_writes_nothing(params):
+    first = cni_install.converge(dict(params), check_mode=True)
+    assert first['changed'] and not os.path.exists(params['config_path'])
+    cni_install.converge(dict(params), check_mode=False)
+    again = cni_install.converge(dict(params), check_mode=False)
+    assert not again['changed'] and again['files_changed'] == []
+
+
+def test_a_network_dropped_from_the_plan_loses_its_conflist_only(params, tmp_path):
+    cni_install.converge(dict(params), check_mode=False)
+    foreign = os.path.join(params['conf_dir'], '99-other.conflist')
+    open(foreign, 'w').write('{}')
+    params['plan']['networks'].pop('db')
+    result = cni_install.converge(dict(params), check_mode=False)
+    dropped = os.path.join(params['conf_dir'], '10-netfleet-db.conflist')
+    assert result['files_changed'] == [params['config_path'], dropped]
+    assert sorted(os.listdir(params['conf_dir'])) == ['10-netfleet-web.conflist', '99-other.conflist']
+
+
+def test_absent_refuses_while_containers_are_attached_then_removes_everything(params, syncs):
+    cni_install.converge(dict(params), check_mode=False)
+    store = cni_store.Store(params['data_dir'])
+    with store.locked():
+        store.put({'key': 'c1_eth0', 'container_id': 'c1', 'ifname': 'eth0', 'ip': '172.17.8.64'})
+    gone = dict(params, state='absent', plan=None)
+    with pytest.raises(cni_install.InstallError, match='1 container'):
+        cni_install.converge(dict(gone), check_mode=False)
+    store.remove('c1_eth0')
+    result = cni_install.converge(dict(gone), check_mode=False)
+    assert result['changed']
+    assert syncs[-1] == ([], False, False)  # chains and sets emptied before calico_chains drops the jumps
+    assert not os.path.exists(params['lib_dir']) and not os.path.exists(params['data_dir'])
+    assert os.listdir(params['conf_dir']) == [] and os.listdir(params['bin_dir']) == []
+    assert not cni_install.converge(dict(gone), check_mode=False)['changed']
+
+
+@pytest.mark.parametrize('key, value', [('lib_dir', 'relative/lib'), ('config_path', '/etc/a b.json'),
+                                        ('data_dir', '/var/lib/../../etc'), ('python', '/usr/bin/python3;id')])
+def test_paths_are_validated(params, key, value):
+    params[key] = value
+    with pytest.raises(cni_install.InstallError, match=key):
+        cni_install.converge(dict(params), check_mode=False)
+
+
+def test_invalid_plan_values_are_refused(params):
+    params['plan']['policy'] = {'policies': [], 'sets': {'evil set': {}}}
+    with pytest.raises(cni_install.InstallError, match='ipset name'):
+        cni_install.converge(dict(params), check_mode=False)
+    params['plan'] = dict(PLAN, networks={'../x': {'range': '172.17.8.64/26', 'labels': {}}})
+    with pytest.raises(cni_install.InstallError, match='network name'):
+        cni_install.converge(dict(params), check_mode=False)
