@@ -159,6 +159,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfleet.calico.plugins.module_utils import cni_install, cni_policy, cni_store
+from ansible_collections.netfleet.calico.plugins.module_utils.result import exit_with_diff
 
 
 def main():
@@ -186,10 +187,7 @@ def main():
         result = cni_install.converge(dict(module.params), module.check_mode)
     except (cni_install.InstallError, cni_policy.PolicyError, cni_store.StoreError, ValueError, OSError) as exc:
         module.fail_json(msg='calico_cni: %s' % (getattr(exc, 'msg', None) or exc))
-    diff = result.pop('diff')
-    if module._diff:
-        result['diff'] = diff
-    module.exit_json(**result)
+    exit_with_diff(module, result)
 
 
 if __name__ == '__main__':

@@ -145,6 +145,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute
+from ansible_collections.netfleet.calico.plugins.module_utils.result import exit_with_diff
 from ansible_collections.netfleet.calico.plugins.module_utils.routes import (  # noqa: F401 (re-exported)
     ROUTE_OPTIONS,
     build_routes,
@@ -179,10 +180,7 @@ def main():
         details = exc.to_dict()
         details['msg'] = explain_failure(exc)
         module.fail_json(**details)
-    diff = result.pop('diff')
-    if module._diff:
-        result['diff'] = diff
-    module.exit_json(**result)
+    exit_with_diff(module, result)
 
 
 if __name__ == '__main__':

@@ -91,6 +91,7 @@ persist_changed:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute, sysctl
+from ansible_collections.netfleet.calico.plugins.module_utils.result import exit_with_diff
 from ansible_collections.netfleet.calico.plugins.module_utils.sysctl import (  # noqa: F401 (re-exported)  # pylint: disable=unused-import
     normalize_sysctls,
     plan,
@@ -117,10 +118,7 @@ def main():
         module.fail_json(msg=str(exc))
     except sysctl.SysctlError as exc:
         module.fail_json(msg=str(exc), changed_keys=exc.changed_keys)
-    diff = result.pop('diff')
-    if module._diff:
-        result['diff'] = diff
-    module.exit_json(**result)
+    exit_with_diff(module, result)
 
 
 if __name__ == '__main__':

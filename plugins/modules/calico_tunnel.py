@@ -121,6 +121,7 @@ iptables:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfleet.calico.plugins.module_utils import tunnel
+from ansible_collections.netfleet.calico.plugins.module_utils.result import exit_with_diff
 
 
 def main():
@@ -134,9 +135,7 @@ def main():
         result = tunnel.reconcile(module.params, module.check_mode, tunnel.default_runner, bins)
     except tunnel.TunnelError as exc:
         module.fail_json(msg=tunnel.explain(exc))
-    if not module._diff:
-        result.pop('diff')
-    module.exit_json(**result)
+    exit_with_diff(module, result)
 
 
 if __name__ == '__main__':

@@ -206,6 +206,7 @@ stats:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute
+from ansible_collections.netfleet.calico.plugins.module_utils.result import exit_with_diff
 from ansible_collections.netfleet.calico.plugins.module_utils.workloads import (  # noqa: F401 (re-exported)  # pylint: disable=unused-import
     ENDPOINTS_SPEC,
     WORKLOAD_IFNAME,
@@ -248,10 +249,7 @@ def main():
         module.fail_json(**exc.to_dict())
     except OSError as exc:
         module.fail_json(msg='cannot write sysctl: %s' % exc)
-    diff = result.pop('diff')
-    if module._diff:
-        result['diff'] = diff
-    module.exit_json(**result)
+    exit_with_diff(module, result)
 
 
 if __name__ == '__main__':
