@@ -88,6 +88,15 @@ def session_state(ends):
     return "missing"
 
 
+def _inside(dest, networks):
+    """Whether a route destination lies inside one of ``networks``."""
+    try:
+        net = ipaddress.ip_network(_dest(dest))
+    except ValueError:
+        return False
+    return any(net.version == n.version and net.subnet_of(n) for n in networks)
+
+
 def _dest(value):
     """Normalised destination (``10.0.0.1`` -> ``10.0.0.1/32``), or the raw text when unparseable."""
     return _dest_text(str(value or ""))
@@ -261,9 +270,12 @@ def analyse(statuses, plan=None):
                 if own and own not in holes:
                     probs.append("%s: its block %s is not blackholed" % (h, own))
                 wl_ips = {_dest(w.get("ip")) for w in p.get("workloads") or [] if isinstance(w, dict) and w.get("ip")}
+                # containers of the CNI plugin: /32s inside one of this host's container network ranges
+                networks = ((p.get("cni") or {}).get("networks") or {}).values()
+                ranges = [ipaddress.ip_network(n["range"]) for n in networks if isinstance(n, dict) and n.get("range")]
                 stale.extend("%s dev %s (no planned workload)" % (_dest(r.get("dest")), r.get("dev"))
                              for r in routes.get("workloads") or [] if isinstance(r, dict)
-                             and _dest(r.get("dest")) not in wl_ips)
+                             and _dest(r.get("dest")) not in wl_ips and not _inside(r.get("dest"), ranges))
                 stale.extend("%s %s (owned protocol, not in the plan)" % (
                     _dest(r.get("dest")), ("via %s" % r["gateway"]) if r.get("gateway") else "dev %s" % r.get("dev"))
                     for r in routes.get("owned") or [] if isinstance(r, dict))

@@ -213,3 +213,18 @@ def test_removed_host_still_announcing_is_one_stale_line():
     assert "stale routes on most hosts:\n  %s proto bird (no host in the plan owns it): on 5 of 5 hosts" % gone in text
     assert re.findall(r"^  (\S+) \[", text, re.M) == ["rr2"], text  # the only host with a problem of its own
     assert "| 3            | NOT CONVERGED (3 hosts) |" in _lines(rep, "| rack1 ")[0]
+
+
+def test_containers_of_the_cni_plugin_are_not_stale_routes():
+    plan = rack_plan(racks=1, hosts_per_rack=2)
+    host = plan["hosts"]["r1h1"]
+    block = host["block"]
+    web = block.rsplit(".", 1)[0] + ".64/26"
+    host["cni"] = {"enabled": True, "networks": {"web": {"range": web, "labels": {}}}}
+    st = converged_statuses(plan)
+    st["r1h1"]["routes"]["workloads"].append({"dest": web.split("/")[0], "dev": "cali0123456789a"})
+    assert build_report(st, plan)["converged"]
+    outside = block.rsplit(".", 1)[0] + ".200"
+    st["r1h1"]["routes"]["workloads"].append({"dest": outside, "dev": "calibbbbbbbbbbb"})
+    rep = build_report(st, plan)
+    assert "r1h1: stale route %s/32 dev calibbbbbbbbbbb (no planned workload)" % outside in rep["problems"]
