@@ -209,10 +209,11 @@ def cmd_add(req, ip):
     return add_result(req['version'], record, settings)
 
 
-def _teardown(ip, store, record, remaining, config):
+def _teardown(ip, store, record, remaining, config, link_gone=False):
     """Remove an attachment's endpoint, policy and record; parts already gone are fine."""
     if record.get('host_ifname'):
-        cni_endpoint.delete(ip, record)
+        if not link_gone:
+            cni_endpoint.delete(ip, record)
         cni_policy.remove_endpoint(record, [r for r in remaining.values() if r and r.get('key') != record['key']
                                             and not r.get('corrupt')], config.get('policy') or {})
     store.remove(record['key'])
@@ -225,6 +226,18 @@ def cmd_del(req, ip):
         return None  # never configured here (or already removed): nothing of ours to delete
     settings = settings_of(config)
     store = cni_store.Store(config['data_dir'])
+    # The veth first, before queueing for the lock: deleting a link waits for RCU grace periods (10-30 ms)
+    # and every ADD and DEL of the host waits for the lock. Only this attachment's record names the veth
+    # (and a runtime never runs ADD and DEL of one attachment at once); its address, chains and record
+    # stay until the locked part, which finds the link gone, as it would after an interrupted DEL.
+    early = store.get(req['key'])
+    gone = None
+    if early and not early.get('corrupt') and early.get('host_ifname'):
+        try:
+            cni_endpoint.delete(ip, early)
+        except cni_endpoint.EndpointError as exc:
+            raise CniError(exc.code, 'DEL %s: %s' % (req['container_id'], exc.msg)) from None
+        gone = early['host_ifname']
     with store.locked():
         records = store.records()
         record = records.pop(req['key'], None)
@@ -236,7 +249,8 @@ def cmd_del(req, ip):
             if not link or link[0].get('ifalias') != cni_endpoint.ALIAS_PREFIX + req['key']:
                 record['host_ifname'] = None
         try:
-            _teardown(ip, store, record, records, config)
+            _teardown(ip, store, record, records, config,
+                      link_gone=gone is not None and record.get('host_ifname') == gone)
         except (cni_endpoint.EndpointError, cni_policy.PolicyError) as exc:
             raise CniError(exc.code, 'DEL %s: %s' % (req['container_id'], exc.msg)) from None
     return None

@@ -46,10 +46,16 @@ PATH_RE = re.compile(r'/[A-Za-z0-9_./@+=:-]*\Z')
 LAUNCHER = """#!{python} -IS
 # netfleet-calico CNI plugin, installed by the netfleet.calico collection (role calico_node).
 # Its code is in {lib_dir}; its configuration in the conflists of {conf_dir}.
+import os
 import sys
 sys.path.insert(0, {lib_dir!r})
 from ansible_collections.netfleet.calico.plugins.module_utils.cni import main
-sys.exit(main())
+status = main()
+# Out without the interpreter's teardown (3-7 ms of every call a runtime waits for): the answer is
+# written and the store's lock and log file are closed by now; stdio is all there is to flush.
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(status)
 """
 
 

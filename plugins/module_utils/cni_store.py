@@ -25,6 +25,7 @@ import ipaddress
 import json
 import os
 import re
+import signal
 import time
 
 CONTAINER_ID_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}\Z')
@@ -55,6 +56,57 @@ def record_key(container_id, ifname):
     return '%s_%s' % (container_id, ifname)
 
 
+class _LockTimeout(StoreError):
+    def __init__(self):
+        super().__init__('the store stayed locked', code=11)
+
+
+def _expired(_signum, _frame):
+    raise _LockTimeout()
+
+
+def _flock(fd, timeout):
+    """Take flock(LOCK_EX) on ``fd`` within ``timeout`` seconds; False if it stayed taken.
+
+    A waiter sleeps in flock(2) and the kernel wakes it as soon as the holder lets go (every ADD and
+    DEL of a host queues here when a runtime starts many containers at once); SIGALRM bounds the wait.
+    Where that signal is not ours to use (not the main thread, a handler or a timer already set) it
+    polls instead."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+    mine = signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+    if mine:
+        try:
+            signal.signal(signal.SIGALRM, _expired)
+        except ValueError:  # not the main thread
+            mine = False
+    if mine:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return True
+        except _LockTimeout:
+            return False
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(0.002)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if time.monotonic() > deadline:
+            return False
+
+
 class Store:
     """Records and allocations under ``data_dir``; call the mutating methods inside :meth:`locked`."""
 
@@ -69,18 +121,8 @@ class Store:
             os.makedirs(path, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(self.dir, 'lock'), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() > deadline:
-                        raise StoreError('the store %s stayed locked for %.0f s' % (self.dir, timeout),
-                                         code=11) from None
-                    time.sleep(0.002)
+            if not _flock(fd, timeout):
+                raise StoreError('the store %s stayed locked for %.0f s' % (self.dir, timeout), code=11)
             yield self
         finally:
             os.close(fd)
