@@ -192,7 +192,14 @@ def cmd_add(req, ip):
             _teardown(ip, store, old, records, config)
             records.pop(req['key'], None)
         host_if = cni_endpoint.host_ifname(req['container_id'], req['ifname'], settings['prefix'])
-        addr = store.allocate(name, network['range'], config.get('reserved') or (), records)
+        try:
+            addr = store.allocate(name, network['range'], config.get('reserved') or (), records)
+        except cni_store.Exhausted:
+            # a full range may hold attachments of containers that are gone without a DEL (a host that
+            # rebooted, a runtime that crashed): reclaim those, then try once more
+            for key in _vanished(ip, records, name):
+                _teardown(ip, store, records.pop(key), records, config)
+            addr = store.allocate(name, network['range'], config.get('reserved') or (), records)
         record = {'key': req['key'], 'container_id': req['container_id'], 'ifname': req['ifname'],
                   'netns': req['netns'], 'network': name, 'ip': addr, 'host_ifname': host_if,
                   'mac': cni_endpoint.container_mac(req['key']), 'labels': labels, 'created': int(time.time())}
@@ -207,6 +214,21 @@ def cmd_add(req, ip):
             raise CniError(getattr(exc, 'code', 5),
                            'ADD %s: %s' % (req['container_id'], getattr(exc, 'msg', exc))) from None
     return add_result(req['version'], record, settings)
+
+
+def _vanished(ip, records, network):
+    """Keys of ``network``'s attachments whose container namespace and host veth both no longer exist."""
+    gone = []
+    for key, record in sorted(records.items()):
+        if not record or record.get('corrupt') or record.get('network') != network:
+            continue
+        netns = record.get('netns') or ''
+        if netns and os.path.exists(netns):
+            continue
+        if record.get('host_ifname') and _link_exists(ip, record):
+            continue
+        gone.append(key)
+    return gone
 
 
 def _teardown(ip, store, record, remaining, config, link_gone=False):

@@ -157,32 +157,47 @@ def _dispatch_lines(records):
     return lines
 
 
+def _dispatch_entries(ifname):
+    fw, tw = endpoint_chain_names(ifname)
+    return ((FROM_DISPATCH, chains.normalize_rule('-i %s -g %s' % (ifname, fw))),
+            (TO_DISPATCH, chains.normalize_rule('-o %s -g %s' % (ifname, tw))))
+
+
 def add_endpoint(record, records, policy):
-    """Install one container's sets membership, chains and dispatch entries (``records`` includes it)."""
+    """Install one container's sets membership, chains and dispatch entries (``records`` includes it).
+
+    The two dispatch entries are inserted at the top (the final DROP stays last; entries match distinct
+    interfaces, so their order does not matter): a restore that only adds rules does not wait for the
+    kernel's RCU grace period as one that deletes rules does. Should that fail (a dispatch chain gone,
+    e.g. rules flushed by hand), both dispatch chains are rewritten whole from the records."""
     if not policy.get('enabled'):
         return
     members = local_members(record, policy)
     if members:
         run(['ipset', 'restore', '-exist'],
             data=''.join('add %s %s\n' % (name, record['ip']) for name in members))
-    lines = ['*filter']
     chain_rules = render_endpoint(record, policy)
-    lines.extend(':%s - [0:0]' % name for name in sorted(chain_rules))
-    lines.extend(_dispatch_lines(records))
-    for name, rules in sorted(chain_rules.items()):
-        lines.extend('-A %s %s' % (name, rule) for rule in rules)
-    lines.append('COMMIT')
-    _restore(policy, '\n'.join(lines) + '\n')
+    head = ['*filter'] + [':%s - [0:0]' % name for name in sorted(chain_rules)]
+    body = ['-A %s %s' % (name, rule) for name, rules in sorted(chain_rules.items()) for rule in rules]
+    insert = ['-I %s 1 %s' % entry for entry in _dispatch_entries(record['host_ifname'])]
+    try:
+        _restore(policy, '\n'.join(head + body + insert + ['COMMIT']) + '\n')
+    except PolicyError:
+        _restore(policy, '\n'.join(head + _dispatch_lines(records) + body + ['COMMIT']) + '\n')
 
 
 def remove_endpoint(record, records, policy):
-    """Undo :func:`add_endpoint` (``records`` no longer includes it); missing pieces are not an error."""
+    """Undo :func:`add_endpoint` (``records`` no longer includes it); missing pieces are not an error
+    (then the dispatch chains are rewritten whole from ``records``)."""
     if not policy.get('enabled'):
         return
     fw, tw = endpoint_chain_names(record['host_ifname'])
-    lines = ['*filter'] + _dispatch_lines(records) + [':%s - [0:0]' % fw, ':%s - [0:0]' % tw,
-                                                      '-X %s' % fw, '-X %s' % tw, 'COMMIT']
-    _restore(policy, '\n'.join(lines) + '\n')
+    tail = [':%s - [0:0]' % fw, ':%s - [0:0]' % tw, '-X %s' % fw, '-X %s' % tw, 'COMMIT']
+    delete = ['-D %s %s' % entry for entry in _dispatch_entries(record['host_ifname'])]
+    try:
+        _restore(policy, '\n'.join(['*filter'] + delete + tail) + '\n')
+    except PolicyError:
+        _restore(policy, '\n'.join(['*filter'] + _dispatch_lines(records) + tail) + '\n')
     members = local_members(record, policy) if record.get('ip') else []
     if members:
         run(['ipset', 'restore', '-exist'], data=''.join('del %s %s\n' % (name, record['ip']) for name in members))
@@ -244,6 +259,10 @@ def sync(records, policy, check_mode=False):
     have = chains_restore.owned_view(current, 'filter')
     have['jumps'] = {}  # the converge's gotos into our dispatch chains are the converge's
     want = desired_chains(records, policy)
+    for name in (FROM_DISPATCH, TO_DISPATCH):  # ADD inserts at the top: any order of the entries is right
+        got, wanted = have['chains'].get(name), want['chains'].get(name)
+        if got and wanted and got[-1] == wanted[-1] and sorted(got[:-1]) == sorted(wanted[:-1]):
+            have['chains'][name] = wanted
     chain_text = chains_restore.restore_text('filter', want, have)
     changed = bool(set_text or stale_sets or chain_text)
     if changed and not check_mode:

@@ -338,8 +338,8 @@ def test_parse_save_ignore_prefix_alone_and_all_chains_still_listed():
 
 def test_restore_text_with_cni_never_names_the_plugins_chains():
     desired = c.render([A1], cni=True)['filter']
-    view = cr.owned_view(cr.parse_save(SAVE_CNI, ignore={'cali-INPUT-ipip'}, ignore_prefix=c.CNI_CHAIN_PREFIX),
-                        'filter')
+    parsed = cr.parse_save(SAVE_CNI, ignore={'cali-INPUT-ipip'}, ignore_prefix=c.CNI_CHAIN_PREFIX)
+    view = cr.owned_view(parsed, 'filter')
     text = cr.restore_text('filter', desired, view)
     named = [line.split()[1] if line.startswith('-') else line[1:].split()[0]
              for line in text.splitlines() if line[:1] in '-:']

@@ -400,6 +400,22 @@ def test_error_exhausted_range(ip, config):
     assert store_of(config).records() == {}
 
 
+def test_a_full_range_reclaims_attachments_whose_container_vanished(ip, config, tmp_path):
+    """After a reboot (or a runtime crash) records of containers that are gone hold the range: the ADD that
+    finds it full reclaims the ones whose namespace and veth both no longer exist, and only those."""
+    store = store_of(config)
+    alive = tmp_path / 'netns-alive'
+    alive.write_text('')
+    with store.locked():
+        for i in range(7):  # 10.0.1.1-.7 (the .0 is never handed out): all of web
+            netns = str(alive) if i == 0 else str(tmp_path / ('netns-gone-%d' % i))
+            store.put({'key': 'old%d_eth0' % i, 'container_id': 'old%d' % i, 'ifname': 'eth0', 'netns': netns,
+                       'network': 'web', 'ip': '10.0.1.%d' % (i + 1), 'host_ifname': 'caliold%08d' % i})
+    result = add(ip, config)
+    assert result['ips'][0]['address'] in ['10.0.1.%d/32' % n for n in range(2, 8)]
+    assert sorted(store.records()) == sorted([CID + '_eth0', 'old0_eth0'])  # the live one is kept
+
+
 def test_error_status_not_ready(ip, config, tmp_path):
     doc = error_of(*cni.handle(env('STATUS'), conf(config, '1.1.0', config_file=str(tmp_path / 'no.json')), ip=ip),
                    code=50)
@@ -527,7 +543,7 @@ def test_add_and_del_with_policy(ip, config, policy_run):
     assert policy_run.calls[0][1] == 'add %s 10.0.1.1\n' % SET
     text = policy_run.calls[1][1]
     assert '-A cali-cni-tw-%s -p tcp -m set --match-set %s src -m tcp --dport 80 -j ACCEPT\n' % (host_if, SET) in text
-    assert '-A cali-cni-from-dispatch -i %s -g cali-cni-fw-%s\n' % (host_if, host_if) in text
+    assert '-I cali-cni-from-dispatch 1 -i %s -g cali-cni-fw-%s\n' % (host_if, host_if) in text
 
     policy_run.calls.clear()
     assert cni.handle(env('DEL'), conf(config), ip=ip) == (0, '')
@@ -540,7 +556,7 @@ def test_add_and_del_with_policy(ip, config, policy_run):
 def test_add_policy_failure_undoes_the_endpoint(ip, config, policy_run):
     config['policy'] = {'enabled': True, 'policies': [], 'sets': {}}
     config.write()
-    policy_run.fail = ('iptables-nft-restore', 1)
+    policy_run.fail = ('iptables-nft-restore', 2)  # the insert, then the whole rewrite
     doc = error_of(*cni.handle(env('ADD'), conf(config), ip=ip), code=5)
     assert doc['msg'] == 'ADD %s: iptables-nft-restore failed (rc=1): boom' % CID
     assert ip.links == {} and store_of(config).records() == {}
@@ -549,7 +565,7 @@ def test_add_policy_failure_undoes_the_endpoint(ip, config, policy_run):
 def test_add_whose_undo_fails_too_leaves_the_record_for_del(ip, config, policy_run):
     config['policy'] = {'enabled': True, 'policies': [], 'sets': {}}
     config.write()
-    policy_run.fail = ('iptables-nft-restore', 2)
+    policy_run.fail = ('iptables-nft-restore', 4)  # ADD's two tries, then the undo's two
     error_of(*cni.handle(env('ADD'), conf(config), ip=ip), code=5)
     assert ip.links == {}
     assert list(store_of(config).records()) == [CID + '_eth0']  # the runtime's DEL finishes the job

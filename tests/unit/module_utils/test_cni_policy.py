@@ -150,6 +150,8 @@ class FakeNet:
                     raise cp.PolicyError('restore: %r: builtin, not empty or in use' % line)
                 del chains[name]
             elif op == '-D':
+                if rule not in chains[name]:
+                    raise cp.PolicyError("restore: %r: no such rule" % line)
                 chains[name].remove(rule)
             elif op == '-I':
                 pos, rule = rule.split(None, 1)
@@ -491,9 +493,11 @@ def test_add_endpoint_commands(net):
     assert argv == ['iptables-nft-restore', '--noflush'] and len(net.calls) == 2  # nothing read back
     lines = text.splitlines()
     assert lines[0] == '*filter' and lines[-1] == 'COMMIT'
-    assert lines[1:5] == [':cali-cni-fw-calibbbbbbbbbbb - [0:0]', ':cali-cni-tw-calibbbbbbbbbbb - [0:0]',
-                          ':cali-cni-from-dispatch - [0:0]',
-                          '-A cali-cni-from-dispatch -i caliaaaaaaaaaaa -g cali-cni-fw-caliaaaaaaaaaaa']
+    assert lines[1:3] == [':cali-cni-fw-calibbbbbbbbbbb - [0:0]', ':cali-cni-tw-calibbbbbbbbbbb - [0:0]']
+    # the dispatch entries are inserted (nothing deleted: no RCU wait), never the chains rewritten
+    assert lines[-3:-1] == ['-I cali-cni-from-dispatch 1 -i calibbbbbbbbbbb -g cali-cni-fw-calibbbbbbbbbbb',
+                            '-I cali-cni-to-dispatch 1 -o calibbbbbbbbbbb -g cali-cni-tw-calibbbbbbbbbbb']
+    assert not [line for line in lines if line.startswith((':cali-cni-from', '-F', '-D', '-X'))]
     assert '-A cali-cni-tw-calibbbbbbbbbbb -m conntrack --ctstate INVALID -j DROP' in lines
     assert all(name.startswith('cali-cni-') for name in chain_names(text))
 
@@ -543,10 +547,11 @@ def test_remove_endpoint_of_a_container_whose_chains_are_missing(net):
     cp.sync([], POLICY)
     net.calls.clear()
     cp.remove_endpoint(CLIENT, [], POLICY)  # an ADD that failed before its chains: nothing to complain about
-    argv, text = net.calls[0]
-    assert argv == ['iptables-nft-restore', '--noflush']
-    assert text.splitlines()[-3:] == ['-X cali-cni-fw-calibbbbbbbbbbb', '-X cali-cni-tw-calibbbbbbbbbbb', 'COMMIT']
-    assert net.calls[1] == (['ipset', 'restore', '-exist'], 'del %s 10.0.1.65\n' % CLIENTS)
+    restores = [text for argv, text in net.calls if argv == ['iptables-nft-restore', '--noflush']]
+    assert [t.splitlines()[1].split()[0] for t in restores] == ['-D', ':cali-cni-from-dispatch']  # then rewritten
+    assert restores[-1].splitlines()[-3:] == ['-X cali-cni-fw-calibbbbbbbbbbb', '-X cali-cni-tw-calibbbbbbbbbbb',
+                                              'COMMIT']
+    assert net.calls[-1] == (['ipset', 'restore', '-exist'], 'del %s 10.0.1.65\n' % CLIENTS)
     cp.remove_endpoint(dict(CLIENT, ip=None), [], POLICY)  # no address: no ipset call
     assert net.calls[-1][0][0] == 'iptables-nft-restore'
 

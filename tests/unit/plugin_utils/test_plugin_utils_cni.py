@@ -20,7 +20,7 @@ HOSTS = {
     'host-c': {'calico_node_ip': '192.168.100.102', 'calico_block': '172.17.10.0/24',
                'calico_workloads': [{'name': 'c1', 'labels': {'app': 'db'}}]},
 }
-NETWORKS = [{'name': 'web', 'labels': {'app': 'web'}}, {'name': 'db', 'labels': {'app': 'db'}}]
+NETWORKS = ({'name': 'web', 'labels': {'app': 'web'}}, {'name': 'db', 'labels': {'app': 'db'}})
 DB = {'name': 'db', 'selector': "app == 'db'",
       'ingress': [{'action': 'allow', 'protocol': 'tcp', 'ports': [5432], 'from': {'selector': "app == 'web'"}}]}
 
@@ -32,7 +32,7 @@ def plan(hosts=None, networks=NETWORKS, policies=(DB,), **allvars):
         hostvars[name] = {'calico_pool': '172.17.0.0/16', 'calico_block_prefix': 24,
                           'calico_policies': list(policies), **allvars, **own}
         if networks is not None:
-            hostvars[name]['calico_cni_networks'] = networks
+            hostvars[name]['calico_cni_networks'] = list(networks) if isinstance(networks, tuple) else networks
     groups = {'all': list(hosts), 'calico_nodes': list(hosts), 'calico_route_reflectors': []}
     return fabric(hostvars, groups)
 
