@@ -48,6 +48,13 @@ options:
     description: Name or path of the C(birdc) binary (used with O(bird_socket)).
     type: str
     default: birdc
+  cni_data_dir:
+    description:
+      - Also count the containers attached through the CNI plugin (its store's records in this directory), so
+        site.yml's preflight can refuse to remove the plugin from a host that still serves containers.
+      - Omitted, the store is not read.
+    type: path
+    version_added: 0.2.0
 attributes:
   check_mode:
     support: full
@@ -143,6 +150,11 @@ calico_node_facts:
       elements: str
       returned: always
       sample: [tun0]
+    cni_attachments:
+      description: Containers attached through the CNI plugin (records in O(cni_data_dir)); 0 without a store.
+      type: int
+      returned: when O(cni_data_dir) is given
+      sample: 3
     cali_chains:
       description: The C(cali-*) iptables chains on the host per table (from C(iptables-save)); empty without any.
       type: dict
@@ -242,6 +254,14 @@ def count_rules(save):
     return sum(1 for line in save.splitlines() if line.startswith('-A '))
 
 
+def count_attachments(data_dir):
+    """Records in the CNI plugin's store (``<data_dir>/endpoints/*.json``); 0 when there is no store."""
+    try:
+        return sum(1 for name in os.listdir(os.path.join(data_dir, 'endpoints')) if name.endswith('.json'))
+    except FileNotFoundError:
+        return 0
+
+
 def parse_owned_chains(save):
     """{table: [cali-* chain names]} from `iptables-save` output (tables without one are left out)."""
     chains, table = {}, None
@@ -275,6 +295,7 @@ def main():
             bird_socket=dict(type='path'),
             bird_binary=dict(type='str', default='bird'),
             birdc_binary=dict(type='str', default='birdc'),
+            cni_data_dir=dict(type='path'),
         ),
         supports_check_mode=True,
     )
@@ -300,6 +321,8 @@ def main():
     if not any(saves):
         saves = [tool_output(module, 'iptables-save', [])]
     facts['cali_chains'] = parse_owned_chains(''.join(s for s in saves if s))
+    if module.params['cni_data_dir']:
+        facts['cni_attachments'] = count_attachments(module.params['cni_data_dir'])
     if module.params['bird_socket']:
         facts['bgp'] = read_bgp(module, module.params['bird_socket'], module.params['birdc_binary'])
     module.exit_json(changed=False, calico_node_facts=facts, ansible_facts={'calico_node_facts': facts})

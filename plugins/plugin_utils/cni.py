@@ -118,12 +118,19 @@ def parse_networks(value, slots, subject='calico_cni_networks'):
     return out
 
 
-def plan_cni(reader, hosts, plan_hosts, block_prefix):
+def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None):
     """Add ``cni`` to every host of ``plan_hosts`` that runs workloads; return the fleet's container ranges as
-    ``[(host, cidr, labels)]`` (the selector members the policy planner adds)."""
+    ``[(host, cidr, labels)]`` (the selector members the policy planner adds). ``facts`` (per host, from
+    calico_node_facts) may say how many containers a host's plugin serves now."""
     enabled = {}
     for name in hosts:
         enabled[name] = _bool(reader.get(name, 'calico_cni'), _fabric.host_subject(name), 'calico_cni')
+        attached = ((facts or {}).get(name) or {}).get('cni_attachments')
+        if not enabled[name] and isinstance(attached, int) and attached > 0:
+            raise _fabric.FabricError(_fabric.host_subject(name), f'calico_cni is off but {attached} container(s) '
+                                                                  'are attached through its CNI plugin',
+                                      'stop them first (the plugin is removed with calico_cni off), or keep '
+                                      'calico_cni: true')
         if enabled[name] and not plan_hosts[name].get('block'):
             raise _fabric.FabricError(_fabric.host_subject(name), 'has calico_cni but no block (it is not in '
                                                                   'calico_nodes)',

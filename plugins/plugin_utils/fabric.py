@@ -1080,7 +1080,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
             'peers': peers[name],
         }
     from ansible_collections.netfleet.calico.plugins.plugin_utils.cni import plan_cni
-    cni_members = plan_cni(reader, hosts, plan_hosts, prefix_len)  # per host: cni (networks, ranges)
+    cni_members = plan_cni(reader, hosts, plan_hosts, prefix_len, facts)  # per host: cni (networks, ranges)
     from ansible_collections.netfleet.calico.plugins.plugin_utils.policy import plan_policy  # issue #5
     floating_ips = plan_policy(reader, hosts, plan_hosts, pool_net, cni_members)  # per host: policy, floating_ips
     from ansible_collections.netfleet.calico.plugins.plugin_utils.ipip import plan_ipip  # issue #4

@@ -556,3 +556,10 @@ def test_converge_keeps_plugin_containers(lab, plugin):
         assert {att.ns: container_view(att.ns) for att in atts} == inside
     for att in atts:
         plugin.check(att).ok()
+
+    # turning the plugin off while it serves containers stops site.yml in its preflight, before any host changes
+    run = lab.playbook("site.yml", "-e", "calico_cni=false", check=False)
+    assert run.returncode != 0
+    assert f"host '{host}': calico_cni is off but 3 container(s) are attached through its CNI plugin" in run.stdout
+    assert not {h: r["changed"] for h, r in run.recap.items() if r["changed"]}
+    assert {h: plugin_state(lab, h) for h in lab.nodes} == before

@@ -120,3 +120,13 @@ def test_bird_binary_and_rule_counts(kernel, monkeypatch):
     assert facts['iptables_rules'] == {'nft': 1, 'legacy': 0}
     missing = run_module(monkeypatch, mod, {'bird_binary': '/nonexistent/bird'})['calico_node_facts']
     assert missing['bird_version'] is None
+
+
+def test_count_attachments(tmp_path):
+    from ansible_collections.netfleet.calico.plugins.modules.calico_node_facts import count_attachments
+
+    assert count_attachments(str(tmp_path / 'none')) == 0
+    (tmp_path / 'endpoints').mkdir()
+    for name in ('a_eth0.json', 'b_eth0.json', 'c_eth0.json.tmp'):
+        (tmp_path / 'endpoints' / name).write_text('{}')
+    assert count_attachments(str(tmp_path)) == 2

@@ -140,3 +140,13 @@ def test_calico_cni_must_be_a_boolean():
     hosts = copy.deepcopy(HOSTS)
     hosts['host-a']['calico_cni'] = 'maybe'
     assert "host 'host-a': calico_cni 'maybe' is not a boolean" in error(hosts=hosts)
+
+
+def test_turning_cni_off_while_containers_are_attached_fails_in_preflight():
+    hosts = copy.deepcopy(HOSTS)
+    hosts['host-a'].pop('calico_cni')
+    hosts['host-a']['calico_node_facts'] = {'cni_attachments': 2}
+    text = error(hosts=hosts)
+    assert "host 'host-a': calico_cni is off but 2 container(s) are attached through its CNI plugin" in text
+    hosts['host-a']['calico_node_facts'] = {'cni_attachments': 0}
+    assert plan(hosts=hosts)['hosts']['host-a']['cni'] == {'enabled': False}
