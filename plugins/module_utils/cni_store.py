@@ -65,6 +65,16 @@ def _expired(_signum, _frame):
     raise _LockTimeout()
 
 
+def _try_flock(fd):
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        return False
+
+
 def _flock(fd, timeout):
     """Take flock(LOCK_EX) on ``fd`` within ``timeout`` seconds; False if it stayed taken.
 
@@ -72,12 +82,8 @@ def _flock(fd, timeout):
     DEL of a host queues here when a runtime starts many containers at once); SIGALRM bounds the wait.
     Where that signal is not ours to use (not the main thread, a handler or a timer already set) it
     polls instead."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if _try_flock(fd):
         return True
-    except OSError as exc:
-        if exc.errno not in (errno.EAGAIN, errno.EACCES):
-            raise
     mine = signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
     if mine:
         try:
@@ -95,16 +101,11 @@ def _flock(fd, timeout):
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
     deadline = time.monotonic() + timeout
-    while True:
+    while time.monotonic() <= deadline:
         time.sleep(0.002)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _try_flock(fd):
             return True
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-        if time.monotonic() > deadline:
-            return False
+    return False
 
 
 class Store:
