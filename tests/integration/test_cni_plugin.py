@@ -563,3 +563,33 @@ def test_converge_keeps_plugin_containers(lab, plugin):
     assert f"host '{host}': calico_cni is off but 3 container(s) are attached through its CNI plugin" in run.stdout
     assert not {h: r["changed"] for h, r in run.recap.items() if r["changed"]}
     assert {h: plugin_state(lab, h) for h in lab.nodes} == before
+
+
+def endpoint_chain(lab, host, chain):
+    """The rules of one chain of a host, as iptables-save prints them (without `-A <chain> `)."""
+    save = sh(["ip", "netns", "exec", lab.netns(host), "iptables-save", "-t", "filter"]).stdout
+    return [line.split(None, 2)[2] for line in save.splitlines() if line.startswith(f"-A {chain} ")]
+
+
+def test_policy_change_reaches_running_containers(lab, plugin):
+    """site.yml with another policy rewrites the chains and ipsets of containers already attached (under the
+    plugin's lock): no container restart; the original inventory brings them back exactly."""
+    db = plugin.add("n2a", "db")
+    tw = f"cali-cni-tw-{db.host_if}"
+    before = endpoint_chain(lab, "n2a", tw)
+    assert any("--dport 5432" in rule for rule in before), before
+    policy = [{"name": "db", "selector": "app == 'db'",
+               "ingress": [{"action": "allow", "protocol": "tcp", "ports": [6543],
+                            "from": {"selector": "app == 'other'"}}]}]
+    run = lab.playbook("site.yml", "-e", json.dumps({"calico_policies": policy}))
+    assert run.recap["n2a"]["changed"] > 0
+    after = endpoint_chain(lab, "n2a", tw)
+    assert not any("--dport 5432" in rule for rule in after), after
+    rule = next(rule for rule in after if "--dport 6543" in rule)
+    other_set = rule.split("--match-set ")[1].split()[0]
+    members = sh(["ip", "netns", "exec", lab.netns("n2a"), "ipset", "list", other_set]).stdout
+    other_range = plugin.config("n1a")["networks"]["other"]["range"]
+    assert other_range in members, members  # the other network's range on every CNI host
+    plugin.check(db).ok()
+    lab.playbook("site.yml")
+    assert endpoint_chain(lab, "n2a", tw) == before
