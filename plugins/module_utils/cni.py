@@ -35,8 +35,6 @@ from ansible_collections.netfleet.calico.plugins.module_utils import cni_endpoin
 PLUGIN = 'netfleet-calico'
 SUPPORTED = ('0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0')
 DEFAULT_CONFIG = '/etc/netfleet-calico/cni.json'
-LABEL_KEY_RE = cni_store.re.compile(r'[A-Za-z0-9][A-Za-z0-9_./-]{0,252}\Z')
-LABEL_VALUE_RE = cni_store.re.compile(r'[A-Za-z0-9_.-]{0,63}\Z')
 NAMESPACE_LABEL = 'projectcalico.org/namespace'
 
 
@@ -134,12 +132,12 @@ def labels_of(req, network):
     for item in args.get('labels') or []:
         if isinstance(item, dict):
             key, value = item.get('key'), item.get('value')
-            if not isinstance(key, str) or not LABEL_KEY_RE.match(key) or not isinstance(value, str) \
-                    or not LABEL_VALUE_RE.match(value):
+            if not isinstance(key, str) or not cni_store.LABEL_KEY_RE.match(key) or not isinstance(value, str) \
+                    or not cni_store.LABEL_VALUE_RE.match(value):
                 raise CniError(7, 'label %r=%r from args.cni.labels is not a valid label' % (key, value))
             labels[key] = value
     namespace = req['args'].get('K8S_POD_NAMESPACE')
-    if namespace and LABEL_VALUE_RE.match(namespace):
+    if namespace and cni_store.LABEL_VALUE_RE.match(namespace):
         labels[NAMESPACE_LABEL] = namespace
     labels.update(network.get('labels') or {})
     return labels
@@ -225,7 +223,7 @@ def _vanished(ip, records, network):
         netns = record.get('netns') or ''
         if netns and os.path.exists(netns):
             continue
-        if record.get('host_ifname') and _link_exists(ip, record):
+        if record.get('host_ifname') and cni_endpoint.read_link(ip, record['host_ifname']) is not None:
             continue
         gone.append(key)
     return gone
@@ -267,8 +265,8 @@ def cmd_del(req, ip):
             # no record: at most a veth of an ADD that failed before writing one
             record = {'key': req['key'], 'container_id': req['container_id'], 'ifname': req['ifname'],
                       'host_ifname': cni_endpoint.host_ifname(req['container_id'], req['ifname'], settings['prefix'])}
-            link = ip.json(['link', 'show', 'dev', record['host_ifname']]) if _link_exists(ip, record) else []
-            if not link or link[0].get('ifalias') != cni_endpoint.ALIAS_PREFIX + req['key']:
+            link = cni_endpoint.read_link(ip, record['host_ifname'])
+            if not link or link.get('ifalias') != cni_endpoint.ALIAS_PREFIX + req['key']:
                 record['host_ifname'] = None
         try:
             _teardown(ip, store, record, records, config,
@@ -276,11 +274,6 @@ def cmd_del(req, ip):
         except (cni_endpoint.EndpointError, cni_policy.PolicyError) as exc:
             raise CniError(exc.code, 'DEL %s: %s' % (req['container_id'], exc.msg)) from None
     return None
-
-
-def _link_exists(ip, record):
-    rc, _out, _err = ip.run(['link', 'show', 'dev', record['host_ifname']], check=False)
-    return rc == 0
 
 
 def cmd_check(req, ip):
@@ -311,11 +304,10 @@ def cmd_gc(req, ip):
         for key, record in sorted(records.items()):
             if record.get('corrupt'):
                 store.remove(key)
+                records.pop(key)
                 continue
             if record.get('network') == name and (record['container_id'], record['ifname']) not in valid:
-                remaining = {k: r for k, r in records.items() if k != key}
-                _teardown(ip, store, record, remaining, config)
-                records = remaining
+                _teardown(ip, store, records.pop(key), records, config)
         try:
             cni_policy.sync(list(records.values()), config.get('policy') or {})
         except cni_policy.PolicyError as exc:

@@ -87,14 +87,17 @@ def delete(ip, record):
     return rc == 0
 
 
+def read_link(ip, ifname):
+    """The host link ``ifname`` as ``ip -j -d link show`` prints it, or None when there is none (one process)."""
+    rc, out, _err = ip.run(['-j', '-d', 'link', 'show', 'dev', ifname], check=False)
+    links = iproute.parse_json_stream(out)[0] if rc == 0 and out.strip() else []
+    return links[0] if links else None
+
+
 def check(ip, record, settings):
     """Problems (list of strings) between ``record`` and the kernel; empty when the endpoint is whole."""
     problems = []
-    try:
-        links = ip.json(['-d', 'link', 'show', 'dev', record['host_ifname']])
-    except iproute.IprouteError:
-        links = []
-    link = links[0] if links else None
+    link = read_link(ip, record['host_ifname'])
     if link is None:
         return ['host interface %s is missing' % record['host_ifname']]
     if link.get('ifalias') != ALIAS_PREFIX + record['key']:

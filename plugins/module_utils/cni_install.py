@@ -41,7 +41,6 @@ from ansible_collections.netfleet.calico.plugins.module_utils import (
 PLUGIN_MODULES = (cni, cni_endpoint, cni_policy, cni_store, chains, chains_restore, iproute, selector)
 PACKAGE_PATH = ('ansible_collections', 'netfleet', 'calico', 'plugins', 'module_utils')
 CONFLIST_RE = re.compile(r'10-netfleet-([A-Za-z0-9][A-Za-z0-9_.-]{0,62})\.conflist\Z')
-PATH_RE = re.compile(r'/[A-Za-z0-9_./@+=:-]*\Z')
 
 LAUNCHER = """#!{python} -IS
 # netfleet-calico CNI plugin, installed by the netfleet.calico collection (role calico_node).
@@ -64,7 +63,7 @@ class InstallError(Exception):
 
 
 def check_path(value, what):
-    if not isinstance(value, str) or not PATH_RE.match(value) or '/../' in value + '/' or value.rstrip('/') == '':
+    if not isinstance(value, str) or not iproute.valid_netns_path(value) or value.rstrip('/') == '':
         raise InstallError('%s %r must be an absolute path of letters, digits and _ . / @ + = : -' % (what, value))
     return os.path.normpath(value)
 

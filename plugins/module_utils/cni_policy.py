@@ -22,10 +22,7 @@ Callers hold the store lock, so the two never interleave.
 
 from __future__ import annotations
 
-import os
-import subprocess
-
-from ansible_collections.netfleet.calico.plugins.module_utils import chains, chains_restore
+from ansible_collections.netfleet.calico.plugins.module_utils import chains, chains_restore, iproute
 from ansible_collections.netfleet.calico.plugins.module_utils.selector import (
     SelectorError,
     match_selector,
@@ -48,16 +45,15 @@ class PolicyError(Exception):
 
 
 def run(argv, data=None):
-    env = dict(os.environ, LC_ALL='C')
+    """stdout of ``argv`` (iproute's runner: C locale, no shell); PolicyError when it fails."""
     try:
-        proc = subprocess.run(argv, input=data, capture_output=True, text=True, env=env, timeout=60,  # noqa: S603
-                              check=False)
+        rc, out, err = iproute.run_process(argv, data, 60)
     except OSError as exc:
         raise PolicyError('%s: %s' % (argv[0], exc)) from None
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip()[:400]
-        raise PolicyError('%s failed (rc=%d): %s' % (' '.join(argv), proc.returncode, detail))
-    return proc.stdout
+    if rc != 0:
+        detail = (err or out).strip()[:400]
+        raise PolicyError('%s failed (rc=%d): %s' % (' '.join(argv), rc, detail))
+    return out
 
 
 def endpoint_chain_names(ifname):

@@ -31,6 +31,9 @@ import time
 CONTAINER_ID_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}\Z')
 IFNAME_RE = re.compile(r'[A-Za-z0-9_.\-]{1,15}\Z')
 NETWORK_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}\Z')
+# container labels (Kubernetes-like): what a network declares and what a runtime may pass
+LABEL_KEY_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_./-]{0,252}\Z')
+LABEL_VALUE_RE = re.compile(r'[A-Za-z0-9_.-]{0,63}\Z')
 
 
 class StoreError(Exception):

@@ -71,9 +71,9 @@ WORKLOAD_SYSCTLS = (
 OWNER_ALIAS_PREFIX = 'netfleet:ep:'
 
 _UNSAFE_TOKEN = re.compile(r'[\s#"\'\\\x00-\x1f\x7f]')
-_IFNAME_RE = re.compile(r'^[A-Za-z0-9_.@+=-]{1,15}$')
-_NETNS_NAME_RE = re.compile(r'^[A-Za-z0-9_.@+=-]{1,255}$')
-_NETNS_PATH_RE = re.compile(r'^/[A-Za-z0-9_./@+=:-]+$')
+_IFNAME_RE = re.compile(r'[A-Za-z0-9_.@+=-]{1,15}\Z')  # \Z: '$' would let a trailing newline through
+_NETNS_NAME_RE = re.compile(r'[A-Za-z0-9_.@+=-]{1,255}\Z')
+_NETNS_PATH_RE = re.compile(r'/[A-Za-z0-9_./@+=:-]+\Z')
 _TABLE_RE = re.compile(r'^[A-Za-z0-9_-]{1,64}$')
 _MAC_RE = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
 _BATCH_FAILED_RE = re.compile(r'^Command failed (?:-|\S+):(\d+)\s*$')
@@ -242,7 +242,8 @@ def decode_owner_alias(alias):
 # running ip
 # --------------------------------------------------------------------------------------------
 
-def _subprocess_runner(argv, data=None, timeout=None):
+def run_process(argv, data=None, timeout=None):
+    """(rc, stdout, stderr) of ``argv`` with ``data`` on stdin, in the C locale; never a shell."""
     env = dict(os.environ, LC_ALL='C', LANG='C')
     proc = subprocess.run(argv, input=data, capture_output=True, text=True, env=env,  # noqa: S603
                           timeout=timeout, check=False)
@@ -295,7 +296,7 @@ class IpCommand:
     def __init__(self, ip_bin='ip', nsenter_bin='nsenter', runner=None, timeout=600, workers=None):
         self.ip_bin = ip_bin
         self.nsenter_bin = nsenter_bin
-        self.runner = runner or _subprocess_runner
+        self.runner = runner or run_process
         self.timeout = timeout
         self.workers = workers or max(4, 2 * (os.cpu_count() or 1))
         self.calls = 0

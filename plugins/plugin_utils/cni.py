@@ -26,13 +26,11 @@ import hashlib
 import re
 from collections.abc import Mapping
 
+from ansible_collections.netfleet.calico.plugins.module_utils import cni_store
 from ansible_collections.netfleet.calico.plugins.module_utils.selector import canonical
 from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
 
 DEFAULT_NETWORK = 'netfleet'
-NETWORK_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z')
-LABEL_KEY_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_./-]{0,252}\Z')
-LABEL_VALUE_RE = re.compile(r'[A-Za-z0-9_.-]{0,63}\Z')
 NETWORK_KEYS = {'name', 'labels', 'slot'}
 SET_PREFIX = 'cali-s-'
 
@@ -71,10 +69,10 @@ def _labels(value, subject, where):
         raise _fabric.FabricError(subject, f'{where} labels is not a mapping', 'write labels as {app: web}')
     out = {}
     for key, val in value.items():
-        if not isinstance(key, str) or not LABEL_KEY_RE.match(key):
+        if not isinstance(key, str) or not cni_store.LABEL_KEY_RE.match(key):
             raise _fabric.FabricError(subject, f'{where} label name {key!r} is not valid',
                                       'use label names of letters, digits, _ . / - (at most 253)')
-        if isinstance(val, (Mapping, list, bool)) or val is None or not LABEL_VALUE_RE.match(str(val)):
+        if isinstance(val, (Mapping, list, bool)) or val is None or not cni_store.LABEL_VALUE_RE.match(str(val)):
             raise _fabric.FabricError(subject, f'{where} label {key} value {val!r} is not valid',
                                       'use values of letters, digits, _ . - (at most 63)')
         out[key] = str(val)
@@ -91,10 +89,10 @@ def parse_networks(value, slots, subject='calico_cni_networks'):
     out, names, used = [], set(), {}
     for index, raw in enumerate(value):
         where = f'calico_cni_networks[{index}]'
-        if not isinstance(raw, Mapping) or not isinstance(raw.get('name'), str) or not NETWORK_RE.match(raw['name']):
+        name = raw.get('name') if isinstance(raw, Mapping) else None
+        if not isinstance(name, str) or not cni_store.NETWORK_RE.match(name):
             raise _fabric.FabricError(subject, f'{where} has no valid name',
                                       'give every network a name of letters, digits, _ . - (at most 63)')
-        name = raw['name']
         unknown = sorted(str(k) for k in set(raw) - NETWORK_KEYS)
         if unknown:
             raise _fabric.FabricError(subject, f"network '{name}' has unknown key(s) {', '.join(unknown)}",

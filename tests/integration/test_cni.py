@@ -20,7 +20,7 @@ import os
 import shutil
 
 import pytest
-from netfleet_lab import REPO, Lab, ns_json, sh
+from netfleet_lab import REPO, Lab, cni_plugin_state, sh
 from netfleet_podman import Podman, prepare_image
 
 pytestmark = pytest.mark.lab
@@ -62,24 +62,6 @@ def podman(lab):
         assert not errors, errors
 
 
-def plugin_state(lab, host):
-    """What the plugin owns on a host: cali veths not made by the converge, their routes, the cali-cni-* chains,
-    the ipsets' members, the store's records and the host's addresses."""
-    ns = lab.netns(host)
-    links = [link["ifname"] for link in ns_json(ns, "-d", "link", "show", "type", "veth")
-             if link["ifname"].startswith("cali") and not (link.get("ifalias") or "").startswith("netfleet:ep:")]
-    routes = sorted(r["dst"] for r in ns_json(ns, "route", "show", "proto", "80")
-                    if r.get("dev", "").startswith("cali") and r.get("dev") in links)
-    chains = sorted(line.split()[0][1:] for line in sh(["ip", "netns", "exec", ns, "iptables-save", "-t", "filter"])
-                    .stdout.splitlines() if line.startswith(":cali-cni-"))
-    sets = sorted(line for line in sh(["ip", "netns", "exec", ns, "ipset", "save"]).stdout.splitlines()
-                  if line.startswith("add cali-s-"))
-    store = f"{lab.state_dir(host)}/cni/data/endpoints"
-    records = sorted(os.listdir(store)) if os.path.isdir(store) else []
-    addrs = sh(["ip", "-n", ns, "-4", "addr", "show"]).stdout
-    return {"links": links, "routes": routes, "chains": chains, "sets": sets, "records": records, "addrs": addrs}
-
-
 def reachable(pm, name, ip, port=None):
     """ICMP (port None) or an HTTP GET from container `name` to ip:port, inside the container."""
     if port is None:
@@ -91,7 +73,7 @@ def reachable(pm, name, ip, port=None):
 
 def test_containers_come_and_go(lab, podman, report):
     cfg = {host: json.loads(open(f"{lab.state_dir(host)}/cni/cni.json").read()) for host in lab.nodes}
-    before = {host: plugin_state(lab, host) for host in lab.nodes}
+    before = {host: cni_plugin_state(lab, host) for host in lab.nodes}
     n1a, n2a = podman["n1a"], podman["n2a"]
 
     # containers started after site.yml: web and other on n1a (rack1), db and web on n2a (rack2)
@@ -126,11 +108,11 @@ def test_containers_come_and_go(lab, podman, report):
     assert sh(wget + [f"http://{ip['db1']}:5432/"], check=False).returncode == 0, "s1 (app web) -> db1 denied"
 
     # a second site.yml with the containers running: nothing changes, no container loses anything
-    running = {host: plugin_state(lab, host) for host in lab.nodes}
+    running = {host: cni_plugin_state(lab, host) for host in lab.nodes}
     second = lab.playbook("site.yml")
     changed = {h: r["changed"] for h, r in second.recap.items() if r["changed"]}
     assert not changed, f"second site.yml changed {changed} with containers running"
-    assert {host: plugin_state(lab, host) for host in lab.nodes} == running
+    assert {host: cni_plugin_state(lab, host) for host in lab.nodes} == running
     lab.playbook("playbooks/status.yml")  # containers' /32s are not "stale routes" of the fleet status
     assert reachable(n1a, "web1", ip["db1"], 5432) and not reachable(n1a, "other1", ip["db1"], 5432)
 
@@ -144,7 +126,7 @@ def test_containers_come_and_go(lab, podman, report):
     for pm in podman.values():
         for c in pm.ps():
             pm.rm(c["Names"][0])
-    after = {host: plugin_state(lab, host) for host in lab.nodes}
+    after = {host: cni_plugin_state(lab, host) for host in lab.nodes}
     assert after == before, "the containers left state behind"
     report(f"cni scenario: 5 podman containers on 2 racks, policy and second site.yml held; "
            f"nothing left after rm ({sum(len(s['sets']) for s in before.values())} static ipset members kept)")

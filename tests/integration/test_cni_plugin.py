@@ -23,7 +23,7 @@ import re
 import time
 
 import pytest
-from netfleet_lab import REPO, Lab, namespaces, ns_json, sh
+from netfleet_lab import REPO, Lab, cni_plugin_state, namespaces, ns_json, sh
 
 pytestmark = pytest.mark.lab
 
@@ -186,27 +186,6 @@ class Plugin:
         return problems
 
 
-def plugin_state(lab, host):
-    """What the plugin owns on a host: cali veths not made by the converge (mac, alias, state), their proto-80
-    routes, the cali-cni-* chains and rules, the cali-s-* ipset members and the store's records."""
-    ns = lab.netns(host)
-    links = {link["ifname"]: (link.get("address"), link.get("ifalias"), link.get("operstate"))
-             for link in ns_json(ns, "-d", "link", "show", "type", "veth")
-             if link["ifname"].startswith("cali") and not (link.get("ifalias") or "").startswith("netfleet:ep:")}
-    routes = sorted(f"{r['dst']} dev {r['dev']} {r.get('scope')}" for r in ns_json(ns, "route", "show", "proto", "80")
-                    if r.get("dev") in links)
-    saved = sh(["ip", "netns", "exec", ns, "iptables-save", "-t", "filter"]).stdout
-    chains = sorted(line for line in saved.splitlines() if line.startswith(("-A cali-cni-", ":cali-cni-")))
-    sets = sorted(line for line in sh(["ip", "netns", "exec", ns, "ipset", "save"]).stdout.splitlines()
-                  if line.startswith("add cali-s-"))
-    store = f"{lab.state_dir(host)}/cni/data/endpoints"
-    records = {}
-    for name in sorted(os.listdir(store)) if os.path.isdir(store) else []:
-        with open(os.path.join(store, name), encoding="utf-8") as handle:
-            records[name] = handle.read()
-    return {"links": links, "routes": routes, "chains": chains, "sets": sets, "records": records}
-
-
 def container_view(ns):
     """Addresses, routes and links inside a container namespace."""
     return {what: sh(["ip", "-n", ns, "-4", *args]).stdout
@@ -226,7 +205,7 @@ def assert_attached(plugin, atts):
     for att in atts:
         by_host.setdefault(att.host, []).append(att)
     for host, group in by_host.items():
-        state = plugin_state(plugin.lab, host)
+        state = cni_plugin_state(plugin.lab, host)
         chain_names = {line.split()[0][1:] for line in state["chains"] if line.startswith(":")}
         for att in group:
             assert os.path.exists(plugin.record_path(host, att.cid)), f"{att}: no record"
@@ -240,7 +219,7 @@ def assert_gone(plugin, host, atts):
     """Nothing of `atts` left on `host`: veths, proto-80 /32 routes to their addresses, their chains, the ipset
     members of their addresses, their records."""
     hostns = plugin.lab.netns(host)
-    state = plugin_state(plugin.lab, host)
+    state = cni_plugin_state(plugin.lab, host)
     ips = {att.ip for att in atts}
     ifs = {att.host_if for att in atts}
     left = {
@@ -274,12 +253,12 @@ def parallel(func, items):
 def plugin(lab):
     """The plugin helper; afterwards everything the test attached is DEL'd, its namespaces deleted, and every node's
     plugin state must be what it was before the test."""
-    before = {host: plugin_state(lab, host) for host in lab.nodes}
+    before = {host: cni_plugin_state(lab, host) for host in lab.nodes}
     helper = Plugin(lab)
     yield helper
     problems = helper.cleanup()
     assert not problems, problems
-    after = {host: plugin_state(lab, host) for host in lab.nodes}
+    after = {host: cni_plugin_state(lab, host) for host in lab.nodes}
     diff = {host: {k: (before[host][k], after[host][k]) for k in after[host] if after[host][k] != before[host][k]}
             for host in lab.nodes if after[host] != before[host]}
     assert not diff, f"the test left plugin state behind (before, after): {diff}"
@@ -318,7 +297,7 @@ def test_errors(lab, plugin):
     conf = plugin.conf(host, "web")
     ns = plugin.netns()
     env = attachment_env(container_id(ns), f"/run/netns/{ns}")
-    before = plugin_state(lab, host)
+    before = cni_plugin_state(lab, host)
 
     assert plugin.call(host, "ADD", '{"cniVersion": "1.0.0", "name": "web",', env).error()["code"] == 6
     no_id = {k: v for k, v in env.items() if k != "CNI_CONTAINERID"}
@@ -338,7 +317,7 @@ def test_errors(lab, plugin):
     assert not os.path.exists(plugin.record_path(host, cid))
     assert not [link for link in ns_json(lab.netns(host), "link", "show") if link["ifname"] == host_ifname(cid)]
     assert gone not in namespaces()
-    assert plugin_state(lab, host) == before
+    assert cni_plugin_state(lab, host) == before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,7 +384,7 @@ def test_concurrent_add_del(lab, plugin, report):
     assert len({att.ip for att in atts}) == count, sorted(att.ip for att in atts)
     assert len({att.host_if for att in atts}) == count
     assert_attached(plugin, atts)
-    state = plugin_state(lab, host)
+    state = cni_plugin_state(lab, host)
     assert len([r for r in state["records"] if r.removesuffix("_eth0.json") in {a.cid for a in atts}]) == count
     assert len(state["links"]) == count, state["links"]
     web = web_set(plugin, host)
@@ -438,14 +417,14 @@ def test_range_exhaustion(lab, plugin):
 
     atts = parallel(lambda ns: plugin.add(host, "db", ns=ns), [plugin.netns() for _index in range(len(usable))])
     assert {att.ip for att in atts} == usable, "every address handed out exactly once"
-    full = plugin_state(lab, host)
+    full = cni_plugin_state(lab, host)
 
     ns = plugin.netns()
     cid = container_id(ns)
     error = plugin.call(host, "ADD", plugin.conf(host, "db"), attachment_env(cid, f"/run/netns/{ns}")).error()
     assert error["code"] == 100, error
     assert "no free address" in error["msg"] and "db" in error["msg"] and str(rng) in error["msg"], error
-    assert plugin_state(lab, host) == full, "the failed ADD left something behind"
+    assert cni_plugin_state(lab, host) == full, "the failed ADD left something behind"
     assert not os.path.exists(plugin.record_path(host, cid))
     assert not [link for link in ns_json(lab.netns(host), "link", "show") if link["ifname"] == host_ifname(cid)]
     assert sh(["ip", "-n", ns, "-o", "link", "show"]).stdout.count("\n") == 1, "the container got an interface"
@@ -465,7 +444,7 @@ def test_range_exhaustion(lab, plugin):
 
 def test_del_idempotent(lab, plugin):
     host = "n1b"
-    before = plugin_state(lab, host)
+    before = cni_plugin_state(lab, host)
     att = plugin.add(host, "web")
     plugin.delete(att).ok()
     plugin.delete(att).ok()
@@ -480,7 +459,7 @@ def test_del_idempotent(lab, plugin):
     plugin.delete(with_path).ok()
     plugin.delete(without, netns=False).ok()
     assert_gone(plugin, host, [with_path, without])
-    assert plugin_state(lab, host) == before
+    assert cni_plugin_state(lab, host) == before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,7 +510,7 @@ def test_gc(lab, plugin):
     assert_attached(plugin, [keep, other])
     for att in (keep, other):
         plugin.check(att).ok()
-    members = {line.split()[2].removesuffix("/32") for line in plugin_state(lab, host)["sets"]}
+    members = {line.split()[2].removesuffix("/32") for line in cni_plugin_state(lab, host)["sets"]}
     assert keep.ip in members, "GC dropped the ipset member of a listed attachment"
 
 
@@ -542,7 +521,7 @@ def test_gc(lab, plugin):
 def test_converge_keeps_plugin_containers(lab, plugin):
     host = "n1a"
     atts = [plugin.add(host, network) for network in ("web", "db", "other")]
-    before = {h: plugin_state(lab, h) for h in lab.nodes}
+    before = {h: cni_plugin_state(lab, h) for h in lab.nodes}
     inside = {att.ns: container_view(att.ns) for att in atts}
 
     for args in ((), ("--check", "--diff")):
@@ -552,7 +531,7 @@ def test_converge_keeps_plugin_containers(lab, plugin):
                              f"{changed_tasks(run.stdout)}")
         assert set(run.recap) >= set(lab.speakers())
         assert not changed_tasks(run.stdout), changed_tasks(run.stdout)
-        assert {h: plugin_state(lab, h) for h in lab.nodes} == before, f"site.yml {' '.join(args)} touched them"
+        assert {h: cni_plugin_state(lab, h) for h in lab.nodes} == before, f"site.yml {' '.join(args)} touched them"
         assert {att.ns: container_view(att.ns) for att in atts} == inside
     for att in atts:
         plugin.check(att).ok()
@@ -562,7 +541,7 @@ def test_converge_keeps_plugin_containers(lab, plugin):
     assert run.returncode != 0
     assert f"host '{host}': calico_cni is off but 3 container(s) are attached through its CNI plugin" in run.stdout
     assert not {h: r["changed"] for h, r in run.recap.items() if r["changed"]}
-    assert {h: plugin_state(lab, h) for h in lab.nodes} == before
+    assert {h: cni_plugin_state(lab, h) for h in lab.nodes} == before
 
 
 def endpoint_chain(lab, host, chain):

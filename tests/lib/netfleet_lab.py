@@ -212,6 +212,29 @@ class Lab:
         return out
 
 
+def cni_plugin_state(lab, host):
+    """What the plugin owns on a host: cali veths not made by the converge (mac, alias, state), their proto-80
+    routes, the cali-cni-* chains and rules, the cali-s-* ipset members, the store's records and the host's
+    addresses (for before/after comparisons: what a container left behind)."""
+    ns = lab.netns(host)
+    links = {link["ifname"]: (link.get("address"), link.get("ifalias"), link.get("operstate"))
+             for link in ns_json(ns, "-d", "link", "show", "type", "veth")
+             if link["ifname"].startswith("cali") and not (link.get("ifalias") or "").startswith("netfleet:ep:")}
+    routes = sorted(f"{r['dst']} dev {r['dev']} {r.get('scope')}" for r in ns_json(ns, "route", "show", "proto", "80")
+                    if r.get("dev") in links)
+    saved = sh(["ip", "netns", "exec", ns, "iptables-save", "-t", "filter"]).stdout
+    chains = sorted(line for line in saved.splitlines() if line.startswith(("-A cali-cni-", ":cali-cni-")))
+    sets = sorted(line for line in sh(["ip", "netns", "exec", ns, "ipset", "save"]).stdout.splitlines()
+                  if line.startswith("add cali-s-"))
+    store = f"{lab.state_dir(host)}/cni/data/endpoints"
+    records = {}
+    for name in sorted(os.listdir(store)) if os.path.isdir(store) else []:
+        with open(os.path.join(store, name), encoding="utf-8") as handle:
+            records[name] = handle.read()
+    addrs = sh(["ip", "-n", ns, "-4", "addr", "show"]).stdout
+    return {"links": links, "routes": routes, "chains": chains, "sets": sets, "records": records, "addrs": addrs}
+
+
 class ContinuousPing:
     """`ping -D -i <interval>` from a namespace in the background; on stop, the worst outage.
 

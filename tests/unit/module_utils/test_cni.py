@@ -54,6 +54,14 @@ class FakeIp:
     def run(self, args, data=None, netns=None, check=True):
         self.calls.append(('run', list(args)))
         assert check is False
+        if args[0] == '-j':  # ip -j -d link show dev NAME: the link as JSON, or 'does not exist'
+            link = self.links.get(args[-1])
+            if link is None:
+                return 1, '', 'Device "%s" does not exist.\n' % args[-1]
+            out = {'ifname': args[-1], 'flags': list(link['flags'])}
+            if link['ifalias']:
+                out['ifalias'] = link['ifalias']
+            return 0, json.dumps([out]), ''
         name = args[3]
         if name not in self.links:
             err = 'Cannot find device "%s"\n' if args[1] == 'del' else 'Device "%s" does not exist.\n'

@@ -270,7 +270,7 @@ def test_map_keeps_order_and_counts_calls():
 
 
 def test_subprocess_runner_uses_argv_and_stdin():
-    rc, out, err = iproute._subprocess_runner([sys.executable, '-c', 'import sys; print(sys.stdin.read().upper())'],
+    rc, out, err = iproute.run_process([sys.executable, '-c', 'import sys; print(sys.stdin.read().upper())'],
                                               'hi; rm -rf /\n')
     assert (rc, out) == (0, 'HI; RM -RF /\n\n')
 
