@@ -183,10 +183,7 @@ def report(info, results, naive):
     lines = [
         SECTION,
         '',
-        '`.venv/bin/python bench/chains.py` (root) - %s; %s CPUs (`nproc`), kernel %s, CPU "%s", %s, Python %s; '
-        '1-minute load average %s at the start (%s).' % (
-            info['date'], info['nproc'], info['kernel'], info['cpu'], info['iptables'], info['python'], info['load'],
-            'an idle machine' if float(info['load']) < 1 else 'other jobs were running; figures are inflated'),
+        benchdoc.machine_line('chains.py', info),
         '',
         '1,000 workload endpoints on one host (a scratch namespace), each selected by its own policy (ingress TCP',
         '80,8080 from two addresses and ICMP from a /24, egress UDP 53 to a /24): %d rules in the cali-* chains' % (

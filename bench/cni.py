@@ -566,10 +566,7 @@ def report(info, res, s):
     lines = [
         SECTION,
         '',
-        '`.venv/bin/python bench/cni.py` (root) - %s; %s CPUs (`nproc`), kernel %s, CPU "%s", %s, plugin interpreter '
-        '%s; 1-minute load average %s at the start (%s).' % (
-            info['date'], info['nproc'], info['kernel'], info['cpu'], info['iptables'], info['python'], info['load'],
-            'an idle machine' if float(info['load']) < 1 else 'other jobs were running; figures are inflated'),
+        benchdoc.machine_line('cni.py', info, python_label='plugin interpreter Python'),
         '',
         'Lab inventories/lab-cni (prefix %s: lab_up + site.yml %.1f s, status.yml %.1f s). The plugin site.yml' % (
             res['prefix'], res['site'], res['status']),
