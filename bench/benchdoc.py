@@ -30,10 +30,10 @@ def write_section(title, section, doc=DOC):
 def machine_line(script, info, python_label='Python'):
     """The first line of a section: command, date, CPUs, kernel, CPU, iptables, Python and the load at the start."""
     load = 'an idle machine' if float(info['load']) < 1 else 'other jobs were running; figures are inflated'
+    values = (script, info['date'], info['nproc'], info['kernel'], info['cpu'], info['iptables'], python_label,
+              info['python'], info['load'], load)
     return ('`.venv/bin/python bench/%s` (root) - %s; %s CPUs (`nproc`), kernel %s, CPU "%s", %s, %s %s; '
-            '1-minute load average %s at the start (%s).' % (script, info['date'], info['nproc'], info['kernel'],
-                                                            info['cpu'], info['iptables'], python_label,
-                                                            info['python'], info['load'], load))
+            '1-minute load average %s at the start (%s).' % values)
 
 
 def cpu_model():

@@ -271,7 +271,7 @@ def test_map_keeps_order_and_counts_calls():
 
 def test_subprocess_runner_uses_argv_and_stdin():
     rc, out, err = iproute.run_process([sys.executable, '-c', 'import sys; print(sys.stdin.read().upper())'],
-                                              'hi; rm -rf /\n')
+                                       'hi; rm -rf /\n')
     assert (rc, out) == (0, 'HI; RM -RF /\n\n')
 
 
