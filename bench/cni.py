@@ -176,19 +176,27 @@ class Plugin:
         self.conf = dict(conflist['plugins'][0], cniVersion=conflist['cniVersion'], name=conflist['name'])
         self.config = json.loads(Path(self.conf['config_file']).read_text())
         self.log_file = Path(self.conf['log_file'])
-        launcher = Path(self.bin).read_text().splitlines()
-        self.python = launcher[0][2:].split()[0]
-        self.lib = next(re.search(r"insert\(0, '([^']+)'\)", line).group(1) for line in launcher if 'insert(0' in line)
+        client = Path(self.bin).read_text()
+        self.python, self.lib = re.search(r"exec '([^']+)' -IS '([^']+)/netfleet-calico.py'", client).groups()
+        # the plugin in-process, as the executable runs it while no agent answers
+        self.inprocess = [self.python, '-IS', self.lib + '/netfleet-calico.py']
+        self.agent_pidfile = cni + '/agent.pid'
         self.host_netns = '/run/netns/' + lab.netns(host)
 
-    def call(self, command, container_id, netns, prev=None, wrap=()):
+    def agent_cpu(self):
+        """CPU seconds of the agent and the processes it waited for (iptables-restore, ipset), from /proc."""
+        pid = Path(self.agent_pidfile).read_text().split()[0]
+        fields = Path('/proc/%s/stat' % pid).read_text().rsplit(')', 1)[1].split()
+        return sum(int(v) for v in fields[11:15]) / os.sysconf('SC_CLK_TCK')
+
+    def call(self, command, container_id, netns, prev=None, wrap=(), exe=None):
         """(wall seconds from spawn to exit, rc, parsed stdout); ``wrap``: argv put in front (strace)."""
         env = {'PATH': RUNTIME_PATH, 'CNI_COMMAND': command, 'CNI_CONTAINERID': container_id, 'CNI_IFNAME': 'eth0',
                'CNI_NETNS': '/run/netns/' + netns, 'CNI_PATH': os.path.dirname(self.bin)}
         conf = dict(self.conf, prevResult=prev) if prev else self.conf
         data = json.dumps(conf).encode()
         start = time.perf_counter()
-        proc = subprocess.Popen([*wrap, 'nsenter', '--net=' + self.host_netns, self.bin], env=env,
+        proc = subprocess.Popen([*wrap, 'nsenter', '--net=' + self.host_netns, *(exe or [self.bin])], env=env,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = proc.communicate(data)
         secs = time.perf_counter() - start
@@ -282,7 +290,7 @@ def drain(sock):
 
 # ------------------------------------------------------------------------------------------ ours
 
-def churn(plugin, names, probes, sockets, stop, progress):
+def churn(plugin, names, probes, sockets, stop, progress, exe=None):
     """ADD then DEL of every container in ``names`` (WORKERS at a time); returns the per-container records."""
     socks = dict(zip(sorted(probes), sockets))
 
@@ -290,7 +298,7 @@ def churn(plugin, names, probes, sockets, stop, progress):
         if stop.is_set():
             return None
         rec = {'name': name}
-        rec['add'], rc, result = plugin.call('ADD', name, name)
+        rec['add'], rc, result = plugin.call('ADD', name, name, exe=exe)
         rec['add_end'] = time.perf_counter()
         rec['add_start'] = rec['add_end'] - rec['add']
         if rc != 0:
@@ -299,7 +307,7 @@ def churn(plugin, names, probes, sockets, stop, progress):
             rec['ip'] = result['ips'][0]['address'].split('/')[0]
             if name in socks:
                 rec['reply'], rec['sent'] = probe(socks[name], rec['ip'], rec['add_end'])
-        rec['del'], rc, result = plugin.call('DEL', name, name, prev=result if rc == 0 else None)
+        rec['del'], rc, result = plugin.call('DEL', name, name, prev=result if rc == 0 else None, exe=exe)
         rec['del_end'] = time.perf_counter()
         if rc != 0:
             rec['error'] = (rec.get('error', '') + ' DEL rc=%d %s' % (rc, (result or {}).get('msg'))).strip()
@@ -332,14 +340,15 @@ def floor(plugin):
     imp = 'import sys; sys.path.insert(0, %r); import ansible_collections.netfleet.calico.plugins.module_utils.cni' % (
         plugin.lib)
     out = '; import os; os._exit(0)'  # as the launcher leaves
-    cases = {'nsenter': ['/bin/true'], 'python': [plugin.python, '-IS', '-c', out[2:]],
+    cases = {'nsenter': ['/bin/true'], 'client': [plugin.bin], 'python': [plugin.python, '-IS', '-c', out[2:]],
              'imports': [plugin.python, '-IS', '-c', imp + out]}
     out = {}
     for key, argv in cases.items():
         times = []
         for _i in range(FLOOR):
             start = time.perf_counter()
-            subprocess.run(['nsenter', '--net=' + plugin.host_netns, *argv], check=True, env={'PATH': RUNTIME_PATH})
+            subprocess.run(['nsenter', '--net=' + plugin.host_netns, *argv], check=True, input=b'{}',
+                           stdout=subprocess.DEVNULL, env={'PATH': RUNTIME_PATH, 'CNI_COMMAND': 'VERSION'})
             times.append(time.perf_counter() - start)
         out[key] = statistics.median(times)
     return out
@@ -394,7 +403,7 @@ def breakdown(plugin, names, workdir):
         for command in ('ADD', 'DEL'):
             path = Path(workdir) / ('strace-%s-%d.txt' % (command, i))
             wrap = ['strace', '--seccomp-bpf', '-f', '-ttt', '-e', 'trace=execve,flock', '-o', str(path)]
-            _s, rc, prev = plugin.call(command, name, name, prev=prev, wrap=wrap)
+            _s, rc, prev = plugin.call(command, name, name, prev=prev, wrap=wrap, exe=plugin.inprocess)
             if rc != 0:
                 raise RuntimeError('%s %s under strace failed: %s' % (command, name, prev))
             runs[command].append(strace_spans(path))
@@ -530,6 +539,13 @@ def summarise(res):
         'slow': sorted(((r['reply'], r['sent']) for r in probed if r['reply'] is None or r['reply'] > 0.010),
                        key=lambda x: -(x[0] or 1e9)),
     }
+    inproc = res['inproc']
+    s.update(inproc_add_p50=pct([r['add'] for r in inproc], 50), inproc_add_p99=pct([r['add'] for r in inproc], 99),
+             inproc_del_p50=pct([r['del'] for r in inproc], 50), inproc_del_p99=pct([r['del'] for r in inproc], 99),
+             inproc_cpu_call=res['inproc_cpu'] / (2 * len(inproc)),
+             inproc_errors=[r['name'] + ': ' + r['error'] for r in inproc if r.get('error')],
+             agent_cpu_call=res['agent_cpu'] / (2 * len(recs)))
+    s['ratio_inproc'] = s['inproc_add_p50'] / s['add_p50']
     # Little's law: WORKERS calls always in flight, each needing cpu_call of the machine's nproc CPUs
     s['queue_floor'] = WORKERS * s['cpu_call'] / (os.cpu_count() or 1)
     s['ratio'] = s['naive_p50'] / s['add_p50']
@@ -540,8 +556,8 @@ def summarise(res):
 def breakdown_lines(data):
     if not data:
         return []
-    lines = ['', 'Where one uncontended call\'s time goes (`strace --seccomp-bpf -f -e trace=execve,flock`, only those',
-             'calls stop the plugin; median of %d ADD + DEL; a child is its exec to its exit):' % TRACED, '']
+    lines = ['', 'Where one uncontended in-process call\'s time goes (`strace --seccomp-bpf -f -e trace=execve,flock`,',
+             'only those calls stop the plugin; median of %d ADD + DEL; a child is its exec to its exit):' % TRACED, '']
     for command in ('ADD', 'DEL'):
         rows = data[command]['rows']
         lines.append('- %s, %s in all: %s.' % (command, ms(data[command]['total']), '; '.join(
@@ -566,17 +582,20 @@ def report(info, res, s):
     lines = [
         SECTION,
         '',
-        benchdoc.machine_line('cni.py', info, python_label='plugin interpreter Python'),
+        benchdoc.machine_line('cni.py', info, python_label='plugin interpreter'),
         '',
         'Lab inventories/lab-cni (prefix %s: lab_up + site.yml %.1f s, status.yml %.1f s). The plugin site.yml' % (
             res['prefix'], res['site'], res['status']),
         'installed on n1a is called as a runtime calls it: the `web` conflist entry on stdin, CNI_* in the',
-        'environment, `nsenter --net=<n1a> .../cni/bin/netfleet-calico`; "wall" is spawn to exit as the runtime sees',
-        'it, "plugin" the time the plugin logs itself (cni.log: from its start to its answer, after Python start-up',
-        'and imports). Churn: %d containers, each a fresh namespace, ADD then DEL, %d worker threads (at most %d' % (
+        'environment, `nsenter --net=<n1a> .../cni/bin/netfleet-calico` (the `sh` client, which hands the call to the',
+        'host\'s resident agent with `nc -U`); "wall" is spawn to exit as the runtime sees it, "plugin" the time the',
+        'agent logs (cni.log: from receiving the call to its answer, queueing behind the batch in progress included).',
+        'Churn: %d containers, each a fresh namespace, ADD then DEL, %d worker threads (at most %d alive).' % (
             CONTAINERS, WORKERS, WORKERS),
-        'alive; every ADD and DEL serialises on the store lock). "one at a time": %d more, sequentially. "naive":' % (
+        '"in-process": the same churn calling the plugin as the executable does while no agent answers (one',
+        '`python3 -IS` per call; every ADD and DEL serialises on the store lock). "one at a time": %d more,' % (
             SEQUENTIAL),
+        'sequentially. "naive":',
         'the same endpoint made by a shell-script plugin, one process per step (%d: ip link add, ip link set' % (
             s['naive_steps']),
         'netns, 5 `ip -n`, ip link set up, 4 sysctl -w, ip route add, iptables -N/-A/-I for the two endpoint chains',
@@ -589,23 +608,30 @@ def report(info, res, s):
             s['n'], WORKERS, ms(s['add_p50']), ms(s['add_p99']), ms(s['add_max']), ms(s['del_p50']),
             ms(s['del_p99']), ms(s['del_max']), ms(s['int_add_p50']), ms(s['int_add_p99']), ms(s['int_del_p50']),
             ms(s['int_del_p99'])),
+        '| in-process (no agent), %d x (ADD + DEL), %d at a time | %s | %s | | %s | %s | | | |' % (
+            len(res['inproc']), WORKERS, ms(s['inproc_add_p50']), ms(s['inproc_add_p99']), ms(s['inproc_del_p50']),
+            ms(s['inproc_del_p99'])),
         '| one at a time, %d x (ADD + DEL) | %s | %s | | %s | | | %s | %s |' % (
             SEQUENTIAL, ms(s['seq_add_p50']), ms(s['seq_add_p99']), ms(s['seq_del_p50']), ms(s['seq_int_add_p50']),
             ms(s['seq_int_del_p50'])),
         '| naive shell plugin, %d x ADD, one at a time | %s | %s | | | | | | |' % (
             NAIVE, ms(s['naive_p50']), ms(s['naive_p99'])),
         '',
-        'Churn throughput: %.1f containers/s (ADD + DEL; %d in %.1f s). Naive / ours, ADD p50: %.2fx against the' % (
-            s['rate'], s['n'], s['span'], s['ratio']),
-        'churn, %.2fx one at a time. Start-up floor of every call (p50 of %d, nsenter into n1a): `nsenter true`' % (
-            s['ratio_seq'], FLOOR),
-        '%s, + `python3 -IS -c pass` %s, + importing the plugin\'s modules %s.' % (
-            ms(floor_['nsenter']), ms(floor_['python']), ms(floor_['imports'])),
+        'Churn throughput: %.1f containers/s (ADD + DEL; %d in %.1f s). In-process / agent, ADD p50 under churn:' % (
+            s['rate'], s['n'], s['span']),
+        '%.1fx. Naive / ours, ADD p50: %.2fx against the churn, %.2fx one at a time.' % (
+            s['ratio_inproc'], s['ratio'], s['ratio_seq']),
+        'Start-up floor of every call (p50 of %d, nsenter into n1a, VERSION): `nsenter true` %s; the `sh` +' % (
+            FLOOR, ms(floor_['nsenter'])),
+        '`nc -U` client answered by the agent %s;' % ms(floor_['client']),
+        'in-process instead: `python3 -IS -c pass` %s, + importing the plugin\'s modules %s.' % (
+            ms(floor_['python']), ms(floor_['imports'])),
         '',
-        'CPU (user + system of nsenter, the plugin and every process it runs, from getrusage): %s per call in the' % (
-            ms(s['cpu_call'])),
-        'churn, %s one at a time. With %d calls always in flight on %d CPUs a call cannot take less than' % (
-            ms(s['seq_cpu_call']), WORKERS, info['nproc']),
+        'CPU (user + system of nsenter, the client and the agent with every process it runs, from getrusage and the',
+        'agent\'s /proc stat): %s per call in the churn (the agent\'s share %s), %s one at a time; in-process' % (
+            ms(s['cpu_call']), ms(s['agent_cpu_call']), ms(s['seq_cpu_call'])),
+        '%s.' % ms(s['inproc_cpu_call']),
+        'With %d calls always in flight on %d CPUs a call cannot take less than' % (WORKERS, info['nproc']),
         '%d x %s / %d = %s on average (Little\'s law), whatever the lock does: ADD p50 <= 60 ms at 20 at a time' % (
             WORKERS, ms(s['cpu_call']), info['nproc'], ms(s['queue_floor'])),
         'needs <= %.0f ms of CPU per call on this machine.' % (TARGET_ADD_P50 * info['nproc'] / WORKERS * 1000),
@@ -627,8 +653,9 @@ def report(info, res, s):
         '| target | measured | result |',
         '|---|---|---|',
     ] + ['| %s | %s | %s |' % t for t in targets] + ['']
-    if s['errors']:
-        lines += ['Errors (%d): %s' % (len(s['errors']), '; '.join(s['errors'][:5])), '']
+    if s['errors'] or s['inproc_errors']:
+        errors = s['errors'] + s['inproc_errors']
+        lines += ['Errors (%d): %s' % (len(errors), '; '.join(errors[:5])), '']
     return '\n'.join(lines), targets, same
 
 
@@ -651,7 +678,8 @@ def run(lab, workdir, info_box, state):
     seq_names = ['%s-s%03d' % (lab.prefix, i) for i in range(SEQUENTIAL)]
     naive_names = ['%s-n%03d' % (lab.prefix, i) for i in range(NAIVE)]
     trace_names = ['%s-t%03d' % (lab.prefix, i) for i in range(TRACED)]
-    netns_batch('add', [src, old] + names + seq_names + naive_names + trace_names)
+    inproc_names = ['%s-i%03d' % (lab.prefix, i) for i in range(CONTAINERS)]
+    netns_batch('add', [src, old] + names + seq_names + naive_names + trace_names + inproc_names)
     sh(['ip', 'netns', 'exec', src, 'sysctl', '-qw', 'net.ipv4.ping_group_range=0 0'])
     _s, rc, src_result = peer.call('ADD', src, src)
     if rc != 0:
@@ -695,20 +723,26 @@ def run(lab, workdir, info_box, state):
                 log('churn: %d/%d containers' % (len(done), CONTAINERS))
 
     log('churn: %d containers on %s, %d at a time, %d probed from %s' % (CONTAINERS, HOST, WORKERS, PROBES, PEER))
-    cpu0 = cpu_children()
+    cpu0, agent0 = cpu_children(), plugin.agent_cpu()
     res['churn'] = churn(plugin, names, probes, sockets, threading.Event(), progress)
-    res['churn_cpu'] = cpu_children() - cpu0
+    res['churn_cpu'] = cpu_children() - cpu0 + plugin.agent_cpu() - agent0
+    res['agent_cpu'] = plugin.agent_cpu() - agent0
     bgp['after'] = bgp_snapshot(lab, speakers)
     res['bgp'] = bgp
     res['internal'] = plugin.log_times(offset, set(names))
     for sock in sockets + [floor_sock]:
         sock.close()
 
+    log('in-process (no agent): the same churn, each call its own interpreter')
+    cpu0 = cpu_children()
+    res['inproc'] = churn(plugin, inproc_names, set(), [], threading.Event(), lambda rec: None, exe=plugin.inprocess)
+    res['inproc_cpu'] = cpu_children() - cpu0
+
     offset = plugin.log_size()
     log('one at a time: %d containers' % SEQUENTIAL)
-    cpu0 = cpu_children()
+    cpu0, agent0 = cpu_children(), plugin.agent_cpu()
     res['sequential'] = sequential(plugin, seq_names)
-    res['seq_cpu'] = cpu_children() - cpu0
+    res['seq_cpu'] = cpu_children() - cpu0 + plugin.agent_cpu() - agent0
     res['seq_internal'] = plugin.log_times(offset, set(seq_names))
 
     records = os.listdir(plugin.config['data_dir'] + '/endpoints')
@@ -720,7 +754,7 @@ def run(lab, workdir, info_box, state):
 
     log('naive: %d containers one at a time' % NAIVE)
     res['naive'] = naive(plugin, naive_names, workdir)
-    netns_batch('del', names + seq_names + naive_names + trace_names)
+    netns_batch('del', names + seq_names + naive_names + trace_names + inproc_names)
     return res
 
 
@@ -732,7 +766,7 @@ def cleanup(lab, state):
                 who.call('DEL', name, name)
             except OSError as exc:
                 log('WARNING: DEL %s: %s' % (name, exc))
-    mine = [n for n in namespaces(prefix + '-') if re.match(re.escape(prefix) + r'-(src|old|[csnt]\d{3})\Z', n)]
+    mine = [n for n in namespaces(prefix + '-') if re.match(re.escape(prefix) + r'-(src|old|[csnti]\d{3})\Z', n)]
     netns_batch('del', mine)
     try:
         lab.playbook('playbooks/lab_down.yml')
@@ -762,7 +796,8 @@ def main():
             cleanup(lab, state)
     info['load'] = load
     s = summarise(res)
-    print(json.dumps({k: (round(v * 1000, 1) if isinstance(v, float) and k not in ('rate', 'ratio', 'ratio_seq')
+    print(json.dumps({k: (round(v * 1000, 1) if isinstance(v, float) and k not in ('rate', 'ratio', 'ratio_seq',
+                                                                                   'ratio_inproc')
                           else v) for k, v in s.items()}, indent=1))
     section, targets, same = report(info, res, s)
     print(section)

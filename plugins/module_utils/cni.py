@@ -174,44 +174,97 @@ def settings_of(config):
 # commands
 # ---------------------------------------------------------------------------------------------
 
+class Session:
+    """What ADD and DEL calls of one store share while they hold its lock: the configuration, the records,
+    and the policy writes (applied per call, or once for a whole batch of calls by the agent)."""
+
+    def __init__(self, config, store):
+        self.config = config
+        self.settings = settings_of(config)
+        self.store = store
+        self.policy = config.get('policy') or {}
+        self.records = store.records()
+        self.writes = cni_policy.Writes(self.policy)
+        self.removed = []  # keys whose record goes once the policy writes are applied
+
+    def flush(self):
+        self.writes.flush(self.live())
+        for key in self.removed:
+            self.store.remove(key)
+        self.removed = []
+
+    def live(self):
+        return [r for r in self.records.values() if r and not r.get('corrupt')]
+
+
 def cmd_add(req, ip):
     config = load_config(req['conf'])
-    name, network = network_of(req['conf'], config)
-    settings = settings_of(config)
     store = cni_store.Store(config['data_dir'])
-    labels = labels_of(req, network)
     with store.locked():
-        records = store.records()
-        old = records.get(req['key'])
-        if old and not old.get('corrupt') and old.get('netns') == req['netns']:
-            if not cni_endpoint.check(ip, old, settings):
-                return add_result(req['version'], old, settings)  # a repeated ADD: same answer
-        if old:  # a half-made or stale attachment of this container id and interface: start over
-            _teardown(ip, store, old, records, config)
-            records.pop(req['key'], None)
-        host_if = cni_endpoint.host_ifname(req['container_id'], req['ifname'], settings['prefix'])
-        try:
-            addr = store.allocate(name, network['range'], config.get('reserved') or (), records)
-        except cni_store.Exhausted:
-            # a full range may hold attachments of containers that are gone without a DEL (a host that
-            # rebooted, a runtime that crashed): reclaim those, then try once more
-            for key in _vanished(ip, records, name):
-                _teardown(ip, store, records.pop(key), records, config)
-            addr = store.allocate(name, network['range'], config.get('reserved') or (), records)
-        record = {'key': req['key'], 'container_id': req['container_id'], 'ifname': req['ifname'],
-                  'netns': req['netns'], 'network': name, 'ip': addr, 'host_ifname': host_if,
-                  'mac': cni_endpoint.container_mac(req['key']), 'labels': labels, 'created': int(time.time())}
-        store.put(record)  # first: an ADD cut short leaves a record that DEL or GC undoes
-        records[req['key']] = record
-        try:
-            cni_endpoint.create(ip, record, settings)
-            cni_policy.add_endpoint(record, list(records.values()), config.get('policy') or {})
-        except (cni_endpoint.EndpointError, cni_policy.PolicyError, OSError) as exc:
-            records.pop(req['key'], None)
-            _teardown(ip, store, record, records, config)
-            raise CniError(getattr(exc, 'code', 5),
-                           'ADD %s: %s' % (req['container_id'], getattr(exc, 'msg', exc))) from None
-    return add_result(req['version'], record, settings)
+        session = Session(config, store)
+        result, record = add_locked(req, ip, session)
+        if record is not None:
+            flush_adds(ip, session, [(req, record)])
+    return result
+
+
+def add_locked(req, ip, session):
+    """(result, record whose policy is still to be written, or None) of one ADD under the store lock."""
+    config, settings, store, records = session.config, session.settings, session.store, session.records
+    name, network = network_of(req['conf'], config)
+    labels = labels_of(req, network)
+    old = records.get(req['key'])
+    if old and not old.get('corrupt') and old.get('netns') == req['netns']:
+        if not cni_endpoint.check(ip, old, settings):
+            return add_result(req['version'], old, settings), None  # a repeated ADD: same answer
+    if old:  # a half-made or stale attachment of this container id and interface: start over
+        records.pop(req['key'], None)
+        _teardown(ip, session, old)
+        session.flush()
+    host_if = cni_endpoint.host_ifname(req['container_id'], req['ifname'], settings['prefix'])
+    try:
+        addr = store.allocate(name, network['range'], config.get('reserved') or (), records)
+    except cni_store.Exhausted:
+        # a full range may hold attachments of containers that are gone without a DEL (a host that
+        # rebooted, a runtime that crashed): reclaim those, then try once more
+        for key in _vanished(ip, records, name):
+            _teardown(ip, session, records.pop(key))
+        session.flush()
+        addr = store.allocate(name, network['range'], config.get('reserved') or (), records)
+    record = {'key': req['key'], 'container_id': req['container_id'], 'ifname': req['ifname'],
+              'netns': req['netns'], 'network': name, 'ip': addr, 'host_ifname': host_if,
+              'mac': cni_endpoint.container_mac(req['key']), 'labels': labels, 'created': int(time.time())}
+    store.put(record)  # first: an ADD cut short leaves a record that DEL or GC undoes
+    records[req['key']] = record
+    try:
+        cni_endpoint.create(ip, record, settings)
+        session.writes.add(record)
+    except (cni_endpoint.EndpointError, cni_policy.PolicyError, OSError) as exc:
+        _fail_add(ip, session, req, record, exc)
+    return add_result(req['version'], record, settings), record
+
+
+def _fail_add(ip, session, req, record, exc):
+    session.records.pop(req['key'], None)
+    _teardown(ip, session, record, immediate=True)
+    raise CniError(getattr(exc, 'code', 5), 'ADD %s: %s' % (req['container_id'], getattr(exc, 'msg', exc))) from None
+
+
+def flush_adds(ip, session, added):
+    """Apply the session's policy writes; if that fails, undo the ADDs in ``added`` ([(req, record)])."""
+    try:
+        session.flush()
+    except (cni_policy.PolicyError, OSError) as exc:
+        session.writes = cni_policy.Writes(session.policy)
+        errors = []
+        for req, record in added:
+            try:
+                _fail_add(ip, session, req, record, exc)
+            except CniError as err:
+                errors.append(err)
+        if errors:
+            raise errors[0] from None
+        raise
 
 
 def _vanished(ip, records, network):
@@ -229,14 +282,52 @@ def _vanished(ip, records, network):
     return gone
 
 
-def _teardown(ip, store, record, remaining, config, link_gone=False):
-    """Remove an attachment's endpoint, policy and record; parts already gone are fine."""
+def _teardown(ip, session, record, link_gone=False, immediate=False):
+    """Remove an attachment's endpoint, policy and record; parts already gone are fine. The policy and
+    the record go with the session's next flush (at once with ``immediate``)."""
     if record.get('host_ifname'):
         if not link_gone:
             cni_endpoint.delete(ip, record)
-        cni_policy.remove_endpoint(record, [r for r in remaining.values() if r and r.get('key') != record['key']
-                                            and not r.get('corrupt')], config.get('policy') or {})
-    store.remove(record['key'])
+        if immediate:
+            cni_policy.remove_endpoint(record, session.live(), session.policy)
+        else:
+            session.writes.remove(record)
+    if immediate:
+        session.store.remove(record['key'])
+    else:
+        session.removed.append(record['key'])
+
+
+def early_delete(req, ip, store):
+    """DEL's first step, before queueing for the lock: delete the veth (deleting a link waits for RCU grace
+    periods, 10-30 ms, and every ADD and DEL of the host waits for the lock). Only this attachment's record
+    names the veth (and a runtime never runs ADD and DEL of one attachment at once); its address, chains
+    and record stay until the locked part, which finds the link gone, as after an interrupted DEL.
+    Returns the deleted interface's name or None."""
+    early = store.get(req['key'])
+    if early and not early.get('corrupt') and early.get('host_ifname'):
+        try:
+            cni_endpoint.delete(ip, early)
+        except cni_endpoint.EndpointError as exc:
+            raise CniError(exc.code, 'DEL %s: %s' % (req['container_id'], exc.msg)) from None
+        return early['host_ifname']
+    return None
+
+
+def del_locked(req, ip, session, gone):
+    records, settings = session.records, session.settings
+    record = records.pop(req['key'], None)
+    if record is None or record.get('corrupt'):
+        # no record: at most a veth of an ADD that failed before writing one
+        record = {'key': req['key'], 'container_id': req['container_id'], 'ifname': req['ifname'],
+                  'host_ifname': cni_endpoint.host_ifname(req['container_id'], req['ifname'], settings['prefix'])}
+        link = cni_endpoint.read_link(ip, record['host_ifname'])
+        if not link or link.get('ifalias') != cni_endpoint.ALIAS_PREFIX + req['key']:
+            record['host_ifname'] = None
+    try:
+        _teardown(ip, session, record, link_gone=gone is not None and record.get('host_ifname') == gone)
+    except cni_endpoint.EndpointError as exc:
+        raise CniError(exc.code, 'DEL %s: %s' % (req['container_id'], exc.msg)) from None
 
 
 def cmd_del(req, ip):
@@ -244,34 +335,14 @@ def cmd_del(req, ip):
         config = load_config(req['conf'])
     except CniError:
         return None  # never configured here (or already removed): nothing of ours to delete
-    settings = settings_of(config)
     store = cni_store.Store(config['data_dir'])
-    # The veth first, before queueing for the lock: deleting a link waits for RCU grace periods (10-30 ms)
-    # and every ADD and DEL of the host waits for the lock. Only this attachment's record names the veth
-    # (and a runtime never runs ADD and DEL of one attachment at once); its address, chains and record
-    # stay until the locked part, which finds the link gone, as it would after an interrupted DEL.
-    early = store.get(req['key'])
-    gone = None
-    if early and not early.get('corrupt') and early.get('host_ifname'):
-        try:
-            cni_endpoint.delete(ip, early)
-        except cni_endpoint.EndpointError as exc:
-            raise CniError(exc.code, 'DEL %s: %s' % (req['container_id'], exc.msg)) from None
-        gone = early['host_ifname']
+    gone = early_delete(req, ip, store)
     with store.locked():
-        records = store.records()
-        record = records.pop(req['key'], None)
-        if record is None or record.get('corrupt'):
-            # no record: at most a veth of an ADD that failed before writing one
-            record = {'key': req['key'], 'container_id': req['container_id'], 'ifname': req['ifname'],
-                      'host_ifname': cni_endpoint.host_ifname(req['container_id'], req['ifname'], settings['prefix'])}
-            link = cni_endpoint.read_link(ip, record['host_ifname'])
-            if not link or link.get('ifalias') != cni_endpoint.ALIAS_PREFIX + req['key']:
-                record['host_ifname'] = None
+        session = Session(config, store)
+        del_locked(req, ip, session, gone)
         try:
-            _teardown(ip, store, record, records, config,
-                      link_gone=gone is not None and record.get('host_ifname') == gone)
-        except (cni_endpoint.EndpointError, cni_policy.PolicyError) as exc:
+            session.flush()
+        except cni_policy.PolicyError as exc:
             raise CniError(exc.code, 'DEL %s: %s' % (req['container_id'], exc.msg)) from None
     return None
 
@@ -300,14 +371,18 @@ def cmd_gc(req, ip):
              if isinstance(a, dict)}
     store = cni_store.Store(config['data_dir'])
     with store.locked():
-        records = store.records()
+        session = Session(config, store)
+        records = session.records
         for key, record in sorted(records.items()):
             if record.get('corrupt'):
                 store.remove(key)
                 records.pop(key)
                 continue
             if record.get('network') == name and (record['container_id'], record['ifname']) not in valid:
-                _teardown(ip, store, records.pop(key), records, config)
+                _teardown(ip, session, records.pop(key))
+        session.writes = cni_policy.Writes(session.policy)  # the sync below converges everything
+        for key in session.removed:
+            store.remove(key)
         try:
             cni_policy.sync(list(records.values()), config.get('policy') or {})
         except cni_policy.PolicyError as exc:
@@ -329,6 +404,21 @@ def cmd_status(req, _ip):
 COMMANDS = {'ADD': cmd_add, 'DEL': cmd_del, 'CHECK': cmd_check, 'GC': cmd_gc, 'STATUS': cmd_status}
 
 
+ERRORS = (CniError, cni_store.StoreError, cni_policy.PolicyError, cni_endpoint.EndpointError)
+FAULTS = (OSError, iproute.IprouteError, ValueError, KeyError, TypeError, AttributeError)
+
+
+def error_answer(version, exc):
+    """(1, the spec's error object) for an exception raised while serving a call."""
+    if isinstance(exc, ERRORS):
+        error = {'cniVersion': version, 'code': exc.code, 'msg': exc.msg}
+        if getattr(exc, 'details', ''):
+            error['details'] = exc.details
+    else:
+        error = {'cniVersion': version, 'code': 5, 'msg': '%s: %s' % (type(exc).__name__, exc)}
+    return 1, json.dumps(error)
+
+
 def handle(environ, stdin_text, ip=None):
     """(exit status, stdout text) for one invocation; never raises."""
     version = '1.0.0'
@@ -338,15 +428,108 @@ def handle(environ, stdin_text, ip=None):
         if req['command'] == 'VERSION':
             return 0, json.dumps({'cniVersion': req['version'] if req['version'] in SUPPORTED else '1.1.0',
                                   'supportedVersions': list(SUPPORTED)})
-        result = COMMANDS[req['command']](req, ip or iproute.IpCommand(timeout=60))
+        result = COMMANDS[req['command']](req, ip or cni_endpoint.Kernel(timeout=60))
         return 0, json.dumps(result) if result is not None else ''
-    except (CniError, cni_store.StoreError, cni_policy.PolicyError, cni_endpoint.EndpointError) as exc:
-        error = {'cniVersion': version, 'code': exc.code, 'msg': exc.msg}
-        if getattr(exc, 'details', ''):
-            error['details'] = exc.details
-    except (OSError, iproute.IprouteError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        error = {'cniVersion': version, 'code': 5, 'msg': '%s: %s' % (type(exc).__name__, exc)}
-    return 1, json.dumps(error)
+    except ERRORS + FAULTS as exc:
+        return error_answer(version, exc)
+
+
+def handle_many(calls, ip=None, answer=None):
+    """(exit status, stdout text) for each of ``calls`` [(environ, stdin text)] that arrived together (the
+    agent's batch); never raises. The ADDs of one store are served first, together: one hold of its lock,
+    one set of policy writes (one ``ipset restore`` and one ``iptables-restore`` for all of them); then its
+    DELs, together too (their veths deleted as one link group). The other commands run one by one.
+    ``answer(i, (status, out))``, if given, is called as soon as call ``i`` is answered (ADDs do not wait for
+    the DELs of their batch)."""
+    ip = ip or cni_endpoint.Kernel(timeout=60)
+    answers = [None] * len(calls)
+
+    def done(i, value):
+        answers[i] = value
+        if answer is not None:
+            answer(i, value)
+
+    groups = {}
+    for i, (environ, text) in enumerate(calls):
+        try:
+            req = read_request(environ, text)
+        except ERRORS + FAULTS:
+            done(i, handle(environ, text, ip))
+            continue
+        if req['command'] in ('ADD', 'DEL') and isinstance(req['conf'].get('config_file', ''), str):
+            groups.setdefault(req['conf'].get('config_file') or DEFAULT_CONFIG, []).append((i, req))
+        else:
+            done(i, handle(environ, text, ip))
+    for items in groups.values():
+        for command in ('ADD', 'DEL'):
+            mine = [(i, req) for i, req in items if req['command'] == command]
+            if mine:
+                _serve_batch(mine, ip, done)
+    return answers
+
+
+def _serve_batch(items, ip, done):
+    """Serve ``items`` [(index, request)], all ADDs or all DELs of one configuration file."""
+    try:
+        config = load_config(items[0][1]['conf'])
+    except CniError as exc:
+        for i, req in items:  # a DEL with no configuration has nothing of ours to delete
+            done(i, (0, '') if req['command'] == 'DEL' else error_answer(req['version'], exc))
+        return
+    store = cni_store.Store(config['data_dir'])
+    gone = {}
+    answered = set()
+    if items[0][1]['command'] == 'DEL':
+        gone = _early_delete_many(items, ip, store, done, answered)
+    pending = [(i, req) for i, req in items if i not in answered]
+    results = {}
+    try:
+        with store.locked():
+            session = Session(config, store)
+            added = []
+            for i, req in pending:
+                try:
+                    if req['command'] == 'ADD':
+                        result, record = add_locked(req, ip, session)
+                        results[i] = (0, json.dumps(result))
+                        if record is not None:
+                            added.append((req, record))
+                    else:
+                        del_locked(req, ip, session, gone.get(i))
+                        results[i] = (0, '')
+                except ERRORS + FAULTS as exc:
+                    results[i] = error_answer(req['version'], exc)
+            try:
+                flush_adds(ip, session, added)
+            except ERRORS + FAULTS as exc:
+                # every ADD of the batch was undone; every DEL keeps its record for the runtime's retry
+                for i, req in pending:
+                    if results[i][0] == 0:
+                        results[i] = error_answer(req['version'], exc)
+    except ERRORS + FAULTS as exc:  # the lock stayed taken, or the store cannot be read
+        for i, req in pending:
+            results.setdefault(i, error_answer(req['version'], exc))
+    for i, _req in pending:
+        done(i, results[i])
+
+
+def _early_delete_many(items, ip, store, done, answered):
+    """DEL's first step for a batch (as :func:`early_delete`, all veths in one link group deletion);
+    returns {index: deleted interface name or None}."""
+    records = {i: store.get(req['key']) for i, req in items}
+    targets = {i: r for i, r in records.items() if r and not r.get('corrupt') and r.get('host_ifname')}
+    try:
+        deleted = set(cni_endpoint.delete_many(ip, list(targets.values())))
+    except cni_endpoint.EndpointError:
+        gone = {}
+        for i, req in items:  # one by one, so that each DEL gets its own answer
+            try:
+                gone[i] = early_delete(req, ip, store)
+            except ERRORS + FAULTS as exc:
+                done(i, error_answer(req['version'], exc))
+                answered.add(i)
+        return gone
+    return {i: r['host_ifname'] if r['host_ifname'] in deleted else None for i, r in targets.items()}
 
 
 def log(environ, conf_text, status, out, started):

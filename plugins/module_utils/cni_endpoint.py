@@ -5,8 +5,8 @@
 """One container's endpoint, made and removed by the CNI plugin: the same data plane as the
 converge's workloads (``cali`` + 11 hex veth, host side ``ee:ee:ee:ee:ee:ee`` with proxy-ARP and
 ``proxy_delay=0``, the container's /32 with its default route via 169.254.1.1, a host /32 route
-of protocol 80), in two ``ip -batch`` runs: one inside the container's namespace, which creates the
-veth and moves its host end out to this process's namespace, and one on the host.
+of protocol 80), over netlink (:mod:`netlink`): the veth is created on the host with its peer made
+straight inside the container's namespace, then each side is configured; no process per step.
 
 The host end carries the alias ``netfleet:cni:<container id>_<ifname>``: the converge never touches a
 veth it did not make (its aliases start ``netfleet:ep:``), and the /32 routes on such veths are the
@@ -15,12 +15,17 @@ plugin's.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 
-from ansible_collections.netfleet.calico.plugins.module_utils import iproute
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute, netlink
 
 ALIAS_PREFIX = 'netfleet:cni:'
+# Link group of host veths on their way out: deleting a group unregisters all its links in one go, so a
+# batch of DELs waits for the kernel's RCU grace period once, not once per container (10-30 ms each).
+DELETE_GROUP = 0x6e666361
 
 
 def host_ifname(container_id, ifname, prefix=iproute.DEFAULT_INTERFACE_PREFIX):
@@ -43,48 +48,93 @@ class EndpointError(Exception):
         self.code = code
 
 
-def create(ip, record, settings):
+class Kernel(iproute.IpCommand):
+    """The kernel as the endpoint code uses it: netlink for every change (a socket in the caller's namespace,
+    opened once and reused), ``ip -j`` for the reads of CHECK."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._host = None
+
+    def host(self):
+        if self._host is None:
+            self._host = netlink.Netlink()
+        return self._host
+
+    @contextlib.contextmanager
+    def container(self, netns):
+        """(netlink socket inside ``netns``, an open descriptor of ``netns``) for the duration of the block."""
+        try:
+            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise EndpointError('cannot open the container namespace %s: %s' % (netns, exc.strerror)) from None
+        try:
+            with netlink.open_in(fd) as sock:
+                yield sock, fd
+        finally:
+            os.close(fd)
+
+
+def create(kernel, record, settings):
     """Make the endpoint of ``record`` (keys ``key netns ifname host_ifname ip mac``)."""
-    mtu = ['mtu', str(settings['mtu'])] if settings.get('mtu') else []
     gw, ifname, host_if = settings['gateway'], record['ifname'], record['host_ifname']
-    inside = [
-        ' '.join(['link', 'add', 'name', ifname] + mtu + ['address', record['mac'], 'type', 'veth', 'peer', 'name',
-                                                          host_if] + mtu
-                 + ['address', settings['mac'], 'netns', str(os.getpid())]),
-        'link set dev lo up',
-        'link set dev %s up' % ifname,
-        'addr add %s/32 dev %s' % (record['ip'], ifname),
-        'route add %s dev %s scope link' % (gw, ifname),
-        'route add default via %s dev %s' % (gw, ifname),
-    ]
+    host = kernel.host()
+    with kernel.container(record['netns']) as (inside, fd):
+        try:
+            host.add_veth(host_if, ifname, fd, settings.get('mtu'), settings['mac'], record['mac'])
+        except netlink.NetlinkError as exc:
+            # nothing was made: a failed RTM_NEWLINK creates neither end
+            if exc.errno == errno.EEXIST:
+                raise EndpointError('container %s already has an interface %s or the host one %s (another network '
+                                    'plugin?): %s' % (record['container_id'], ifname, host_if, exc.strerror)) from None
+            raise EndpointError('cannot create the endpoint in %s: %s' % (record['netns'], exc.strerror)) from None
+        try:
+            index = inside.link_index(ifname)
+            inside.link_set(inside.link_index('lo'), 'lo', up=True)
+            inside.link_set(index, ifname, up=True)
+            inside.addr_add(index, record['ip'], 32, ifname)
+            inside.route_replace(gw, 32, index, scope=netlink.RT_SCOPE_LINK, name=ifname)
+            inside.route_replace('0.0.0.0', 0, index, gateway=gw, name=ifname)
+        except netlink.NetlinkError as exc:
+            delete(kernel, record)
+            raise EndpointError('cannot set up %s in %s: %s' % (ifname, record['netns'], exc)) from None
     try:
-        ip.batch(inside, netns=record['netns'], force=False)
-    except iproute.IprouteError as exc:
-        # past the first line the veth exists (its host end here): deleting it undoes the rest; a failing
-        # first line made nothing, and a host interface of that name would be somebody else's
-        if not exc.failures or exc.failures[0].get('line') != 1:
-            delete(ip, record)
-        if 'exists' in exc.msg:
-            raise EndpointError('container %s already has an interface %s or %s (another network plugin?): %s'
-                                % (record['container_id'], ifname, host_if, exc.msg), code=5) from None
-        raise EndpointError('cannot create the endpoint in %s: %s' % (record['netns'], exc.msg)) from None
-    for tmpl, value in iproute.WORKLOAD_SYSCTLS:
-        iproute.write_sysctl(tmpl.format(ifname=host_if), value)
-    try:
-        ip.batch(['link set dev %s alias %s up' % (host_if, ALIAS_PREFIX + record['key']),
-                  'route replace %s/32 dev %s proto %d scope link' % (record['ip'], host_if, settings['protocol'])],
-                 force=False)
-    except iproute.IprouteError as exc:
-        delete(ip, record)
-        raise EndpointError('cannot set up the host side %s: %s' % (host_if, exc.msg)) from None
+        for tmpl, value in iproute.WORKLOAD_SYSCTLS:
+            iproute.write_sysctl(tmpl.format(ifname=host_if), value)
+        index = host.link_index(host_if)
+        host.link_set(index, host_if, up=True, alias=ALIAS_PREFIX + record['key'])
+        host.route_replace(record['ip'], 32, index, scope=netlink.RT_SCOPE_LINK, protocol=settings['protocol'],
+                           name=host_if)
+    except (netlink.NetlinkError, OSError) as exc:
+        delete(kernel, record)
+        raise EndpointError('cannot set up the host side %s: %s' % (host_if, exc)) from None
 
 
-def delete(ip, record):
+def delete(kernel, record):
     """Remove the endpoint (its host /32 route goes with the link); True if a link was deleted."""
-    rc, _out, err = ip.run(['link', 'del', 'dev', record['host_ifname']], check=False)
-    if rc != 0 and 'Cannot find device' not in err and 'does not exist' not in err:
-        raise EndpointError('cannot delete %s: %s' % (record['host_ifname'], err.strip()))
-    return rc == 0
+    try:
+        return kernel.host().link_del(record['host_ifname'])
+    except netlink.NetlinkError as exc:
+        raise EndpointError('cannot delete %s: %s' % (record['host_ifname'], exc.strerror)) from None
+
+
+def delete_many(kernel, records):
+    """Remove the endpoints of ``records`` together (each host veth joins DELETE_GROUP, then the group is
+    deleted); returns the names of the links deleted (those that existed)."""
+    host = kernel.host()
+    marked = []
+    try:
+        for record in records:
+            name = record['host_ifname']
+            index = host.link_index(name)
+            if index is not None:
+                host.link_set(index, name, group=DELETE_GROUP)
+                marked.append(name)
+        if marked:
+            host.group_del(DELETE_GROUP)
+    except netlink.NetlinkError as exc:
+        raise EndpointError('cannot delete %s: %s' % (', '.join(marked) or 'the endpoints', exc)) from None
+    return marked
 
 
 def read_link(ip, ifname):

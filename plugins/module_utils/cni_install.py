@@ -9,7 +9,10 @@ Files, each written only when its content differs (atomically), each shown in ``
 * ``<lib_dir>/ansible_collections/netfleet/calico/plugins/module_utils/*.py``: the plugin's code,
   copied from the module_utils this module was shipped with, so the plugin and the converge
   always run the same version of the endpoint, store and policy code;
-* ``<bin_dir>/netfleet-calico``: the executable a runtime runs (a few lines that import the above);
+* ``<bin_dir>/netfleet-calico``: the executable a runtime runs: a few lines of ``sh`` that hand the call to
+  the host's agent (:mod:`cni_agent`, kept running by :mod:`cni_service`) with ``nc -U``, or run the plugin
+  in-process (``<lib_dir>/netfleet-calico.py``) while no agent answers;
+* ``<lib_dir>/netfleet-calico-agent.py``: the agent's entry point;
 * ``<config_path>``: this host's plan (block, networks and their ranges, reserved addresses, MTU,
   policies and ipsets), the one file the plugin reads on every call;
 * ``<conf_dir>/10-netfleet-<network>.conflist``: one network configuration per container network
@@ -31,20 +34,55 @@ from ansible_collections.netfleet.calico.plugins.module_utils import (
     chains,
     chains_restore,
     cni,
+    cni_agent,
     cni_endpoint,
     cni_policy,
+    cni_service,
     cni_store,
     iproute,
+    netlink,
     selector,
 )
 
-PLUGIN_MODULES = (cni, cni_endpoint, cni_policy, cni_store, chains, chains_restore, iproute, selector)
+PLUGIN_MODULES = (cni, cni_agent, cni_endpoint, cni_policy, cni_store, chains, chains_restore, iproute, netlink,
+                  selector)
 PACKAGE_PATH = ('ansible_collections', 'netfleet', 'calico', 'plugins', 'module_utils')
 CONFLIST_RE = re.compile(r'10-netfleet-([A-Za-z0-9][A-Za-z0-9_.-]{0,62})\.conflist\Z')
 
-LAUNCHER = """#!{python} -IS
+CLIENT = """#!/bin/sh
 # netfleet-calico CNI plugin, installed by the netfleet.calico collection (role calico_node).
-# Its code is in {lib_dir}; its configuration in the conflists of {conf_dir}.
+# Hands the call to this host's agent on {socket}: the agent reads CNI_* from this
+# process (nc) and the configuration from stdin, and answers "<exit status>\\n<stdout>".
+# While no agent answers, the plugin runs in-process ({lib_dir}).
+# Network configurations: the conflists of {conf_dir}.
+sock='{socket}'
+if [ -S "$sock" ] && reply=$(nc -UN "$sock" 2>/dev/null); then
+  nl='
+'
+  status=${{reply%%"$nl"*}}
+  case $reply in *"$nl"*) out=${{reply#*"$nl"}} ;; *) out= ;; esac
+  case $status in
+    ''|*[!0-9]*)
+      echo '{{"cniVersion":"1.0.0","code":11,"msg":"the agent ended the call unanswered; try again"}}'
+      exit 1 ;;
+  esac
+  [ -z "$out" ] || printf '%s\\n' "$out"
+  exit "$status"
+fi
+exec '{python}' -IS '{lib_dir}/netfleet-calico.py'
+"""
+
+AGENT_LAUNCHER = """#!{python} -IS
+# netfleet-calico CNI agent, installed by the netfleet.calico collection (role calico_node).
+import sys
+sys.path.insert(0, {lib_dir!r})
+from ansible_collections.netfleet.calico.plugins.module_utils.cni_agent import main
+sys.exit(main())
+"""
+
+LAUNCHER = """#!{python} -IS
+# netfleet-calico CNI plugin in-process (when no agent answers), installed by the netfleet.calico
+# collection (role calico_node). Its configuration: the conflists of {conf_dir}.
 import os
 import sys
 sys.path.insert(0, {lib_dir!r})
@@ -121,13 +159,21 @@ def desired_files(params):
     for mod in PLUGIN_MODULES:
         files[os.path.join(pkg, mod.__name__.rsplit('.', 1)[-1] + '.py')] = (module_source(mod), 0o644)
     files[os.path.join(params['bin_dir'], cni.PLUGIN)] = (
+        CLIENT.format(python=params['python'], lib_dir=lib_dir, conf_dir=params['conf_dir'],
+                      socket=params['agent_socket']), 0o755)
+    files[os.path.join(lib_dir, 'netfleet-calico.py')] = (
         LAUNCHER.format(python=params['python'], lib_dir=lib_dir, conf_dir=params['conf_dir']), 0o755)
+    files[agent_script(params)] = (AGENT_LAUNCHER.format(python=params['python'], lib_dir=lib_dir), 0o755)
     config = host_config(params)
     files[params['config_path']] = (json.dumps(config, indent=1, sort_keys=True) + '\n', 0o644)
     for name in sorted(config['networks']):
         path = os.path.join(params['conf_dir'], '10-netfleet-%s.conflist' % name)
         files[path] = (json.dumps(conflist(name, params), indent=1, sort_keys=True) + '\n', 0o644)
     return files, config
+
+
+def agent_script(params):
+    return os.path.join(params['lib_dir'], 'netfleet-calico-agent.py')
 
 
 def owned_conflists(conf_dir):
@@ -186,10 +232,13 @@ def _diff_entry(path, content, mode):
     return '# %s%s\n%s' % (path, ' mode %04o' % mode if mode is not None else '', content)
 
 
-def converge(params, check_mode):
-    """Bring the host to ``params`` (the module's options); return the result dict."""
-    for key in ('bin_dir', 'conf_dir', 'config_path', 'data_dir', 'lib_dir', 'log_file', 'python'):
+def converge(params, check_mode, run=None):
+    """Bring the host to ``params`` (the module's options); return the result dict. ``run(argv) -> (rc, out,
+    err)`` runs systemctl (the module's run_command)."""
+    for key in ('bin_dir', 'conf_dir', 'config_path', 'data_dir', 'lib_dir', 'log_file', 'python', 'agent_socket',
+                'agent_pidfile', 'unit_dir'):
         params[key] = check_path(params[key], key)
+    params['agent_script'] = agent_script(params)
     store = cni_store.Store(params['data_dir'])
     present = params['state'] == 'present'
     if present:
@@ -201,6 +250,7 @@ def converge(params, check_mode):
         stale = owned_conflists(params['conf_dir']) + [os.path.join(params['bin_dir'], cni.PLUGIN),
                                                        params['config_path']]
         stale += [os.path.join(pkg, m.__name__.rsplit('.', 1)[-1] + '.py') for m in PLUGIN_MODULES]
+        stale += [os.path.join(params['lib_dir'], 'netfleet-calico.py'), agent_script(params)]
         attached = [r for r in store.records().values() if r and not r.get('corrupt')]
         if attached:
             raise InstallError('%d container(s) are still attached through the CNI plugin (first: %s); stop them '
@@ -226,6 +276,10 @@ def converge(params, check_mode):
         sync = {'changed': False, 'sets': [], 'chains': [], 'commands': {},
                 'diff': {'before': '', 'after': ''}}
         result['attachments'] = 0
+    want_agent = present and params['agent']
+    code_changed = any(p.endswith('.py') for p in writes)
+    agent_changed, agent = cni_service.converge(params, want_agent, code_changed, check_mode, run)
+    result['agent'] = {k: v for k, v in agent.items() if not k.startswith('unit_')}
     if not present and not check_mode:
         if os.path.isdir(params['data_dir']):
             shutil.rmtree(params['data_dir'])
@@ -237,11 +291,27 @@ def converge(params, check_mode):
             except OSError:
                 break
             path = os.path.dirname(path)
-    result.update(changed=bool(writes or removes or sync['changed']), sets=sync['sets'], chains=sync['chains'],
+    result.update(changed=bool(writes or removes or sync['changed'] or agent_changed), sets=sync['sets'],
+                  chains=sync['chains'],
                   commands=sync['commands'], networks=sorted((config or {}).get('networks') or {}))
     result['diff'] = [
         {'before_header': 'CNI plugin files', 'after_header': 'CNI plugin files (wanted)', 'before': before,
          'after': after},
         sync['diff'],
+        {'before_header': 'CNI agent', 'after_header': 'CNI agent (wanted)',
+         'before': agent_text(agent, before=True), 'after': agent_text(agent, before=False)},
     ]
     return result
+
+
+def agent_text(agent, before):
+    """The agent's state for --diff: its manager, whether it runs, its unit file."""
+    action = agent.get('action')
+    running = agent.get('running')
+    if before:
+        running = running if action is None else action in ('restarted', 'stopped', 'removed')
+    lines = '%s agent (%s): %s\n' % ('netfleet-calico', agent.get('manager'), 'running' if running else 'not running')
+    if before and action == 'restarted':
+        lines += '(the plugin code changed: restart)\n'
+    unit = agent.get('unit_before' if before else 'unit_after')
+    return lines + (unit or '')

@@ -14,8 +14,9 @@ The plugin owns exactly these, and nothing else:
   (static workloads, and the address range of every container network whose labels match, on every
   host) come from the controller; each container on this host whose labels match is added on ADD.
 
-Two paths: :func:`add_endpoint` / :func:`remove_endpoint` (one ``ipset restore`` and one
-``iptables-restore --noflush``, no read-back: the ADD latency budget) and :func:`sync`, which reads
+Two paths: :class:`Writes` (:func:`add_endpoint` / :func:`remove_endpoint` for one container; the agent
+batches every call that arrives together: one ``ipset restore`` and one ``iptables-restore --noflush``
+each way, no read-back: the ADD latency budget) and :func:`sync`, which reads
 both back and converges everything (``iptables-save`` / ``ipset save``), used by the converge and by GC.
 Callers hold the store lock, so the two never interleave.
 """
@@ -159,44 +160,72 @@ def _dispatch_entries(ifname):
             (TO_DISPATCH, chains.normalize_rule('-o %s -g %s' % (ifname, tw))))
 
 
-def add_endpoint(record, records, policy):
-    """Install one container's sets membership, chains and dispatch entries (``records`` includes it).
+class Writes:
+    """The ipset and iptables-restore input of one or more endpoint changes, applied by :meth:`flush` in one
+    ``ipset restore`` for new members, one ``iptables-restore --noflush`` and one ``ipset restore`` for
+    members that go: a batch of ADDs and DELs costs three processes, not three per container."""
 
-    The two dispatch entries are inserted at the top (the final DROP stays last; entries match distinct
-    interfaces, so their order does not matter): a restore that only adds rules does not wait for the
-    kernel's RCU grace period as one that deletes rules does. Should that fail (a dispatch chain gone,
-    e.g. rules flushed by hand), both dispatch chains are rewritten whole from the records."""
-    if not policy.get('enabled'):
-        return
-    members = local_members(record, policy)
-    if members:
-        run(['ipset', 'restore', '-exist'],
-            data=''.join('add %s %s\n' % (name, record['ip']) for name in members))
-    chain_rules = render_endpoint(record, policy)
-    head = ['*filter'] + [':%s - [0:0]' % name for name in sorted(chain_rules)]
-    body = ['-A %s %s' % (name, rule) for name, rules in sorted(chain_rules.items()) for rule in rules]
-    insert = ['-I %s 1 %s' % entry for entry in _dispatch_entries(record['host_ifname'])]
-    try:
-        _restore(policy, '\n'.join(head + body + insert + ['COMMIT']) + '\n')
-    except PolicyError:
-        _restore(policy, '\n'.join(head + _dispatch_lines(records) + body + ['COMMIT']) + '\n')
+    def __init__(self, policy):
+        self.policy = policy
+        self.set_adds, self.set_dels = [], []
+        self.decls, self.body, self.inserts, self.deletes, self.tail = [], [], [], [], []
+
+    def __bool__(self):
+        return bool(self.set_adds or self.set_dels or self.body or self.deletes or self.tail)
+
+    def add(self, record):
+        """One container's set memberships, chains and dispatch entries."""
+        if not self.policy.get('enabled'):
+            return
+        self.set_adds.extend('add %s %s\n' % (name, record['ip']) for name in local_members(record, self.policy))
+        chain_rules = render_endpoint(record, self.policy)
+        self.decls.extend(':%s - [0:0]' % name for name in sorted(chain_rules))
+        self.body.extend('-A %s %s' % (name, rule) for name, rules in sorted(chain_rules.items()) for rule in rules)
+        self.inserts.extend('-I %s 1 %s' % entry for entry in _dispatch_entries(record['host_ifname']))
+
+    def remove(self, record):
+        """Undo :meth:`add` for a container (missing pieces are not an error)."""
+        if not self.policy.get('enabled'):
+            return
+        fw, tw = endpoint_chain_names(record['host_ifname'])
+        self.deletes.extend('-D %s %s' % entry for entry in _dispatch_entries(record['host_ifname']))
+        self.tail.extend([':%s - [0:0]' % fw, ':%s - [0:0]' % tw, '-X %s' % fw, '-X %s' % tw])
+        if record.get('ip'):
+            self.set_dels.extend('del %s %s\n' % (name, record['ip']) for name in local_members(record, self.policy))
+
+    def flush(self, records):
+        """Apply everything; ``records`` are the attachments once these changes are made. The dispatch
+        entries are inserted and deleted in place (the final DROP stays last; entries match distinct
+        interfaces, so their order does not matter), as a restore that only adds rules does not wait for
+        the kernel's RCU grace period. Should that fail (a dispatch chain gone, rules flushed by hand),
+        both dispatch chains are rewritten whole from ``records`` in the same transaction."""
+        if not self:
+            return
+        if self.set_adds:
+            run(['ipset', 'restore', '-exist'], data=''.join(self.set_adds))
+        fast = self.decls + self.body + self.inserts + self.deletes + self.tail
+        try:
+            _restore(self.policy, '\n'.join(['*filter'] + fast + ['COMMIT']) + '\n')
+        except PolicyError:
+            whole = self.decls + _dispatch_lines(records) + self.body + self.tail
+            _restore(self.policy, '\n'.join(['*filter'] + whole + ['COMMIT']) + '\n')
+        if self.set_dels:
+            run(['ipset', 'restore', '-exist'], data=''.join(self.set_dels))
+        self.__init__(self.policy)
+
+
+def add_endpoint(record, records, policy):
+    """Install one container's set memberships, chains and dispatch entries now (``records`` includes it)."""
+    writes = Writes(policy)
+    writes.add(record)
+    writes.flush(records)
 
 
 def remove_endpoint(record, records, policy):
-    """Undo :func:`add_endpoint` (``records`` no longer includes it); missing pieces are not an error
-    (then the dispatch chains are rewritten whole from ``records``)."""
-    if not policy.get('enabled'):
-        return
-    fw, tw = endpoint_chain_names(record['host_ifname'])
-    tail = [':%s - [0:0]' % fw, ':%s - [0:0]' % tw, '-X %s' % fw, '-X %s' % tw, 'COMMIT']
-    delete = ['-D %s %s' % entry for entry in _dispatch_entries(record['host_ifname'])]
-    try:
-        _restore(policy, '\n'.join(['*filter'] + delete + tail) + '\n')
-    except PolicyError:
-        _restore(policy, '\n'.join(['*filter'] + _dispatch_lines(records) + tail) + '\n')
-    members = local_members(record, policy) if record.get('ip') else []
-    if members:
-        run(['ipset', 'restore', '-exist'], data=''.join('del %s %s\n' % (name, record['ip']) for name in members))
+    """Undo :func:`add_endpoint` now (``records`` no longer includes it)."""
+    writes = Writes(policy)
+    writes.remove(record)
+    writes.flush(records)
 
 
 # ---------------------------------------------------------------------------------------------

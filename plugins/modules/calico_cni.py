@@ -87,9 +87,45 @@ options:
     type: path
     default: /var/log/netfleet-calico-cni.log
   python:
-    description: Interpreter of the plugin executable (standard library only; started with C(-I -S)).
+    description: Interpreter of the plugin and its agent (standard library only; started with C(-I -S)).
     type: path
     default: /usr/bin/python3
+  agent:
+    description:
+      - Keep the plugin's resident agent running. The executable in O(bin_dir) is then a few lines of C(sh) that
+        hand each call to the agent with C(nc -U) (package C(netcat-openbsd)); the agent serves the calls that
+        arrive together in one batch (one store lock, one C(iptables-restore), endpoints over netlink), which
+        is what keeps ADD fast while a runtime starts many containers at once.
+      - While no agent answers (or with V(false)) the executable runs the plugin in-process, one interpreter
+        per call.
+      - The agent is restarted when the plugin's code changes, so it always runs the installed version.
+    type: bool
+    default: true
+    version_added: 0.3.0
+  agent_socket:
+    description: Unix socket of the agent (mode 0600; only root connects).
+    type: path
+    default: /run/netfleet-calico/agent.sock
+    version_added: 0.3.0
+  agent_pidfile:
+    description: Pid file of the agent with O(service_manager=pidfile).
+    type: path
+    default: /run/netfleet-calico/agent.pid
+    version_added: 0.3.0
+  service_manager:
+    description:
+      - How the agent is kept running - V(systemd) (unit C(netfleet-calico-agent.service) in O(unit_dir), enabled,
+        restarted by systemd if it exits) or V(pidfile) (started detached, found by O(agent_pidfile); hosts with no
+        init of their own, such as the lab's).
+    type: str
+    choices: [systemd, pidfile]
+    default: systemd
+    version_added: 0.3.0
+  unit_dir:
+    description: Where the agent's systemd unit is written.
+    type: path
+    default: /etc/systemd/system
+    version_added: 0.3.0
 attributes:
   check_mode:
     support: full
@@ -154,11 +190,23 @@ commands:
   description: The C(ipset restore) and C(iptables-restore) input applied (or that would be), and the ipsets destroyed.
   returned: always
   type: dict
+agent:
+  description:
+    - The agent - C(manager), C(socket), C(running), C(pid) (pid file manager), C(unit) (systemd) and C(action)
+      (V(started), V(restarted), V(installed), V(stopped), V(removed) or null).
+  returned: always
+  type: dict
+  sample: {manager: pidfile, running: true, pid: 4242, action: null, socket: /run/netfleet-calico/agent.sock}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netfleet.calico.plugins.module_utils import cni_install, cni_policy, cni_store
+from ansible_collections.netfleet.calico.plugins.module_utils import (
+    cni_install,
+    cni_policy,
+    cni_service,
+    cni_store,
+)
 from ansible_collections.netfleet.calico.plugins.module_utils.result import exit_with_diff
 
 
@@ -179,13 +227,19 @@ def main():
             lib_dir=dict(type='path', default='/usr/lib/netfleet-calico'),
             log_file=dict(type='path', default='/var/log/netfleet-calico-cni.log'),
             python=dict(type='path', default='/usr/bin/python3'),
+            agent=dict(type='bool', default=True),
+            agent_socket=dict(type='path', default='/run/netfleet-calico/agent.sock'),
+            agent_pidfile=dict(type='path', default='/run/netfleet-calico/agent.pid'),
+            service_manager=dict(type='str', default='systemd', choices=['systemd', 'pidfile']),
+            unit_dir=dict(type='path', default='/etc/systemd/system'),
         ),
         required_if=[('state', 'present', ['plan'])],
         supports_check_mode=True,
     )
     try:
-        result = cni_install.converge(dict(module.params), module.check_mode)
-    except (cni_install.InstallError, cni_policy.PolicyError, cni_store.StoreError, ValueError, OSError) as exc:
+        result = cni_install.converge(dict(module.params), module.check_mode, run=module.run_command)
+    except (cni_install.InstallError, cni_service.ServiceError, cni_policy.PolicyError, cni_store.StoreError,
+            ValueError, OSError) as exc:
         module.fail_json(msg='calico_cni: %s' % (getattr(exc, 'msg', None) or exc))
     exit_with_diff(module, result)
 

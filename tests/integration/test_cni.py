@@ -109,9 +109,9 @@ def test_containers_come_and_go(lab, podman, report):
 
     # a second site.yml with the containers running: nothing changes, no container loses anything
     running = {host: cni_plugin_state(lab, host) for host in lab.nodes}
-    second = lab.playbook("site.yml")
+    second = lab.playbook("site.yml", "--diff")
     changed = {h: r["changed"] for h, r in second.recap.items() if r["changed"]}
-    assert not changed, f"second site.yml changed {changed} with containers running"
+    assert not changed, f"second site.yml changed {changed} with containers running:\n{second.stdout[-8000:]}"
     assert {host: cni_plugin_state(lab, host) for host in lab.nodes} == running
     lab.playbook("playbooks/status.yml")  # containers' /32s are not "stale routes" of the fleet status
     assert reachable(n1a, "web1", ip["db1"], 5432) and not reachable(n1a, "other1", ip["db1"], 5432)

@@ -572,3 +572,59 @@ def test_policy_change_reaches_running_containers(lab, plugin):
     plugin.check(db).ok()
     lab.playbook("site.yml")
     assert endpoint_chain(lab, "n2a", tw) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. the resident agent, and the executable without it
+# ---------------------------------------------------------------------------------------------
+
+def agent_pid(plugin, host):
+    """The agent's pid from its pid file, if that process is the agent of this host's plugin."""
+    try:
+        pid = int(open(f"{plugin.cni_dir(host)}/agent.pid", encoding="ascii").read())
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    script = f"{plugin.cni_dir(host)}/lib/netfleet-calico-agent.py".encode()
+    return pid if script in cmdline and b"Z" not in open(f"/proc/{pid}/stat", "rb").read().rsplit(b")", 1)[1][:3] \
+        else None
+
+
+def test_agent_serves_calls_and_the_executable_stands_in_without_it(lab, plugin):
+    host = "n1b"
+    pid = agent_pid(plugin, host)
+    assert pid, "site.yml left no agent running on n1b"
+    inprocess = f"{plugin.cni_dir(host)}/lib/netfleet-calico.py"
+    os.rename(inprocess, inprocess + ".off")  # the in-process path cannot run: only the agent can answer now
+    try:
+        att = plugin.add(host, "web")
+        assert_attached(plugin, [att])
+        plugin.check(att).ok()
+        plugin.delete(att).ok()
+        assert_gone(plugin, host, [att])
+    finally:
+        os.rename(inprocess + ".off", inprocess)
+
+    os.kill(pid, 15)  # the agent stops: its socket goes, and the executable runs the plugin in-process
+    deadline = time.monotonic() + 10
+    while agent_pid(plugin, host) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not agent_pid(plugin, host) and not os.path.exists(f"{plugin.cni_dir(host)}/agent.sock")
+    att = plugin.add(host, "web")
+    assert_attached(plugin, [att])
+
+    # site.yml starts it again (the only change), and it serves the container the in-process path attached
+    run = lab.playbook("site.yml", "--diff")
+    changed = {h: r["changed"] for h, r in run.recap.items() if r["changed"]}
+    assert changed == {host: 1}, f"{changed}: {changed_tasks(run.stdout)}"
+    assert "netfleet-calico agent (pidfile): not running" in run.stdout
+    assert agent_pid(plugin, host) not in (None, pid)
+    os.rename(inprocess, inprocess + ".off")
+    try:
+        plugin.check(att).ok()
+        plugin.delete(att).ok()
+    finally:
+        os.rename(inprocess + ".off", inprocess)
+    assert_gone(plugin, host, [att])
+    again = lab.playbook("site.yml")
+    assert not {h: r["changed"] for h, r in again.recap.items() if r["changed"]}

@@ -3,13 +3,22 @@ and ADD / DEL / CHECK / GC against a small fake ``ip`` and a recording ``cni_pol
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import os
 
 import pytest
 
-from ansible_collections.netfleet.calico.plugins.module_utils import cni, cni_endpoint, cni_policy, cni_store, iproute
+from ansible_collections.netfleet.calico.plugins.module_utils import (
+    cni,
+    cni_endpoint,
+    cni_policy,
+    cni_store,
+    iproute,
+    netlink,
+)
 
 NETNS = '/run/netns/netns-0b5c'
 CID = '0b5c4a9e7f31'
@@ -24,32 +33,16 @@ class FakeIp:
         self.links = {}  # host ifname -> {ifalias, flags, netns, ifname, addr}
         self.routes = {}  # dst -> dev (protocol 80, main)
         self.calls = []
-        self.fail_inside = None  # stderr of a failing in-namespace batch
+        self.fail_inside = None  # the veth's creation fails (File exists)
+        self.pending_netns = None
 
-    def batch(self, lines, netns=None, force=True):
-        self.calls.append(('batch', netns, list(lines), force))
-        if netns is not None:
-            if self.fail_inside:
-                raise iproute.IprouteError('ip stopped at line 1 of %d: %s' % (len(lines), self.fail_inside),
-                                           failures=[{'line': 1, 'command': lines[0], 'error': self.fail_inside}])
-            words = lines[0].split()
-            assert words[:4] == ['link', 'add', 'name', words[3]] and words[-2] == 'netns'
-            peer = words[words.index('peer') + 2]
-            self.links[peer] = {'ifalias': None, 'flags': ['BROADCAST'], 'netns': netns, 'ifname': words[3],
-                                'addr': lines[3].split()[2].split('/')[0]}
-            return len(lines)
-        for line in lines:
-            words = line.split()
-            if words[:3] == ['link', 'set', 'dev']:
-                link = self.links[words[3]]
-                link['ifalias'] = words[5]
-                link['flags'].append('UP')
-            elif words[:2] == ['route', 'replace']:
-                assert words[3:5] == ['dev', words[4]] and words[4] in self.links and words[6] == '80'
-                self.routes[words[2]] = words[4]
-            else:
-                raise AssertionError(line)
-        return len(lines)
+    def host(self):
+        return FakeNetlink(self, None)
+
+    @contextlib.contextmanager
+    def container(self, netns):
+        self.pending_netns = netns
+        yield FakeNetlink(self, netns), 99
 
     def run(self, args, data=None, netns=None, check=True):
         self.calls.append(('run', list(args)))
@@ -66,9 +59,6 @@ class FakeIp:
         if name not in self.links:
             err = 'Cannot find device "%s"\n' if args[1] == 'del' else 'Device "%s" does not exist.\n'
             return 1, '', err % name
-        if args[:2] == ['link', 'del']:
-            del self.links[name]
-            self.routes = {dst: dev for dst, dev in self.routes.items() if dev != name}
         return 0, '', ''
 
     def json(self, args, netns=None):
@@ -91,7 +81,62 @@ class FakeIp:
                 [{'dst': 'default', 'gateway': iproute.CALICO_GATEWAY, 'dev': link['ifname']}]]
 
     def writes(self):
-        return [c for c in self.calls if c[0] == 'batch' or (c[0] == 'run' and c[1][1] == 'del')]
+        return [c for c in self.calls if c[0] == 'nl' and c[2] != 'link_index']
+
+
+class FakeNetlink:
+    """The netlink requests cni_endpoint makes, on FakeIp's links: ``netns`` None is the host."""
+
+    def __init__(self, fake, netns):
+        self.fake, self.netns = fake, netns
+
+    def _call(self, op, *args):
+        self.fake.calls.append(('nl', self.netns, op) + args)
+
+    def add_veth(self, name, peer, fd, mtu=None, mac=None, peer_mac=None):
+        self._call('add_veth', name, peer, mtu, mac, peer_mac)
+        if self.fake.fail_inside:
+            raise netlink.NetlinkError(errno.EEXIST, 'create veth %s (peer %s)' % (name, peer))
+        self.fake.links[name] = {'ifalias': None, 'flags': ['BROADCAST'], 'netns': self.fake.pending_netns,
+                                 'ifname': peer, 'addr': None}
+
+    def link_index(self, name):
+        self._call('link_index', name)
+        return name if self.netns is not None or name in self.fake.links else None
+
+    def link_set(self, index, name, up=None, alias=None, group=None):
+        self._call('link_set', name, up, alias, group)
+        if self.netns is None:
+            link = self.fake.links[index]
+            if group is not None:
+                link['group'] = group
+            else:
+                link['ifalias'] = alias
+            if up:
+                link['flags'].append('UP')
+
+    def group_del(self, group):
+        self._call('group_del', group)
+        for name in [n for n, link in self.fake.links.items() if link.get('group') == group]:
+            self.link_del(name)
+
+    def addr_add(self, index, address, prefixlen, name=''):
+        self._call('addr_add', name, '%s/%d' % (address, prefixlen))
+        next(v for v in self.fake.links.values() if v['netns'] == self.netns)['addr'] = address
+
+    def route_replace(self, dst, prefixlen, index, gateway=None, scope=0, protocol=3, name=''):
+        self._call('route_replace', '%s/%d' % (dst, prefixlen), gateway, name, protocol)
+        if self.netns is None:
+            assert name in self.fake.links and protocol == 80
+            self.fake.routes['%s/%d' % (dst, prefixlen)] = name
+
+    def link_del(self, name):
+        self._call('link_del', name)
+        if name not in self.fake.links:
+            return False
+        del self.fake.links[name]
+        self.fake.routes = {dst: dev for dst, dev in self.fake.routes.items() if dev != name}
+        return True
 
 
 class PolicyRun:
@@ -474,9 +519,10 @@ def test_add_makes_the_endpoint_and_answers_per_spec(ip, config, sysctls):
         'routes': [{'dst': '0.0.0.0/0', 'gw': '169.254.1.1'}],
         'dns': {},
     }
-    inside = ip.calls[0]
-    assert inside[0] == 'batch' and inside[1] == NETNS and inside[3] is False
-    assert 'mtu 1440' in inside[2][0] and inside[2][3] == 'addr add 10.0.1.1/32 dev eth0'
+    assert ip.calls[0] == ('nl', None, 'add_veth', host_if, 'eth0', 1440, 'ee:ee:ee:ee:ee:ee',
+                           cni_endpoint.container_mac(CID + '_eth0'))
+    assert ('nl', NETNS, 'addr_add', 'eth0', '10.0.1.1/32') in ip.calls
+    assert ('nl', NETNS, 'route_replace', '0.0.0.0/0', '169.254.1.1', 'eth0', 3) in ip.calls
     assert ip.links[host_if]['ifalias'] == cni_endpoint.ALIAS_PREFIX + CID + '_eth0'
     assert ip.routes == {'10.0.1.1/32': host_if}
     assert sysctls == {tmpl.format(ifname=host_if): value for tmpl, value in iproute.WORKLOAD_SYSCTLS}
@@ -505,7 +551,7 @@ def test_add_in_a_new_namespace_starts_over(ip, config):
     result = add(ip, config, CNI_NETNS='/proc/4242/ns/net')
     assert result['interfaces'][1]['sandbox'] == '/proc/4242/ns/net'
     assert result['ips'][0]['address'] == '10.0.1.2/32'  # round robin: not the address just freed
-    assert ('run', ['link', 'del', 'dev', cni_endpoint.host_ifname(CID, 'eth0')]) in ip.calls
+    assert ('nl', None, 'link_del', cni_endpoint.host_ifname(CID, 'eth0')) in ip.calls
     assert [r['ip'] for r in store_of(config).records().values()] == ['10.0.1.2']
 
 
@@ -687,3 +733,68 @@ def test_log_never_fails(tmp_path):
     path = tmp_path / 'ok.log'
     cni.log({'CNI_COMMAND': 'DEL', 'CNI_CONTAINERID': CID}, json.dumps({'log_file': str(path)}), 0, 'x', 0.0)
     assert ' DEL %s - rc=0 ' % CID in path.read_text()
+
+
+# ------------------------------------------------------------------------------------------ batches (the agent)
+
+def policy_config(config):
+    config['policy'] = {'enabled': True, 'iptables': 'nft',
+                        'policies': [{'name': 'web', 'selector': "app == 'web'", 'types': ['ingress'],
+                                      'ingress': [{'action': 'allow', 'protocol': 'tcp', 'ports': [80],
+                                                   'peers': None, 'set': SET}]}],
+                        'sets': {SET: {'selector': 'has(app)', 'members': []}}}
+    config.write()
+
+
+def test_a_batch_shares_one_lock_and_one_restore_each_way(ip, config, policy_run, monkeypatch):
+    policy_config(config)
+    add(ip, config, CNI_CONTAINERID='old1', CNI_NETNS='/run/netns/old1')
+    policy_run.calls.clear()
+    locks = []
+    locked = cni_store.Store.locked
+    monkeypatch.setattr(cni_store.Store, 'locked', lambda self, timeout=60.0: locks.append(1) or locked(self, timeout))
+    calls = [(env('ADD', CNI_CONTAINERID='c%d' % i, CNI_NETNS='/run/netns/c%d' % i), conf(config)) for i in range(3)]
+    calls.append((env('DEL', CNI_CONTAINERID='old1'), conf(config)))
+    calls.append((env('VERSION'), '{"cniVersion": "1.0.0"}'))
+    calls.append((env('ADD', CNI_CONTAINERID='x'), conf(config, network='nope')))
+    answers = cni.handle_many(calls, ip)
+    assert [a[0] for a in answers] == [0, 0, 0, 0, 0, 1]
+    ips = [json.loads(answers[i][1])['ips'][0]['address'] for i in range(3)]
+    assert len(set(ips)) == 3 and '10.0.1.1/32' not in ips  # round robin past old1's address
+    assert json.loads(answers[5][1])['code'] == 7
+    assert locks == [1, 1]  # the ADDs, then the DELs
+    assert [argv for argv, _data in policy_run.calls] == [
+        ['ipset', 'restore', '-exist'], ['iptables-nft-restore', '--noflush'],
+        ['iptables-nft-restore', '--noflush'], ['ipset', 'restore', '-exist']]
+    assert policy_run.calls[1][1].count('-I cali-cni-from-dispatch 1') == 3
+    assert policy_run.calls[2][1].count('-D cali-cni-from-dispatch') == 1
+    assert policy_run.calls[3][1] == 'del %s 10.0.1.1\n' % SET
+    assert [c for c in ip.calls if c[2] == 'group_del'] == [('nl', None, 'group_del', cni_endpoint.DELETE_GROUP)]
+    assert sorted(store_of(config).records()) == ['c0_eth0', 'c1_eth0', 'c2_eth0']
+    assert cni_endpoint.host_ifname('old1', 'eth0') not in ip.links
+
+
+def test_a_batch_whose_policy_fails_undoes_its_adds(ip, config, policy_run):
+    policy_config(config)
+    add(ip, config, CNI_CONTAINERID='old1', CNI_NETNS='/run/netns/old1')
+    policy_run.fail = ('iptables-nft-restore', 2)  # the batch's insert, then its whole rewrite
+    calls = [(env('ADD', CNI_CONTAINERID='c%d' % i, CNI_NETNS='/run/netns/c%d' % i), conf(config)) for i in range(2)]
+    calls.append((env('DEL', CNI_CONTAINERID='old1'), conf(config)))
+    answered = []
+    answers = cni.handle_many(calls, ip, answer=lambda i, value: answered.append(i))
+    assert [error_of(*a, code=5)['code'] for a in answers[:2]] == [5, 5]
+    assert answers[2] == (0, '') and answered == [0, 1, 2]  # the ADDs are answered before the DEL is served
+    assert store_of(config).records() == {} and list(ip.links) == []
+
+
+def test_a_batch_of_dels_whose_policy_fails_keeps_their_records(ip, config, policy_run):
+    policy_config(config)
+    for i in range(2):
+        add(ip, config, CNI_CONTAINERID='old%d' % i, CNI_NETNS='/run/netns/old%d' % i)
+    policy_run.fail = ('iptables-nft-restore', 2)
+    answers = cni.handle_many([(env('DEL', CNI_CONTAINERID='old%d' % i), conf(config)) for i in range(2)], ip)
+    assert [error_of(*a, code=5)['code'] for a in answers] == [5, 5]
+    assert sorted(store_of(config).records()) == ['old0_eth0', 'old1_eth0']  # for the runtime's retry
+    assert list(ip.links) == []
+    assert cni.handle(env('DEL', CNI_CONTAINERID='old0'), conf(config), ip=ip) == (0, '')
+    assert list(store_of(config).records()) == ['old1_eth0']

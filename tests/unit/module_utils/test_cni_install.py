@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from ansible_collections.netfleet.calico.plugins.module_utils import cni_install, cni_policy, cni_store
+from ansible_collections.netfleet.calico.plugins.module_utils import cni_install, cni_policy, cni_service, cni_store
 
 PLAN = {'enabled': True, 'block': '172.17.8.0/24', 'static_range': '172.17.8.0/26', 'reserved': ['172.17.8.2'],
         'networks': {'web': {'range': '172.17.8.64/26', 'labels': {'app': 'web'}},
@@ -26,7 +26,9 @@ def params(tmp_path):
             'protocol': '80', 'cni_version': '1.0.0', 'bin_dir': str(tmp_path / 'bin'),
             'conf_dir': str(tmp_path / 'net.d'), 'config_path': str(tmp_path / 'etc' / 'cni.json'),
             'data_dir': str(tmp_path / 'data'), 'lib_dir': str(tmp_path / 'lib'), 'log_file': str(tmp_path / 'cni.log'),
-            'python': sys.executable}
+            'python': sys.executable, 'agent': False, 'agent_socket': str(tmp_path / 'run' / 'agent.sock'),
+            'agent_pidfile': str(tmp_path / 'run' / 'agent.pid'), 'service_manager': 'pidfile',
+            'unit_dir': str(tmp_path / 'units')}
 
 
 @pytest.fixture(autouse=True)
@@ -107,6 +109,48 @@ def test_absent_refuses_while_containers_are_attached_then_removes_everything(pa
     assert not os.path.exists(params['lib_dir']) and not os.path.exists(params['data_dir'])
     assert os.listdir(params['conf_dir']) == [] and os.listdir(params['bin_dir']) == []
     assert not cni_install.converge(dict(gone), check_mode=False)['changed']
+
+
+def call(launcher, command, stdin, **env):
+    proc = subprocess.run([launcher], input=stdin, env=dict(env, CNI_COMMAND=command, PATH=os.environ['PATH']),
+                          capture_output=True, text=True, check=False)
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+def test_the_agent_runs_the_installed_code_and_the_executable_falls_back_without_it(params):
+    params['agent'] = True
+    launcher = os.path.join(params['bin_dir'], 'netfleet-calico')
+    try:
+        first = cni_install.converge(dict(params), check_mode=False)
+        assert first['changed'] and first['agent']['action'] == 'started' and first['agent']['running']
+        pid = first['agent']['pid']
+        assert os.stat(params['agent_socket']).st_mode & 0o777 == 0o600
+        # served by the agent: a call's environment travels with the calling process, the answer and status back
+        rc, out = call(launcher, 'VERSION', '{"cniVersion": "1.0.0"}')
+        assert rc == 0 and '1.1.0' in out['supportedVersions']
+        rc, out = call(launcher, 'ADD', '{"cniVersion": "1.0.0", "name": "nope", "config_file": "%s"}'
+                       % params['config_path'], CNI_CONTAINERID='c1', CNI_IFNAME='eth0', CNI_NETNS='/run/netns/x')
+        assert rc == 1 and out['code'] == 7 and "network 'nope'" in out['msg']
+        log = open(params['log_file']).read() if os.path.exists(params['log_file']) else ''
+        assert log == ''  # the call named no log file
+        again = cni_install.converge(dict(params), check_mode=False)
+        assert not again['changed'] and again['agent']['pid'] == pid and again['agent']['action'] is None
+        # new plugin code: the agent is restarted
+        with open(os.path.join(params['lib_dir'], 'netfleet-calico.py'), 'a') as handle:
+            handle.write('# edited\n')
+        check = cni_install.converge(dict(params), check_mode=True)
+        assert check['changed'] and check['agent']['action'] == 'restarted' and check['agent']['pid'] == pid
+        restarted = cni_install.converge(dict(params), check_mode=False)
+        assert restarted['agent']['action'] == 'restarted' and restarted['agent']['pid'] != pid
+        assert not cni_service.alive(pid)
+        # no agent: the executable runs the plugin in-process, same answers
+        gone = cni_install.converge(dict(params, agent=False), check_mode=False)
+        assert gone['changed'] and gone['agent']['action'] == 'stopped' and not os.path.exists(params['agent_socket'])
+        rc, out = call(launcher, 'VERSION', '{"cniVersion": "1.0.0"}')
+        assert rc == 0 and '1.1.0' in out['supportedVersions']
+    finally:
+        cni_install.converge(dict(params, state='absent', plan=None), check_mode=False)
+    assert not os.path.exists(params['agent_pidfile'])
 
 
 @pytest.mark.parametrize('key, value', [('lib_dir', 'relative/lib'), ('config_path', '/etc/a b.json'),
