@@ -482,6 +482,9 @@ def _serve_batch(items, ip, done):
     if items[0][1]['command'] == 'DEL':
         gone = _early_delete_many(items, ip, store, done, answered)
     pending = [(i, req) for i, req in items if i not in answered]
+    if items[0][1]['command'] == 'DEL':
+        _serve_dels(pending, ip, config, store, gone, done)
+        return
     results = {}
     try:
         with store.locked():
@@ -501,14 +504,51 @@ def _serve_batch(items, ip, done):
                     results[i] = error_answer(req['version'], exc)
             try:
                 flush_adds(ip, session, added)
-            except ERRORS + FAULTS as exc:
-                # every ADD of the batch was undone; every DEL keeps its record for the runtime's retry
+            except ERRORS + FAULTS as exc:  # every ADD of the batch was undone
                 for i, req in pending:
                     if results[i][0] == 0:
                         results[i] = error_answer(req['version'], exc)
     except ERRORS + FAULTS as exc:  # the lock stayed taken, or the store cannot be read
         for i, req in pending:
             results.setdefault(i, error_answer(req['version'], exc))
+    for i, _req in pending:
+        done(i, results[i])
+
+
+def _serve_dels(pending, ip, config, store, gone, done):
+    """The locked part of a batch of DELs: records and ipset members go under the store lock; the rules
+    after it (deleting rules waits for RCU grace periods, and ADDs wait for the lock). Should that restore
+    fail, the plugin's chains are converged to the records under the lock instead."""
+    results = {}
+    try:
+        with store.locked():
+            session = Session(config, store)
+            for i, req in pending:
+                try:
+                    del_locked(req, ip, session, gone.get(i))
+                    results[i] = (0, '')
+                except ERRORS + FAULTS as exc:
+                    results[i] = error_answer(req['version'], exc)
+            try:
+                rules = session.writes.split_removals()
+            except ERRORS + FAULTS as exc:  # the records stay for the runtime's retry
+                for i, req in pending:
+                    if results[i][0] == 0:
+                        results[i] = error_answer(req['version'], exc)
+                rules = None
+            else:
+                for key in session.removed:
+                    store.remove(key)
+        if rules is not None:
+            try:
+                rules.flush_rules()
+            except cni_policy.PolicyError:
+                with store.locked():
+                    cni_policy.sync(list(store.records().values()), session.policy)
+    except ERRORS + FAULTS as exc:  # the lock stayed taken, the store cannot be read, or sync failed
+        for i, req in pending:
+            if results.get(i, (0,))[0] == 0:
+                results[i] = error_answer(req['version'], exc)
     for i, _req in pending:
         done(i, results[i])
 

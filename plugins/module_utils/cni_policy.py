@@ -213,6 +213,26 @@ class Writes:
             run(['ipset', 'restore', '-exist'], data=''.join(self.set_dels))
         self.__init__(self.policy)
 
+    def split_removals(self):
+        """For removals only: apply the ipset deletions now (an address must leave the sets before it can be
+        handed out again) and return the rules still to delete, as a :class:`Writes` whose :meth:`flush_rules`
+        may run outside the store lock (deleting rules waits for RCU grace periods)."""
+        if self.set_adds or self.body or self.inserts:
+            raise ValueError('split_removals() on writes that add')
+        if self.set_dels:
+            run(['ipset', 'restore', '-exist'], data=''.join(self.set_dels))
+        rules = Writes(self.policy)
+        rules.deletes, rules.tail = self.deletes, self.tail
+        self.__init__(self.policy)
+        return rules
+
+    def flush_rules(self):
+        """Delete the dispatch entries and chains in one restore, with no fallback (PolicyError when any is
+        missing: the caller converges with :func:`sync` under the store lock instead)."""
+        if self.deletes or self.tail:
+            _restore(self.policy, '\n'.join(['*filter'] + self.deletes + self.tail + ['COMMIT']) + '\n')
+        self.__init__(self.policy)
+
 
 def add_endpoint(record, records, policy):
     """Install one container's set memberships, chains and dispatch entries now (``records`` includes it)."""

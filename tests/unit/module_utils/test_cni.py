@@ -765,10 +765,10 @@ def test_a_batch_shares_one_lock_and_one_restore_each_way(ip, config, policy_run
     assert locks == [1, 1]  # the ADDs, then the DELs
     assert [argv for argv, _data in policy_run.calls] == [
         ['ipset', 'restore', '-exist'], ['iptables-nft-restore', '--noflush'],
-        ['iptables-nft-restore', '--noflush'], ['ipset', 'restore', '-exist']]
+        ['ipset', 'restore', '-exist'], ['iptables-nft-restore', '--noflush']]
     assert policy_run.calls[1][1].count('-I cali-cni-from-dispatch 1') == 3
-    assert policy_run.calls[2][1].count('-D cali-cni-from-dispatch') == 1
-    assert policy_run.calls[3][1] == 'del %s 10.0.1.1\n' % SET
+    assert policy_run.calls[2][1] == 'del %s 10.0.1.1\n' % SET  # under the lock, before the address is free
+    assert policy_run.calls[3][1].count('-D cali-cni-from-dispatch') == 1  # after it
     assert [c for c in ip.calls if c[2] == 'group_del'] == [('nl', None, 'group_del', cni_endpoint.DELETE_GROUP)]
     assert sorted(store_of(config).records()) == ['c0_eth0', 'c1_eth0', 'c2_eth0']
     assert cni_endpoint.host_ifname('old1', 'eth0') not in ip.links
@@ -787,14 +787,30 @@ def test_a_batch_whose_policy_fails_undoes_its_adds(ip, config, policy_run):
     assert store_of(config).records() == {} and list(ip.links) == []
 
 
-def test_a_batch_of_dels_whose_policy_fails_keeps_their_records(ip, config, policy_run):
+@pytest.mark.parametrize('sync_fails', [False, True])
+def test_a_batch_of_dels_whose_rules_fail_converges_them(ip, config, policy_run, monkeypatch, sync_fails):
+    """The rules of DELs are deleted after the store lock; should that fail, the chains are converged to the
+    records under the lock (sync); should that fail too, the DELs fail and a retry finds nothing left to do."""
     policy_config(config)
     for i in range(2):
         add(ip, config, CNI_CONTAINERID='old%d' % i, CNI_NETNS='/run/netns/old%d' % i)
-    policy_run.fail = ('iptables-nft-restore', 2)
+    policy_run.calls.clear()
+    policy_run.fail = ('iptables-nft-restore', 1)
+    synced = []
+    real_sync = cni_policy.sync
+
+    def sync(records, policy, check_mode=False):
+        synced.append(sorted(r['key'] for r in records))
+        if sync_fails:
+            raise cni_policy.PolicyError('iptables-nft-restore failed (rc=1): boom')
+        return real_sync(records, policy, check_mode)
+
+    monkeypatch.setattr(cni_policy, 'sync', sync)
     answers = cni.handle_many([(env('DEL', CNI_CONTAINERID='old%d' % i), conf(config)) for i in range(2)], ip)
-    assert [error_of(*a, code=5)['code'] for a in answers] == [5, 5]
-    assert sorted(store_of(config).records()) == ['old0_eth0', 'old1_eth0']  # for the runtime's retry
-    assert list(ip.links) == []
-    assert cni.handle(env('DEL', CNI_CONTAINERID='old0'), conf(config), ip=ip) == (0, '')
-    assert list(store_of(config).records()) == ['old1_eth0']
+    assert synced == [[]]
+    if not sync_fails:
+        assert answers == [(0, ''), (0, '')]
+    else:
+        assert [error_of(*a, code=5)['code'] for a in answers] == [5, 5]
+        assert cni.handle(env('DEL', CNI_CONTAINERID='old0'), conf(config), ip=ip) == (0, '')
+    assert store_of(config).records() == {} and list(ip.links) == []
