@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.netfleet.calico.plugins.module_utils import chains
 from ansible_collections.netfleet.calico.plugins.module_utils.chains import CHAIN_PREFIX, normalize_rule
 
 _COUNTERS = re.compile(r'^\[\d+:\d+\]\s*')
@@ -139,3 +140,66 @@ def restore_text(table, desired, current, insert=True):
 
 def count_rules(desired):
     return sum(len(r) for t in desired.values() for r in t['chains'].values())
+
+
+def cni_dispatch(texts, before, cni):
+    """The CNI plugin's two dispatch chains around the restore input: with ``cni`` created (dropping
+    everything) where missing, never rewritten (calico_cni fills them, and the plugin on every container
+    start); without it deleted where left over, once the jumps to them are gone (calico_cni, run before,
+    has already emptied them). Returns (texts, names of the chains deleted)."""
+    present = before.get('filter', {}).get('all_chains', ())
+    names = (chains.CNI_FROM_DISPATCH, chains.CNI_TO_DISPATCH)
+    if cni:
+        missing = [name for name in names if name not in present]
+        if missing and texts.get('filter'):
+            create = [':%s - [0:0]' % name for name in missing] + ['-A %s -j DROP' % name for name in missing]
+            head, _sep, rest = texts['filter'].partition('\n')
+            texts['filter'] = '\n'.join([head] + create + [rest])
+        return texts, []
+    left = [name for name in names if name in present]
+    if left:
+        body = texts.get('filter') or '*filter\nCOMMIT\n'
+        head, _sep, _commit = body.rstrip('\n').rpartition('\n')
+        texts['filter'] = '\n'.join([head] + ['-F %s' % n for n in left] + ['-X %s' % n for n in left]
+                                    + ['COMMIT']) + '\n'
+    return texts, left
+
+
+def converge(ipt, before_text, desired, check_mode, insert=True, ignore=(), cni=False):
+    """Apply (or in check mode validate) the restore input per table; return the result dict. ``ipt`` runs
+    the backend's binaries: ``save()`` and ``restore(text, test=False)`` (module calico_chains, and the
+    restore unit at boot)."""
+    before = parse_save(before_text, ignore=ignore, ignore_prefix=chains.CNI_CHAIN_PREFIX)
+    texts = {}
+    for table in chains.TABLES:
+        current = owned_view(before, table)
+        text = restore_text(table, desired[table], current, insert=insert)
+        if text:
+            texts[table] = text
+    texts, dropped = cni_dispatch(texts, before, cni)
+    if texts:
+        for table in chains.TABLES:
+            if table in texts:
+                ipt.restore(texts[table], test=check_mode)
+    if check_mode or not texts:
+        after = before
+    else:
+        after = parse_save(ipt.save(), ignore=ignore, ignore_prefix=chains.CNI_CHAIN_PREFIX)
+    result = {'tables': [t for t in chains.TABLES if t in texts], 'restore': texts}
+    diff_before, diff_after = [], []
+    changed = False
+    mismatch = []
+    for table in chains.TABLES:
+        b = owned_view(before, table)
+        a = desired[table] if check_mode else owned_view(after, table)
+        if b != a:
+            changed = True
+        if not check_mode and texts and a != desired[table]:
+            mismatch.append(table)
+        diff_before.append(format_view(b, table))
+        diff_after.append(format_view(a, table))
+    result['changed'] = changed or bool(dropped)
+    result['diff'] = {'before': ''.join(diff_before), 'after': ''.join(diff_after),
+                      'before_header': 'cali-* chains (iptables-save)', 'after_header': 'cali-* chains (wanted)'}
+    result['mismatch'] = mismatch
+    return result

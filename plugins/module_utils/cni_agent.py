@@ -15,7 +15,7 @@ environment is read from the client process itself (``SO_PEERCRED`` names it; ``
 so the client needs no process to pass it on. Only root may connect (socket mode 0600, peer uid checked).
 
 Calls that arrive while a batch is being served form the next batch: its calls share one hold of the store
-lock and one ``ipset restore`` / ``iptables-restore`` (:func:`cni.handle_many`), and every endpoint is made
+lock and one ``ipset restore`` / ``iptables-restore`` (:func:`cni_batch.handle_many`), and every endpoint is made
 over netlink (:mod:`netlink`), so a burst of containers costs a few processes in all. DEL and GC have a
 worker of their own: removing links and rules waits for the kernel's RCU grace periods (tens of ms, asleep,
 not on a CPU), and a container that is starting should not wait behind one that is going.
@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 
-from ansible_collections.netfleet.calico.plugins.module_utils import cni, cni_endpoint
+from ansible_collections.netfleet.calico.plugins.module_utils import cni, cni_batch, cni_endpoint
 
 MAX_REQUEST = 4 << 20
 READ_TIMEOUT = 30.0
@@ -101,7 +101,7 @@ class Agent:
     def __init__(self, socket_path, pidfile=None, handle_many=None):
         self.socket_path = socket_path
         self.pidfile = pidfile
-        self.handle_many = handle_many or cni.handle_many
+        self.handle_many = handle_many or cni_batch.handle_many
         self.queues = {'start': queue.Queue(), 'end': queue.Queue()}
         self.stopping = threading.Event()
         self.listener = None

@@ -28,25 +28,33 @@ import json
 import os
 import re
 import shutil
-import tempfile
 
 from ansible_collections.netfleet.calico.plugins.module_utils import (
     chains,
     chains_restore,
     cni,
     cni_agent,
+    cni_batch,
     cni_endpoint,
     cni_policy,
     cni_service,
     cni_store,
+    files,
     iproute,
     netlink,
     selector,
 )
+from ansible_collections.netfleet.calico.plugins.module_utils.files import (  # noqa: F401 (module_source: tests)
+    PACKAGE_PATH,
+    InstallError,
+    check_path,
+    module_source,
+    plan_files,
+    write,
+)
 
-PLUGIN_MODULES = (cni, cni_agent, cni_endpoint, cni_policy, cni_store, chains, chains_restore, iproute, netlink,
-                  selector)
-PACKAGE_PATH = ('ansible_collections', 'netfleet', 'calico', 'plugins', 'module_utils')
+PLUGIN_MODULES = (cni, cni_agent, cni_batch, cni_endpoint, cni_policy, cni_store, chains, chains_restore, iproute,
+                  netlink, selector)
 CONFLIST_RE = re.compile(r'10-netfleet-([A-Za-z0-9][A-Za-z0-9_.-]{0,62})\.conflist\Z')
 
 CLIENT = """#!/bin/sh
@@ -94,26 +102,6 @@ sys.stdout.flush()
 sys.stderr.flush()
 os._exit(status)
 """
-
-
-class InstallError(Exception):
-    pass
-
-
-def check_path(value, what):
-    if not isinstance(value, str) or not iproute.valid_netns_path(value) or value.rstrip('/') == '':
-        raise InstallError('%s %r must be an absolute path of letters, digits and _ . / @ + = : -' % (what, value))
-    return os.path.normpath(value)
-
-
-def module_source(mod):
-    """The source text of a module_utils module, from wherever this module was loaded (file or AnsiballZ zip)."""
-    loader = getattr(mod, '__loader__', None)
-    source = loader.get_source(mod.__name__) if loader is not None and hasattr(loader, 'get_source') else None
-    if source is None:
-        with open(mod.__file__, encoding='utf-8') as handle:
-            source = handle.read()
-    return source
 
 
 def host_config(params):
@@ -184,54 +172,6 @@ def owned_conflists(conf_dir):
     return sorted(os.path.join(conf_dir, n) for n in names if CONFLIST_RE.match(n))
 
 
-def read(path):
-    try:
-        with open(path, encoding='utf-8') as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-
-
-def write(path, content, mode):
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.netfleet-')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-            handle.write(content)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def plan_files(want, remove):
-    """(paths to write, paths to remove, diff before, diff after)."""
-    writes, before, after = [], [], []
-    for path in sorted(want):
-        content, mode = want[path]
-        have = read(path)
-        have_mode = os.stat(path).st_mode & 0o777 if have is not None else None
-        if have != content or have_mode != mode:
-            writes.append(path)
-            before.append(_diff_entry(path, have, have_mode))
-            after.append(_diff_entry(path, content, mode))
-    removes = [p for p in remove if os.path.exists(p) and p not in want]
-    for path in removes:
-        before.append(_diff_entry(path, read(path), None))
-    return writes, removes, ''.join(before), ''.join(after)
-
-
-def _diff_entry(path, content, mode):
-    if content is None:
-        return ''
-    if path.endswith('.py'):  # the plugin's code: its size, not 3,000 lines
-        return '# %s (%d lines)\n' % (path, content.count('\n'))
-    return '# %s%s\n%s' % (path, ' mode %04o' % mode if mode is not None else '', content)
-
-
 def converge(params, check_mode, run=None):
     """Bring the host to ``params`` (the module's options); return the result dict. ``run(argv) -> (rc, out,
     err)`` runs systemctl (the module's run_command)."""
@@ -283,14 +223,7 @@ def converge(params, check_mode, run=None):
     if not present and not check_mode:
         if os.path.isdir(params['data_dir']):
             shutil.rmtree(params['data_dir'])
-        # the package directories this module made under lib_dir, once empty (lib_dir itself included)
-        path = os.path.join(params['lib_dir'], *PACKAGE_PATH)
-        while len(path) >= len(params['lib_dir']):
-            try:
-                os.rmdir(path)
-            except OSError:
-                break
-            path = os.path.dirname(path)
+        files.remove_package_dirs(params['lib_dir'])  # the package directories it made, once empty
     result.update(changed=bool(writes or removes or sync['changed'] or agent_changed), sets=sync['sets'],
                   chains=sync['chains'],
                   commands=sync['commands'], networks=sorted((config or {}).get('networks') or {}))

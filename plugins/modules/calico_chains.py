@@ -119,6 +119,13 @@ options:
     type: bool
     default: false
     version_added: 0.2.0
+  boot_state:
+    description:
+      - After a run that converged (not in check mode), record the rendered chains, the backend and the insert mode
+        in this JSON file, for the restore unit that applies them again at boot (see
+        M(netfleet.calico.calico_boot)). Written atomically and only when its content changes.
+    type: path
+    version_added: 0.3.0
   insert_mode:
     description:
       - C(insert) puts a missing jump at the top of its builtin chain (Calico's ChainInsertMode default), C(append)
@@ -201,7 +208,7 @@ import concurrent.futures
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netfleet.calico.plugins.module_utils import chains, chains_restore
+from ansible_collections.netfleet.calico.plugins.module_utils import boot, chains, chains_restore
 
 
 class Iptables:
@@ -278,67 +285,6 @@ def default_backend(module):
     return 'legacy' if 'legacy' in (out + err) else 'nft'
 
 
-def _cni_dispatch(texts, before, cni):
-    """The CNI plugin's two dispatch chains around the restore input: with ``cni`` created (dropping
-    everything) where missing, never rewritten (calico_cni fills them, and the plugin on every container
-    start); without it deleted where left over, once the jumps to them are gone (calico_cni, run before,
-    has already emptied them). Returns (texts, names of the chains deleted)."""
-    present = before.get('filter', {}).get('all_chains', ())
-    names = (chains.CNI_FROM_DISPATCH, chains.CNI_TO_DISPATCH)
-    if cni:
-        missing = [name for name in names if name not in present]
-        if missing and texts.get('filter'):
-            create = [':%s - [0:0]' % name for name in missing] + ['-A %s -j DROP' % name for name in missing]
-            head, _sep, rest = texts['filter'].partition('\n')
-            texts['filter'] = '\n'.join([head] + create + [rest])
-        return texts, []
-    left = [name for name in names if name in present]
-    if left:
-        body = texts.get('filter') or '*filter\nCOMMIT\n'
-        head, _sep, _commit = body.rstrip('\n').rpartition('\n')
-        texts['filter'] = '\n'.join([head] + ['-F %s' % n for n in left] + ['-X %s' % n for n in left]
-                                    + ['COMMIT']) + '\n'
-    return texts, left
-
-
-def converge(ipt, before_text, desired, check_mode, insert=True, ignore=(), cni=False):
-    """Apply (or in check mode validate) the restore input per table; return the result dict."""
-    before = chains_restore.parse_save(before_text, ignore=ignore, ignore_prefix=chains.CNI_CHAIN_PREFIX)
-    texts = {}
-    for table in chains.TABLES:
-        current = chains_restore.owned_view(before, table)
-        text = chains_restore.restore_text(table, desired[table], current, insert=insert)
-        if text:
-            texts[table] = text
-    texts, dropped = _cni_dispatch(texts, before, cni)
-    if texts:
-        for table in chains.TABLES:
-            if table in texts:
-                ipt.restore(texts[table], test=check_mode)
-    if check_mode or not texts:
-        after = before
-    else:
-        after = chains_restore.parse_save(ipt.save(), ignore=ignore, ignore_prefix=chains.CNI_CHAIN_PREFIX)
-    result = {'tables': [t for t in chains.TABLES if t in texts], 'restore': texts}
-    diff_before, diff_after = [], []
-    changed = False
-    mismatch = []
-    for table in chains.TABLES:
-        b = chains_restore.owned_view(before, table)
-        a = desired[table] if check_mode else chains_restore.owned_view(after, table)
-        if b != a:
-            changed = True
-        if not check_mode and texts and a != desired[table]:
-            mismatch.append(table)
-        diff_before.append(chains_restore.format_view(b, table))
-        diff_after.append(chains_restore.format_view(a, table))
-    result['changed'] = changed or bool(dropped)
-    result['diff'] = {'before': ''.join(diff_before), 'after': ''.join(diff_after),
-                      'before_header': 'cali-* chains (iptables-save)', 'after_header': 'cali-* chains (wanted)'}
-    result['mismatch'] = mismatch
-    return result
-
-
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -360,6 +306,7 @@ def main():
             insert_mode=dict(type='str', default='insert', choices=['insert', 'append']),
             ignore_chains=dict(type='list', elements='str', default=[]),
             cni=dict(type='bool', default=False),
+            boot_state=dict(type='path'),
         ),
         supports_check_mode=True,
     )
@@ -377,13 +324,20 @@ def main():
             backend = p['backend']
             ipt = Iptables(module, backend)
             before_text = ipt.save()
-        result = converge(ipt, before_text, desired, module.check_mode, insert=p['insert_mode'] == 'insert',
-                          ignore=frozenset(p['ignore_chains']), cni=p['cni'])
+        result = chains_restore.converge(ipt, before_text, desired, module.check_mode,
+                                         insert=p['insert_mode'] == 'insert', ignore=frozenset(p['ignore_chains']),
+                                         cni=p['cni'])
     except RuntimeError as exc:
         module.fail_json(msg=str(exc), backend=locals().get('backend'))
     if result.pop('mismatch'):
         module.warn('the read-back of the cali-* chains differs from the rendering; the next run will rewrite '
                     'them again (please report with the diff)')
+    if p['boot_state'] and not module.check_mode:
+        try:
+            result['changed'] = boot.record_chains(p['boot_state'], backend, desired, p['insert_mode'] == 'insert',
+                                                   p['ignore_chains'], p['cni']) or result['changed']
+        except OSError as exc:
+            module.fail_json(msg='boot_state: cannot write %s: %s' % (p['boot_state'], exc.strerror))
     out = dict(changed=result['changed'], backend=backend, tables=result['tables'],
                rules=chains_restore.count_rules(desired), restore=result['restore'])
     if module._diff:

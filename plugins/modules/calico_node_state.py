@@ -112,6 +112,48 @@ options:
   mtu:
     description: MTU of every workload veth (unless an endpoint sets its own); null keeps the kernel default.
     type: int
+  boot:
+    description:
+      - The boot-time restore of this host's kernel parts, in this run (what M(netfleet.calico.calico_boot) does
+        on its own). After the kernel parts converged (not in check mode), their arguments (O(sysctls),
+        O(tunnel), O(routes), O(endpoints), O(mtu)) are recorded in C(<state_dir>/node.json); the program
+        C(netfleet-calico-restore) and, with O(boot.service_manager=systemd), C(netfleet-calico-restore.service)
+        (before BIRD's unit) are installed. At boot they apply the records again, before BIRD announces the
+        block.
+      - Reported as part C(boot); a host whose BIRD configuration is rejected is left untouched, this included.
+    type: dict
+    version_added: 0.3.0
+    suboptions:
+      state:
+        description: V(absent) removes the program, its unit and the records.
+        type: str
+        choices: [present, absent]
+        default: present
+      state_dir:
+        description: Where the records are kept.
+        type: path
+        default: /var/lib/netfleet-calico/boot
+      lib_dir:
+        description: Where the program and its code are installed.
+        type: path
+        default: /usr/lib/netfleet-calico-restore
+      python:
+        description: Interpreter of the program.
+        type: path
+        default: /usr/bin/python3
+      service_manager:
+        description: V(systemd) installs and enables the unit; V(pidfile) installs the program only.
+        type: str
+        choices: [systemd, pidfile]
+        default: systemd
+      unit_dir:
+        description: Where the unit is written.
+        type: path
+        default: /etc/systemd/system
+      bird_service:
+        description: BIRD's unit; the restore runs before it.
+        type: str
+        default: bird
   bird:
     description: BIRD's configuration and daemon. Omit to leave BIRD alone.
     type: dict
@@ -280,14 +322,17 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netfleet.calico.plugins.module_utils import iproute, routes, sysctl, tunnel
+from ansible_collections.netfleet.calico.plugins.module_utils import (
+    boot_install,
+    files,
+    host_state,
+    iproute,
+    routes,
+    tunnel,
+)
 from ansible_collections.netfleet.calico.plugins.module_utils.bird import Bird, install_file
 from ansible_collections.netfleet.calico.plugins.module_utils.sysctl import read_file
-from ansible_collections.netfleet.calico.plugins.module_utils.workloads import (
-    ENDPOINTS_SPEC,
-    WorkloadReconciler,
-    build_endpoints,
-)
+from ansible_collections.netfleet.calico.plugins.module_utils.workloads import ENDPOINTS_SPEC, WorkloadReconciler
 
 SYSCTL_ROOT = iproute.PROC_SYS
 
@@ -416,6 +461,15 @@ def main():
             mtu=dict(type='int'),
             tunnel=dict(type='dict', options=dict(tunnel.OPTIONS, workload_mtu=dict(type='bool', default=True)),
                         required_if=[('state', 'present', ['local'])]),
+            boot=dict(type='dict', options=dict(
+                state=dict(type='str', default='present', choices=['present', 'absent']),
+                state_dir=dict(type='path', default='/var/lib/netfleet-calico/boot'),
+                lib_dir=dict(type='path', default='/usr/lib/netfleet-calico-restore'),
+                python=dict(type='path', default='/usr/bin/python3'),
+                service_manager=dict(type='str', default='systemd', choices=['systemd', 'pidfile']),
+                unit_dir=dict(type='path', default='/etc/systemd/system'),
+                bird_service=dict(type='str', default='bird'),
+            )),
             bird=dict(type='dict', options=dict(
                 config=dict(type='str', required=True),
                 config_path=dict(type='path', default='/etc/bird/bird.conf'),
@@ -456,54 +510,21 @@ def main():
         except OSError as exc:
             module.fail_json(msg='bird: %s' % exc)
 
-    if p['sysctls'] is not None:
-        try:
-            done('sysctl', sysctl.converge(p['sysctls'], p['sysctl_persist_file'], SYSCTL_ROOT, check,
-                                           module.atomic_move))
-        except ValueError as exc:
-            module.fail_json(msg='sysctls: %s' % exc)
-        except sysctl.SysctlError as exc:
-            module.fail_json(msg=str(exc), changed_keys=exc.changed_keys)
+    runners = host_state.Runners(
+        make_ip=lambda: make_ip(module), make_reconciler=make_reconciler,
+        tunnel_runner=make_tunnel_runner(module),
+        tunnel_bins=lambda firewall: tunnel.binaries(module.get_bin_path, firewall),
+        atomic_move=module.atomic_move, sysctl_root=SYSCTL_ROOT)
+    try:
+        mtu = host_state.apply(p, check, runners, done)
+    except host_state.PartError as exc:
+        module.fail_json(msg=exc.msg, changed_parts=changed_parts, **exc.details)
 
-    mtu = p['mtu']
-    if p['tunnel'] is not None:
+    if p['boot'] is not None:
         try:
-            done('tunnel', tunnel.reconcile(p['tunnel'], check, make_tunnel_runner(module),
-                                            tunnel.binaries(module.get_bin_path, p['tunnel']['firewall'])))
-        except tunnel.TunnelError as exc:
-            module.fail_json(msg='tunnel: %s' % tunnel.explain(exc), changed_parts=changed_parts)
-        if p['tunnel']['workload_mtu'] and result['tunnel']['workload_mtu'] is not None:
-            mtu = result['tunnel']['workload_mtu']
-
-    ip = None
-    if p['routes'] is not None:
-        ip = make_ip(module)
-        try:
-            owned, protocol, table, ignore = routes.build_routes(dict(
-                routes=p['routes'], protocol=p['protocol'], table='main',
-                ignore_device_prefixes=[iproute.DEFAULT_INTERFACE_PREFIX]))
-            done('routes', routes.reconcile(ip, owned, protocol, table, ignore, check_mode=check))
-        except ValueError as exc:
-            module.fail_json(msg='routes: %s' % exc)
-        except iproute.IprouteError as exc:
-            details = exc.to_dict()
-            details['msg'] = routes.explain_failure(exc)
-            module.fail_json(**details)
-
-    if p['endpoints'] is not None:
-        ip = ip or make_ip(module)
-        try:
-            endpoints, settings = build_endpoints(dict(
-                endpoints=p['endpoints'], netns_prefix=p['netns_prefix'],
-                interface_prefix=iproute.DEFAULT_INTERFACE_PREFIX, protocol=p['protocol'], mac=iproute.CALICO_MAC,
-                gateway=iproute.CALICO_GATEWAY, mtu=mtu))
-            done('workloads', make_reconciler(ip, settings).run(endpoints, check_mode=check))
-        except ValueError as exc:
-            module.fail_json(msg='endpoints: %s' % exc)
-        except iproute.IprouteError as exc:
-            module.fail_json(**exc.to_dict())
-        except OSError as exc:
-            module.fail_json(msg='cannot write sysctl: %s' % exc)
+            done('boot', boot_install.converge_with_record(dict(p['boot']), p, check, module.run_command))
+        except (files.InstallError, OSError) as exc:
+            module.fail_json(msg='boot: %s' % (getattr(exc, 'strerror', None) or exc), changed_parts=changed_parts)
 
     if p['bird'] is not None:
         try:

@@ -13,6 +13,7 @@ import pytest
 
 from ansible_collections.netfleet.calico.plugins.module_utils import (
     cni,
+    cni_batch,
     cni_endpoint,
     cni_policy,
     cni_store,
@@ -757,7 +758,7 @@ def test_a_batch_shares_one_lock_and_one_restore_each_way(ip, config, policy_run
     calls.append((env('DEL', CNI_CONTAINERID='old1'), conf(config)))
     calls.append((env('VERSION'), '{"cniVersion": "1.0.0"}'))
     calls.append((env('ADD', CNI_CONTAINERID='x'), conf(config, network='nope')))
-    answers = cni.handle_many(calls, ip)
+    answers = cni_batch.handle_many(calls, ip)
     assert [a[0] for a in answers] == [0, 0, 0, 0, 0, 1]
     ips = [json.loads(answers[i][1])['ips'][0]['address'] for i in range(3)]
     assert len(set(ips)) == 3 and '10.0.1.1/32' not in ips  # round robin past old1's address
@@ -781,7 +782,7 @@ def test_a_batch_whose_policy_fails_undoes_its_adds(ip, config, policy_run):
     calls = [(env('ADD', CNI_CONTAINERID='c%d' % i, CNI_NETNS='/run/netns/c%d' % i), conf(config)) for i in range(2)]
     calls.append((env('DEL', CNI_CONTAINERID='old1'), conf(config)))
     answered = []
-    answers = cni.handle_many(calls, ip, answer=lambda i, value: answered.append(i))
+    answers = cni_batch.handle_many(calls, ip, answer=lambda i, value: answered.append(i))
     assert [error_of(*a, code=5)['code'] for a in answers[:2]] == [5, 5]
     assert answers[2] == (0, '') and answered == [0, 1, 2]  # the ADDs are answered before the DEL is served
     assert store_of(config).records() == {} and list(ip.links) == []
@@ -806,7 +807,7 @@ def test_a_batch_of_dels_whose_rules_fail_converges_them(ip, config, policy_run,
         return real_sync(records, policy, check_mode)
 
     monkeypatch.setattr(cni_policy, 'sync', sync)
-    answers = cni.handle_many([(env('DEL', CNI_CONTAINERID='old%d' % i), conf(config)) for i in range(2)], ip)
+    answers = cni_batch.handle_many([(env('DEL', CNI_CONTAINERID='old%d' % i), conf(config)) for i in range(2)], ip)
     assert synced == [[]]
     if not sync_fails:
         assert answers == [(0, ''), (0, '')]

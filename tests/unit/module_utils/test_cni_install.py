@@ -3,13 +3,13 @@ ipsets part (cni_policy.sync) is replaced by a recorder here and tested in test_
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from netfleet_imports import assert_closed_under_imports
 
 from ansible_collections.netfleet.calico.plugins.module_utils import cni_install, cni_policy, cni_service, cni_store
 
@@ -17,7 +17,6 @@ PLAN = {'enabled': True, 'block': '172.17.8.0/24', 'static_range': '172.17.8.0/2
         'networks': {'web': {'range': '172.17.8.64/26', 'labels': {'app': 'web'}},
                      'db': {'range': '172.17.8.128/26', 'labels': {'app': 'db'}}},
         'policy': {'policies': [], 'sets': {}}}
-PKG = 'ansible_collections.netfleet.calico.plugins.module_utils'
 
 
 @pytest.fixture
@@ -45,16 +44,7 @@ def syncs(monkeypatch):
 
 def test_the_plugin_code_is_closed_under_its_imports():
     """Every module_utils module the installed plugin imports is installed with it."""
-    shipped = {m.__name__.rsplit('.', 1)[-1] for m in cni_install.PLUGIN_MODULES}
-    for mod in cni_install.PLUGIN_MODULES:
-        for node in ast.walk(ast.parse(cni_install.module_source(mod))):
-            if isinstance(node, ast.ImportFrom) and node.module == PKG:
-                assert {a.name for a in node.names} <= shipped, mod.__name__
-            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PKG + '.'):
-                assert node.module.rsplit('.', 1)[-1] in shipped, mod.__name__
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                name = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
-                assert not (name or '').startswith('ansible'), '%s imports %s' % (mod.__name__, name)
+    assert_closed_under_imports(cni_install.PLUGIN_MODULES, cni_install.module_source)
 
 
 def test_install_writes_code_launcher_plan_and_one_conflist_per_network(params, syncs):
@@ -168,3 +158,49 @@ def test_invalid_plan_values_are_refused(params):
     params['plan'] = dict(PLAN, networks={'../x': {'range': '172.17.8.64/26', 'labels': {}}})
     with pytest.raises(cni_install.InstallError, match='network name'):
         cni_install.converge(dict(params), check_mode=False)
+
+
+class Systemd:
+    """systemctl as cni_service calls it: is-active / is-enabled answers from the recorded state."""
+
+    def __init__(self):
+        self.calls, self.active, self.enabled = [], False, False
+
+    def __call__(self, argv):
+        verb = argv[1]
+        self.calls.append(argv[1:])
+        if verb == 'is-active':
+            return (0 if self.active else 3), '', ''
+        if verb == 'is-enabled':
+            return (0 if self.enabled else 1), '', ''
+        if verb in ('start', 'restart'):
+            self.active = True
+        elif verb == 'enable':
+            self.enabled = True
+        elif verb == 'disable':
+            self.enabled = False
+            self.active = self.active and '--now' not in argv
+        return 0, '', ''
+
+
+def test_the_agent_under_systemd(params, monkeypatch):
+    systemd = Systemd()
+    monkeypatch.setattr(cni_service, 'wait_answering', lambda params, timeout=15.0: None)
+    params.update(agent=True, service_manager='systemd')
+    first = cni_install.converge(dict(params), check_mode=False, run=systemd)
+    unit = os.path.join(params['unit_dir'], cni_service.UNIT_NAME)
+    assert first['agent']['action'] == 'installed' and first['agent']['unit'] == unit
+    text = open(unit).read()
+    assert 'Restart=always' in text and '--socket %s' % params['agent_socket'] in text and '--pidfile' not in text
+    assert ['daemon-reload'] in systemd.calls and ['enable', cni_service.UNIT_NAME] in systemd.calls
+    assert ['start', cni_service.UNIT_NAME] in systemd.calls and systemd.active
+    systemd.calls.clear()
+    again = cni_install.converge(dict(params), check_mode=False, run=systemd)
+    assert not again['changed'] and again['agent']['action'] is None
+    assert [c for c in systemd.calls if c[0] not in ('is-active', 'is-enabled')] == []
+    with open(os.path.join(params['lib_dir'], 'netfleet-calico.py'), 'a') as handle:
+        handle.write('# edited\n')
+    assert cni_install.converge(dict(params), check_mode=False, run=systemd)['agent']['action'] == 'restarted'
+    assert ['restart', cni_service.UNIT_NAME] in systemd.calls
+    gone = cni_install.converge(dict(params, state='absent', plan=None), check_mode=False, run=systemd)
+    assert gone['agent']['action'] == 'removed' and not os.path.exists(unit) and not systemd.active

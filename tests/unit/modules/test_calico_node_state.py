@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -218,3 +219,31 @@ def test_tunnel_error_is_one_line_before_later_parts(world, monkeypatch):
     result = run(monkeypatch, dict(args(world), tunnel=dict(TUNNEL, local='10.9.9.9')))
     assert result['failed'] is True and result['msg'].startswith('tunnel: node IP 10.9.9.9 is not on any interface')
     assert result['changed_parts'] == ['sysctl'] and veth_mtus(world) == [] and world['actions'] == []
+
+
+def test_boot_part_installs_the_restore_and_records_the_kernel_parts(world, monkeypatch, tmp_path):
+    boot = {'state_dir': str(tmp_path / 'boot'), 'lib_dir': str(tmp_path / 'lib'), 'service_manager': 'pidfile',
+            'unit_dir': str(tmp_path / 'units')}
+    params = dict(args(world), boot=boot)
+    check = run(monkeypatch, params, check_mode=True)
+    assert 'boot' in check['changed_parts'] and not (tmp_path / 'lib').exists()  # check mode records nothing
+    assert not (tmp_path / 'boot').exists()
+    first = run(monkeypatch, params)
+    assert 'boot' in first['changed_parts']
+    record = tmp_path / 'boot' / 'node.json'
+    assert str(record) in first['boot']['files_changed']
+    node = json.loads(record.read_text())['node']
+    assert [(r['dest'], r['type']) for r in node['routes']] == [(r['dest'], r['type']) for r in BLOCK]
+    assert [e['name'] for e in node['endpoints']] == [e['name'] for e in EPS] and 'bird' not in node
+    assert (tmp_path / 'lib' / 'netfleet-calico-restore.py').exists() and not (tmp_path / 'units').exists()
+    again = run(monkeypatch, params)
+    assert again['changed'] is False and 'boot' not in again['changed_parts']
+    gone = run(monkeypatch, dict(params, boot=dict(boot, state='absent')))
+    assert gone['changed_parts'] == ['boot'] and not record.exists() and not (tmp_path / 'lib').exists()
+
+
+def test_a_rejected_bird_config_leaves_the_boot_part_alone(world, monkeypatch, tmp_path):
+    world['rejects'] = 'broken'
+    boot = {'state_dir': str(tmp_path / 'boot'), 'lib_dir': str(tmp_path / 'lib'), 'service_manager': 'pidfile'}
+    result = run(monkeypatch, dict(args(world, config=CONF + 'broken;\n'), boot=boot))
+    assert result['failed'] and not (tmp_path / 'lib').exists() and not (tmp_path / 'boot').exists()
