@@ -51,6 +51,18 @@ WantedBy=multi-user.target
 """
 
 
+# The install's options: module calico_boot's, and calico_node_state's ``boot`` part.
+OPTIONS = dict(
+    state=dict(type='str', default='present', choices=['present', 'absent']),
+    state_dir=dict(type='path', default='/var/lib/netfleet-calico/boot'),
+    lib_dir=dict(type='path', default='/usr/lib/netfleet-calico-restore'),
+    python=dict(type='path', default='/usr/bin/python3'),
+    service_manager=dict(type='str', default='systemd', choices=['systemd', 'pidfile']),
+    unit_dir=dict(type='path', default='/etc/systemd/system'),
+    bird_service=dict(type='str', default='bird'),
+)
+
+
 def launcher_path(params):
     return os.path.join(params['lib_dir'], 'netfleet-calico-restore.py')
 

@@ -107,15 +107,7 @@ from ansible_collections.netfleet.calico.plugins.module_utils.result import exit
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            state=dict(type='str', default='present', choices=['present', 'absent']),
-            state_dir=dict(type='path', default='/var/lib/netfleet-calico/boot'),
-            lib_dir=dict(type='path', default='/usr/lib/netfleet-calico-restore'),
-            python=dict(type='path', default='/usr/bin/python3'),
-            service_manager=dict(type='str', default='systemd', choices=['systemd', 'pidfile']),
-            unit_dir=dict(type='path', default='/etc/systemd/system'),
-            bird_service=dict(type='str', default='bird'),
-        ),
+        argument_spec=dict(boot_install.OPTIONS),
         supports_check_mode=True,
     )
     try:

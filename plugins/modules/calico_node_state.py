@@ -461,15 +461,7 @@ def main():
             mtu=dict(type='int'),
             tunnel=dict(type='dict', options=dict(tunnel.OPTIONS, workload_mtu=dict(type='bool', default=True)),
                         required_if=[('state', 'present', ['local'])]),
-            boot=dict(type='dict', options=dict(
-                state=dict(type='str', default='present', choices=['present', 'absent']),
-                state_dir=dict(type='path', default='/var/lib/netfleet-calico/boot'),
-                lib_dir=dict(type='path', default='/usr/lib/netfleet-calico-restore'),
-                python=dict(type='path', default='/usr/bin/python3'),
-                service_manager=dict(type='str', default='systemd', choices=['systemd', 'pidfile']),
-                unit_dir=dict(type='path', default='/etc/systemd/system'),
-                bird_service=dict(type='str', default='bird'),
-            )),
+            boot=dict(type='dict', options=dict(boot_install.OPTIONS)),
             bird=dict(type='dict', options=dict(
                 config=dict(type='str', required=True),
                 config_path=dict(type='path', default='/etc/bird/bird.conf'),
