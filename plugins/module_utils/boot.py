@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -101,34 +100,6 @@ def _bin_path(name, required=False):
     return path
 
 
-def run(argv, data=None):
-    proc = subprocess.run(argv, input=data, capture_output=True, text=True, check=False)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-class Iptables:
-    """save/restore of one backend, as calico_chains runs them."""
-
-    def __init__(self, backend):
-        pair = {'nft': ('iptables-nft-save', 'iptables-nft-restore'),
-                'legacy': ('iptables-legacy-save', 'iptables-legacy-restore')}.get(backend, ('', ''))
-        self.save_bin, self.restore_bin = which(pair[0]), which(pair[1])
-        if not self.save_bin or not self.restore_bin:
-            self.save_bin, self.restore_bin = _bin_path('iptables-save', True), _bin_path('iptables-restore', True)
-
-    def save(self):
-        rc, out, err = run([self.save_bin])
-        if rc != 0:
-            raise RuntimeError('%s failed (rc=%d): %s' % (self.save_bin, rc, err.strip()))
-        return out
-
-    def restore(self, text, test=False):
-        argv = [self.restore_bin, '-w', '--noflush'] + (['--test'] if test else [])
-        rc, out, err = run(argv, data=text)
-        if rc != 0:
-            raise RuntimeError('%s failed (rc=%d): %s' % (' '.join(argv), rc, (err or out).strip()))
-
-
 def read(path):
     try:
         with open(path, encoding='utf-8') as handle:
@@ -159,7 +130,7 @@ def restore_node(node, check=False):
 
 def restore_chains(doc, check=False):
     try:
-        ipt = Iptables(doc['backend'])
+        ipt = chains_restore.Iptables(doc['backend'], tunnel.default_runner, _bin_path)
         result = chains_restore.converge(ipt, ipt.save(), doc['desired'], check,
                                          insert=doc['insert'], ignore=frozenset(doc['ignore']), cni=doc['cni'])
     except RuntimeError as exc:

@@ -203,3 +203,32 @@ def converge(ipt, before_text, desired, check_mode, insert=True, ignore=(), cni=
                       'before_header': 'cali-* chains (iptables-save)', 'after_header': 'cali-* chains (wanted)'}
     result['mismatch'] = mismatch
     return result
+
+
+class Iptables:
+    """save/restore of one backend (``nft`` or ``legacy``; the plain binaries where the distribution has only
+    one iptables). ``run(argv, data) -> (rc, out, err)`` and ``bin_path(name, required=False)`` come from the
+    caller: module calico_chains, or the restore at boot."""
+
+    def __init__(self, backend, run, bin_path):
+        self.backend = backend
+        self.run = run
+        names = {'nft': ('iptables-nft-save', 'iptables-nft-restore'),
+                 'legacy': ('iptables-legacy-save', 'iptables-legacy-restore')}.get(backend)
+        self.save_bin = bin_path(names[0]) if names else None
+        self.restore_bin = bin_path(names[1]) if names else None
+        if not self.save_bin or not self.restore_bin:
+            self.save_bin = bin_path('iptables-save', required=True)
+            self.restore_bin = bin_path('iptables-restore', required=True)
+
+    def save(self):
+        rc, out, err = self.run([self.save_bin])
+        if rc != 0:
+            raise RuntimeError('%s failed (rc=%d): %s' % (self.save_bin, rc, err.strip()))
+        return out
+
+    def restore(self, text, test=False):
+        argv = [self.restore_bin, '-w', '--noflush'] + (['--test'] if test else [])
+        rc, out, err = self.run(argv, data=text)
+        if rc != 0:
+            raise RuntimeError('%s failed (rc=%d): %s' % (' '.join(argv), rc, (err or out).strip()))

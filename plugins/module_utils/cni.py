@@ -189,6 +189,10 @@ class Session:
 
     def flush(self):
         self.writes.flush(self.live())
+        self.remove_records()
+
+    def remove_records(self):
+        """Remove the records of the attachments torn down (their policy written, or converged otherwise)."""
         for key in self.removed:
             self.store.remove(key)
         self.removed = []
@@ -381,8 +385,7 @@ def cmd_gc(req, ip):
             if record.get('network') == name and (record['container_id'], record['ifname']) not in valid:
                 _teardown(ip, session, records.pop(key))
         session.writes = cni_policy.Writes(session.policy)  # the sync below converges everything
-        for key in session.removed:
-            store.remove(key)
+        session.remove_records()
         try:
             cni_policy.sync(list(records.values()), config.get('policy') or {})
         except cni_policy.PolicyError as exc:

@@ -96,7 +96,8 @@ class Call:
 
 
 class Agent:
-    """Accepts calls on ``socket_path`` and serves them in batches on one worker thread."""
+    """Accepts calls on ``socket_path`` and serves them in batches: one worker for ADD, CHECK, STATUS and
+    VERSION, one for DEL and GC."""
 
     def __init__(self, socket_path, pidfile=None, handle_many=None):
         self.socket_path = socket_path
@@ -106,7 +107,6 @@ class Agent:
         self.stopping = threading.Event()
         self.listener = None
         self.kernels = {}
-        self.batches = 0
 
     # ------------------------------------------------------------------ start / stop
     def bind(self):
@@ -236,7 +236,6 @@ class Agent:
             for i in range(len(batch)):
                 answer(i, failed)
             self.kernels[name] = None  # start over with a fresh netlink socket
-        self.batches += 1
 
 
 def answers(path, timeout=1.0):

@@ -125,8 +125,7 @@ def _serve_dels(pending, ip, config, store, gone, done):
                 _fail_answered(results, pending, exc)
                 rules = None
             else:
-                for key in session.removed:
-                    store.remove(key)
+                session.remove_records()
         if rules is not None:
             try:
                 rules.flush_rules()

@@ -26,7 +26,7 @@ import threading
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_NEWROUTE, RTM_DELROUTE = 20, 24, 25
+RTM_NEWADDR, RTM_NEWROUTE = 20, 24
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 IFF_UP = 0x1
@@ -45,9 +45,6 @@ _IFINFO = struct.Struct('=BxHiII')      # ifinfomsg: family, type, index, flags,
 _IFADDR = struct.Struct('=BBBBI')       # ifaddrmsg: family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct('=BBBBBBBBI')    # rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
 _ATTR = struct.Struct('=HH')
-
-NAMES = {RTM_NEWLINK: 'RTM_NEWLINK', RTM_DELLINK: 'RTM_DELLINK', RTM_GETLINK: 'RTM_GETLINK',
-         RTM_NEWADDR: 'RTM_NEWADDR', RTM_NEWROUTE: 'RTM_NEWROUTE', RTM_DELROUTE: 'RTM_DELROUTE'}
 
 
 class NetlinkError(OSError):

@@ -211,35 +211,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netfleet.calico.plugins.module_utils import boot, chains, chains_restore
 
 
-class Iptables:
-    """Runs the save/restore binaries of one backend (unit tests replace ``run``)."""
-
-    def __init__(self, module, backend):
-        self.module = module
-        self.backend = backend
-        names = {'nft': ('iptables-nft-save', 'iptables-nft-restore'),
-                 'legacy': ('iptables-legacy-save', 'iptables-legacy-restore')}.get(backend)
-        self.save_bin = module.get_bin_path(names[0]) if names else None
-        self.restore_bin = module.get_bin_path(names[1]) if names else None
-        if not self.save_bin or not self.restore_bin:  # distributions with only one iptables
-            self.save_bin = module.get_bin_path('iptables-save', required=True)
-            self.restore_bin = module.get_bin_path('iptables-restore', required=True)
-
-    def run(self, argv, data=None):
-        rc, out, err = self.module.run_command(argv, data=data, binary_data=True)
-        return rc, out, err
-
-    def save(self):
-        rc, out, err = self.run([self.save_bin])
-        if rc != 0:
-            raise RuntimeError('%s failed (rc=%d): %s' % (self.save_bin, rc, err.strip()))
-        return out
-
-    def restore(self, text, test=False):
-        argv = [self.restore_bin, '-w', '--noflush'] + (['--test'] if test else [])
-        rc, out, err = self.run(argv, data=text)
-        if rc != 0:
-            raise RuntimeError('%s failed (rc=%d): %s' % (' '.join(argv), rc, (err or out).strip()))
+def make_iptables(module, backend):
+    """The backend's save/restore, run through ``module.run_command`` (unit tests replace this function)."""
+    return chains_restore.Iptables(
+        backend, lambda argv, data=None: module.run_command(argv, data=data, binary_data=True), module.get_bin_path)
 
 
 def _has_rules(text):
@@ -249,7 +224,7 @@ def _has_rules(text):
 def detect_backend(module, make=None):
     """(backend, save output): the backend whose tables hold rules; nft wins a tie with rules in both only
     if it has more of them; with no rules anywhere, what ``iptables -V`` says."""
-    make = make or (lambda b: Iptables(module, b))
+    make = make or (lambda b: make_iptables(module, b))
     iptables = {backend: make(backend) for backend in ('nft', 'legacy')}
 
     def save(backend):
@@ -322,7 +297,7 @@ def main():
             backend, ipt, before_text = detect_backend(module)
         else:
             backend = p['backend']
-            ipt = Iptables(module, backend)
+            ipt = make_iptables(module, backend)
             before_text = ipt.save()
         result = chains_restore.converge(ipt, before_text, desired, module.check_mode,
                                          insert=p['insert_mode'] == 'insert', ignore=frozenset(p['ignore_chains']),

@@ -81,7 +81,7 @@ def kernel(monkeypatch):
             self.fake.calls.append('restore --test' if test else 'restore')
             self.fake.restore(text, test)
 
-    monkeypatch.setattr(mod, 'Iptables', FakeIptables)
+    monkeypatch.setattr(mod, 'make_iptables', FakeIptables)
     monkeypatch.setattr(mod, 'default_backend', lambda module: 'legacy')
     return fakes
 
