@@ -226,20 +226,31 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
         spec['spine'] = spine
     spec['segments'] = [segments[r] for r in _fabric.natural_sorted(segments)]
     spec['hosts'] = out_hosts
-    if _ssh(reader, hosts):
+    machines = _flag(reader, hosts, 'lab_machines')
+    if machines or _flag(reader, hosts, 'lab_ssh'):
         spec.update(_ssh_spec(reader, spec, mgmt_addresses))
+    if machines:
+        # the machines run their own sshd (and have their own users): no sshd per namespace
+        daemons = spec.pop('ssh')['hosts']
+        users = sorted({d['user'] for d in daemons})
+        if len(users) != 1 or users[0] == 'root':
+            raise LabSpecError('lab_machines', f"the hosts log in as {', '.join(users)}",
+                               'set one ansible_user (not root) for every lab machine (inventories/lab-machines: '
+                               'netfleet)')
+        spec['machines'] = {'user': users[0], 'hosts': [{'name': d['name'], 'netns': d['netns']} for d in daemons]}
     return spec
 
 
-def _ssh(reader, hosts):
-    """``lab_ssh`` (lab-wide): the hosts run sshd and are reached by the standard ssh connection."""
-    found, source = _lab_wide(reader, hosts, 'lab_ssh')
+def _flag(reader, hosts, var):
+    """A lab-wide boolean: ``lab_ssh`` (the hosts run sshd and are reached by the standard ssh connection) or
+    ``lab_machines`` (the hosts are systemd machines, reached the same way)."""
+    found, source = _lab_wide(reader, hosts, var)
     if source is None:
         return False
     try:
         return boolean(found, strict=True)
     except TypeError:
-        raise LabSpecError(f"host '{source}'", f'lab_ssh {found!r} is not a boolean', 'set lab_ssh to true or false') \
+        raise LabSpecError(f"host '{source}'", f'{var} {found!r} is not a boolean', f'set {var} to true or false') \
             from None
 
 

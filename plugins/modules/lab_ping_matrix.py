@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Runs on the lab's controller. Each workload of the lab is a network namespace; this module sends
     real ICMP echo requests from every workload's namespace to every other workload's address
-    (C(ip netns exec NS ping)), a few at a time in parallel, and returns the matrix.
+    (C(nsenter --net=/run/netns/NS ping)), a few at a time in parallel, and returns the matrix.
   - Fails when any pair does not answer, unless O(fail_on_loss=false).
   - Read-only.
 author:
@@ -36,6 +36,11 @@ options:
     description: Pairs probed at the same time.
     type: int
     default: 16
+  machines_dir:
+    description:
+      - The machine lab's C(<state_dir>/machines) (M(netfleet.calico.lab_machines)). A host that runs as a machine has
+        its workload namespaces inside the machine, entered with C(nsenter --net=/proc/<leader>/root/run/netns/NS).
+    type: path
   fail_on_loss:
     description: Fail when a pair does not answer.
     type: bool
@@ -84,8 +89,11 @@ text:
 """
 
 import concurrent.futures
+import os
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.netfleet.calico.plugins.module_utils.lab_machine import netns_dir
 
 MATRIX_MAX = 24  # above this many workloads, print a summary instead of the grid
 
@@ -97,24 +105,26 @@ def main():
             count=dict(type="int", default=1),
             timeout=dict(type="int", default=2),
             parallel=dict(type="int", default=16),
+            machines_dir=dict(type="path"),
             fail_on_loss=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    ip = module.get_bin_path("ip", required=True)
     ping = module.get_bin_path("ping", required=True)
+    nsenter = module.get_bin_path("nsenter", required=True)
     wls = []
     for host in sorted(p["endpoints"]):
+        where = netns_dir(p["machines_dir"], host)
         for ep in sorted(p["endpoints"][host] or [], key=lambda e: str(e.get("name"))):
             if not all(ep.get(k) for k in ("name", "ip", "netns")):
                 module.fail_json(msg="endpoint %r of %s needs name, ip and netns" % (ep, host))
-            wls.append(("%s/%s" % (host, ep["name"]), ep["ip"], ep["netns"]))
+            wls.append(("%s/%s" % (host, ep["name"]), ep["ip"], os.path.join(where, ep["netns"])))
     pairs = [(s, d) for s in wls for d in wls if s != d]
 
     def probe(pair):
         (_unused, _unused, netns), (_unused, dst, _unused) = pair
-        rc, _unused, _unused = module.run_command([ip, "netns", "exec", netns, ping, "-n", "-q",
+        rc, _unused, _unused = module.run_command([nsenter, "--net=" + netns, ping, "-n", "-q",
                                                    "-c", str(p["count"]), "-W", str(p["timeout"]), dst])
         return rc == 0
 

@@ -13,12 +13,11 @@ import ipaddress
 import json
 import os
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from netfleet_lab import RECAP, REPO, VENV_BIN, Lab, namespaces, sh
+from netfleet_lab import REPO, ControllerLab, alive, namespaces, sh
 
 pytestmark = pytest.mark.lab
 
@@ -27,36 +26,8 @@ LAB_USER = "netfleet-lab"  # scripts/setup creates it (NOPASSWD sudo)
 LAB_NETS = [ipaddress.ip_network("192.168.100.0/24"), ipaddress.ip_network("172.17.0.0/16")]
 
 
-class SshLab(Lab):
-    """The lab, with the controller's playbooks and ad hoc commands run inside <prefix>-mgmt."""
-
-    @property
-    def mgmt(self):
-        return f"{self.prefix}-mgmt"
-
-    def _run(self, argv, check, what):
-        proc = subprocess.run(["ip", "netns", "exec", self.mgmt, *argv], capture_output=True, text=True,
-                              env=self.env, cwd=REPO, check=False)
-        proc.recap = {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
-                      for m in map(RECAP.match, proc.stdout.splitlines()) if m}
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{what} failed rc={proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
-        return proc
-
-    def controller_playbook(self, playbook, *args, check=True):
-        argv = [str(VENV_BIN / "ansible-playbook"), "-i", self.inventory, str(REPO / playbook), *args]
-        return self._run(argv, check, f"{playbook} {' '.join(args)} (in {self.mgmt})")
-
-    def adhoc(self, module, args, *extra):
-        """One module on every host over ssh; {host: result} from the one-line output."""
-        argv = [str(VENV_BIN / "ansible"), "-i", self.inventory, "calico_nodes", "-o", "-m", module, "-a", args, *extra]
-        proc = self._run(argv, True, f"ansible -m {module} -a {args!r}")
-        out = {}
-        for line in proc.stdout.splitlines():
-            m = re.match(r"^(\S+) \| (\w+) \| rc=(\d+) \| \(stdout\) (.*)$", line)
-            if m:
-                out[m.group(1)] = m.group(4).strip()
-        return out
+class SshLab(ControllerLab):
+    """The SSH lab: sshd's own files per host."""
 
     def ssh_dir(self, host=None):
         base = f"/run/netfleet/{self.prefix}/ssh"
@@ -73,14 +44,6 @@ class SshLab(Lab):
         log = Path(self.ssh_dir(host), "sshd.log").read_text()
         return len(re.findall(rf"^Accepted publickey for {LAB_USER} from 192\.168\.100\.254 port \d+ ssh2", log,
                               re.M))
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def root_lab_state():

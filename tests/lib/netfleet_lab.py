@@ -212,6 +212,48 @@ class Lab:
         return out
 
 
+class ControllerLab(Lab):
+    """A lab whose controller runs inside <prefix>-mgmt (SSH and machine labs): playbooks and ad hoc commands run
+    there and reach the hosts over ssh."""
+
+    @property
+    def mgmt(self):
+        return f"{self.prefix}-mgmt"
+
+    def _run(self, argv, check, what):
+        proc = subprocess.run(["ip", "netns", "exec", self.mgmt, *argv], capture_output=True, text=True,
+                              env=self.env, cwd=REPO, check=False)
+        proc.recap = {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+                      for m in map(RECAP.match, proc.stdout.splitlines()) if m}
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{what} failed rc={proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+        return proc
+
+    def controller_playbook(self, playbook, *args, check=True):
+        argv = [str(VENV_BIN / "ansible-playbook"), "-i", self.inventory, str(REPO / playbook), *args]
+        return self._run(argv, check, f"{playbook} {' '.join(args)} (in {self.mgmt})")
+
+    def adhoc(self, module, args, *extra):
+        """One module on every host over ssh; {host: result} from the one-line output."""
+        argv = [str(VENV_BIN / "ansible"), "-i", self.inventory, "calico_nodes", "-o", "-m", module, "-a", args, *extra]
+        proc = self._run(argv, True, f"ansible -m {module} -a {args!r}")
+        out = {}
+        for line in proc.stdout.splitlines():
+            m = re.match(r"^(\S+) \| (\w+) \| rc=(\d+) \| \(stdout\) (.*)$", line)
+            if m:
+                out[m.group(1)] = m.group(4).strip()
+        return out
+
+
+def alive(pid):
+    """A process that has not exited (a zombie waiting for its parent has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
 def cni_plugin_state(lab, host):
     """What the plugin owns on a host: cali veths not made by the converge (mac, alias, state), their proto-80
     routes, the cali-cni-* chains and rules, the cali-s-* ipset members, the store's records and the host's

@@ -266,3 +266,37 @@ def test_bad_ssh_spec(overrides, message):
     with pytest.raises(AnsibleFilterError) as err:
         lab_spec(hostvars, groups, racks=['rack1', 'rack2'])
     assert message in str(err.value)
+
+
+# --- lab_machines: systemd machines, reached over ssh from the management namespace -----------------------------
+
+def _machine_fleet(**overrides):
+    hostvars, groups = _ssh_fleet(**overrides)
+    for hv in hostvars.values():
+        hv.pop('lab_ssh')
+        hv.setdefault('lab_machines', True)
+        if hv['ansible_user'] == 'netfleet-lab':
+            hv['ansible_user'] = 'netfleet'
+    return hostvars, groups
+
+
+def test_machines_spec():
+    spec = lab_spec(*_machine_fleet(), racks=['rack1', 'rack2'])
+    assert spec['machines'] == {'user': 'netfleet', 'hosts': [
+        {'name': 'host-10', 'netns': 'nf-host-10'}, {'name': 'host-a', 'netns': 'nf-host-a'},
+        {'name': 'host-b', 'netns': 'nf-host-b'}]}
+    # the management legs as in an SSH lab; no sshd per namespace (the machines run their own)
+    assert [leg['address'] for leg in spec['mgmt']['legs']] == ['192.168.100.254', '192.168.200.254']
+    assert 'ssh' not in spec
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'host-b': {'ansible_user': 'admin'}}, 'lab_machines: the hosts log in as admin, netfleet — set one ansible_user'),
+    ({h: {'ansible_user': 'root'} for h in ('host-a', 'host-b', 'host-10')}, 'the hosts log in as root'),
+    ({h: {'lab_machines': 'yes please'} for h in ('host-a', 'host-b', 'host-10')},
+     "lab_machines 'yes please' is not a boolean"),
+])
+def test_bad_machines_spec(overrides, message):
+    with pytest.raises(AnsibleFilterError) as err:
+        lab_spec(*_machine_fleet(**overrides), racks=['rack1', 'rack2'])
+    assert message in str(err.value)

@@ -1,0 +1,243 @@
+"""The machine lab: site.yml on Debian machines booted with systemd, that install packages and reboot.
+
+Needs root. inventories/lab-machines (two racks, each a ToR reflector and hosts: 5 machines) is built with a
+run-specific prefix: every host namespace runs a systemd-nspawn machine with its own filesystem (the cached base
+image under an overlay of its own), reached over SSH as the non-root user `netfleet` with sudo from the
+management namespace. site.yml takes a real fleet's paths there: apt (from the lab's local repository),
+bird.service, /etc/sysctl.d, the boot-time restore unit. A reboot is a real one (systemd shuts the machine down
+and boots it again) in a fresh network namespace: the kernel state of the last boot is gone.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import glob
+import os
+import re
+import subprocess
+import time
+
+import pytest
+from netfleet_lab import REPO, ControllerLab, alive, namespaces, sh
+
+from ansible_collections.netfleet.calico.plugins.module_utils import lab_machine
+
+pytestmark = pytest.mark.lab
+
+INVENTORY = REPO / "inventories" / "lab-machines"
+USER = "netfleet"
+COUNTERS = re.compile(r"\[\d+:\d+\]")
+MARKER = "198.51.100.0/24"  # a route only the last boot had (TEST-NET-2, never used by the lab)
+
+
+class MachineLab(ControllerLab):
+    def machine_dir(self, host):
+        return f"/run/netfleet/{self.prefix}/machines/{host}"
+
+    def leader(self, host):
+        return lab_machine.leader(self.machine_dir(host))
+
+    def inside(self, host, *argv, check=True):
+        """Run a command inside the machine (its mount, pid, network, uts and ipc namespaces)."""
+        return sh(["nsenter", "-t", str(self.leader(host)), "-m", "-p", "-n", "-u", "-i", *argv], check=check)
+
+    def system_state(self, host):
+        leader = self.leader(host)
+        if leader is None:
+            return None
+        return self.inside(host, "systemctl", "is-system-running", check=False).stdout.strip()
+
+    def reboot(self, hosts):
+        """`systemctl reboot` inside each machine; returns their leaders before (a new leader = booted again)."""
+        old = {h: self.leader(h) for h in hosts}
+        for host in hosts:
+            self.inside(host, "systemctl", "reboot", check=False)
+        return old
+
+    def wait_booted(self, old, timeout=60):
+        deadline = time.monotonic() + timeout
+        pending = set(old)
+        while pending and time.monotonic() < deadline:
+            for host in sorted(pending):
+                leader = self.leader(host)
+                if leader not in (None, old[host]) and self.system_state(host) in ("running", "degraded"):
+                    pending.discard(host)
+            time.sleep(0.1)
+        assert not pending, {h: self.system_state(h) for h in pending}
+
+    def sessions(self, host):
+        out = self.inside(host, "birdc", "show", "protocols", check=False).stdout
+        # Name Proto Table State Since(date time) Info
+        return {p[0]: (p[6] if len(p) > 6 else p[3]) for p in map(str.split, out.splitlines())
+                if len(p) >= 6 and p[1] == "BGP"}
+
+    def established(self):
+        return all(s and set(s.values()) == {"Established"} for s in map(self.sessions, self.speakers()))
+
+    def workloads_in(self, host):
+        """{workload netns path seen from here: its IPv4 address} of a node's workloads (inside its machine)."""
+        root = f"/proc/{self.leader(host)}/root/run/netns"
+        found = {}
+        for name in self.workloads(host):
+            path = f"{root}/calico-{name}"
+            out = sh(["nsenter", f"--net={path}", "ip", "-4", "-o", "addr", "show", "dev", "eth0"], check=False)
+            m = re.search(r"inet (\S+)/32", out.stdout)
+            found[path] = m.group(1) if m else None
+        return found
+
+    def ping_matrix(self):
+        wls = {p: ip for h in self.nodes for p, ip in self.workloads_in(h).items()}
+        pairs = [(s, d) for s in wls for d in wls.values() if wls[s] != d]
+        if None in wls.values():
+            return [f"no address: {[p for p, ip in wls.items() if ip is None]}"]
+
+        def ping(pair):
+            r = sh(["nsenter", f"--net={pair[0]}", "ping", "-n", "-q", "-c", "1", "-W", "1", pair[1]], check=False)
+            return r.returncode == 0
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+            ok = list(pool.map(ping, pairs))
+        return [f"{s} -> {d}" for (s, d), good in zip(pairs, ok) if not good]
+
+    def kernel(self, host):
+        """What a reboot must bring back: routes, cali-* rules and forwarding of the host's namespace."""
+        ns = ["ip", "netns", "exec", self.netns(host)]
+        rules = sh([*ns, "iptables-save"]).stdout
+        return {
+            "routes": sorted(sh(["ip", "-n", self.netns(host), "-4", "route", "show"]).stdout.splitlines()),
+            "cali": sorted(COUNTERS.sub("", line) for line in rules.splitlines() if "cali-" in line),
+            "ip_forward": sh([*ns, "cat", "/proc/sys/net/ipv4/ip_forward"]).stdout.strip(),
+        }
+
+
+def converge_time(lab, t0, timeout=90):
+    """Seconds from t0 until every BGP session is Established and every workload pair answers (checked every
+    0.2 s)."""
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        if lab.established() and not lab.ping_matrix():
+            return time.monotonic() - t0
+        time.sleep(0.2)
+    raise AssertionError(f"not converged {timeout} s after the reboot: sessions "
+                         f"{ {h: lab.sessions(h) for h in lab.speakers()} }, failed pings {lab.ping_matrix()[:5]}")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    taken = {n.split("-", 1)[0] for n in namespaces()}
+    if os.path.isdir("/run/netfleet"):
+        taken |= set(os.listdir("/run/netfleet"))
+    base = os.environ.get("NETFLEET_LAB_PREFIX", "t")
+    prefix = None
+    for _attempt in range(64):  # a prefix no other lab uses (namespaces or state directories)
+        prefix = f"{base}m{os.urandom(1).hex()}"
+        if prefix not in taken:
+            break
+    lab = MachineLab(INVENTORY, prefix)
+    lab.base = lab_machine.base_path("/var/cache/netfleet-lab", "bookworm", "http://deb.debian.org/debian", USER)
+    lab.cached = os.path.exists(os.path.join(lab.base, lab_machine.READY))
+    t0 = time.monotonic()
+    with lab.running():
+        lab.up_s = time.monotonic() - t0
+        yield lab
+    assert not [n for n in namespaces() if n.startswith(prefix + "-")]
+    assert not os.path.exists(f"/run/netfleet/{prefix}")
+
+
+def test_machines_boot_with_systemd_in_their_namespaces(lab, report):
+    for host in lab.speakers():
+        assert lab.system_state(host) in ("running", "degraded"), host
+        assert lab.inside(host, "cat", "/proc/1/comm").stdout.strip() == "systemd"
+        assert lab.inside(host, "hostname").stdout.strip() == host
+        # its own filesystem: a file made in one machine is not in another
+    lab.inside("m1h1", "touch", "/root/only-here")
+    assert lab.inside("m1h2", "test", "-e", "/root/only-here", check=False).returncode != 0
+    again = lab.playbook("playbooks/lab_up.yml", "-v")
+    assert again.recap["localhost"]["changed"] == 0, again.stdout[again.stdout.find("changed: [localhost]"):][:3000]
+    report(f"test_machines: lab_up of 5 machines {lab.up_s:.1f} s (base image {lab.base} "
+           f"{'cached' if lab.cached else 'built by this run, with the apt repository'})")
+
+
+def test_site_installs_packages_and_runs_bird_under_systemd(lab, report):
+    t0 = time.monotonic()
+    first = lab.controller_playbook("site.yml")
+    first_s = time.monotonic() - t0
+    # the last BIRD started moments ago: its sessions and the routes they carry follow within BGP's timers
+    settle_s = converge_time(lab, time.monotonic(), timeout=60)
+    assert "Install BIRD, iproute2 and iptables" in first.stdout
+    for host in lab.speakers():
+        assert first.recap[host]["changed"] > 0, first.recap
+        # the real package path: dpkg knows bird2 and iptables, from the lab's repository
+        assert lab.inside(host, "dpkg-query", "-W", "-f", "${Status}\n", "bird2", "iptables").stdout.split("\n")[:2] \
+            == ["install ok installed"] * 2
+        assert f"file:{lab_machine.REPO_MOUNT}" in lab.inside(host, "apt-cache", "policy", "bird2").stdout
+        # the real service path: the distribution's bird.service, the restore unit before it, sysctls persisted
+        assert lab.inside(host, "systemctl", "is-active", "bird").stdout.strip() == "active"
+        assert lab.inside(host, "systemctl", "is-enabled", "bird", "netfleet-calico-restore").stdout.split() \
+            == ["enabled", "enabled"]
+        assert lab.inside(host, "stat", "-c", "%U:%G %a", "/etc/bird/bird.conf").stdout.strip() == "root:bird 640"
+        assert "graceful restart on;" in lab.inside(host, "cat", "/etc/bird/bird.conf").stdout
+        assert "net.ipv4.ip_forward = 1" in lab.inside(host, "cat", "/etc/sysctl.d/60-netfleet-calico.conf").stdout
+    # the connection: ssh as the non-root user from the management leg, root through sudo
+    conn = lab.adhoc("ansible.builtin.shell", 'echo "$(id -un) $(sudo -n id -u) $SSH_CONNECTION"',
+                     "-e", "ansible_become=false")
+    for host in lab.nodes:
+        assert re.fullmatch(rf"{USER} 0 192\.168\.11[12]\.254 \d+ {re.escape(lab.node_ip(host))} 22", conn[host]), conn
+    status = lab.controller_playbook("playbooks/status.yml")
+    assert "fabric converged: 5 hosts, 8/8 BGP sessions Established, 3 blocks" in status.stdout, status.stdout[-2000:]
+    t0 = time.monotonic()
+    second = lab.controller_playbook("site.yml")
+    second_s = time.monotonic() - t0
+    assert {h: r["changed"] for h, r in second.recap.items() if r["changed"]} == {}
+    report(f"test_machines: site.yml on 5 machines over ssh+sudo: first (apt, bird.service) {first_s:.1f} s "
+           f"(every session Established and 30/30 pings {settle_s:.1f} s after it), "
+           f"second (changed=0) {second_s:.1f} s")
+
+
+def test_reboot_of_a_host_and_its_reflector_comes_back_without_site(lab, report):
+    rebooted = ["m1h1", "m1rr"]
+    before = {h: lab.kernel(h) for h in rebooted}
+    assert before["m1h1"]["cali"] and any("blackhole" in r for r in before["m1h1"]["routes"])
+    for host in rebooted:
+        sh(["ip", "-n", lab.netns(host), "route", "add", "blackhole", MARKER])
+    t0 = time.monotonic()
+    lab.wait_booted(lab.reboot(rebooted))
+    boot_s = time.monotonic() - t0
+    took = converge_time(lab, t0)
+    for host in rebooted:
+        after = lab.kernel(host)
+        # a real reboot: what only the last boot had is gone; what the host had converged is back
+        assert not [r for r in after["routes"] if MARKER in r], after["routes"]
+        assert after == before[host], (host, after, before[host])
+        assert after["ip_forward"] == "1"
+        failed = lab.inside(host, "systemctl", "--failed", "--no-legend", "--plain").stdout.strip()
+        assert failed == "", f"{host}: failed units {failed}"
+        log = lab.inside(host, "journalctl", "-b", "-u", "netfleet-calico-restore", "--no-pager").stdout
+        assert "Finished netfleet-calico-restore.service" in log, log
+    report(f"test_machines: reboot of a host and its rack's reflector: booted in {boot_s:.1f} s, "
+           f"sessions Established and 30/30 pings {took:.1f} s after the reboot, without site.yml")
+
+
+def test_reboot_of_every_machine_at_once_converges_by_itself(lab, report):
+    before = {h: lab.kernel(h) for h in lab.speakers()}
+    t0 = time.monotonic()
+    lab.wait_booted(lab.reboot(lab.speakers()))
+    boot_s = time.monotonic() - t0
+    took = converge_time(lab, t0)
+    assert {h: lab.kernel(h) for h in lab.speakers()} == before
+    again = lab.controller_playbook("site.yml")
+    assert {h: r["changed"] for h, r in again.recap.items() if r["changed"]} == {}
+    report(f"test_machines: all 5 machines rebooted at once: booted in {boot_s:.1f} s, fabric converged (every "
+           f"session Established, 30/30 pings) {took:.1f} s after the reboot; then site.yml changed=0")
+
+
+def test_lab_down_powers_every_machine_off(lab):
+    supervisors = {}
+    for host in lab.speakers():
+        with open(f"{lab.machine_dir(host)}/supervisor.pid") as f:
+            supervisors[host] = int(f.read())
+    lab.playbook("playbooks/lab_down.yml")
+    for host, pid in supervisors.items():
+        assert not alive(pid), f"{host}: supervisor {pid} survived lab_down"
+        assert not glob.glob(f"/sys/fs/cgroup/*/netfleet-lab/{lab.prefix}-{host}"), f"{host}: its cgroup is left"
+    proc = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    assert lab.prefix + "-" not in proc.stdout
