@@ -7,26 +7,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ansible_collections.netfleet.calico.plugins.plugin_utils import blocks, inputs
 from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError
 
 
 def _allocate(hosts, pool, block_prefix):
-    pool_net = _fabric.parse_pool(pool)
-    prefix = _fabric.parse_block_prefix(block_prefix, pool_net)
-    if _fabric._is_unset(hosts):
+    pool_net = inputs.parse_pool(pool)
+    prefix = inputs.parse_block_prefix(block_prefix, pool_net)
+    if inputs.is_unset(hosts):
         return {}
     if isinstance(hosts, (str, Mapping)):
-        raise _fabric.FabricError('input', 'the host list is not a list',
-                                  'pipe a list of host names or of {name, block?, current?}')
+        raise FabricError('input', 'the host list is not a list',
+                          'pipe a list of host names or of {name, block?, current?}')
     entries = []
     for pos, item in enumerate(hosts):
         if isinstance(item, str):
             item = {'name': item}
-        if not isinstance(item, Mapping) or _fabric._is_unset(item.get('name')):
-            raise _fabric.FabricError('input', f'host list item {pos} has no name',
-                                      'give every item a name: {name, block?, current?}')
+        if not isinstance(item, Mapping) or inputs.is_unset(item.get('name')):
+            raise FabricError('input', f'host list item {pos} has no name',
+                              'give every item a name: {name, block?, current?}')
         entries.append({'name': str(item['name']), 'block': item.get('block'), 'current': item.get('current')})
-    return {name: block for name, (block, _source) in _fabric.allocate_blocks(pool_net, prefix, entries).items()}
+    return {name: block for name, (block, _source) in blocks.allocate_blocks(pool_net, prefix, entries).items()}
 
 
 def block_allocate(hosts, pool, block_prefix=_fabric.DEFAULT_BLOCK_PREFIX):

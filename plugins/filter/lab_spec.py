@@ -11,7 +11,8 @@ import re
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs, inventory
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError
 
 WHO = 'netfleet.calico.lab_spec'
 
@@ -23,24 +24,24 @@ class LabSpecError(AnsibleFilterError):
         super().__init__(f'{WHO}: {subject}: {problem} — {fix}', show_content=False)
 
 
-class _Vars(_fabric._VarReader):
+class _Vars(inventory.VarReader):
     """The fabric plan's variable reader (HostVars, templated on access, or a plain mapping in tests), with
     lab_spec's messages; an unset value (missing, None, blank) reads as None."""
 
     def get(self, name, var):
         try:
             value = super().get(name, var)
-        except _fabric.FabricError as err:
+        except FabricError as err:
             raise LabSpecError(err.subject, err.problem, f'fix the definition of {var}') from None
-        return None if _fabric._is_unset(value) else value
+        return None if inputs.is_unset(value) else value
 
 
 def _racks(hostvars, groups, racks):
     """``{rack: (hosts, group vars or {})}`` for the direct child groups of calico_racks."""
     try:
-        return _fabric.rack_groups(hostvars, groups, racks)
-    except _fabric.RackHierarchyUnknown:
-        raise LabSpecError(f"group '{_fabric.GROUP_RACKS}'", 'its child groups (the racks) cannot be seen in a plain '
+        return inventory.rack_groups(hostvars, groups, racks)
+    except inventory.RackHierarchyUnknown:
+        raise LabSpecError(f"group '{inventory.GROUP_RACKS}'", 'its child groups (the racks) cannot be seen in a plain '
                            'groups mapping', "pass racks=['rack1', ...] to netfleet.calico.lab_spec") from None
 
 
@@ -98,10 +99,10 @@ def _spine(reader, hosts):
 def lab_spec(hostvars, groups, racks=None, wiring=True):
     """``hostvars | netfleet.calico.lab_spec(groups)``: prefix, state_dir, segments, hosts, spine for lab_fabric."""
     reader = _Vars(hostvars)
-    reflectors = set(_fabric._group(groups, _fabric.GROUP_REFLECTORS))
-    hosts = _fabric.natural_sorted(set(_fabric._group(groups, _fabric.GROUP_NODES)) | reflectors)
+    reflectors = set(inventory.group(groups, inventory.GROUP_REFLECTORS))
+    hosts = inventory.natural_sorted(set(inventory.group(groups, inventory.GROUP_NODES)) | reflectors)
     if not hosts:
-        raise LabSpecError(f"group '{_fabric.GROUP_NODES}'", 'has no hosts (nor has calico_route_reflectors)',
+        raise LabSpecError(f"group '{inventory.GROUP_NODES}'", 'has no hosts (nor has calico_route_reflectors)',
                            'add the lab hosts to a rack group under calico_racks and to calico_nodes')
     first = hosts[0]
     prefix = reader.get(first, 'lab_prefix')
@@ -115,7 +116,7 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
 
     members = _racks(hostvars, groups, racks)
     rack_of = {}
-    for rack in _fabric.natural_sorted(members):
+    for rack in inventory.natural_sorted(members):
         for host in members[rack][0]:
             if host in rack_of and host in hosts:
                 raise LabSpecError(f"host '{host}'", f"is in two racks ('{rack_of[host]}' and '{rack}')",
@@ -123,7 +124,7 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
             rack_of.setdefault(host, rack)
 
     segments, by_cidr, gateways, mgmt_addresses = {}, {}, {}, {}
-    for rack in _fabric.natural_sorted(members):
+    for rack in inventory.natural_sorted(members):
         rack_hosts, group_vars = members[rack]
         lab_hosts = [h for h in rack_hosts if h in hosts]
         values = {}
@@ -131,7 +132,7 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
             value = reader.get(host, 'lab_segment')
             if value is not None:
                 values.setdefault(str(value).strip(), host)
-        if not values and not _fabric._is_unset(group_vars.get('lab_segment')):
+        if not values and not inputs.is_unset(group_vars.get('lab_segment')):
             values[str(group_vars['lab_segment']).strip()] = None
         if not values:
             raise LabSpecError(f"rack '{rack}'", 'has no lab_segment',
@@ -144,9 +145,9 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
         gateway = reader.get(lab_hosts[0], 'lab_gateway') if lab_hosts else group_vars.get('lab_gateway')
         segment = {'name': rack, 'cidr': str(net)}
         mgmt = reader.get(lab_hosts[0], 'lab_mgmt_address') if lab_hosts else group_vars.get('lab_mgmt_address')
-        if not _fabric._is_unset(mgmt):
+        if not inputs.is_unset(mgmt):
             mgmt_addresses[rack] = str(mgmt).strip()
-        if not _fabric._is_unset(gateway):
+        if not inputs.is_unset(gateway):
             segment['gateway'] = str(gateway).strip()
             gateways[rack] = str(gateway).strip()
         segments[rack] = segment
@@ -224,7 +225,7 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
             segment['gateway'] = wanted.split('/')[0] if wanted is not None else gates[0][1]
             segment['router'] = False
         spec['spine'] = spine
-    spec['segments'] = [segments[r] for r in _fabric.natural_sorted(segments)]
+    spec['segments'] = [segments[r] for r in inventory.natural_sorted(segments)]
     spec['hosts'] = out_hosts
     machines = _flag(reader, hosts, 'lab_machines')
     if machines or _flag(reader, hosts, 'lab_ssh'):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import bgp_sessions
 from ansible_collections.netfleet.calico.plugins.plugin_utils import rollout as _rollout
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import bgp_sessions
 
 
 def node_checks(result, host, bird_binary='bird', install_packages=True, onlink=True, ipip_mode='never',

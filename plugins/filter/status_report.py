@@ -10,9 +10,9 @@ the per-host session tables of ``calicoctl node status`` as ``detail``.
 
 from __future__ import annotations
 
-from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import KINDS
-from ansible_collections.netfleet.calico.plugins.plugin_utils.fabric import natural_key
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import KINDS
 from ansible_collections.netfleet.calico.plugins.plugin_utils.fabric_status import analyse, brief_list, collect_statuses
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import natural_key
 
 
 def _table(headers, rows):

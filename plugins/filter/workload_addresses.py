@@ -6,17 +6,20 @@
 from __future__ import annotations
 
 from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import assign_workload_ips
 
 
 def _assign(workloads, block, current, host):
-    subject = _fabric.host_subject(host) if host else 'input'
-    if _fabric._is_unset(block):
-        raise _fabric.FabricError(subject, 'no block given', "pass the host's block, e.g. workload_addresses(block)")
-    net = _fabric.parse_network(block, subject, 'block', 'pass the host block as a CIDR such as 172.17.8.0/24')
-    if net.prefixlen > _fabric.MAX_BLOCK_PREFIX:
-        raise _fabric.FabricError(subject, f'block {net} has no room for workloads',
-                                  f'use a block of /{_fabric.MAX_BLOCK_PREFIX} or bigger')
-    return _fabric.assign_workload_ips(net, workloads, current, subject=subject)
+    subject = host_subject(host) if host else 'input'
+    if inputs.is_unset(block):
+        raise FabricError(subject, 'no block given', "pass the host's block, e.g. workload_addresses(block)")
+    net = inputs.parse_network(block, subject, 'block', 'pass the host block as a CIDR such as 172.17.8.0/24')
+    if net.prefixlen > inputs.MAX_BLOCK_PREFIX:
+        raise FabricError(subject, f'block {net} has no room for workloads',
+                          f'use a block of /{inputs.MAX_BLOCK_PREFIX} or bigger')
+    return assign_workload_ips(net, workloads, current, subject=subject)
 
 
 def workload_addresses(workloads, block, current=None, host=None):

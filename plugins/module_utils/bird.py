@@ -33,8 +33,9 @@ def parse_protocols(text):
     """Parse `birdc show protocols all` into a list of dicts.
 
     Every protocol gets name, proto, table, state, since and info; BGP protocols
-    also get description, bgp_state, neighbor_address, neighbor_as, local_as and
-    imported/exported route counts when BIRD prints them.
+    also get description, bgp_state, neighbor_address, neighbor_as, local_as,
+    imported/exported route counts and the routes the import filter refused that
+    the peer announces now (filtered) when BIRD prints them.
     """
     protocols = []
     current = None
@@ -81,6 +82,9 @@ def parse_protocols(text):
             if m:
                 current["imported"] = int(m.group(1))
                 current["exported"] = int(m.group(3))
+                # routes the import filter refused and BIRD keeps marked (import keep filtered): the peer
+                # announces them now
+                current["filtered"] = int(m.group(2) or 0)
     return protocols
 
 
@@ -108,6 +112,7 @@ def bgp_sessions(protocols):
             "established": (p.get("bgp_state") or p["info"]).startswith("Established"),
             "imported": p.get("imported", 0),
             "exported": p.get("exported", 0),
+            "filtered": p.get("filtered", 0),
             "last_error": p.get("last_error", ""),
         })
     return sessions

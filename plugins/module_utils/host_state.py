@@ -15,7 +15,8 @@ from __future__ import annotations
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute, routes, sysctl, tunnel
 from ansible_collections.netfleet.calico.plugins.module_utils.workloads import build_endpoints
 
-PARTS = ('sysctls', 'sysctl_persist_file', 'tunnel', 'routes', 'protocol', 'endpoints', 'netns_prefix', 'mtu')
+PARTS = ('sysctls', 'sysctl_persist_file', 'tunnel', 'routes', 'protocol', 'endpoints', 'netns_prefix', 'netns_paths',
+         'mtu')
 
 
 class PartError(Exception):
@@ -80,7 +81,7 @@ def apply(p, check, runners, done):
         ip = ip or runners.make_ip()
         try:
             endpoints, settings = build_endpoints(dict(
-                endpoints=p['endpoints'], netns_prefix=p['netns_prefix'],
+                endpoints=p['endpoints'], netns_prefix=p['netns_prefix'], netns_paths=p.get('netns_paths') or [],
                 interface_prefix=iproute.DEFAULT_INTERFACE_PREFIX, protocol=p['protocol'], mac=iproute.CALICO_MAC,
                 gateway=iproute.CALICO_GATEWAY, mtu=mtu))
             done('workloads', runners.make_reconciler(ip, settings).run(endpoints, check_mode=check))

@@ -14,14 +14,20 @@ accepted into a host only from fabric node IPs.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute
 from ansible_collections.netfleet.calico.plugins.module_utils.chains import normalize_rule
 
 IPIP_OVERHEAD = 20
 DEFAULT_CHAIN = 'cali-INPUT-ipip'
 CHAIN_MAX = 28  # design §5: iptables chain names <= 28 characters
 IFNAME_MAX = 15  # the kernel's IFNAMSIZ - 1
+# Whole-value patterns (\Z: '$' would let a trailing newline into an iptables-restore payload).
+_CHAIN_RE = re.compile(r'cali-[A-Za-z0-9_-]+\Z')
+_OCTET = r'(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])'
+_IPV4_RE = re.compile(_OCTET + r'(\.' + _OCTET + r'){3}\Z')
 
 # The module options (calico_tunnel's, and calico_node_state's ``tunnel``): one spec for both.
 OPTIONS = dict(
@@ -101,7 +107,7 @@ def plan_device(current, name, present, local=None, mtu=None):
 # --------------------------------------------------------------------------- host protection
 
 def check_chain(chain):
-    if not chain.startswith('cali-') or len(chain) > CHAIN_MAX or any(c.isspace() for c in chain):
+    if not _CHAIN_RE.match(chain or '') or len(chain) > CHAIN_MAX:
         raise TunnelError('chain %r must start with cali-, contain no blank and have at most %d characters'
                           % (chain, CHAIN_MAX))
 
@@ -206,9 +212,14 @@ def reconcile(params, check_mode, runner, bins=None):
     """What calico_tunnel (and calico_node_state's ``tunnel`` part) does, without AnsibleModule: read the device
     and the chain, plan, apply outside check mode, read back. Raises TunnelError."""
     name, present = params['name'], params['state'] == 'present'
-    if not name or len(name) > IFNAME_MAX or '/' in name or any(c.isspace() for c in name):
+    if not iproute.valid_ifname(name):
         raise TunnelError('name %r is not a valid interface name (at most %d characters)' % (name, IFNAME_MAX))
     check_chain(params['chain'])
+    for what, values in (('local', [params['local']] if params.get('local') else []),
+                         ('allow_from', params.get('allow_from') or [])):
+        for value in values:
+            if not _IPV4_RE.match(str(value)):
+                raise TunnelError('%s %r is not an IPv4 address' % (what, value))
     t = Tunnel(runner, **(bins or {}))
     links = t.json(['-d', 'link', 'show'])
     before = describe(find_link(links, name))

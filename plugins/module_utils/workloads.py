@@ -6,6 +6,7 @@ Shared by the calico_workloads and calico_node_state modules."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import random
 
@@ -81,14 +82,14 @@ def build_endpoints(params):
             raise ValueError('endpoint %r: netns and netns_path are mutually exclusive' % name)
         default_netns = False
         if netns_path:
-            netns_path = os.path.normpath(netns_path)
-            if not iproute.valid_netns_path(netns_path):
-                raise ValueError('endpoint %r: netns_path %r must be an absolute path without spaces, quotes or "#"'
-                                 % (name, netns_path))
+            netns_path = check_netns_path(name, netns_path, params.get('netns_paths') or [])
             netns = None
         else:
             if not netns:
                 netns, default_netns = netns_prefix + name, True
+            elif not netns.startswith(netns_prefix):
+                raise ValueError('endpoint %r: netns %r is not under the workload prefix %r (a workload never gets '
+                                 "another namespace of the host's)" % (name, netns, netns_prefix))
             if not iproute.valid_netns_name(netns):
                 raise ValueError('endpoint %r: %r is not a valid namespace name (letters, digits and _.@+=- only); '
                                  'set netns or netns_path explicitly' % (name, netns))
@@ -103,6 +104,31 @@ def build_endpoints(params):
         by_name[name] = by_ip[ip] = by_ifname[ifname] = by_ns[nsref] = name
         endpoints.append(endpoint)
     return endpoints, settings
+
+
+def _same_file(path, other):
+    try:
+        a, b = os.stat(path), os.stat(other)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def check_netns_path(name, path, patterns):
+    """An endpoint's own namespace path: plain characters, allowed by one of ``patterns`` (fnmatch), and never
+    PID 1's or this process's network namespace (the host's own)."""
+    path = os.path.normpath(path)
+    if not iproute.valid_netns_path(path):
+        raise ValueError('endpoint %r: netns_path %r must be an absolute path without spaces, quotes or "#"'
+                         % (name, path))
+    if not any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns):
+        raise ValueError('endpoint %r: netns_path %s is not allowed by netns_paths (%s)'
+                         % (name, path, ', '.join(patterns) or 'none allowed'))
+    if path.startswith('/proc/1/') or _same_file(path, '/proc/1/ns/net'):
+        raise ValueError("endpoint %r: netns_path %s is PID 1's network namespace" % (name, path))
+    if _same_file(path, '/proc/self/ns/net'):
+        raise ValueError("endpoint %r: netns_path %s is this host's own network namespace" % (name, path))
+    return path
 
 
 def _check_mtu(value, what):

@@ -64,7 +64,9 @@ bird_running:
   returned: always
   type: bool
 sessions:
-  description: One entry per BGP protocol.
+  description:
+    - One entry per BGP protocol. C(filtered) counts the routes the peer announces now that the session's import
+      filter refused (prefixes the plan does not let that peer announce).
   returned: always
   type: list
   elements: dict
@@ -81,6 +83,7 @@ sessions:
       established: true
       imported: 1
       exported: 1
+      filtered: 0
 routes:
   description: Kernel routes by owner.
   returned: always

@@ -109,6 +109,13 @@ options:
     description: Workload namespaces are named I(netns_prefix) + name unless an endpoint gives its own.
     type: str
     default: calico-
+  netns_paths:
+    description:
+      - Path patterns (C(fnmatch)) that an endpoint's C(netns_path) must match; none by default, so
+        only namespaces under O(netns_prefix) are used. PID 1's and this host's own namespace are refused always.
+    type: list
+    elements: str
+    default: []
   mtu:
     description: MTU of every workload veth (unless an endpoint sets its own); null keeps the kernel default.
     type: int
@@ -458,6 +465,7 @@ def main():
             protocol=dict(type='int', default=iproute.CALICO_PROTOCOL),
             endpoints=ENDPOINTS_SPEC,
             netns_prefix=dict(type='str', default=iproute.DEFAULT_NETNS_PREFIX),
+            netns_paths=dict(type='list', elements='str', default=[]),
             mtu=dict(type='int'),
             tunnel=dict(type='dict', options=dict(tunnel.OPTIONS, workload_mtu=dict(type='bool', default=True)),
                         required_if=[('state', 'present', ['local'])]),

@@ -79,6 +79,13 @@ options:
     description: Prefix of default namespace names.
     type: str
     default: calico-
+  netns_paths:
+    description:
+      - Path patterns (C(fnmatch)) that an endpoint's C(netns_path) must match; none by default, so
+        only namespaces under O(netns_prefix) are used. PID 1's and this host's own namespace are refused always.
+    type: list
+    elements: str
+    default: []
   interface_prefix:
     description:
       - Prefix of host-side interface names (at most 4 characters, so that the name fits 15 characters).
@@ -228,6 +235,7 @@ def main():
         argument_spec=dict(
             endpoints=dict(ENDPOINTS_SPEC, required=True),
             netns_prefix=dict(type='str', default=iproute.DEFAULT_NETNS_PREFIX),
+            netns_paths=dict(type='list', elements='str', default=[]),
             interface_prefix=dict(type='str', default=iproute.DEFAULT_INTERFACE_PREFIX),
             protocol=dict(type='int', default=iproute.CALICO_PROTOCOL),
             mac=dict(type='str', default=iproute.CALICO_MAC),

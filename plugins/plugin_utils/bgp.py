@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import zlib
 
+from ansible.errors import AnsibleFilterError
+
 # Dialers wait calico_node_bgp_connect_delay plus 0, 1 or 2 s (design §5's 2 s is the base).
 CONNECT_DELAY_SPREAD = 3
 
@@ -31,3 +33,111 @@ def session_timing(local, remote, spread=True):
     digest = zlib.crc32(('%d-%d' % (low, high)).encode())
     dialer = low if digest & 1 else high
     return a != dialer, (digest >> 1) % CONNECT_DELAY_SPREAD if spread else 0
+
+
+def announced(host):
+    """What a host itself announces: its block(s) and its workloads' floating IPs (exact prefixes)."""
+    return ([host['block']] if host.get('block') else []) + list(host.get('floating_ips') or [])
+
+
+def plan_imports(plan_hosts, topology, pool, block_prefix, floating_ips):
+    """Per host and session, what the plan lets that peer announce, as ``host['imports'][peer]``:
+
+    - ``prefixes``: exact prefixes accepted (nothing more specific);
+    - ``any_block``: the BIRD prefix pattern of any block of the pool (exactly the block length), or None;
+      ``any_floating``: any floating IP of the fleet -- both but ``except`` (prefixes refused with everything
+      inside them);
+    - ``receive_limit``: a bound on what the session may send at all.
+
+    A reflector takes from its client, and a full-mesh host from its peer, what that peer announces itself. A
+    host takes from its rack's reflector (and a reflector from one of its own rack) any block and floating
+    IP but its own; a reflector from another rack's reflector any but its own rack's (a third rack's too, as a
+    transit path). So a host that announces a block it does not own, or a /32 inside one, is refused by every
+    session, and adding a host changes the configuration of its peers only."""
+    by_rack = {}
+    for host in plan_hosts.values():
+        by_rack.setdefault(host.get('rack'), []).extend(announced(host))
+    net = ipaddress.ip_network(pool)
+    any_count = 2 ** (block_prefix - net.prefixlen) + len(floating_ips)
+    for host in plan_hosts.values():
+        host['imports'] = {}
+        for peer in host['peers']:
+            other = plan_hosts[peer['name']]
+            if topology == 'route_reflector' and other['role'] == 'reflector':
+                same = other.get('rack') == host.get('rack')
+                refused = announced(host) if same else by_rack.get(host.get('rack'), [])
+                imports = {'prefixes': [], 'any_block': f'{net}{{{block_prefix},{block_prefix}}}',
+                           'any_floating': bool(floating_ips),
+                           'except': [p if p.endswith('/32') else p + '+' for p in _sorted(refused)],
+                           'receive_limit': any_count + 64}
+            else:
+                prefixes = _sorted(announced(other))
+                imports = {'prefixes': prefixes, 'any_block': None, 'any_floating': False, 'except': [],
+                           'receive_limit': 4 * len(prefixes) + 64}
+            host['imports'][peer['name']] = imports
+
+
+def _sorted(prefixes):
+    return sorted(set(prefixes), key=_prefix_key)
+
+
+def _prefix_key(prefix):
+    net = ipaddress.ip_network(prefix)
+    return int(net.network_address), net.prefixlen
+
+
+# Protocol name prefix per kind of session (status_report reads them back).
+KINDS = {"mesh": "Mesh", "to_reflector": "RR", "client": "Client", "reflector_peer": "Peer", "ebgp": "Global"}
+
+
+def protocol_name(peer, topology, role):
+    """BIRD protocol name of a session: kind prefix + peer address (Calico names mesh peers Mesh_<ip>)."""
+    if topology == "full_mesh":
+        kind = "mesh"
+    elif peer.get("type") == "ebgp":
+        kind = "ebgp"
+    elif peer.get("rr_client"):
+        kind = "client"
+    else:
+        kind = "reflector_peer" if role == "reflector" else "to_reflector"
+    return "%s_%s" % (KINDS[kind], str(peer["ip"]).replace(".", "_").replace(":", "_"))
+
+
+def bgp_sessions(plan, topology, status=None):
+    """Sessions of one host from its fabric plan entry (``calico_fabric.hosts[host]``).
+
+    Returns ``peers`` (the planned peers, each with its ``protocol`` name) and, given the host's current
+    ``calico_bgp_status`` result, the transition that keeps traffic flowing while peers change:
+
+    - ``wait_for``: planned protocols that are not Established under that name now (new, renamed, or down);
+    - ``lingering``: Established sessions the plan drops, to keep until ``wait_for`` is empty, as
+      ``{name, description, ip, as_number, local_as, passive}`` so the template renders them unchanged
+      (a session whose peer address the plan keeps under another name cannot stay: same neighbour twice);
+    - ``needed``: true when both are non-empty (e.g. full mesh -> route reflectors).
+    """
+    if not isinstance(plan, dict) or not isinstance(plan.get("peers"), list):
+        raise AnsibleFilterError("netfleet.calico.bgp_sessions: expects a host entry of the fabric plan")
+    role = plan.get("role", "node")
+    peers = [dict(p, protocol=protocol_name(p, topology, role)) for p in plan["peers"]]
+    out = {"peers": peers, "wait_for": [], "lingering": [], "needed": False}
+    status = status or {}
+    if not status.get("bird_running"):
+        return out
+    running = {s["name"]: s for s in status.get("sessions", []) if s.get("name")}
+    wanted = {p["protocol"] for p in peers}
+    wanted_ips = {str(p["ip"]) for p in peers}
+    wait_for = sorted(p["protocol"] for p in peers if not running.get(p["protocol"], {}).get("established"))
+    node_ip = plan.get("node_ip")
+    lingering = [
+        {"name": name, "description": s.get("description") or name, "ip": s["peer_ip"],
+         "as_number": s.get("peer_as"), "local_as": s.get("local_as"),
+         # rendered as the plan rendered it while it ran (any change would make BIRD reset it)
+         "passive": bool(node_ip) and session_timing(node_ip, s["peer_ip"])[0],
+         "connect_delay_offset": session_timing(node_ip, s["peer_ip"], spread=name.startswith("Mesh_"))[1]
+         if node_ip else 0}
+        for name, s in sorted(running.items())
+        if name not in wanted and s.get("established") and s.get("peer_ip") and s["peer_ip"] not in wanted_ips
+    ]
+    needed = bool(wait_for and lingering)
+    out.update(wait_for=wait_for, lingering=lingering if needed else [], needed=needed)
+    return out

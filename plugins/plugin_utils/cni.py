@@ -28,7 +28,8 @@ from collections.abc import Mapping
 
 from ansible_collections.netfleet.calico.plugins.module_utils import cni_store
 from ansible_collections.netfleet.calico.plugins.module_utils.selector import canonical
-from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs, inventory
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
 
 DEFAULT_NETWORK = 'netfleet'
 NETWORK_KEYS = {'name', 'labels', 'slot'}
@@ -50,7 +51,7 @@ def _ascii_int(value):
 
 
 def _bool(value, subject, var):
-    if _fabric._is_unset(value):
+    if inputs.is_unset(value):
         return False
     if isinstance(value, bool):
         return value
@@ -59,57 +60,57 @@ def _bool(value, subject, var):
         return True
     if text in ('false', 'no', 'off', '0'):
         return False
-    raise _fabric.FabricError(subject, f'{var} {value!r} is not a boolean', f'set {var}: true or false')
+    raise FabricError(subject, f'{var} {value!r} is not a boolean', f'set {var}: true or false')
 
 
 def _labels(value, subject, where):
-    if _fabric._is_unset(value):
+    if inputs.is_unset(value):
         return {}
     if not isinstance(value, Mapping):
-        raise _fabric.FabricError(subject, f'{where} labels is not a mapping', 'write labels as {app: web}')
+        raise FabricError(subject, f'{where} labels is not a mapping', 'write labels as {app: web}')
     out = {}
     for key, val in value.items():
         if not isinstance(key, str) or not cni_store.LABEL_KEY_RE.match(key):
-            raise _fabric.FabricError(subject, f'{where} label name {key!r} is not valid',
-                                      'use label names of letters, digits, _ . / - (at most 253)')
+            raise FabricError(subject, f'{where} label name {key!r} is not valid',
+                              'use label names of letters, digits, _ . / - (at most 253)')
         if isinstance(val, (Mapping, list, bool)) or val is None or not cni_store.LABEL_VALUE_RE.match(str(val)):
-            raise _fabric.FabricError(subject, f'{where} label {key} value {val!r} is not valid',
-                                      'use values of letters, digits, _ . - (at most 63)')
+            raise FabricError(subject, f'{where} label {key} value {val!r} is not valid',
+                              'use values of letters, digits, _ . - (at most 63)')
         out[key] = str(val)
     return out
 
 
 def parse_networks(value, slots, subject='calico_cni_networks'):
     """Validate ``calico_cni_networks``; return ``[{name, labels, slot}]`` (slots 1 .. slots-1)."""
-    if _fabric._is_unset(value):
+    if inputs.is_unset(value):
         value = [{'name': DEFAULT_NETWORK}]
     if not isinstance(value, list) or not value:
-        raise _fabric.FabricError(subject, 'is not a non-empty list',
-                                  'set it to a list like [{name: web, labels: {app: web}}]')
+        raise FabricError(subject, 'is not a non-empty list',
+                          'set it to a list like [{name: web, labels: {app: web}}]')
     out, names, used = [], set(), {}
     for index, raw in enumerate(value):
         where = f'calico_cni_networks[{index}]'
         name = raw.get('name') if isinstance(raw, Mapping) else None
         if not isinstance(name, str) or not cni_store.NETWORK_RE.match(name):
-            raise _fabric.FabricError(subject, f'{where} has no valid name',
-                                      'give every network a name of letters, digits, _ . - (at most 63)')
+            raise FabricError(subject, f'{where} has no valid name',
+                              'give every network a name of letters, digits, _ . - (at most 63)')
         unknown = sorted(str(k) for k in set(raw) - NETWORK_KEYS)
         if unknown:
-            raise _fabric.FabricError(subject, f"network '{name}' has unknown key(s) {', '.join(unknown)}",
-                                      'use name, labels and slot')
+            raise FabricError(subject, f"network '{name}' has unknown key(s) {', '.join(unknown)}",
+                              'use name, labels and slot')
         if name in names:
-            raise _fabric.FabricError(subject, f"network '{name}' is listed twice", 'give each network its own name')
+            raise FabricError(subject, f"network '{name}' is listed twice", 'give each network its own name')
         names.add(name)
         slot = raw.get('slot', index + 1)
         slot_int = _ascii_int(slot)
         if slot_int is None or not 1 <= slot_int < slots:
-            raise _fabric.FabricError(subject, f"network '{name}' slot {slot!r} is outside 1-{slots - 1}",
-                                      'blocks are cut into 2^(calico_cni_network_prefix - calico_block_prefix) '
-                                      'ranges and slot 0 is for calico_workloads: raise calico_cni_network_prefix '
-                                      'or use fewer networks')
+            raise FabricError(subject, f"network '{name}' slot {slot!r} is outside 1-{slots - 1}",
+                              'blocks are cut into 2^(calico_cni_network_prefix - calico_block_prefix) '
+                              'ranges and slot 0 is for calico_workloads: raise calico_cni_network_prefix '
+                              'or use fewer networks')
         if slot_int in used:
-            raise _fabric.FabricError(subject, f"networks '{used[slot_int]}' and '{name}' share slot {slot_int}",
-                                      'give each network its own slot')
+            raise FabricError(subject, f"networks '{used[slot_int]}' and '{name}' share slot {slot_int}",
+                              'give each network its own slot')
         used[slot_int] = name
         out.append({'name': name, 'labels': _labels(raw.get('labels'), subject, f"network '{name}'"),
                     'slot': slot_int})
@@ -122,46 +123,46 @@ def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None):
     calico_node_facts) may say how many containers a host's plugin serves now."""
     enabled = {}
     for name in hosts:
-        enabled[name] = _bool(reader.get(name, 'calico_cni'), _fabric.host_subject(name), 'calico_cni')
+        enabled[name] = _bool(reader.get(name, 'calico_cni'), host_subject(name), 'calico_cni')
         attached = ((facts or {}).get(name) or {}).get('cni_attachments')
         if not enabled[name] and isinstance(attached, int) and attached > 0:
-            raise _fabric.FabricError(_fabric.host_subject(name), f'calico_cni is off but {attached} container(s) '
-                                                                  'are attached through its CNI plugin',
-                                      'stop them first (the plugin is removed with calico_cni off), or keep '
-                                      'calico_cni: true')
+            raise FabricError(host_subject(name), f'calico_cni is off but {attached} container(s) '
+                              'are attached through its CNI plugin',
+                              'stop them first (the plugin is removed with calico_cni off), or keep '
+                              'calico_cni: true')
         if enabled[name] and not plan_hosts[name].get('block'):
-            raise _fabric.FabricError(_fabric.host_subject(name), 'has calico_cni but no block (it is not in '
-                                                                  'calico_nodes)',
-                                      'add it to calico_nodes or drop calico_cni')
+            raise FabricError(host_subject(name), 'has calico_cni but no block (it is not in '
+                              'calico_nodes)',
+                              'add it to calico_nodes or drop calico_cni')
     if not any(enabled.values()):
         for name in hosts:
             plan_hosts[name]['cni'] = {'enabled': False}
         return []
-    raw_prefix, source = _fabric._fleet_setting(reader, hosts, 'calico_cni_network_prefix', None)
-    subject = _fabric.host_subject(source) if source else 'calico_cni_network_prefix'
+    raw_prefix, source = inventory.fleet_setting(reader, hosts, 'calico_cni_network_prefix', None)
+    subject = host_subject(source) if source else 'calico_cni_network_prefix'
     prefix = min(block_prefix + 2, 32) if raw_prefix is None else _ascii_int(raw_prefix)
     if prefix is None or not block_prefix < prefix <= 32:
-        raise _fabric.FabricError(subject, f'calico_cni_network_prefix {raw_prefix!r} is not a prefix length '
-                                           f'{block_prefix + 1}-32',
-                                  'set it longer than calico_block_prefix (e.g. block /24, networks /26)')
+        raise FabricError(subject, f'calico_cni_network_prefix {raw_prefix!r} is not a prefix length '
+                          f'{block_prefix + 1}-32',
+                          'set it longer than calico_block_prefix (e.g. block /24, networks /26)')
     slots = 1 << (prefix - block_prefix)
-    value, source = _fabric._fleet_setting(reader, hosts, 'calico_cni_networks', None)
-    networks = parse_networks(value, slots, _fabric.host_subject(source) if source else 'calico_cni_networks')
+    value, source = inventory.fleet_setting(reader, hosts, 'calico_cni_networks', None)
+    networks = parse_networks(value, slots, host_subject(source) if source else 'calico_cni_networks')
 
     members = []
     for name in hosts:
         if not enabled[name]:
             plan_hosts[name]['cni'] = {'enabled': False}
             continue
-        block = _fabric.netaddr.IPNetwork(plan_hosts[name]['block'])
+        block = inputs.netaddr.IPNetwork(plan_hosts[name]['block'])
         ranges = list(block.subnet(prefix))
         static = ranges[0]
         for entry in plan_hosts[name]['workloads']:
-            if _fabric.netaddr.IPAddress(entry['ip']) not in static:
-                raise _fabric.FabricError(_fabric.host_subject(name),
-                                          f"workload '{entry['name']}' ip {entry['ip']} is outside {static}, the part "
-                                          'of the block kept for calico_workloads on a CNI host',
-                                          f'give it an address in {static} (or raise calico_cni_network_prefix)')
+            if inputs.netaddr.IPAddress(entry['ip']) not in static:
+                raise FabricError(host_subject(name),
+                                  f"workload '{entry['name']}' ip {entry['ip']} is outside {static}, the part "
+                                  'of the block kept for calico_workloads on a CNI host',
+                                  f'give it an address in {static} (or raise calico_cni_network_prefix)')
         nets = {}
         for net in networks:
             cidr = str(ranges[net['slot']])
@@ -173,6 +174,6 @@ def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None):
             'networks': nets,
             'static_range': str(static),
             'reserved': sorted((e['ip'] for e in plan_hosts[name]['workloads']),
-                               key=lambda ip: int(_fabric.netaddr.IPAddress(ip))),
+                               key=lambda ip: int(inputs.netaddr.IPAddress(ip))),
         }
     return members

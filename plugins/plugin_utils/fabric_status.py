@@ -33,8 +33,8 @@ import ipaddress
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import protocol_name
-from ansible_collections.netfleet.calico.plugins.plugin_utils.fabric import natural_key, natural_sorted
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import protocol_name
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import natural_key, natural_sorted
 
 STATES = ("established", "connecting", "down", "missing")
 CONNECTING = ("Connect", "Active", "OpenSent", "OpenConfirm")
@@ -179,7 +179,8 @@ def analyse(statuses, plan=None):
                     "since": None}
         return {"host": h, "state": end_state(session), "protocol": session.get("name"),
                 "peer_ip": session.get("peer_ip") or peer_ip, "info": session.get("info") or session.get("state"),
-                "since": session.get("since"), "last_error": session.get("last_error") or ""}
+                "since": session.get("since"), "last_error": session.get("last_error") or "",
+                "filtered": session.get("filtered") or 0}
 
     # 1. planned sessions, matched by protocol name, then by peer address
     leftovers = {}
@@ -255,6 +256,10 @@ def analyse(statuses, plan=None):
                         probs.append("%s: session to %s is %s" % (h, who, e["info"]))
                 else:
                     probs.append("%s: session %s to %s is not in the plan" % (h, e.get("protocol"), e.get("peer_ip")))
+                if e.get("filtered"):
+                    # the import filter admits exactly what the plan lets that peer announce
+                    probs.append("%s: %s announced %d route(s) it may not (rejected: a block it does not own, or a "
+                                 "prefix inside one)" % (h, who, e["filtered"]))
         learned = [_dest(r.get("dest")) for r in routes.get("bird") or [] if isinstance(r, dict)]
         missing, stale = [], []
         if reached:

@@ -33,6 +33,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
+
 DEFAULT_DEVICE = 'tun0'
 IFNAME_MAX = 15
 IPIP_OVERHEAD = 20  # outer IPv4 header
@@ -42,36 +45,29 @@ def _ip_key(ip):
     return tuple(int(part) for part in str(ip).split('.'))
 
 
-def _fabric():
-    from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric
-    return fabric
-
-
 def check_device(value, subject):
-    fabric = _fabric()
-    if fabric._is_unset(value):
+    if inputs.is_unset(value):
         return DEFAULT_DEVICE
     name = str(value).strip()
     if len(name) > IFNAME_MAX:
-        raise fabric.FabricError(subject, f"calico_ipip_device '{name}' is longer than {IFNAME_MAX} characters",
-                                 f'use an interface name of at most {IFNAME_MAX} characters (default tun0)')
-    if not name or any(c in name for c in ' /:\t\n') or name in ('.', '..'):
-        raise fabric.FabricError(subject, f'calico_ipip_device {name!r} is not a valid interface name',
-                                 'use a plain name such as tun0')
+        raise FabricError(subject, f"calico_ipip_device {name!r} is longer than {IFNAME_MAX} characters",
+                          f'use an interface name of at most {IFNAME_MAX} characters (default tun0)')
+    if not inputs.matches(inputs.IFNAME, name):
+        raise FabricError(subject, f'calico_ipip_device {name!r} is not a valid interface name',
+                          "use a plain name such as tun0 (ASCII letters, digits, '.', '_' or '-')")
     return name
 
 
 def check_node_ip_present(name, node_ip, facts):
     """Fail when the host's read addresses do not include its node IP (skipped without facts)."""
-    fabric = _fabric()
     if not isinstance(facts, Mapping) or not isinstance(facts.get('addresses'), list):
         return
     addresses = [a.get('address') for a in facts['addresses'] if isinstance(a, Mapping)]
     if str(node_ip) not in addresses:
         shown = ', '.join(str(a) for a in addresses if a and not str(a).startswith('127.')) or 'none'
-        raise fabric.FabricError(fabric.host_subject(name),
-                                 f'node IP {node_ip} is not on any interface of the host (it has {shown})',
-                                 "set calico_node_ip to one of the host's own addresses (the tunnel's local end)")
+        raise FabricError(host_subject(name),
+                          f'node IP {node_ip} is not on any interface of the host (it has {shown})',
+                          "set calico_node_ip to one of the host's own addresses (the tunnel's local end)")
 
 
 def needs_tunnel(mode, own_ends, remote):
@@ -83,7 +79,7 @@ def needs_tunnel(mode, own_ends, remote):
         return True
     if mode == 'cross_subnet':
         for local, prefixlen in own_ends:
-            if local and prefixlen is not None and _fabric().same_subnet(local, prefixlen, remote, None):
+            if local and prefixlen is not None and inputs.same_subnet(local, prefixlen, remote, None):
                 return False
         return True  # outside every own subnet (or subnet unknown): a router between would drop it
     return False
@@ -91,18 +87,17 @@ def needs_tunnel(mode, own_ends, remote):
 
 def plan_ipip(reader, hosts, plan_hosts, mode):
     """Add ``ipip`` to every host's plan (see the module docstring)."""
-    fabric = _fabric()
     device = DEFAULT_DEVICE
     source = None
     for name in hosts:
         value = reader.get(name, 'calico_ipip_device')
-        if fabric._is_unset(value):
+        if inputs.is_unset(value):
             continue
-        checked = check_device(value, fabric.host_subject(name))
+        checked = check_device(value, host_subject(name))
         if source is not None and checked != device:
-            raise fabric.FabricError(fabric.host_subject(name),
-                                     f"calico_ipip_device '{checked}' differs from '{device}' of host '{source}'",
-                                     'set calico_ipip_device once for the whole fleet (group_vars/all)')
+            raise FabricError(host_subject(name),
+                              f"calico_ipip_device '{checked}' differs from '{device}' of host '{source}'",
+                              'set calico_ipip_device once for the whole fleet (group_vars/all)')
         device, source = checked, name
     if mode != 'never':
         for name in hosts:

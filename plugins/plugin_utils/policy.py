@@ -28,6 +28,7 @@ Every bad input is a one-line :class:`fabric.FabricError` naming the policy or h
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 
@@ -38,14 +39,15 @@ from ansible_collections.netfleet.calico.plugins.module_utils.selector import ( 
     match_selector,
     parse_selector,
 )
-from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs, inventory
 from ansible_collections.netfleet.calico.plugins.plugin_utils.cni import set_name
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
 
 DEFAULT_ORDER = 1000
 DIRECTIONS = ('ingress', 'egress')
 RULE_KEYS = {'action', 'protocol', 'ports', 'from', 'to'}
 POLICY_KEYS = {'name', 'order', 'selector', 'types', 'ingress', 'egress', 'description'}
-NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$')
+NAME_RE = inputs.NAME  # matched whole (fullmatch)
 SELECTOR_FIX = "write it like app == 'web' && has(tier), role != 'db', or all()"
 
 
@@ -57,7 +59,7 @@ def compile_selector(text, subject, where):
     try:
         return parse_selector(text)
     except SelectorError as exc:
-        raise _fabric.FabricError(subject, f'{where} {text!r} is malformed: {exc}', SELECTOR_FIX) from None
+        raise FabricError(subject, f'{where} {text!r} is malformed: {exc}', SELECTOR_FIX) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,12 +70,12 @@ def _cidrs(value, subject, where, pool):
     items = value if isinstance(value, list) else [value]
     out = []
     for item in items:
-        net = _fabric._network_or_none(item if isinstance(item, str) else None)
+        net = inputs.network_or_none(item if isinstance(item, str) else None)
         if net is None:
-            addr = _fabric._address_or_none(item if isinstance(item, str) else None)
+            addr = inputs.address_or_none(item if isinstance(item, str) else None)
             if addr is None:
-                raise _fabric.FabricError(subject, f'{where} cidr {item!r} is not an IPv4 CIDR',
-                                          'use a CIDR like 10.0.0.0/8 or an address like 192.168.100.50')
+                raise FabricError(subject, f'{where} cidr {item!r} is not an IPv4 CIDR',
+                                  'use a CIDR like 10.0.0.0/8 or an address like 192.168.100.50')
             out.append(f'{addr}/32')
         else:
             out.append(str(net.cidr))
@@ -82,25 +84,25 @@ def _cidrs(value, subject, where, pool):
 
 def parse_rule(rule, subject, where, direction, pool):
     if not isinstance(rule, Mapping):
-        raise _fabric.FabricError(subject, f'{where} is not a mapping',
-                                  'write each rule as {action: allow, protocol: tcp, ports: [80], from: {...}}')
+        raise FabricError(subject, f'{where} is not a mapping',
+                          'write each rule as {action: allow, protocol: tcp, ports: [80], from: {...}}')
     unknown = sorted(set(rule) - RULE_KEYS)
     if unknown:
-        raise _fabric.FabricError(subject, f"{where} has unknown key(s) {', '.join(map(str, unknown))}",
-                                  'use action, protocol, ports and ' + ('from' if direction == 'ingress' else 'to'))
+        raise FabricError(subject, f"{where} has unknown key(s) {', '.join(map(str, unknown))}",
+                          'use action, protocol, ports and ' + ('from' if direction == 'ingress' else 'to'))
     peer_key = 'from' if direction == 'ingress' else 'to'
     if ('to' if direction == 'ingress' else 'from') in rule:
         wrong = 'to' if direction == 'ingress' else 'from'
-        raise _fabric.FabricError(subject, f"{where} uses '{wrong}' in an {direction} rule",
-                                  f"use '{peer_key}' ({direction} rules match the "
-                                  f"{'source' if direction == 'ingress' else 'destination'})")
+        raise FabricError(subject, f"{where} uses '{wrong}' in an {direction} rule",
+                          f"use '{peer_key}' ({direction} rules match the "
+                          f"{'source' if direction == 'ingress' else 'destination'})")
     action = rule.get('action', 'allow')
     if action not in ('allow', 'deny'):
-        raise _fabric.FabricError(subject, f'{where} action {action!r} is not valid', 'use allow or deny')
+        raise FabricError(subject, f'{where} action {action!r} is not valid', 'use allow or deny')
     try:
         protocol = chains.normalize_protocol(rule.get('protocol'))
     except chains.ChainsError as exc:
-        raise _fabric.FabricError(subject, f'{where}: {exc}', 'use tcp, udp, icmp or a protocol number 1-255') \
+        raise FabricError(subject, f'{where}: {exc}', 'use tcp, udp, icmp or a protocol number 1-255') \
             from None
     ports_raw = rule.get('ports') or []
     if not isinstance(ports_raw, list):
@@ -110,20 +112,20 @@ def parse_rule(rule, subject, where, direction, pool):
         try:
             ports.append(chains.normalize_port(port))
         except chains.ChainsError as exc:
-            raise _fabric.FabricError(subject, f'{where}: {exc}',
-                                      "use ports 1-65535 or ranges like '8000:8080'") from None
+            raise FabricError(subject, f'{where}: {exc}',
+                              "use ports 1-65535 or ranges like '8000:8080'") from None
     if ports and protocol not in chains.PORT_PROTOCOLS:
-        raise _fabric.FabricError(subject, f"{where} lists ports but protocol is {protocol or 'any'}",
-                                  'set protocol: tcp or udp, or drop ports')
+        raise FabricError(subject, f"{where} lists ports but protocol is {protocol or 'any'}",
+                          'set protocol: tcp or udp, or drop ports')
     if len(ports) > 15:
-        raise _fabric.FabricError(subject, f'{where} lists {len(ports)} ports (iptables multiport takes 15)',
-                                  'split the rule in two, or use port ranges')
+        raise FabricError(subject, f'{where} lists {len(ports)} ports (iptables multiport takes 15)',
+                          'split the rule in two, or use port ranges')
     peer = rule.get(peer_key)
     selector = cidrs = None
     if peer is not None:
         if not isinstance(peer, Mapping) or not set(peer) <= {'selector', 'cidr'} or not peer:
-            raise _fabric.FabricError(subject, f"{where} '{peer_key}' must be {{selector: ...}} and/or "
-                                               "{cidr: ...}", f"write {peer_key}: {{selector: \"app == 'web'\"}}")
+            raise FabricError(subject, f"{where} '{peer_key}' must be {{selector: ...}} and/or "
+                              "{cidr: ...}", f"write {peer_key}: {{selector: \"app == 'web'\"}}")
         if 'selector' in peer:
             selector = compile_selector(peer['selector'], subject, f'{where} {peer_key} selector')
         if 'cidr' in peer:
@@ -133,39 +135,39 @@ def parse_rule(rule, subject, where, direction, pool):
 
 def parse_policies(value, pool):
     """Validate ``calico_policies``; return them sorted by (order, name) with compiled selectors."""
-    if _fabric._is_unset(value):
+    if inputs.is_unset(value):
         return []
     if not isinstance(value, list):
-        raise _fabric.FabricError('calico_policies', 'is not a list',
-                                  'set calico_policies to a list of {name, selector, ingress, egress}')
+        raise FabricError('calico_policies', 'is not a list',
+                          'set calico_policies to a list of {name, selector, ingress, egress}')
     out, seen = [], set()
     for index, pol in enumerate(value):
-        if not isinstance(pol, Mapping) or not isinstance(pol.get('name'), str) or not NAME_RE.match(pol['name']):
-            raise _fabric.FabricError(f'calico_policies[{index}]', 'has no valid name',
-                                      'give every policy a name of letters, digits, . _ -')
+        if not isinstance(pol, Mapping) or not isinstance(pol.get('name'), str) or not NAME_RE.fullmatch(pol['name']):
+            raise FabricError(f'calico_policies[{index}]', 'has no valid name',
+                              'give every policy a name of letters, digits, . _ -')
         name = pol['name']
         subject = policy_subject(name)
         if name in seen:
-            raise _fabric.FabricError(subject, 'is defined twice', 'give each policy its own name')
+            raise FabricError(subject, 'is defined twice', 'give each policy its own name')
         seen.add(name)
         unknown = sorted(set(pol) - POLICY_KEYS)
         if unknown:
-            raise _fabric.FabricError(subject, f"has unknown key(s) {', '.join(map(str, unknown))}",
-                                      'use name, order, selector, types, ingress and egress')
+            raise FabricError(subject, f"has unknown key(s) {', '.join(map(str, unknown))}",
+                              'use name, order, selector, types, ingress and egress')
         order = pol.get('order', DEFAULT_ORDER)
         if isinstance(order, bool) or not isinstance(order, (int, float)):
-            raise _fabric.FabricError(subject, f'order {order!r} is not a number', 'use a number like 100')
+            raise FabricError(subject, f'order {order!r} is not a number', 'use a number like 100')
         selector = compile_selector(pol.get('selector', 'all()'), subject, 'selector')
         types = pol.get('types')
         if types is None:
             types = [d for d in DIRECTIONS if d in pol] or ['ingress']
         if not isinstance(types, list) or not types or not set(types) <= set(DIRECTIONS):
-            raise _fabric.FabricError(subject, f'types {types!r} is not valid', 'use [ingress], [egress] or both')
+            raise FabricError(subject, f'types {types!r} is not valid', 'use [ingress], [egress] or both')
         rules = {}
         for direction in DIRECTIONS:
             raw = pol.get(direction) or []
             if not isinstance(raw, list):
-                raise _fabric.FabricError(subject, f'{direction} is not a list', f'write {direction}: [{{...}}, ...]')
+                raise FabricError(subject, f'{direction} is not a list', f'write {direction}: [{{...}}, ...]')
             rules[direction] = [parse_rule(r, subject, f'{direction} rule {i + 1}', direction, pool)
                                 for i, r in enumerate(raw)]
         out.append({'name': name, 'order': order, 'selector': selector, 'types': list(types), 'rules': rules})
@@ -176,15 +178,37 @@ def parse_policies(value, pool):
 def _workload_labels(entry, subject):
     labels = entry.get('labels') or {}
     if not isinstance(labels, Mapping):
-        raise _fabric.FabricError(subject, f"workload '{entry['name']}' labels is not a mapping",
-                                  'write labels as {app: web, tier: frontend}')
+        raise FabricError(subject, f"workload '{entry['name']}' labels is not a mapping",
+                          'write labels as {app: web, tier: frontend}')
     out = {}
     for key, val in labels.items():
         if not isinstance(key, str) or not re.match(r'^[A-Za-z0-9_./-]+$', key):
-            raise _fabric.FabricError(subject, f"workload '{entry['name']}' label name {key!r} is not valid",
-                                      'use label names of letters, digits, _ . / -')
+            raise FabricError(subject, f"workload '{entry['name']}' label name {key!r} is not valid",
+                              'use label names of letters, digits, _ . / -')
         out[key] = str(val)
     return out
+
+
+def special_address(text, plan_hosts):
+    """Why an IPv4 address cannot be a floating IP announced to the whole fabric, or None."""
+    addr = ipaddress.IPv4Address(text)
+    for test, reason in ((addr.is_unspecified, 'the unspecified address'), (addr.is_loopback, 'a loopback address'),
+                         (addr.is_multicast, 'a multicast address'),
+                         (addr == ipaddress.IPv4Address('255.255.255.255'), 'the broadcast address'),
+                         (addr.is_link_local, "link-local (169.254.0.0/16, the workloads' gateway 169.254.1.1)"),
+                         (addr.is_reserved, 'reserved (240.0.0.0/4)')):
+        if test:
+            return reason
+    for name, host in plan_hosts.items():
+        if text == host.get('spine_ip'):
+            return f"the spine address of host '{name}'"
+        for ip_key, len_key in (('node_ip', 'node_prefixlen'), ('spine_ip', 'spine_prefixlen')):
+            if host.get(ip_key) and host.get(len_key) and host[len_key] < 31:
+                net = ipaddress.IPv4Network(f'{host[ip_key]}/{host[len_key]}', strict=False)
+                if addr in (net.network_address, net.broadcast_address):
+                    return f"the {'network' if addr == net.network_address else 'broadcast'} address of host " \
+                           f"'{name}''s subnet {net}"
+    return None
 
 
 def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=()):
@@ -194,7 +218,7 @@ def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=()):
     ``cni_members`` are the container networks' ranges ``(host, cidr, labels)``: a selector matches a
     range whose labels it matches, so static workloads' rules admit containers of any host, and every
     CNI host gets the policy document its plugin resolves new containers against (``cni.policy``)."""
-    value, _source = _fabric._fleet_setting(reader, hosts, 'calico_policies', None)
+    value, _source = inventory.fleet_setting(reader, hosts, 'calico_policies', None)
     policies = parse_policies(value, pool_net)
     node_ips = {h['node_ip']: name for name, h in plan_hosts.items()}
 
@@ -202,29 +226,34 @@ def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=()):
     members = []  # (host, entry, labels)
     fip_owner = {}
     for name in hosts:
-        subject = _fabric.host_subject(name)
+        subject = host_subject(name)
         for entry in plan_hosts[name]['workloads']:
             labels = _workload_labels(entry, subject)
             raw = entry.get('floating_ip')
-            if not _fabric._is_unset(raw):
-                addr = _fabric._address_or_none(raw if isinstance(raw, str) else None, allow_slash32=True)
+            if not inputs.is_unset(raw):
+                addr = inputs.address_or_none(raw if isinstance(raw, str) else None, allow_slash32=True)
                 if addr is None:
-                    raise _fabric.FabricError(subject, f"workload '{entry['name']}' floating_ip {raw!r} is not an "
-                                                       'IPv4 address', 'set floating_ip to an address outside '
-                                                                       'calico_pool, or drop it')
+                    raise FabricError(subject, f"workload '{entry['name']}' floating_ip {raw!r} is not an "
+                                      'IPv4 address', 'set floating_ip to an address outside '
+                                      'calico_pool, or drop it')
+                reason = special_address(str(addr), plan_hosts)
+                if reason:
+                    raise FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is {reason}",
+                                      'pick a routable unicast address outside calico_pool that no host '
+                                      'uses')
                 if addr in pool_net:
-                    raise _fabric.FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is inside "
-                                                       f'calico_pool {pool_net}',
-                                              'pick a floating IP outside the pool (it is NATed to the workload)')
+                    raise FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is inside "
+                                      f'calico_pool {pool_net}',
+                                      'pick a floating IP outside the pool (it is NATed to the workload)')
                 if str(addr) in node_ips:
-                    raise _fabric.FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is the node "
-                                                       f"IP of host '{node_ips[str(addr)]}'",
-                                              'pick a floating IP that no host uses')
+                    raise FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is the node "
+                                      f"IP of host '{node_ips[str(addr)]}'",
+                                      'pick a floating IP that no host uses')
                 if str(addr) in fip_owner:
                     other_host, other = fip_owner[str(addr)]
-                    raise _fabric.FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is also the "
-                                                       f"floating_ip of workload '{other}' on host '{other_host}'",
-                                              'give each workload its own floating_ip')
+                    raise FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is also the "
+                                      f"floating_ip of workload '{other}' on host '{other_host}'",
+                                      'give each workload its own floating_ip')
                 fip_owner[str(addr)] = (name, entry['name'])
                 entry['floating_ip'] = str(addr)
             members.append((name, entry, labels))
@@ -264,22 +293,22 @@ def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=()):
                 fips.append(entry['floating_ip'] + '/32')
             endpoints.append(ep)
         plan_hosts[name]['policy'] = endpoints
-        plan_hosts[name]['floating_ips'] = sorted(fips, key=_fabric.netaddr.IPNetwork)
+        plan_hosts[name]['floating_ips'] = sorted(fips, key=inputs.netaddr.IPNetwork)
     if cni_members:
         document = _cni_document(policies, ips_of)
         for name in hosts:
             if plan_hosts[name].get('cni', {}).get('enabled'):
                 plan_hosts[name]['cni']['policy'] = document
-    return sorted((f + '/32' for f in fip_owner), key=_fabric.netaddr.IPNetwork)
+    return sorted((f + '/32' for f in fip_owner), key=inputs.netaddr.IPNetwork)
 
 
 def _intersect(peers, cidrs):
     """The parts of ``peers`` (CIDRs) inside any of ``cidrs``: a peer inside a CIDR whole, a CIDR inside a
     peer (a container range wider than the rule's CIDR) as the CIDR."""
-    nets = [_fabric.netaddr.IPNetwork(c) for c in cidrs]
+    nets = [inputs.netaddr.IPNetwork(c) for c in cidrs]
     out = []
     for peer in peers:
-        pnet = _fabric.netaddr.IPNetwork(peer)
+        pnet = inputs.netaddr.IPNetwork(peer)
         for net in nets:
             if pnet in net:
                 out.append(str(pnet.cidr))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils.fabric import PREFLIGHT, FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import PREFLIGHT, FabricError, host_subject
 
 # `onlink = true;` and `ifname = ...` in a kernel export filter arrived in BIRD 2.0.12 (design §5).
 BIRD_ONLINK = (2, 0, 12)

@@ -84,8 +84,9 @@ class Host:
         except ValueError:
             raise AssertionError('module %s printed no JSON: %s %s' % (name, proc.stdout, proc.stderr)) from None
 
-    def workloads(self, endpoints, **kw):
-        return self.module('calico_workloads', {'endpoints': endpoints, 'netns_prefix': self.name + '-'}, **kw)
+    def workloads(self, endpoints, netns_paths=(), **kw):
+        return self.module('calico_workloads', {'endpoints': endpoints, 'netns_prefix': self.name + '-',
+                                                'netns_paths': list(netns_paths)}, **kw)
 
 
 @pytest.fixture
@@ -245,11 +246,18 @@ def test_netns_path_endpoint_is_not_created_or_deleted(host):
     external = host.name + '-ext'
     sh(['ip', 'netns', 'add', external])
     eps = [{'name': 'ctr', 'ip': '172.17.8.50', 'netns_path': '/run/netns/' + external}]
-    result = host.workloads(eps)
+    # a path is used only where netns_paths allows it; PID 1's and the host's own namespace never
+    refused = host.workloads(eps)
+    assert refused.get('failed') and 'is not allowed by netns_paths (none allowed)' in refused['msg'], refused
+    for path, what in (('/proc/1/ns/net', "PID 1's"), ('/run/netns/' + host.name, "this host's own")):
+        refused = host.workloads([{'name': 'x', 'ip': '172.17.8.51', 'netns_path': path}], netns_paths=['/*'])
+        assert refused.get('failed') and f'is {what} network namespace' in refused['msg'], refused
+    allowed = ['/run/netns/*-ext']
+    result = host.workloads(eps, allowed)
     assert result['created'] == ['ctr'] and not any(c.startswith('netns ') for c in result['commands'])
     sh(['ip', 'netns', 'exec', host.name, 'ping', '-c', '1', '-W', '2', '172.17.8.50'], timeout=30)
-    assert host.workloads(eps)['changed'] is False
-    assert host.workloads([])['removed'] == ['ctr']
+    assert host.workloads(eps, allowed)['changed'] is False
+    assert host.workloads([], allowed)['removed'] == ['ctr']
     assert external in namespaces()
     assert 'eth0' not in {link['ifname'] for link in ipj(external, 'link', 'show')}
 

@@ -32,6 +32,7 @@ from ansible.vars.manager import VariableManager
 from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import FilterModule as _Sessions
 from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
 from ansible_collections.netfleet.calico.plugins.module_utils import tunnel
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import bird_string
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "inventories" / "lab-ipip"
@@ -67,6 +68,7 @@ def plan(step):
 def render_bird(fab, host, state_dir):
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(REPO / "roles/calico_node/templates")),
                              trim_blocks=True, undefined=jinja2.StrictUndefined)
+    env.filters["netfleet.calico.bird_string"] = bird_string  # the role's template quotes its strings with it
     p = fab["hosts"][host]
     sessions = _Sessions().filters()["bgp_sessions"](p, fab["topology"], {"sessions": []})
     return env.get_template("bird.conf.j2").render(

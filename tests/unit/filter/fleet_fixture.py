@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import copy
 
-from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import protocol_name
 from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import protocol_name
 
 
 def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=None):

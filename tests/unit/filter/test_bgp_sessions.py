@@ -1,8 +1,8 @@
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import bgp_sessions, protocol_name
-from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import session_timing
+from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import bgp_sessions
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import protocol_name, session_timing
 from ansible_collections.netfleet.calico.plugins.plugin_utils.fabric import compute_peers
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -91,7 +92,8 @@ def test_down_state_is_red_and_unplanned_session_dashed_to_unknown_peer():
 
 def test_names_are_escaped_for_graphviz_and_html():
     evil = 'x"\\N<b>&\'\n'
-    plan = rack_plan(racks=1, hosts_per_rack=1, names={"r1h1": evil})
+    # preflight refuses such a host name; the picture escapes names anyway (a plan is only data)
+    plan = json.loads(json.dumps(rack_plan(racks=1, hosts_per_rack=1)).replace("r1h1", json.dumps(evil)[1:-1]))
     st = converged_statuses(plan)
     topo = build_topology(st, plan, title='fab "<i>"')
     dot = topo["dot"]

@@ -6,7 +6,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.netfleet.calico.plugins.filter.block_allocate import FilterModule, block_allocate
-from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as plan_utils
+from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
 
 P = 'netfleet.calico.block_allocate: '
 
@@ -76,8 +76,8 @@ def test_errors(args, expected):
 
 
 def test_missing_netaddr(monkeypatch):
-    monkeypatch.setattr(plan_utils, 'netaddr', None)
-    monkeypatch.setattr(plan_utils, 'NETADDR_IMPORT_ERROR', ImportError("No module named 'netaddr'"))
+    monkeypatch.setattr(inputs, 'netaddr', None)
+    monkeypatch.setattr(inputs, 'NETADDR_IMPORT_ERROR', ImportError("No module named 'netaddr'"))
     text = error_of(['a'], '10.0.0.0/16')
     assert text.startswith("netfleet.calico.block_allocate requires the Python library netaddr on the Ansible "
                            "controller, but it failed to import (No module named 'netaddr')")

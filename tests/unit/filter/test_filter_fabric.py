@@ -17,6 +17,7 @@ from ansible.vars.manager import VariableManager
 
 from ansible_collections.netfleet.calico.plugins.filter.fabric import FilterModule, fabric
 from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as plan_utils
+from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import session_timing
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -171,6 +172,12 @@ for _name, _host in EXPECTED_LAB['hosts'].items():
     _host['ipip'] = {'mode': 'never', 'enabled': False, 'device': 'tun0', 'local': _host['node_ip'],
                      'tunnel_next_hops': [], 'direct_next_hops': _others, 'allow_from': _others}
 
+# every session imports exactly the peer's own block (full mesh: each host announces its block only)
+for _host in EXPECTED_LAB['hosts'].values():
+    _host['imports'] = {p['name']: {'prefixes': [EXPECTED_LAB['hosts'][p['name']]['block']], 'any_block': None,
+                                    'any_floating': False, 'except': [], 'receive_limit': 68}
+                        for p in _host['peers']}
+
 
 def test_lab_plain_dicts_exact_plan():
     assert lab() == EXPECTED_LAB
@@ -251,7 +258,7 @@ def test_route_reflector_inventory_through_ansible(tmp_path):
     assert hosts['tor2']['node_prefixlen'] == 24
     assert [h['block'] for h in (hosts['r1-h1'], hosts['r1-h2'], hosts['r2-h1'])] == [
         '10.244.0.0/26', '10.244.0.64/26', '10.244.0.128/26']
-    assert hosts['r1-h1']['workloads'] == [{'name': 'web', 'ip': '10.244.0.2', 'ifname': plan_utils._ifname('web')}]
+    assert hosts['r1-h1']['workloads'] == [{'name': 'web', 'ip': '10.244.0.2', 'ifname': inputs.interface_name('web')}]
     assert hosts['r1-h1']['peers'] == [peer('tor1', '10.1.0.1', 65001, passive=True, local='10.1.0.11', direct=True)]
     # tor1's prefix length comes from rack1's lab_segment, tor2's from calico_node_prefixlen; rack2's hosts have none
     assert hosts['tor1']['peers'] == [
@@ -283,7 +290,8 @@ def test_lab_racks_inventory_through_ansible():
     assert plan['racks']['rack1'] == {'as_number': 65001, 'hosts': ['r1h1', 'r1h2', 'r1h3', 'rr1a', 'rr1b'],
                                       'reflectors': ['rr1a', 'rr1b'], 'cluster_id': '192.168.101.1'}
     assert [plan['racks'][r]['cluster_id'] for r in ('rack2', 'rack3')] == ['192.168.102.1', '192.168.103.1']
-    rr1a = {k: v for k, v in hosts['rr1a'].items() if k not in ('peers', 'policy', 'floating_ips', 'ipip', 'cni')}
+    rr1a = {k: v for k, v in hosts['rr1a'].items()
+            if k not in ('peers', 'policy', 'floating_ips', 'ipip', 'cni', 'imports')}
     assert rr1a == {'node_ip': '192.168.101.1', 'node_prefixlen': 24, 'router_id': '192.168.101.1',
                     'as_number': 65001, 'rack': 'rack1', 'role': 'reflector', 'spine_ip': '10.255.0.11',
                     'spine_prefixlen': 24, 'block': None, 'block_source': None, 'workloads': []}
@@ -311,6 +319,17 @@ def test_lab_racks_inventory_through_ansible():
         ('rr1b', '10.255.0.12', '10.255.0.21', 'ebgp', False, session_timing('10.255.0.21', '10.255.0.12')[0]),
         ('rr3', '10.255.0.31', '10.255.0.21', 'ebgp', False, session_timing('10.255.0.21', '10.255.0.31')[0]),
     ]
+    # what each session may bring in: a reflector from its client that client's block; a host from its rack's
+    # reflector any block but its own, a reflector from another rack's any block but its rack's (exactly the
+    # block length: never a prefix inside a block), so adding a host changes its peers' configuration only
+    blocks = {name: host['block'] for name, host in hosts.items() if host['block']}
+    assert hosts['rr1a']['imports']['r1h2'] == {'prefixes': [blocks['r1h2']], 'any_block': None,
+                                                'any_floating': False, 'except': [], 'receive_limit': 68}
+    assert hosts['r1h1']['imports']['rr1a'] == {'prefixes': [], 'any_block': '172.17.0.0/16{24,24}',
+                                                'any_floating': False, 'except': [blocks['r1h1'] + '+'],
+                                                'receive_limit': 256 + 64}
+    assert hosts['rr1a']['imports']['rr2']['except'] == [blocks[h] + '+' for h in ('r1h1', 'r1h2', 'r1h3')]
+    assert hosts['rr1a']['imports']['rr1b']['except'] == []
     for name, host in hosts.items():
         if host['role'] == 'node':
             rack = plan['racks'][host['rack']]
@@ -472,8 +491,9 @@ def test_current_facts_are_kept_and_extra_keys_pass_through():
     plan = lab(hosts)
     c = plan['hosts']['host-c']
     assert (c['block'], c['block_source']) == ('172.17.42.0/24', 'current')
-    assert c['workloads'] == [{'name': 'c1', 'ip': '172.17.42.2', 'policy': 'web', 'ifname': plan_utils._ifname('c1')},
-                              {'name': 'c2', 'ip': '172.17.42.9', 'ifname': plan_utils._ifname('c2')}]
+    assert c['workloads'] == [
+        {'name': 'c1', 'ip': '172.17.42.2', 'policy': 'web', 'ifname': inputs.interface_name('c1')},
+        {'name': 'c2', 'ip': '172.17.42.9', 'ifname': inputs.interface_name('c2')}]
 
 
 def test_natural_host_order_decides_new_blocks():
@@ -858,7 +878,7 @@ def test_duplicate_workload_ip_across_the_fleet_safety_net(monkeypatch):
 
 
 def test_ifname_collision_safety_net(monkeypatch):
-    monkeypatch.setattr(plan_utils, '_ifname', lambda name, prefix='cali': 'cali00000000000')
+    monkeypatch.setattr(plan_utils, 'interface_name', lambda name, prefix='cali': 'cali00000000000')
     assert error_of(lab) == (
         P + "host 'host-a': workloads 'a1' and 'a2' map to one interface name cali00000000000 — rename one of the "
         "workloads")
@@ -877,8 +897,8 @@ def test_first_error_is_deterministic():
 
 
 def test_missing_netaddr(monkeypatch):
-    monkeypatch.setattr(plan_utils, 'netaddr', None)
-    monkeypatch.setattr(plan_utils, 'NETADDR_IMPORT_ERROR', ImportError("No module named 'netaddr'"))
+    monkeypatch.setattr(inputs, 'netaddr', None)
+    monkeypatch.setattr(inputs, 'NETADDR_IMPORT_ERROR', ImportError("No module named 'netaddr'"))
     text = error_of(lab)
     assert text.startswith('netfleet.calico.fabric requires the Python library netaddr on the Ansible controller')
     assert 'pip install netaddr' in text

@@ -8,7 +8,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.netfleet.calico.plugins.filter.ifname import FilterModule, ifname
-from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as plan_utils
+from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
 
 
 def test_registered():
@@ -42,5 +42,5 @@ def test_empty_prefix():
 
 
 def test_works_without_netaddr(monkeypatch):
-    monkeypatch.setattr(plan_utils, 'netaddr', None)
+    monkeypatch.setattr(inputs, 'netaddr', None)
     assert ifname('a1') == 'calif29bc91bbda'

@@ -96,10 +96,20 @@ def test_other_rules_untouched():
     ({'local': '10.9.9.9'}, 'node IP 10.9.9.9 is not on any interface'),
     ({'name': 'tunnel-device-name'}, 'not a valid interface name'),
     ({'chain': 'INPUT-ipip'}, 'must start with cali-'),
+    # the module is public API: what reaches the iptables-restore payload is checked whole
+    ({'chain': 'cali-x\n-A INPUT -j ACCEPT'}, 'must start with cali-'),
+    ({'name': 'tun0\n'}, 'not a valid interface name'),
+    ({'allow_from': ['10.0.0.2\n-A INPUT -j ACCEPT']}, r"allow_from '10\.0\.0\.2\\n-A INPUT -j ACCEPT' is not an IPv4"),
+    ({'allow_from': ['10.0.0.2/0']}, 'is not an IPv4 address'),
+    ({'allow_from': ['10.0.0.256']}, 'is not an IPv4 address'),
+    ({'local': '10.0.0.1 '}, "local '10.0.0.1 ' is not an IPv4 address"),
 ])
 def test_errors(kw, text):
+    host = FakeHost()
     with pytest.raises(tunnel.TunnelError, match=text):
-        reconcile(params(**kw), False, FakeHost())
+        reconcile(params(**kw), False, host)
+    # nothing written: no ip -batch, no iptables-restore
+    assert not [c for c in host.calls if c[1] is not None or c[0][0] == 'iptables-restore']
 
 
 def test_firewall_off_never_runs_iptables():

@@ -177,27 +177,44 @@ def test_foreign_veths_and_routes_are_left_alone(kernel, monkeypatch):
 def test_netns_path_is_never_created_or_deleted(kernel, monkeypatch):
     kernel.add_path_netns('/proc/4242/ns/net')
     eps = [{'name': 'ctr', 'ip': '172.17.8.9', 'netns_path': '/proc/4242/ns/net'}]
-    result = run(monkeypatch, eps)
+    refused = run(monkeypatch, eps)  # a path only where netns_paths allows it
+    assert refused['failed'] and refused['msg'] == ("endpoint 'ctr': netns_path /proc/4242/ns/net is not allowed by "
+                                                    'netns_paths (none allowed)')
+    result = run(monkeypatch, eps, netns_paths=['/proc/*/ns/net'])
     assert result['created'] == ['ctr'] and not any('netns add' in c for c in result['commands'])
     assert kernel.host.links[ifname('ctr')]['ifalias'] == 'netfleet:ep:ctr:/proc/4242/ns/net:ext'
     assert ['/usr/bin/nsenter', '--net=/proc/4242/ns/net', '/sbin/ip', '-force', '-batch', '-'] in \
         [argv for argv, _data in kernel.writes()]
-    assert run(monkeypatch, eps)['changed'] is False
+    assert run(monkeypatch, eps, netns_paths=['/proc/*/ns/net'])['changed'] is False
     result = run(monkeypatch, [])
     assert result['removed'] == ['ctr'] and not any('netns del' in c for c in result['commands'])
     assert '/proc/4242/ns/net' in kernel.paths
 
 
 def test_missing_netns_path_fails(kernel, monkeypatch):
-    result = run(monkeypatch, [{'name': 'ctr', 'ip': '172.17.8.9', 'netns_path': '/proc/1/ns/nope'}])
-    assert result['failed'] and result['msg'] == "endpoint 'ctr': netns_path /proc/1/ns/nope does not exist"
+    result = run(monkeypatch, [{'name': 'ctr', 'ip': '172.17.8.9', 'netns_path': '/proc/4243/ns/nope'}],
+                 netns_paths=['/proc/*/ns/*'])
+    assert result['failed'] and result['msg'] == "endpoint 'ctr': netns_path /proc/4243/ns/nope does not exist"
+    # PID 1's namespace never, whatever netns_paths allows
+    result = run(monkeypatch, [{'name': 'ctr', 'ip': '172.17.8.9', 'netns_path': '/proc/1/ns/net'}],
+                 netns_paths=['/*'])
+    assert result['failed'] and result['msg'] == ("endpoint 'ctr': netns_path /proc/1/ns/net is PID 1's network "
+                                                  'namespace')
+
+
+def test_explicit_netns_must_be_under_the_prefix(kernel, monkeypatch):
+    kernel.add_netns('nf-fabric')
+    result = run(monkeypatch, [{'name': 'x', 'ip': '172.17.8.9', 'netns': 'nf-fabric'}])
+    assert result['failed'] and result['msg'] == ("endpoint 'x': netns 'nf-fabric' is not under the workload prefix "
+                                                  "'calico-' (a workload never gets another namespace of the host's)")
+    assert kernel.writes() == []
 
 
 def test_existing_explicit_netns_with_foreign_eth0_fails(kernel, monkeypatch):
-    ns = kernel.add_netns('mine')
+    ns = kernel.add_netns('calico-mine')
     ns.links['eth0'] = {'ifname': 'eth0', 'ifindex': 7, 'flags': ['UP'], 'mtu': 1500, 'address': '02:00:00:00:00:07',
                         'kind': 'veth', 'addrs': [], 'group': 'default'}
-    result = run(monkeypatch, [{'name': 'x', 'ip': '172.17.8.9', 'netns': 'mine'}])
+    result = run(monkeypatch, [{'name': 'x', 'ip': '172.17.8.9', 'netns': 'calico-mine'}])
     assert result['failed'] and 'already has an eth0' in result['msg']
     assert kernel.writes() == []
 
@@ -229,12 +246,12 @@ def test_private_mount_namespace_refuses_to_create_namespaces(kernel, monkeypatc
 
 def test_netns_change_recreates_the_pair(kernel, monkeypatch):
     run(monkeypatch, EPS[:1])
-    result = run(monkeypatch, [dict(EPS[0], netns='other')])
+    result = run(monkeypatch, [dict(EPS[0], netns='calico-other')])
     assert result['updated'] == ['web-1']
     assert result['drift']['web-1'] == ['recreated: netns changed from calico-web-1']
-    assert 'calico-web-1' not in kernel.netns and 'eth0' in kernel.netns['other'].links
-    assert kernel.host.links[ifname('web-1')]['ifalias'] == 'netfleet:ep:web-1:other:own'
-    assert run(monkeypatch, [dict(EPS[0], netns='other')])['changed'] is False
+    assert 'calico-web-1' not in kernel.netns and 'eth0' in kernel.netns['calico-other'].links
+    assert kernel.host.links[ifname('web-1')]['ifalias'] == 'netfleet:ep:web-1:calico-other:own'
+    assert run(monkeypatch, [dict(EPS[0], netns='calico-other')])['changed'] is False
 
 
 def test_deleted_workload_namespace_is_recreated(kernel, monkeypatch):
@@ -279,10 +296,11 @@ def test_kernel_error_is_reported(kernel, monkeypatch):
     ([{'name': 'a', 'ip': 'fd00::1'}], {}, "endpoint 'a': ip fd00::1 must be IPv4"),
     ([{'name': 'a', 'ip': '169.254.1.1'}], {}, "endpoint 'a': ip 169.254.1.1 cannot be used for a workload"),
     ([{'name': 'ns/pod', 'ip': '172.17.8.2'}], {}, "'calico-ns/pod' is not a valid namespace name"),
-    ([{'name': 'a', 'ip': '172.17.8.2', 'netns': 'x y'}], {}, "'x y' is not a valid namespace name"),
+    ([{'name': 'a', 'ip': '172.17.8.2', 'netns': 'calico-x y'}], {}, "'calico-x y' is not a valid namespace name"),
     ([{'name': 'a', 'ip': '172.17.8.2', 'netns_path': 'relative/path'}], {}, 'must be an absolute path'),
-    ([{'name': 'a', 'ip': '172.17.8.2', 'netns': 'n'}, {'name': 'b', 'ip': '172.17.8.3', 'netns': 'n'}], {},
-     "endpoints 'a' and 'b' use the same namespace n"),
+    ([{'name': 'a', 'ip': '172.17.8.2', 'netns': 'calico-n'}, {'name': 'b', 'ip': '172.17.8.3', 'netns': 'calico-n'}],
+     {},
+     "endpoints 'a' and 'b' use the same namespace calico-n"),
     ([{'name': 'a', 'ip': '172.17.8.2', 'mtu': 20}], {}, "endpoint 'a': mtu 20 out of range 68-65535"),
     ([], {'interface_prefix': 'calico'}, "interface_prefix 'calico' must be 1-4 characters"),
     ([], {'protocol': 3}, 'protocol 3 is not allowed'),

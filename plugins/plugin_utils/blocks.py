@@ -1,0 +1,142 @@
+# -*- coding: utf-8 -*-
+# Copyright: netfleet.calico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Blocks of the pool per host: pinned, running and new ones, allocated so that growing the fleet moves
+no existing block."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
+    is_unset,
+    netaddr,
+    network_or_none,
+    parse_network,
+)
+
+# ---------------------------------------------------------------------------------------------
+# facts coming back from the hosts (calico_node_facts): accept a few shapes, ignore junk
+# ---------------------------------------------------------------------------------------------
+
+
+def normalize_current_blocks(value):
+    """Blocks a host owns today (its proto-80 blackhole routes): a CIDR string, a list of them,
+    or a list of dicts with ``block``/``cidr``/``dst``. Unparseable entries are dropped."""
+    if is_unset(value):
+        return []
+    items = [value] if isinstance(value, (str, Mapping)) else list(value)
+    out = []
+    for item in items:
+        if isinstance(item, Mapping):
+            item = item.get('block') or item.get('cidr') or item.get('dst')
+        if isinstance(item, str) and item.strip():
+            out.append(item.strip())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# blocks
+# ---------------------------------------------------------------------------------------------
+
+def allocate_blocks(pool, block_prefix, hosts):
+    """Give every host one block of ``pool``; return ``{name: (block_cidr_str, source)}`` in input order.
+
+    ``hosts`` is a list (in a stable order) of ``{name, block?, current?}``: ``block`` the pinned
+    ``calico_block``, ``current`` the block(s) the host owns now (from its kernel). ``source`` is
+    ``pinned``, ``current`` or ``allocated``.
+
+    Priority: pinned > current (inside the pool, right size, not pinned by another host) > lowest
+    free block, handed out in list order. Blocks any host still owns are never handed to a new host
+    in the same run (unless the pool has nothing else left). A pin on the running block of an
+    unpinned host is an overlap error: that host's block would have to move.
+    """
+    size = 1 << (32 - block_prefix)
+    count = 1 << (block_prefix - pool.prefixlen)
+    base = int(pool.first)
+
+    def to_cidr(idx):
+        return f'{netaddr.IPAddress(base + idx * size, 4)}/{block_prefix}'
+
+    def index_of(net):
+        if net is None or net.prefixlen != block_prefix or net.ip != net.network:
+            return None
+        if net.first < pool.first or net.last > pool.last:
+            return None
+        return (int(net.first) - base) // size
+
+    names = []
+    for entry in hosts:
+        name = entry['name']
+        if name in names:
+            raise FabricError(host_subject(name), 'appears twice in the host list', 'list each host once')
+        names.append(name)
+
+    result = {}
+    owner = {}  # block index -> host name
+    fix_pin = 'pick a block inside the pool or drop calico_block'
+
+    # 1. pins
+    for entry in hosts:
+        name, pin = entry['name'], entry.get('block')
+        if is_unset(pin):
+            continue
+        subject = host_subject(name)
+        net = parse_network(pin, subject, 'calico_block', f'set calico_block to a /{block_prefix} inside {pool} '
+                                                          'or drop calico_block')
+        if net.first < pool.first or net.last > pool.last:
+            raise FabricError(subject, f'calico_block {net} is outside calico_pool {pool}', fix_pin)
+        if net.prefixlen != block_prefix:
+            raise FabricError(subject, f'calico_block {net} is not a /{block_prefix} (calico_block_prefix)',
+                              f'pin a /{block_prefix} inside {pool} or drop calico_block')
+        idx = index_of(net)
+        if idx in owner:
+            raise FabricError(subject, f"calico_block {net} overlaps the block of host '{owner[idx]}'",
+                              'pin a different block or drop calico_block')
+        owner[idx] = name
+        result[name] = (idx, 'pinned')
+
+    # 2. running blocks
+    current = {}
+    everything_current = set()
+    for entry in hosts:
+        found = (index_of(network_or_none(b)) for b in normalize_current_blocks(entry.get('current')))
+        idxs = sorted({i for i in found if i is not None})
+        current[entry['name']] = idxs
+        everything_current.update(idxs)
+    for entry in hosts:
+        name = entry['name']
+        if name in result or not current[name]:
+            continue
+        free = [i for i in current[name] if i not in owner]
+        if not free:
+            pinned_by = owner[current[name][0]]
+            if result[pinned_by][1] == 'pinned' and current[name][0] not in current[pinned_by]:
+                raise FabricError(
+                    host_subject(pinned_by),
+                    f"calico_block {to_cidr(current[name][0])} is the running block of host '{name}'",
+                    f"pin a free block for '{pinned_by}', or pin another block for '{name}' too")
+            continue  # claimed by an earlier host's running block: split brain, this one moves
+        owner[free[0]] = name
+        result[name] = (free[0], 'current')
+
+    # 3. new hosts: lowest free block, in list order
+    cursor = 0
+    for entry in hosts:
+        name = entry['name']
+        if name in result:
+            continue
+        while cursor < count and (cursor in owner or cursor in everything_current):
+            cursor += 1
+        idx = cursor
+        if idx >= count:  # nothing left but blocks some host still holds: take the lowest unowned one
+            idx = next((i for i in sorted(everything_current) if i not in owner), None)
+        if idx is None:
+            raise FabricError(host_subject(name),
+                              f'no free /{block_prefix} left in calico_pool {pool} ({count} blocks, all in use)',
+                              'enlarge calico_pool or raise calico_block_prefix')
+        owner[idx] = name
+        result[name] = (idx, 'allocated')
+
+    return {name: (to_cidr(result[name][0]), result[name][1]) for name in names}

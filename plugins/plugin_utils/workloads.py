@@ -1,0 +1,165 @@
+# -*- coding: utf-8 -*-
+# Copyright: netfleet.calico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Workloads of a host: their names, namespaces and addresses inside the host's block (an address is
+kept across runs)."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+
+from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
+    address_or_none,
+    is_unset,
+    netaddr,
+)
+
+# ---------------------------------------------------------------------------------------------
+# workload addresses
+# ---------------------------------------------------------------------------------------------
+
+
+def _workload_entries(workloads, subject, namespaces=None):
+    """Validate the shape of a calico_workloads list; return a list of dict copies. ``namespaces`` is
+    ``(netns_prefix, netns_path patterns)``: where a workload's own ``netns`` / ``netns_path`` may point."""
+    fix = 'set calico_workloads to a list of {name, ip?}'
+    if is_unset(workloads):
+        return []
+    if isinstance(workloads, (str, Mapping)) or not hasattr(workloads, '__iter__'):
+        raise FabricError(subject, 'calico_workloads is not a list', fix)
+    entries = []
+    seen = set()
+    for pos, item in enumerate(workloads):
+        if isinstance(item, str):
+            item = {'name': item}
+        if not isinstance(item, Mapping):
+            raise FabricError(subject, f'calico_workloads[{pos}] is not a mapping', fix)
+        name = item.get('name')
+        if is_unset(name):
+            raise FabricError(subject, f'calico_workloads[{pos}] has no name', 'give every workload a name')
+        name = str(name)
+        if not inputs.NAME.fullmatch(name):
+            raise FabricError(subject, f'workload name {name!r} is not allowed',
+                              "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        if name in seen:
+            raise FabricError(subject, f"workload name '{name}' appears twice in calico_workloads",
+                              'give each workload of a host its own name')
+        seen.add(name)
+        _check_workload_namespace(item, name, subject, namespaces or (inputs_prefix_default(), ()))
+        mtu = item.get('mtu')
+        if mtu is not None and not 576 <= (inputs.as_int(mtu) or 0) <= 65535:
+            raise FabricError(subject, f"workload '{name}' mtu {mtu!r} is not allowed", 'use an MTU from 576 to 65535')
+        entry = dict(item)
+        entry['name'] = name
+        entries.append(entry)
+    return entries
+
+
+def inputs_prefix_default():
+    return 'calico-'  # the role's calico_node_workload_netns_prefix default
+
+
+def _check_workload_namespace(item, name, subject, namespaces):
+    """A workload's own namespace: a plain name under the host's workload prefix, or a path that one of
+    calico_node_workload_netns_paths allows (none by default): never the host's, a lab's or PID 1's namespace."""
+    prefix, patterns = namespaces
+    netns, path = item.get('netns'), item.get('netns_path')
+    if netns is not None and (not inputs.matches(inputs.NAME, netns) or not netns.startswith(prefix)):
+        raise FabricError(subject, f"workload '{name}' netns {netns!r} is not allowed",
+                          f"use a plain name starting with the host's workload prefix '{prefix}' "
+                          '(calico_node_workload_netns_prefix), or drop netns')
+    if path is not None and not (inputs.is_path(path) and any(fnmatch.fnmatchcase(path, p) for p in patterns)):
+        raise FabricError(subject, f"workload '{name}' netns_path {path!r} is not allowed",
+                          'list a pattern that allows it in calico_node_workload_netns_paths (e.g. '
+                          "'/run/docker/netns/*'), or use netns")
+
+
+def workload_namespaces(reader, name):
+    """(netns prefix, allowed netns_path patterns) of a host, checked."""
+    prefix = reader.get(name, 'calico_node_workload_netns_prefix')
+    prefix = inputs_prefix_default() if prefix is None else prefix
+    patterns = reader.get(name, 'calico_node_workload_netns_paths') or []
+    if not isinstance(patterns, (list, tuple)) or not all(
+            isinstance(p, str) and inputs.PATH_PATTERN.fullmatch(p) and '..' not in p.split('/') for p in patterns):
+        raise FabricError(host_subject(name), f'calico_node_workload_netns_paths {patterns!r} is not allowed',
+                          "use a list of absolute path patterns such as '/run/docker/netns/*'")
+    return prefix, tuple(patterns)
+
+
+def assign_workload_ips(block, workloads, current=None, subject='input', namespaces=None):
+    """Fill ``ip`` for every workload of one host: explicit > current (inside the block, free) > next free.
+
+    Automatic addresses start at block network + 2 (the article numbers workloads .2, .3) and never
+    use the block's network or broadcast address. Returns the list in input order, each entry a
+    copy of the input mapping with ``name`` and ``ip`` (a plain address, no /32).
+    """
+    entries = _workload_entries(workloads, subject, namespaces)
+    current = normalize_current_workloads(current)
+    first, last = int(block.first), int(block.last)
+    lowest_manual, highest = first + 1, last - 1
+    span = f'{netaddr.IPAddress(lowest_manual, 4)}-{netaddr.IPAddress(highest, 4)}'
+    used = {}  # int ip -> workload name
+
+    for entry in entries:
+        value = entry.get('ip')
+        if is_unset(value):
+            entry.pop('ip', None)
+            continue
+        name = entry['name']
+        addr = address_or_none(value if isinstance(value, str) else None, allow_slash32=True)
+        if addr is None:
+            raise FabricError(subject, f"workload '{name}' ip {value!r} is not an IPv4 address",
+                              'fix ip, or drop it to get the next free address of the block')
+        if addr not in block:
+            raise FabricError(subject, f"workload '{name}' ip {addr} is outside the host's block {block}",
+                              f'pick an address inside {block} or drop ip')
+        if int(addr) in (first, last):
+            kind = 'network' if int(addr) == first else 'broadcast'
+            raise FabricError(subject, f"workload '{name}' ip {addr} is the {kind} address of block {block}",
+                              f'pick an address in {span} or drop ip')
+        if int(addr) in used:
+            raise FabricError(subject, f"workload '{name}' ip {addr} is also used by workload '{used[int(addr)]}'",
+                              'give each workload its own ip, or drop ip to get the next free address')
+        used[int(addr)] = name
+        entry['ip'] = str(addr)
+
+    for entry in entries:
+        if 'ip' in entry:
+            continue
+        addr = address_or_none(current.get(entry['name']), allow_slash32=True)
+        if addr is not None and addr in block and first < int(addr) < last and int(addr) not in used:
+            used[int(addr)] = entry['name']
+            entry['ip'] = str(addr)
+
+    cursor = first + 2
+    for entry in entries:
+        if 'ip' in entry:
+            continue
+        while cursor <= highest and cursor in used:
+            cursor += 1
+        if cursor > highest:
+            raise FabricError(subject, f"block {block} is full, no address left for workload '{entry['name']}'",
+                              'run fewer workloads on this host or use bigger blocks (lower calico_block_prefix)')
+        used[cursor] = entry['name']
+        entry['ip'] = str(netaddr.IPAddress(cursor, 4))
+    return entries
+
+
+def normalize_current_workloads(value):
+    """Workload -> IP a host has today: ``{name: ip}``, ``{name: {ip: ...}}`` or ``[{name, ip}]``."""
+    if is_unset(value):
+        return {}
+    out = {}
+    if isinstance(value, Mapping):
+        pairs = value.items()
+    else:
+        pairs = [(item.get('name'), item) for item in value if isinstance(item, Mapping)]
+    for name, ip in pairs:
+        if isinstance(ip, Mapping):
+            ip = ip.get('ip') or ip.get('address')
+        if isinstance(name, str) and isinstance(ip, str):
+            out[name] = ip.strip()
+    return out
