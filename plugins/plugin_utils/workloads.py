@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping
 
+from ansible_collections.netfleet.calico.plugins.module_utils.iproute import DEFAULT_NETNS_PREFIX
 from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
@@ -48,7 +49,7 @@ def _workload_entries(workloads, subject, namespaces=None):
             raise FabricError(subject, f"workload name '{name}' appears twice in calico_workloads",
                               'give each workload of a host its own name')
         seen.add(name)
-        _check_workload_namespace(item, name, subject, namespaces or (inputs_prefix_default(), ()))
+        _check_workload_namespace(item, name, subject, namespaces or (DEFAULT_NETNS_PREFIX, ()))
         mtu = item.get('mtu')
         if mtu is not None and not 576 <= (inputs.as_int(mtu) or 0) <= 65535:
             raise FabricError(subject, f"workload '{name}' mtu {mtu!r} is not allowed", 'use an MTU from 576 to 65535')
@@ -56,10 +57,6 @@ def _workload_entries(workloads, subject, namespaces=None):
         entry['name'] = name
         entries.append(entry)
     return entries
-
-
-def inputs_prefix_default():
-    return 'calico-'  # the role's calico_node_workload_netns_prefix default
 
 
 def _check_workload_namespace(item, name, subject, namespaces):
@@ -80,7 +77,7 @@ def _check_workload_namespace(item, name, subject, namespaces):
 def workload_namespaces(reader, name):
     """(netns prefix, allowed netns_path patterns) of a host, checked."""
     prefix = reader.get(name, 'calico_node_workload_netns_prefix')
-    prefix = inputs_prefix_default() if prefix is None else prefix
+    prefix = DEFAULT_NETNS_PREFIX if prefix is None else prefix
     patterns = reader.get(name, 'calico_node_workload_netns_paths') or []
     if not isinstance(patterns, (list, tuple)) or not all(
             isinstance(p, str) and inputs.PATH_PATTERN.fullmatch(p) and '..' not in p.split('/') for p in patterns):
