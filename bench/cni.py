@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/cni.py               (root; about a minute)
 
-Builds the lab of inventories/lab-cni (playbooks/lab_up.yml, site.yml, then playbooks/status.yml, which waits
+Builds the lab of inventories/lab-cni (lab/playbooks/lab_up.yml, site.yml, then playbooks/status.yml, which waits
 for every BGP session and block) under its own prefix nfb<hex> (namespaces nfb<hex>-<host>), then calls the
 plugin site.yml installed exactly as a runtime does: the conflist's plugin entry (plus cniVersion and name) on
 stdin, CNI_* in the environment, `nsenter --net=/run/netns/<prefix>-n1a <cni bin dir>/netfleet-calico`.
@@ -25,7 +25,7 @@ stdin, CNI_* in the environment, `nsenter --net=/run/netns/<prefix>-n1a <cni bin
    and rule, ipset add), for 30 containers one at a time, each ADD one `nsenter --net=... sh -e` run. Its chains
    are cali-naive-* (never jumped to) and its set cali-naive-s, all removed afterwards.
 
-Targets (issue): ADD p50 <= 60 ms and p99 <= 150 ms, first cross-host reply <= 100 ms after ADD returns; a miss
+Targets: ADD p50 <= 60 ms and p99 <= 150 ms, first cross-host reply <= 100 ms after ADD returns; a miss
 is reported (PASS/FAIL), not an error. Everything is removed at the end, also on failure or Ctrl-C: the
 containers (DEL), their namespaces, the lab (lab_down.yml); the script checks that no nfb<hex>-* namespace is
 left. Results are printed and written to docs/benchmarks.md under "## bench/cni" (other sections are kept).
@@ -575,7 +575,7 @@ def report(info, res, s):
         ('first cross-host reply <= 100 ms after ADD returns (p99 of %d)' % s['probed'],
          ms(s['reply_p99']) + (' (%d without reply)' % s['timeouts'] if s['timeouts'] else ''),
          verdict(s['reply_p99'] if not s['timeouts'] else None, TARGET_REPLY)),
-        ('for reference, not the issue\'s condition: ADD p50 <= 60 ms one call at a time', ms(s['seq_add_p50']),
+        ('for reference, not a target: ADD p50 <= 60 ms one call at a time', ms(s['seq_add_p50']),
          verdict(s['seq_add_p50'], TARGET_ADD_P50)),
     ]
     floor_ = res['floor']
@@ -664,7 +664,7 @@ def report(info, res, s):
 def run(lab, workdir, info_box, state):
     res = state['res']
     res['prefix'] = lab.prefix
-    res['site'] = lab.playbook('playbooks/lab_up.yml') + lab.playbook('site.yml')
+    res['site'] = lab.playbook('lab/playbooks/lab_up.yml') + lab.playbook('site.yml')
     res['status'] = lab.playbook('playbooks/status.yml')
     log('lab up: lab_up + site.yml %.1f s, status.yml %.1f s' % (res['site'], res['status']))
     plugin, peer = state['plugin'], state['peer'] = Plugin(lab, HOST), Plugin(lab, PEER)
@@ -769,7 +769,7 @@ def cleanup(lab, state):
     mine = [n for n in namespaces(prefix + '-') if re.match(re.escape(prefix) + r'-(src|old|[csnti]\d{3})\Z', n)]
     netns_batch('del', mine)
     try:
-        lab.playbook('playbooks/lab_down.yml')
+        lab.playbook('lab/playbooks/lab_down.yml')
     finally:
         left = namespaces(prefix + '-')
         if left:

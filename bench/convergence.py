@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Benchmark BGP convergence of netfleet.calico labs: full mesh vs route reflectors (issue #3, point 10).
+"""Benchmark BGP convergence of netfleet.calico labs: full mesh vs route reflectors.
 
     .venv/bin/python bench/convergence.py                          (root; 60 and 120 hosts, mesh and rr)
     .venv/bin/python bench/convergence.py --sizes 60 --topologies mesh --repeat 1 --no-doc
 
 For every case (size x topology) it writes a temporary inventory (a copy of inventories/lab/group_vars
-plus a generated hosts.yml), builds the lab with playbooks/lab_up.yml under a fresh prefix
+plus a generated hosts.yml), builds the lab with lab/playbooks/lab_up.yml under a fresh prefix
 (NETFLEET_LAB_PREFIX=cv<hex>) and provisions it with site.yml (wall clock, cold). On the 60-host cases
 (every case with --site) site.yml runs a second time with nothing to change. Then, with the real kernel
 and real BIRD:
@@ -24,10 +24,10 @@ and real BIRD:
 
 Steps 1-4 run --repeat times (median reported). For the mesh cases the same is repeated with BIRD's
 default timers (the `connect delay time`, `connect retry time` and `error wait time` lines removed from
-every bird.conf, protocol device's scan time at BIRD's default 60 s): the naive baseline of design §6.
+every bird.conf, protocol device's scan time at BIRD's default 60 s): the naive baseline.
 Results are printed as a table and written to
 docs/benchmarks.md under "## bench/convergence" (other sections are kept). Every lab is removed with
-playbooks/lab_down.yml in a finally block, and the script checks that no namespace of its prefix is left.
+lab/playbooks/lab_down.yml in a finally block, and the script checks that no namespace of its prefix is left.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ PLAYBOOK = REPO / '.venv' / 'bin' / 'ansible-playbook'
 LAB_GROUP_VARS = REPO / 'inventories' / 'lab' / 'group_vars'
 CALLBACKS = REPO / 'bench' / 'callback_plugins'
 
-# Targets of issue #3 (acceptance) and the hand-built figures of design §6 (seconds).
+# Targets and the hand-built figures of the article's configuration (seconds).
 TARGET_CONVERGE = {'rr': 3.0, 'mesh': 6.0}          # for 120 hosts
 TARGET_SITE_COLD, TARGET_SITE_NOCHANGE = 120.0, 60.0  # for 60 hosts
 DESIGN = {('mesh', 60): 2.9, ('mesh', 120): 5.4, ('rr', 60): 2.1, ('rr', 120): 3.0}
@@ -664,7 +664,7 @@ def lab_namespaces(prefix):
 
 
 def ensure_gc_thresh(size):
-    """The neighbour table is shared by all namespaces (design §4): a full mesh of N hosts holds
+    """The neighbour table is shared by all namespaces: a full mesh of N hosts holds
     N*(N-1) entries. lab_up raises the limits to 4096/16384/32768; raise them further if a case needs it."""
     need = size * size + 4 * size
     raised = []
@@ -696,7 +696,7 @@ def run_case(topology, size, args, workdir):
     log('%s %d hosts: prefix %s, inventory %s' % (topology, size, prefix, inv))
     overflow0 = neigh_overflows()
     try:
-        case['lab_up'], _t, _r = playbook('playbooks/lab_up.yml', inv, prefix, logdir, 'lab_up')
+        case['lab_up'], _t, _r = playbook('lab/playbooks/lab_up.yml', inv, prefix, logdir, 'lab_up')
         case['gc_raised'] = ensure_gc_thresh(size)
         log('  lab_up %.1f s%s' % (case['lab_up'], '; raised ' + ', '.join(case['gc_raised'])
                                    if case['gc_raised'] else ''))
@@ -736,7 +736,7 @@ def run_case(topology, size, args, workdir):
             case['scan1'] = variant(birds, device_scan_2s, args.repeat, args.timeout)
     finally:
         try:
-            playbook('playbooks/lab_down.yml', inv, prefix, logdir, 'lab_down')
+            playbook('lab/playbooks/lab_down.yml', inv, prefix, logdir, 'lab_down')
         finally:
             left = lab_namespaces(prefix)
             if left:
@@ -785,7 +785,7 @@ def secs_range(runs):
 
 def table(cases):
     rows = ['| lab | BIRDs | BGP sessions (Established) | converge, role as shipped | BIRD default timers (naive) | '
-            'naive / role | ablation: device scan time 2 (Calico) | design §6 hand-built | target | total BIRD RSS |',
+            'naive / role | ablation: device scan time 2 (Calico) | hand-built (article) | target | total BIRD RSS |',
             '|---|---|---|---|---|---|---|---|---|---|']
     for c in cases:
         if 'tuned' not in c:
@@ -882,7 +882,7 @@ def report(info, cases, args):
             cmd, info['date'], info['nproc'], info['kernel'], info['cpu'], info['bird'], info['ansible'],
             info['python']),
         '',
-        'Each lab is built by `playbooks/lab_up.yml` from a generated inventory (mesh: N hosts on one segment',
+        'Each lab is built by `lab/playbooks/lab_up.yml` from a generated inventory (mesh: N hosts on one segment',
         '%s, AS %d; rr: the N hosts split over two racks, each its own /16 segment and AS, with one' % (
             SEGMENT, BASE_AS),
         'reflector per rack as its ToR, on spine %s), pool %s with /%d blocks, %d workload(s)' % (
@@ -975,7 +975,7 @@ def main():
     if set(topologies) - {'mesh', 'rr'}:
         sys.exit('--topologies: mesh and/or rr')
     sizes = [int(s) for s in args.sizes.split(',') if s.strip()]
-    # site.yml is timed a second time (nothing to change) and profiled on the 60-host labs (issue #3's target)
+    # site.yml is timed a second time (nothing to change) and profiled on the 60-host labs (the target)
     args.profile_size = 60
     info = machine()
     log('%s CPUs, kernel %s, %s, %s' % (info['nproc'], info['kernel'], info['cpu'], info['bird']))

@@ -70,7 +70,7 @@ def build(prefix, kind):
     sh(['ip', 'link', 'add', 'nfdpa0', 'netns', a, 'type', 'veth', 'peer', 'name', 'nfdpb0', 'netns', b])
     hosts = {a: ('nfdpa0', '10.200.0.1', '10.200.0.2', 1, 2), b: ('nfdpb0', '10.200.0.2', '10.200.0.1', 2, 1)}
     for ns, (dev, ip, _peer, _me, _other) in hosts.items():  # noqa: B007
-        # a default route: proxy-ARP answers for 169.254.1.1 only when the host has a route to it (design §4)
+        # a default route: proxy-ARP answers for 169.254.1.1 only when the host has a route to it
         ipb(ns, ['link set lo up', f'link set {dev} name eth0', f'addr add {ip}/24 dev eth0', 'link set eth0 up',
                  f'route add default via {_peer} dev eth0'])
         sysctl(ns, 'net.ipv4.ip_forward=1')

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Write docs/variables.md, the variables reference, from the roles' argument specs.
+"""Write the variables reference from the roles' argument specs: docs/variables.md,
+and each role's variables in roles/<role>/README.md between the marker comments
+BEGIN and END below (the hand-written rest of a role README is kept as it is).
 
-    .venv/bin/python docs/gen_vars_doc.py           # (re)write docs/variables.md
-    .venv/bin/python docs/gen_vars_doc.py --check   # exit 1 if docs/variables.md is out of date
+    .venv/bin/python docs/gen_vars_doc.py           # (re)write docs/variables.md and the role READMEs
+    .venv/bin/python docs/gen_vars_doc.py --check   # exit 1 if any of them is out of date
 
 The argument specs (roles/*/meta/argument_specs.yml) are the single source: the
 same text `ansible-doc -t role` shows and the role's argument check enforces. A
@@ -23,6 +25,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "docs" / "variables.md"
+BEGIN = ("<!-- BEGIN generated variables: docs/gen_vars_doc.py writes this part from meta/argument_specs.yml;"
+         " do not edit it by hand -->")
+END = "<!-- END generated variables -->"
 
 # Ansible documentation markup -> Markdown
 _MARKUP = [
@@ -72,12 +77,16 @@ def type_of(option: dict) -> str:
     return kind
 
 
-def role_section(role: Path) -> list[str]:
+def roles() -> list[Path]:
+    return [role for role in sorted((REPO / "roles").iterdir()) if (role / "meta" / "argument_specs.yml").exists()]
+
+
+def role_variables(role: Path) -> list[str]:
+    """A role's entry points (### headings), each with its description and variables table."""
     specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
     defaults_file = role / "defaults" / "main.yml"
     defaults = (yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.exists() else {}
-    name = role.name
-    lines = ["## Role `netfleet.calico.%s`" % name, ""]
+    lines = []
     for entry, spec in specs.items():
         title = "`tasks_from: %s`" % entry if entry != "main" else "main entry point"
         lines += ["### %s — %s" % (title, markup(spec.get("short_description", ""))), ""]
@@ -143,34 +152,70 @@ def render() -> str:
         "Set them in `group_vars`/`host_vars` like any role variable. The inventory variables that describe",
         "the fabric itself (`calico_pool`, `calico_block`, `calico_workloads`, `calico_as_number`,",
         "`calico_bgp_topology`, `calico_ipip_mode`, …) are read by the fabric plan, not by a role: see the",
-        "[inventory table in the README](../README.md#inventory).",
+        "[inventory variables](inventory.md#inventory-variables).",
         "",
         "A default shown as a template follows an inventory variable: for example",
         "`calico_node_bgp_password` defaults to `calico_bgp_password`.",
         "",
     ]
-    for role in sorted((REPO / "roles").iterdir()):
-        if (role / "meta" / "argument_specs.yml").exists():
-            lines += role_section(role)
+    for role in roles():
+        lines += ["## Role `netfleet.calico.%s`" % role.name, ""] + role_variables(role)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def role_readme(role: Path, current: str) -> str:
+    """The role's README with the part between BEGIN and END generated again, the rest kept."""
+    start, end = current.find(BEGIN), current.find(END)
+    if start < 0 or end < start:
+        raise ValueError("roles/%s/README.md has no generated part: put the lines\n%s\n%s\n"
+                         "where its variables go" % (role.name, BEGIN, END))
+    body = "\n".join(role_variables(role)).strip("\n")
+    return current[:start] + BEGIN + "\n\n" + body + "\n\n" + current[end:]
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def generated() -> dict[Path, str]:
+    """Every file this script writes, and what it must hold."""
+    files = {OUT: render()}
+    for role in roles():
+        path = role / "README.md"
+        files[path] = role_readme(role, _read(path))
+    return files
+
+
+def stale(files: dict[Path, str] | None = None) -> list[Path]:
+    """The generated files whose committed text is not what the argument specs give."""
+    files = generated() if files is None else files
+    return [path for path, text in files.items() if _read(path) != text]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-    parser.add_argument("--check", action="store_true", help="fail if docs/variables.md is out of date")
+    parser.add_argument("--check", action="store_true",
+                        help="fail if docs/variables.md or a role README is out of date")
     args = parser.parse_args()
-    text = render()
+    try:
+        files = generated()
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    out_of_date = stale(files)
     if args.check:
-        current = OUT.read_text() if OUT.exists() else ""
-        if current != text:
+        for path in out_of_date:
+            name = str(path.relative_to(REPO))
             sys.stdout.writelines(difflib.unified_diff(
-                current.splitlines(True), text.splitlines(True), "docs/variables.md", "generated"))
-            print("docs/variables.md is out of date: run .venv/bin/python docs/gen_vars_doc.py", file=sys.stderr)
+                _read(path).splitlines(True), files[path].splitlines(True), name, "generated"))
+            print("%s is out of date: run .venv/bin/python docs/gen_vars_doc.py" % name, file=sys.stderr)
+        if out_of_date:
             return 1
-        print("ok: docs/variables.md matches the roles' argument specs")
+        print("ok: docs/variables.md and the role READMEs match the roles' argument specs")
         return 0
-    OUT.write_text(text)
-    print("wrote %s" % OUT.relative_to(REPO))
+    for path in out_of_date:
+        path.write_text(files[path])
+        print("wrote %s" % path.relative_to(REPO))
     return 0
 
 

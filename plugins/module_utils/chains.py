@@ -7,7 +7,7 @@
 Pure functions (no kernel access) so that everything here is unit-testable; the module
 ``calico_chains`` runs ``iptables-save`` / ``iptables-restore`` around them.
 
-Design §1 and §5 (Calico's Felix layout, reduced to what this collection needs)::
+The chains (Calico's Felix layout, reduced to what this collection needs)::
 
     filter INPUT   -> cali-INPUT   -> cali-wl-to-host (from a workload) -> cali-from-wl-dispatch -> cali-fw-<if>
                                    -> cali-failsafe-in (SSH, BGP, ... always accepted)
@@ -20,7 +20,7 @@ Design §1 and §5 (Calico's Felix layout, reduced to what this collection needs
                                       -> cali-nat-outgoing     (MASQUERADE pool -> outside, if enabled)
 
 Endpoint chains (``cali-fw-<if>`` from the workload, ``cali-tw-<if>`` to it) start with
-RELATED,ESTABLISHED -> ACCEPT and INVALID -> DROP (design §5), then the policy rules in policy
+RELATED,ESTABLISHED -> ACCEPT and INVALID -> DROP, then the policy rules in policy
 order, first match wins. An allowed packet leaves ``cali-fw-*`` with RETURN (so the receiver's
 ``cali-tw-*`` still decides) and ``cali-tw-*`` with ACCEPT; ``deny`` is DROP. An endpoint selected
 by a policy in a direction ends that chain with DROP (default deny); an endpoint no policy selects
@@ -41,7 +41,7 @@ import shlex
 CHAIN_PREFIX = 'cali-'
 CHAIN_MAX = 28  # XT_EXTENSION_MAXNAMELEN (29) - 1: the kernel's limit on a chain name
 
-# builtin chain -> our top chain, per table (design §1)
+# builtin chain -> our top chain, per table
 HOOKS = {
     'filter': (('INPUT', 'cali-INPUT'), ('FORWARD', 'cali-FORWARD'), ('OUTPUT', 'cali-OUTPUT')),
     'nat': (('PREROUTING', 'cali-PREROUTING'), ('OUTPUT', 'cali-OUTPUT'), ('POSTROUTING', 'cali-POSTROUTING')),
@@ -105,7 +105,7 @@ def normalize_protocol(value):
     if isinstance(value, bool):
         raise ChainsError('protocol %r is not a protocol name or number' % (value,))
     text = str(value).strip().lower()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         number = int(text)
         if not 0 < number < 256:
             raise ChainsError('protocol number %s is outside 1-255' % text)
@@ -122,7 +122,7 @@ def normalize_port(value):
         raise ChainsError('port %r is not a port number or range' % (value,))
     text = str(value).strip().replace('-', ':')
     parts = text.split(':')
-    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+    if len(parts) not in (1, 2) or not all(p.isascii() and p.isdigit() for p in parts):
         raise ChainsError('port %r is not a port number or a range like 8000:8080' % (value,))
     numbers = [int(p) for p in parts]
     for number in numbers:

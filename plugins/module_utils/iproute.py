@@ -58,11 +58,13 @@ ROUTE_TYPES = ('unicast', 'blackhole', 'unreachable', 'prohibit')
 MIN_OWNED_PROTOCOL = 5
 MAX_PROTOCOL = 255
 
-# Host-side per-interface sysctls of a workload veth (design §5; Calico's Felix sets the same:
+# Host-side per-interface sysctls of a workload veth (Calico's Felix sets the same:
 # proxy_arp so the host answers ARP for 169.254.1.1, proxy_delay=0 or the first ARP reply waits
-# up to 0.8 s, forwarding, and route_localnet).
+# up to 0.8 s, forwarding, route_localnet, and strict reverse-path filtering: a packet whose
+# source is not routed back through this veth, i.e. not the workload's own address, is dropped).
 WORKLOAD_SYSCTLS = (
     ('net/ipv4/conf/{ifname}/proxy_arp', '1'),
+    ('net/ipv4/conf/{ifname}/rp_filter', '1'),
     ('net/ipv4/neigh/{ifname}/proxy_delay', '0'),
     ('net/ipv4/conf/{ifname}/forwarding', '1'),
     ('net/ipv4/conf/{ifname}/route_localnet', '1'),
@@ -129,7 +131,7 @@ def normalize_table(table):
     text = str(table if table is not None else 'main').strip()
     if text in _TABLE_ALIASES:
         return _TABLE_ALIASES[text]
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         num = int(text)
         if not 1 <= num <= 0xFFFFFFFF:
             raise ValueError('routing table %s is out of range 1-4294967295' % text)

@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: netfleet.calico contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Pid files and small files: the one reader of a daemon's pid file (BIRD, the lab's sshds, what
-lab_down stops) and of small text files (bird.conf, sysctl.d, sshd configs and keys)."""
+"""Pid files and small files: the one reader of a daemon's pid file (BIRD; netfleet.calico_lab's sshds and
+what its lab_down stops) and of small text files (bird.conf, sysctl.d, sshd configs and keys)."""
 
 from __future__ import annotations
 

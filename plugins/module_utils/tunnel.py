@@ -2,12 +2,12 @@
 # Copyright (c) netfleet.calico contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""IPIP tunnel device and its host-protection chain (issue #4), used by calico_tunnel and calico_node_state.
+"""IPIP tunnel device and its host-protection chain, used by calico_tunnel and calico_node_state.
 
 Pure planning functions (read state -> decide) plus thin appliers over an injectable runner, so
 unit tests drive them with a faked ``ip`` / ``iptables-save`` / ``iptables-restore``.
 
-Design §5: tunnel device MTU = parent MTU - 20 (the outer IPv4 header); IP protocol 4 is
+Tunnel device MTU = parent MTU - 20 (the outer IPv4 header); IP protocol 4 is
 accepted into a host only from fabric node IPs.
 """
 
@@ -22,7 +22,7 @@ from ansible_collections.netfleet.calico.plugins.module_utils.chains import norm
 
 IPIP_OVERHEAD = 20
 DEFAULT_CHAIN = 'cali-INPUT-ipip'
-CHAIN_MAX = 28  # design §5: iptables chain names <= 28 characters
+CHAIN_MAX = 28  # iptables chain names <= 28 characters
 IFNAME_MAX = 15  # the kernel's IFNAMSIZ - 1
 # Whole-value patterns (\Z: '$' would let a trailing newline into an iptables-restore payload).
 _CHAIN_RE = re.compile(r'cali-[A-Za-z0-9_-]+\Z')

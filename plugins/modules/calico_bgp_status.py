@@ -22,18 +22,10 @@ options:
     description: BIRD control socket.
     type: path
     default: /run/bird/bird.ctl
-  birdc_binary:
-    description: Path or name of the C(birdc) binary.
-    type: str
-    default: birdc
-  protocol:
-    description: Route protocol number that tags routes owned by this collection.
-    type: int
-    default: 80
-  interface_prefix:
-    description: Name prefix of workload interfaces.
-    type: str
-    default: cali
+extends_documentation_fragment:
+  - netfleet.calico.route_protocol
+  - netfleet.calico.workloads
+  - netfleet.calico.birdc
 attributes:
   check_mode:
     support: full

@@ -57,14 +57,12 @@ options:
     description: Path or name of the C(bird) binary.
     type: str
     default: bird
-  birdc_binary:
-    description: Path or name of the C(birdc) binary.
-    type: str
-    default: birdc
   timeout:
     description: Seconds to wait for a started daemon to answer on its control socket.
     type: float
     default: 10
+extends_documentation_fragment:
+  - netfleet.calico.birdc
 attributes:
   check_mode:
     support: full
@@ -117,6 +115,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfleet.calico.plugins.module_utils.bird import Bird
+from ansible_collections.netfleet.calico.plugins.module_utils.result import exit_with_diff
 
 
 def main():
@@ -179,7 +178,7 @@ def main():
     )
     if message:
         result["message"] = message
-    module.exit_json(**result)
+    exit_with_diff(module, result)
 
 
 if __name__ == "__main__":

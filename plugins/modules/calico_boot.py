@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: calico_boot
 short_description: Install the boot-time restore of a host's last converged fabric state
-version_added: 0.3.0
+version_added: 0.1.0
 description:
   - A reboot empties the kernel - the block's blackhole and the other owned routes, the C(cali-*) chains, the IPIP
     tunnel, the workloads' veths - and BIRD, started by its unit, would announce the block before anything is in

@@ -10,10 +10,10 @@ DOCUMENTATION = r"""
 ---
 module: calico_chains
 short_description: Program the cali-* iptables chains (policy, failsafe, floating IPs) atomically
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Renders the whole C(cali-*) hierarchy of the C(filter) and C(nat) tables from a host's workload endpoints,
-    their resolved policy rules and floating IPs (design §1 and §5, the chains of Calico's Felix), and applies each
+    their resolved policy rules and floating IPs (the chains of Calico's Felix), and applies each
     table with ONE C(iptables-restore -w --noflush), so a table never shows a half-written policy.
   - "filter: C(INPUT -> cali-INPUT -> cali-wl-to-host -> cali-from-wl-dispatch -> cali-fw-<if>) and
     C(cali-INPUT -> cali-failsafe-in); C(FORWARD -> cali-FORWARD -> cali-from-wl-dispatch / cali-to-wl-dispatch ->
@@ -36,7 +36,7 @@ requirements:
 options:
   endpoints:
     description:
-      - The complete list of this host's workload endpoints (normally C(calico_node_plan.policy) from the fabric
+      - The complete list of this host's workload endpoints (normally C(_calico_node_plan.policy) from the fabric
         plan). Chains of endpoints not listed are removed.
     type: list
     elements: dict
@@ -91,10 +91,6 @@ options:
     type: list
     elements: str
     default: ['tcp:22', 'udp:68', 'tcp:179', 'tcp:2379', 'tcp:2380', 'tcp:5473', 'tcp:6443', 'tcp:6666', 'tcp:6667']
-  interface_prefix:
-    description: Prefix of workload interfaces (C(cali+) in the dispatch rules).
-    type: str
-    default: cali
   backend:
     description:
       - C(auto) uses the backend that already holds rules (nft vs legacy), else the one C(iptables -V) reports.
@@ -118,14 +114,14 @@ options:
         this option.
     type: bool
     default: false
-    version_added: 0.2.0
+    version_added: 0.1.0
   boot_state:
     description:
       - After a run that converged (not in check mode), record the rendered chains, the backend and the insert mode
         in this JSON file, for the restore unit that applies them again at boot (see
         M(netfleet.calico.calico_boot)). Written atomically and only when its content changes.
     type: path
-    version_added: 0.3.0
+    version_added: 0.1.0
   insert_mode:
     description:
       - C(insert) puts a missing jump at the top of its builtin chain (Calico's ChainInsertMode default), C(append)
@@ -133,6 +129,8 @@ options:
     type: str
     choices: [insert, append]
     default: insert
+extends_documentation_fragment:
+  - netfleet.calico.workloads
 attributes:
   check_mode:
     support: full
@@ -158,7 +156,7 @@ seealso:
 EXAMPLES = r"""
 - name: Program policy and floating IPs from the fabric plan (what role calico_node does)
   netfleet.calico.calico_chains:
-    endpoints: "{{ calico_node_plan.policy }}"
+    endpoints: "{{ _calico_node_plan.policy }}"
     pool: "{{ calico_node_fabric.pool }}"
     nat_outgoing: true
 
@@ -209,6 +207,7 @@ import concurrent.futures
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfleet.calico.plugins.module_utils import boot, chains, chains_restore
+from ansible_collections.netfleet.calico.plugins.module_utils.result import exit_with_diff
 
 
 def make_iptables(module, backend):
@@ -314,13 +313,11 @@ def main():
         except OSError as exc:
             module.fail_json(msg='boot_state: cannot write %s: %s' % (p['boot_state'], exc.strerror))
     out = dict(changed=result['changed'], backend=backend, tables=result['tables'],
-               rules=chains_restore.count_rules(desired), restore=result['restore'])
-    if module._diff:
-        out['diff'] = result['diff']
+               rules=chains_restore.count_rules(desired), restore=result['restore'], diff=result['diff'])
     # Echo the arguments without the endpoint list: 1,000 endpoints copied through no_log filtering and
     # back to the controller cost more than the whole no-change run (bench/chains).
     out['invocation'] = {'module_args': dict(p, endpoints='%d endpoints' % len(p['endpoints']))}
-    module.exit_json(**out)
+    exit_with_diff(module, out)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: calico_cni
 short_description: Install the netfleet-calico CNI plugin, its networks and its policy state on a host
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Installs the CNI plugin C(netfleet-calico), the per-host agent that gives every container a runtime starts
     (podman, containerd, CRI-O, kubelet) a C(/32) behind a C(cali) veth with proxy-ARP for C(169.254.1.1), an address
@@ -101,17 +101,17 @@ options:
       - The agent is restarted when the plugin's code changes, so it always runs the installed version.
     type: bool
     default: true
-    version_added: 0.3.0
+    version_added: 0.1.0
   agent_socket:
     description: Unix socket of the agent (mode 0600; only root connects).
     type: path
     default: /run/netfleet-calico/agent.sock
-    version_added: 0.3.0
+    version_added: 0.1.0
   agent_pidfile:
     description: Pid file of the agent with O(service_manager=pidfile).
     type: path
     default: /run/netfleet-calico/agent.pid
-    version_added: 0.3.0
+    version_added: 0.1.0
   service_manager:
     description:
       - How the agent is kept running - V(systemd) (unit C(netfleet-calico-agent.service) in O(unit_dir), enabled,
@@ -120,12 +120,12 @@ options:
     type: str
     choices: [systemd, pidfile]
     default: systemd
-    version_added: 0.3.0
+    version_added: 0.1.0
   unit_dir:
     description: Where the agent's systemd unit is written.
     type: path
     default: /etc/systemd/system
-    version_added: 0.3.0
+    version_added: 0.1.0
 attributes:
   check_mode:
     support: full

@@ -24,14 +24,6 @@ author:
 requirements:
   - iproute2 (C(ip)) with JSON output (C(-j)).
 options:
-  protocol:
-    description: Route protocol number of the owned routes (Calico's Felix uses 80).
-    type: int
-    default: 80
-  interface_prefix:
-    description: Prefix of the host-side workload interfaces.
-    type: str
-    default: cali
   bird_socket:
     description:
       - Also read BIRD's BGP sessions from this control socket (C(birdc show protocols all)), so a play
@@ -44,17 +36,17 @@ options:
       - Role calico_node passes C(calico_node_bird_binary), the binary it later runs and validates configurations with.
     type: str
     default: bird
-  birdc_binary:
-    description: Name or path of the C(birdc) binary (used with O(bird_socket)).
-    type: str
-    default: birdc
   cni_data_dir:
     description:
       - Also count the containers attached through the CNI plugin (its store's records in this directory), so
         site.yml's preflight can refuse to remove the plugin from a host that still serves containers.
       - Omitted, the store is not read.
     type: path
-    version_added: 0.2.0
+    version_added: 0.1.0
+extends_documentation_fragment:
+  - netfleet.calico.route_protocol
+  - netfleet.calico.workloads
+  - netfleet.calico.birdc
 attributes:
   check_mode:
     support: full

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: calico_node_state
 short_description: Bring one Calico node (host or route reflector) to its planned state in one call
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Applies, in this order and in one module run, what the modules M(netfleet.calico.calico_sysctl),
     M(netfleet.calico.calico_tunnel), M(netfleet.calico.calico_routes), M(netfleet.calico.calico_workloads) and
@@ -89,10 +89,6 @@ options:
       dev: {description: Device., type: str}
       onlink: {description: Gateway is on-link., type: bool, default: false}
       metric: {description: Metric., type: int}
-  protocol:
-    description: Route protocol number of every route this collection owns (Calico uses 80).
-    type: int
-    default: 80
   endpoints:
     description:
       - The complete list of workload endpoints, as M(netfleet.calico.calico_workloads)
@@ -105,17 +101,6 @@ options:
       netns: {description: Namespace name., type: str}
       netns_path: {description: Namespace path (never created or deleted)., type: path}
       mtu: {description: MTU of this endpoint's veth., type: int}
-  netns_prefix:
-    description: Workload namespaces are named I(netns_prefix) + name unless an endpoint gives its own.
-    type: str
-    default: calico-
-  netns_paths:
-    description:
-      - Path patterns (C(fnmatch)) that an endpoint's C(netns_path) must match; none by default, so
-        only namespaces under O(netns_prefix) are used. PID 1's and this host's own namespace are refused always.
-    type: list
-    elements: str
-    default: []
   mtu:
     description: MTU of every workload veth (unless an endpoint sets its own); null keeps the kernel default.
     type: int
@@ -129,7 +114,7 @@ options:
         block.
       - Reported as part C(boot); a host whose BIRD configuration is rejected is left untouched, this included.
     type: dict
-    version_added: 0.3.0
+    version_added: 0.1.0
     suboptions:
       state:
         description: V(absent) removes the program, its unit and the records.
@@ -220,6 +205,9 @@ options:
       bird_binary: {description: C(bird) binary., type: str, default: bird}
       birdc_binary: {description: C(birdc) binary., type: str, default: birdc}
       timeout: {description: Seconds to wait for a started daemon to answer., type: float, default: 10}
+extends_documentation_fragment:
+  - netfleet.calico.route_protocol
+  - netfleet.calico.workloads.netns
 attributes:
   check_mode:
     support: full
@@ -296,7 +284,7 @@ workload_mtu:
   returned: always
   type: int
   sample: 1480
-  version_added: 0.2.0
+  version_added: 0.1.0
 routes:
   description: Result of the owned-routes part (see M(netfleet.calico.calico_routes)).
   returned: when O(routes) is given
@@ -338,6 +326,7 @@ from ansible_collections.netfleet.calico.plugins.module_utils import (
     tunnel,
 )
 from ansible_collections.netfleet.calico.plugins.module_utils.bird import Bird, install_file
+from ansible_collections.netfleet.calico.plugins.module_utils.result import exit_with_diff
 from ansible_collections.netfleet.calico.plugins.module_utils.sysctl import read_file
 from ansible_collections.netfleet.calico.plugins.module_utils.workloads import ENDPOINTS_SPEC, WorkloadReconciler
 
@@ -539,9 +528,8 @@ def main():
     result['workload_mtu'] = mtu
     result['changed_parts'] = changed_parts
     result['changed'] = bool(changed_parts)
-    if module._diff:
-        result['diff'] = diffs
-    module.exit_json(**result)
+    result['diff'] = diffs
+    exit_with_diff(module, result)
 
 
 if __name__ == '__main__':

@@ -59,12 +59,6 @@ options:
       metric:
         description: Route metric (priority). Default 0 for IPv4, 1024 for IPv6, like the kernel.
         type: int
-  protocol:
-    description:
-      - Route protocol number that marks the routes this module owns (Calico's Felix uses 80).
-      - 0-4 are refused (they are the kernel's own; C(boot) is what a plain C(ip route add) uses).
-    type: int
-    default: 80
   table:
     description: Routing table (C(main), a number, or a name from C(/etc/iproute2/rt_tables)).
     type: str
@@ -75,6 +69,8 @@ options:
     type: list
     elements: str
     default: [cali]
+extends_documentation_fragment:
+  - netfleet.calico.route_protocol
 attributes:
   check_mode:
     support: full

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: calico_tunnel
 short_description: Reconcile the IPIP tunnel device (tun0) of a Calico-style node and its host-protection chain
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Creates or reconciles an IPIP device (default C(tun0)) with C(local) = the node IP and no fixed remote,
     MTU = MTU of the interface holding the node IP minus 20 (the outer IPv4 header), administratively up.

@@ -34,7 +34,7 @@ description:
     C(ip netns exec) a namespace made by C(ip netns add) is bind-mounted in a private mount namespace and
     vanishes when the module exits; the module detects this and fails instead of creating namespaces
     (use C(nsenter --net=/run/netns/HOST), or pre-created namespaces through I(netns_path)). The
-    P(netfleet.calico.netns#connection) connection keeps mount propagation and works.
+    P(netfleet.calico_lab.netns#connection) connection keeps mount propagation and works.
 author:
   - netfleet.calico developers (!UNKNOWN)
 requirements:
@@ -75,29 +75,6 @@ options:
         description:
           - MTU of both ends of the veth; overrides the module-level I(mtu).
         type: int
-  netns_prefix:
-    description: Prefix of default namespace names.
-    type: str
-    default: calico-
-  netns_paths:
-    description:
-      - Path patterns (C(fnmatch)) that an endpoint's C(netns_path) must match; none by default, so
-        only namespaces under O(netns_prefix) are used. PID 1's and this host's own namespace are refused always.
-    type: list
-    elements: str
-    default: []
-  interface_prefix:
-    description:
-      - Prefix of host-side interface names (at most 4 characters, so that the name fits 15 characters).
-      - Only veths with this prefix are considered for removal.
-    type: str
-    default: cali
-  protocol:
-    description:
-      - Route protocol number that tags the host routes (Calico's Felix uses 80). Only routes of this protocol
-        on interfaces with I(interface_prefix) are managed; routes of other protocols are never touched.
-    type: int
-    default: 80
   mac:
     description: MAC address of the host side of every veth.
     type: str
@@ -110,6 +87,10 @@ options:
     description:
       - MTU of every veth (both ends). Default C(null) keeps the kernel default and does not manage the MTU.
     type: int
+extends_documentation_fragment:
+  - netfleet.calico.route_protocol
+  - netfleet.calico.workloads
+  - netfleet.calico.workloads.netns
 attributes:
   check_mode:
     support: full

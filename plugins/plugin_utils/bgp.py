@@ -11,7 +11,7 @@ import zlib
 
 from ansible.errors import AnsibleFilterError
 
-# Dialers wait calico_node_bgp_connect_delay plus 0, 1 or 2 s (design §5's 2 s is the base).
+# Dialers wait calico_node_bgp_connect_delay plus 0, 1 or 2 s (the article's 2 s is the base).
 CONNECT_DELAY_SPREAD = 3
 
 

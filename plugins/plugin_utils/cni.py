@@ -23,7 +23,6 @@ match, fleet-wide, and no container start has to be announced to other hosts.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 
 from ansible_collections.netfleet.calico.plugins.module_utils import cni_store
@@ -39,45 +38,6 @@ SET_PREFIX = 'cali-s-'
 def set_name(tree):
     """The ipset of a peer selector: ``cali-s-`` + 16 hex digits of sha1 of its canonical text (23 chars)."""
     return SET_PREFIX + hashlib.sha1(canonical(tree).encode('utf-8')).hexdigest()[:16]
-
-
-def _ascii_int(value):
-    """An int from an int or a string of ASCII digits (never '²' or '٦'); else None."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and re.fullmatch(r'[0-9]{1,9}', value.strip()):
-        return int(value.strip())
-    return None
-
-
-def _bool(value, subject, var):
-    if inputs.is_unset(value):
-        return False
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ('true', 'yes', 'on', '1'):
-        return True
-    if text in ('false', 'no', 'off', '0'):
-        return False
-    raise FabricError(subject, f'{var} {value!r} is not a boolean', f'set {var}: true or false')
-
-
-def _labels(value, subject, where):
-    if inputs.is_unset(value):
-        return {}
-    if not isinstance(value, Mapping):
-        raise FabricError(subject, f'{where} labels is not a mapping', 'write labels as {app: web}')
-    out = {}
-    for key, val in value.items():
-        if not isinstance(key, str) or not cni_store.LABEL_KEY_RE.match(key):
-            raise FabricError(subject, f'{where} label name {key!r} is not valid',
-                              'use label names of letters, digits, _ . / - (at most 253)')
-        if isinstance(val, (Mapping, list, bool)) or val is None or not cni_store.LABEL_VALUE_RE.match(str(val)):
-            raise FabricError(subject, f'{where} label {key} value {val!r} is not valid',
-                              'use values of letters, digits, _ . - (at most 63)')
-        out[key] = str(val)
-    return out
 
 
 def parse_networks(value, slots, subject='calico_cni_networks'):
@@ -102,7 +62,7 @@ def parse_networks(value, slots, subject='calico_cni_networks'):
             raise FabricError(subject, f"network '{name}' is listed twice", 'give each network its own name')
         names.add(name)
         slot = raw.get('slot', index + 1)
-        slot_int = _ascii_int(slot)
+        slot_int = inputs.as_int(slot)
         if slot_int is None or not 1 <= slot_int < slots:
             raise FabricError(subject, f"network '{name}' slot {slot!r} is outside 1-{slots - 1}",
                               'blocks are cut into 2^(calico_cni_network_prefix - calico_block_prefix) '
@@ -112,7 +72,7 @@ def parse_networks(value, slots, subject='calico_cni_networks'):
             raise FabricError(subject, f"networks '{used[slot_int]}' and '{name}' share slot {slot_int}",
                               'give each network its own slot')
         used[slot_int] = name
-        out.append({'name': name, 'labels': _labels(raw.get('labels'), subject, f"network '{name}'"),
+        out.append({'name': name, 'labels': inputs.parse_labels(raw.get('labels'), subject, f"network '{name}'"),
                     'slot': slot_int})
     return out
 
@@ -123,7 +83,7 @@ def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None):
     calico_node_facts) may say how many containers a host's plugin serves now."""
     enabled = {}
     for name in hosts:
-        enabled[name] = _bool(reader.get(name, 'calico_cni'), host_subject(name), 'calico_cni')
+        enabled[name] = inputs.parse_bool(reader.get(name, 'calico_cni'), host_subject(name), 'calico_cni')
         attached = ((facts or {}).get(name) or {}).get('cni_attachments')
         if not enabled[name] and isinstance(attached, int) and attached > 0:
             raise FabricError(host_subject(name), f'calico_cni is off but {attached} container(s) '
@@ -140,7 +100,7 @@ def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None):
         return []
     raw_prefix, source = inventory.fleet_setting(reader, hosts, 'calico_cni_network_prefix', None)
     subject = host_subject(source) if source else 'calico_cni_network_prefix'
-    prefix = min(block_prefix + 2, 32) if raw_prefix is None else _ascii_int(raw_prefix)
+    prefix = min(block_prefix + 2, 32) if raw_prefix is None else inputs.as_int(raw_prefix)
     if prefix is None or not block_prefix < prefix <= 32:
         raise FabricError(subject, f'calico_cni_network_prefix {raw_prefix!r} is not a prefix length '
                           f'{block_prefix + 1}-32',

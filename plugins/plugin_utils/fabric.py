@@ -22,9 +22,10 @@ stand-alone filters' own arguments).  The stand-alone filters use
 Order of the preflight checks done by :func:`build_fabric` (the first failure is reported,
 hosts and racks are always visited in natural name order, ``host-2`` before ``host-10``):
 
-1. at least one host in ``calico_nodes`` / ``calico_route_reflectors``;
+1. at least one host in ``calico_nodes`` / ``calico_route_reflectors``; then the names of hosts and racks
+   and every role variable the inventory sets (:func:`check_inputs`, also run alone by site.yml first);
 2. fleet-wide settings, each one first for agreement between hosts and then for validity:
-   ``calico_bgp_topology``, ``calico_ipip_mode``, ``calico_pool``, ``calico_block_prefix``;
+   ``calico_bgp_topology``, ``calico_ipip_mode``, ``calico_bgp_bfd``, ``calico_pool``, ``calico_block_prefix``;
 3. rack membership: a host in two racks; then (route_reflector) a reflector in no rack,
    then any other host in no rack;
 4. per host: node IP, node prefix length, router id; then duplicate node IPs, then duplicate
@@ -59,6 +60,7 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
     netaddr,
     network_or_none,
     parse_as_number,
+    parse_bfd,
     parse_block_prefix,
     parse_cluster_id,
     parse_ipip_mode,
@@ -164,6 +166,27 @@ def _spine_addresses(reader, hosts, is_reflector, node_ip, node_prefixlen):
     return spine_ip, spine_prefixlen
 
 
+def _check_names_and_role_vars(reader, hosts, members_of):
+    for name in hosts:
+        inputs.check_host_name(name)
+    for rack in natural_sorted(members_of):
+        inputs.check_group_name(rack)
+    inputs.check_role_vars(reader, hosts)
+
+
+def check_inputs(hostvars, groups, racks=None):
+    """The first preflight step alone: host and rack names and every role variable the inventory sets.
+
+    site.yml runs it before its first play contacts a host (that play passes role variables to a module);
+    :func:`build_fabric` runs it again as its own first step. Returns how many hosts and racks were checked.
+    """
+    reader = VarReader(hostvars)
+    hosts = natural_sorted(set(group(groups, GROUP_NODES)) | set(group(groups, GROUP_REFLECTORS)))
+    members_of = rack_members(hostvars, groups, racks)
+    _check_names_and_role_vars(reader, hosts, members_of)
+    return {'hosts': len(hosts), 'racks': len(members_of)}
+
+
 def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_BLOCK_PREFIX,
                  topology=DEFAULT_TOPOLOGY, ipip_mode=DEFAULT_IPIP_MODE, as_number=DEFAULT_AS_NUMBER):
     """Compose the whole plan (see the module docstring for the preflight order)."""
@@ -178,9 +201,8 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     is_node = set(node_group)
     is_reflector = set(reflector_group)
     # 1b. names and the role variables an inventory overrides: strict, before anything is planned from them
-    for name in hosts:
-        inputs.check_host_name(name)
-    inputs.check_role_vars(reader, hosts)
+    members_of = rack_members(hostvars, groups, racks)
+    _check_names_and_role_vars(reader, hosts, members_of)
 
     # 2. fleet-wide settings
     def subject_of(source, var):
@@ -190,6 +212,8 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     topology = parse_topology(value, subject_of(source, 'calico_bgp_topology'))
     value, source = fleet_setting(reader, hosts, 'calico_ipip_mode', ipip_mode)
     ipip_mode = parse_ipip_mode(value, subject_of(source, 'calico_ipip_mode'))
+    value, source = fleet_setting(reader, hosts, 'calico_bgp_bfd', None)
+    bfd = parse_bfd(value, subject_of(source, 'calico_bgp_bfd'))
     value, source = fleet_setting(reader, hosts, 'calico_pool', pool)
     if is_unset(value):
         raise FabricError(f"group '{GROUP_NODES}'", 'calico_pool is not set',
@@ -199,9 +223,6 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     prefix_len = parse_block_prefix(value, pool_net, subject_of(source, 'calico_block_prefix'))
 
     # 3. racks
-    members_of = rack_members(hostvars, groups, racks)
-    for rack in natural_sorted(members_of):
-        inputs.check_group_name(rack)
     rack_of = {}
     for name in hosts:
         mine = natural_sorted(r for r, members in members_of.items() if name in members)
@@ -420,6 +441,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
         'block_prefix': prefix_len,
         'topology': topology,
         'ipip_mode': ipip_mode,
+        'bfd': bfd,
         'hosts': plan_hosts,
         'racks': plan_racks,
         'floating_ips': floating_ips,

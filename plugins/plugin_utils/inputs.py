@@ -56,6 +56,10 @@ SYSCTL_VALUE = re.compile(r'[A-Za-z0-9_ .:-]{0,64}')
 # TCP-MD5 keys are at most 80 bytes; BIRD strings have no escapes, so no '"' or '\'.
 PASSWORD = re.compile(r'[ !#-\[\]-~]{1,80}')
 DIGITS = re.compile(r'[0-9]{1,12}')
+DOTTED_QUAD = re.compile(r'[0-9]{1,3}(?:\.[0-9]{1,3}){3}')
+LABEL_KEY = re.compile(r'[A-Za-z0-9][A-Za-z0-9_./-]{0,252}')
+LABEL_VALUE = re.compile(r'[A-Za-z0-9_.-]{0,63}')
+CIDR = re.compile(r'[0-9]{1,3}(?:\.[0-9]{1,3}){3}/[0-9]{1,2}')
 BIRD_LOG = re.compile(r'syslog|stderr|"/[A-Za-z0-9_.@+:/-]{0,4094}"')
 
 # What a BIRD string literal may hold: BIRD's lexer knows no escapes, so no '"', '\' or line break; printable
@@ -75,8 +79,8 @@ def as_int(value):
         return None
     if isinstance(value, int):
         return int(value)
-    if isinstance(value, str) and DIGITS.fullmatch(value.strip()):
-        return int(value.strip())
+    if isinstance(value, str) and DIGITS.fullmatch(value):
+        return int(value)
     return None
 
 
@@ -160,8 +164,7 @@ ROLE_VARS = {
     'calico_node_birdc_binary': (_program, 'use a program name (birdc) or an absolute path'),
     'calico_node_service_name': ((lambda v: matches(UNIT, v)), 'use a systemd unit name such as bird'),
     'calico_node_workload_netns_prefix': ((lambda v: matches(NAME, v)), NAME_FIX),
-    'calico_node_ipip_chain': ((lambda v: matches(CHAIN, v)),
-                               "use a chain name starting with 'cali-', at most 28 characters"),
+    'ipip_chain': ((lambda v: matches(CHAIN, v)), "use a chain name starting with 'cali-', at most 28 characters"),
     # 0-4 are the kernel's own (connected, static, ...) and 12 is BIRD's: owning those would delete others' routes
     'calico_node_route_protocol': ((lambda v: _int_between(5, 254)[0](v) and as_int(v) != 12),
                                    'use a route protocol number from 5 to 254 other than 12 (BIRD), e.g. 80'),
@@ -169,6 +172,8 @@ ROLE_VARS = {
     'calico_node_bgp_connect_retry': _int_between(1, 65535),
     'calico_node_bgp_error_wait': _list_of(_int_between(0, 65535)[0], 'use two whole numbers, e.g. [5, 30]'),
     'calico_node_bgp_transition_wait': _int_between(1, 3600),
+    'calico_node_bgp_hold_time': ((lambda v: v in (None, '') or _int_between(3, 65535)[0](v)),
+                                  'use a whole number of seconds from 3 to 65535, or leave it empty'),
     'calico_node_status_wait': _int_between(0, 3600),
     'calico_node_workload_mtu': ((lambda v: v in (None, '') or _int_between(576, 65535)[0](v)),
                                  'use an MTU from 576 to 65535, or leave it empty'),
@@ -178,6 +183,8 @@ ROLE_VARS = {
     'calico_node_packages': _list_of(lambda v: matches(PACKAGE, v), 'use Debian package names'),
     'calico_node_cni_packages': _list_of(lambda v: matches(PACKAGE, v), 'use Debian package names'),
     'calico_node_host_sysctls': (_sysctls, 'use a mapping of sysctl names (net.ipv4.ip_forward) to plain values'),
+    'route_reflector_sysctls': (_sysctls, 'use a mapping of sysctl names (net.ipv4.ip_forward) to plain values'),
+    'calico_node_cni_version': _choice('0.4.0', '1.0.0', '1.1.0'),
     'calico_node_bird_log': ((lambda v: matches(BIRD_LOG, v)),
                              'use syslog, stderr or a quoted absolute path ("/var/log/bird.log")'),
     'calico_bgp_password': ((lambda v: v == '' or matches(PASSWORD, v)),
@@ -193,8 +200,8 @@ ROLE_VARS = {
     'calico_node_endpoint_to_host_action': _choice('drop', 'accept'),
     **{var: _BOOL for var in (
         'calico_node_install_packages', 'calico_node_sysctl_persist', 'calico_node_bgp_graceful_restart',
-        'calico_node_bgp_onlink', 'calico_node_bgp_ttl_security', 'calico_node_ipip_firewall',
-        'calico_node_ipip_manage_mtu', 'calico_node_nat_outgoing', 'calico_node_boot_restore',
+        'calico_node_bgp_onlink', 'calico_node_bgp_ttl_security', 'ipip_firewall', 'ipip_manage_mtu',
+        'ipip_apply', 'calico_node_nat_outgoing', 'calico_node_boot_restore',
         'calico_node_cni_agent')},
 }
 
@@ -232,11 +239,11 @@ def require_netaddr(who):
 
 
 def network_or_none(value):
-    """IPv4 IPNetwork for a CIDR string, else None (no exceptions)."""
-    if not isinstance(value, str) or '/' not in value:
+    """IPv4 IPNetwork for a CIDR string of ASCII digits (``a.b.c.d/n``, nothing around it), else None."""
+    if not isinstance(value, str) or not CIDR.fullmatch(value):
         return None
     try:
-        net = netaddr.IPNetwork(value.strip())
+        net = netaddr.IPNetwork(value)
     except (netaddr.AddrFormatError, ValueError, TypeError):
         return None
     return net if net.version == 4 else None
@@ -246,10 +253,10 @@ def address_or_none(value, allow_slash32=False):
     """IPv4 IPAddress for a dotted quad (optionally ``x/32``), else None (no exceptions)."""
     if not isinstance(value, str):
         return None
-    text = value.strip()
+    text = value
     if allow_slash32 and text.endswith('/32'):
         text = text[:-3]
-    if not re.fullmatch(r'[0-9]{1,3}(\.[0-9]{1,3}){3}', text):
+    if not DOTTED_QUAD.fullmatch(text):
         return None
     try:
         addr = netaddr.IPAddress(text)
@@ -331,7 +338,7 @@ def parse_as_number(value, subject, var='calico_as_number'):
 
 
 def parse_topology(value, subject='input'):
-    text = str(value).strip().lower() if isinstance(value, str) else value
+    text = value.lower() if isinstance(value, str) else value
     if text not in TOPOLOGIES:
         raise FabricError(subject, f'calico_bgp_topology {value!r} is not supported',
                           'use full_mesh or route_reflector')
@@ -339,11 +346,66 @@ def parse_topology(value, subject='input'):
 
 
 def parse_ipip_mode(value, subject='input'):
-    text = _IPIP_ALIASES.get(str(value).strip().lower()) if isinstance(value, str) else None
+    text = _IPIP_ALIASES.get(value.lower()) if isinstance(value, str) else None
     if text is None:
         raise FabricError(subject, f'calico_ipip_mode {value!r} is not valid',
                           'use never, always or cross_subnet')
     return text
+
+
+def parse_bool(value, subject, var):
+    """A boolean written as YAML or Ansible write them (true/yes/on/1, false/no/off/0); unset is false."""
+    if is_unset(value):
+        return False
+    if isinstance(value, bool):
+        return value
+    text = value.lower() if isinstance(value, str) else value
+    if text in ('true', 'yes', 'on', '1', 1):
+        return True
+    if text in ('false', 'no', 'off', '0', 0):
+        return False
+    raise FabricError(subject, f'{var} {value!r} is not a boolean', f'set {var}: true or false')
+
+
+def parse_labels(value, subject, where):
+    """Labels (workloads, container networks) as Kubernetes writes them: ``{name: value}`` of plain strings."""
+    if is_unset(value):
+        return {}
+    if not isinstance(value, Mapping):
+        raise FabricError(subject, f'{where} labels is not a mapping', 'write labels as {app: web}')
+    out = {}
+    for key, val in value.items():
+        if not isinstance(key, str) or not LABEL_KEY.fullmatch(key):
+            raise FabricError(subject, f'{where} label name {key!r} is not valid',
+                              'use label names of letters, digits, _ . / - (at most 253)')
+        if isinstance(val, bool) or not isinstance(val, (str, int)) or not LABEL_VALUE.fullmatch(str(val)):
+            raise FabricError(subject, f'{where} label {key} value {val!r} is not valid',
+                              'use values of letters, digits, _ . - (at most 63)')
+        out[key] = str(val)
+    return out
+
+
+BFD_DEFAULTS = {'interval': 100, 'multiplier': 3}
+
+
+def parse_bfd(value, subject='input'):
+    """``calico_bgp_bfd``: off (unset, false), on with BIRD's interval/multiplier defaults of this collection
+    (true), or ``{interval: <ms>, multiplier: <n>}``. Returns None or ``{'interval': ms, 'multiplier': n}``."""
+    fix = 'use true, false, or {interval: 100, multiplier: 3} (interval 10-10000 ms, multiplier 1-255)'
+    if is_unset(value) or value is False or (isinstance(value, str) and value.lower() in ('false', 'no', 'off')):
+        return None
+    if value is True or (isinstance(value, str) and value.lower() in ('true', 'yes', 'on')):
+        return dict(BFD_DEFAULTS)
+    if not isinstance(value, Mapping) or not set(value) <= set(BFD_DEFAULTS):
+        raise FabricError(subject, f'calico_bgp_bfd {value!r} is not valid', fix)
+    out = dict(BFD_DEFAULTS)
+    for key, (low, high) in (('interval', (10, 10000)), ('multiplier', (1, 255))):
+        if key in value:
+            number = as_int(value[key])
+            if number is None or not low <= number <= high:
+                raise FabricError(subject, f'calico_bgp_bfd {key} {value[key]!r} is not valid', fix)
+            out[key] = number
+    return out
 
 
 def parse_cluster_id(value, subject):

@@ -117,7 +117,8 @@ def rack_groups(hostvars, groups, racks=None):
     or a mapping rack -> hosts; no group vars then), else from the inventory behind Ansible's HostVars
     (the group vars are the ones set on the group itself in the inventory source). Raises
     :class:`RackHierarchyUnknown` when neither is available but ``calico_racks`` has hosts; each filter
-    turns that into its own one-line error. Shared by the fabric plan and the lab's ``lab_spec``.
+    turns that into its own one-line error. Shared by the fabric plan and netfleet.calico_lab's filter
+    ``lab_spec``.
     """
     if racks is not None:
         if isinstance(racks, Mapping):

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netfleet.calico developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""IPIP planning (issue #4): which next hops each BGP speaker reaches through ``tun0``.
+"""IPIP planning: which next hops each BGP speaker reaches through ``tun0``.
 
 Called once by :func:`plugins.plugin_utils.fabric.build_fabric` after the peers are planned;
 adds ``ipip`` to every host's plan::
@@ -12,7 +12,7 @@ adds ``ipip`` to every host's plan::
 
 A route learned by BGP carries the address of the host (or reflector) that owns or reflects it
 as ``bgp_next_hop``; BIRD's kernel export sends routes whose next hop is in ``tunnel_next_hops``
-through ``tun0`` (``ifname``/``onlink``, design §5), every other one stays direct. Candidates are
+through ``tun0`` (``ifname``/``onlink``), every other one stays direct. Candidates are
 every other speaker's node IP and spine IP (a reflector of another rack is the next hop of that
 rack's blocks):
 

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netfleet.calico developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Controller-side policy planning: selectors, per-endpoint rule sets, floating IPs (issue #5).
+"""Controller-side policy planning: selectors, per-endpoint rule sets, floating IPs.
 
 Called by :func:`fabric.build_fabric` after the workloads have their addresses. Inputs:
 
@@ -29,7 +29,6 @@ Every bad input is a one-line :class:`fabric.FabricError` naming the policy or h
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 
 from ansible_collections.netfleet.calico.plugins.module_utils import chains
@@ -175,20 +174,6 @@ def parse_policies(value, pool):
     return out
 
 
-def _workload_labels(entry, subject):
-    labels = entry.get('labels') or {}
-    if not isinstance(labels, Mapping):
-        raise FabricError(subject, f"workload '{entry['name']}' labels is not a mapping",
-                          'write labels as {app: web, tier: frontend}')
-    out = {}
-    for key, val in labels.items():
-        if not isinstance(key, str) or not re.match(r'^[A-Za-z0-9_./-]+$', key):
-            raise FabricError(subject, f"workload '{entry['name']}' label name {key!r} is not valid",
-                              'use label names of letters, digits, _ . / -')
-        out[key] = str(val)
-    return out
-
-
 def special_address(text, plan_hosts):
     """Why an IPv4 address cannot be a floating IP announced to the whole fabric, or None."""
     addr = ipaddress.IPv4Address(text)
@@ -228,7 +213,7 @@ def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=()):
     for name in hosts:
         subject = host_subject(name)
         for entry in plan_hosts[name]['workloads']:
-            labels = _workload_labels(entry, subject)
+            labels = inputs.parse_labels(entry.get('labels'), subject, f"workload '{entry['name']}'")
             raw = entry.get('floating_ip')
             if not inputs.is_unset(raw):
                 addr = inputs.address_or_none(raw if isinstance(raw, str) else None, allow_slash32=True)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import PREFLIGHT, FabricError, host_subject
 
-# `onlink = true;` and `ifname = ...` in a kernel export filter arrived in BIRD 2.0.12 (design §5).
+# `onlink = true;` and `ifname = ...` in a kernel export filter arrived in BIRD 2.0.12.
 BIRD_ONLINK = (2, 0, 12)
 BIRD_ANY = (2, 0, 0)  # the configuration is BIRD 2 syntax
 BIRD_PACKAGE = "Debian bookworm's bird2"
@@ -29,7 +29,7 @@ DEFAULT_SERIAL = [1, '10%', '25%']   # one canary host, then growing batches
 DEFAULT_RR_SERIAL = [1]              # one reflector at a time: a rack never loses both of its reflectors
 DEFAULT_MAX_FAIL_PERCENTAGE = 0      # any failure stops the roll-out before the next batch
 
-_SERIAL_ITEM = re.compile(r'^\s*(\d+)\s*(%?)\s*$')
+_SERIAL_ITEM = re.compile(r'([0-9]{1,9})(%?)')
 
 
 def version_tuple(text):
@@ -134,7 +134,7 @@ def parse_serial(value, var):
     out = []
     for item in items:
         text = str(item) if not isinstance(item, bool) else ''
-        match = _SERIAL_ITEM.match(text)
+        match = _SERIAL_ITEM.fullmatch(text)
         number = int(match.group(1)) if match else 0
         if not match or number < 1 or (match.group(2) and number > 100):
             raise FabricError(var, f'{value!r} is not a batch size',
@@ -147,8 +147,8 @@ def parse_serial(value, var):
 
 
 def parse_max_fail(value, var):
-    text = str(value).strip() if not isinstance(value, bool) else ''
-    if not re.match(r'^\d+$', text) or int(text) > 100:
+    text = str(value) if not isinstance(value, bool) else ''
+    if not re.fullmatch(r'[0-9]{1,3}', text) or int(text) > 100:
         raise FabricError(var, f'{value!r} is not a percentage 0-100',
                           'set it to the share of a batch that may fail before the roll-out stops (0: none)')
     return int(text)

@@ -1,4 +1,5 @@
-"""The lab itself: playbooks/lab_up.yml, lab_down.yml, lab_fabric and the netns connection, on the real kernel.
+"""The lab itself (netfleet.calico_lab): lab_up.yml, lab_down.yml, lab_fabric and the netns connection, on the
+real kernel.
 
 Needs root. One lab is built from inventories/lab for the module with a run-specific prefix
 (NETFLEET_LAB_PREFIX=t<4 hex>) and always torn down by lab_down.yml in the fixture's finalizer (plus a
@@ -115,7 +116,7 @@ class Lab:
     def playbook(self, name, *args, **kw):
         if '-i' not in args:
             args = ('-i', self.inventory, *args)
-        return self.run('ansible-playbook', REPO / 'playbooks' / name, *args, **kw)
+        return self.run('ansible-playbook', REPO / 'lab' / 'playbooks' / name, *args, **kw)
 
     def adhoc(self, host, module, module_args, **kw):
         return self.run('ansible', '-i', self.inventory, host, '-m', module, '-a', module_args, **kw)
@@ -316,14 +317,14 @@ def test_bad_inventory_fails_with_one_line(lab, tmp_path, case):
     doc = copy.deepcopy(lab.doc)
     if case == 'node_ip_outside_segment':
         rack1(doc)['hosts']['host-c']['calico_node_ip'] = '10.0.0.5'
-        expect = r"netfleet\.calico\.lab_spec: host 'host-c': calico_node_ip 10\.0\.0\.5 is outside rack 'rack1'"
+        expect = r"netfleet\.calico_lab\.lab_spec: host 'host-c': calico_node_ip 10\.0\.0\.5 is outside rack 'rack1'"
     else:
         del rack1(doc)['vars']['lab_segment']
-        expect = r"netfleet\.calico\.lab_spec: rack 'rack1': has no lab_segment — set lab_segment"
+        expect = r"netfleet\.calico_lab\.lab_spec: rack 'rack1': has no lab_segment — set lab_segment"
     before = lab.ifindexes()
     proc = lab.playbook('lab_up.yml', '-i', write_inventory(tmp_path / 'inv', doc), check=False)
     assert proc.returncode != 0
-    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if 'netfleet.calico.lab_spec:' in line]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if 'netfleet.calico_lab.lab_spec:' in line]
     assert lines and re.search(expect, lines[0]), proc.stdout[-3000:]
     assert lab.ifindexes() == before
 
@@ -349,7 +350,7 @@ def test_lab_down_removes_everything_and_is_idempotent(lab):
         assert proc.recap['localhost']['changed'] == 0, proc.stdout
         # the connection now says what to do
         proc = lab.adhoc('host-a', 'ansible.builtin.ping', '', check=False)
-        assert f"network namespace '{lab.netns('host-a')}' does not exist: run playbooks/lab_up.yml first" \
+        assert f"network namespace '{lab.netns('host-a')}' does not exist: run netfleet.calico_lab.lab_up first" \
             in proc.stdout + proc.stderr
     finally:
         for proc in (daemon, decoy):

@@ -20,7 +20,7 @@ import time
 import pytest
 from netfleet_lab import REPO, ControllerLab, alive, namespaces, sh
 
-from ansible_collections.netfleet.calico.plugins.module_utils import lab_machine
+from ansible_collections.netfleet.calico_lab.plugins.module_utils import lab_machine
 
 pytestmark = pytest.mark.lab
 
@@ -151,7 +151,7 @@ def test_machines_boot_with_systemd_in_their_namespaces(lab, report):
         # its own filesystem: a file made in one machine is not in another
     lab.inside("m1h1", "touch", "/root/only-here")
     assert lab.inside("m1h2", "test", "-e", "/root/only-here", check=False).returncode != 0
-    again = lab.playbook("playbooks/lab_up.yml", "-v")
+    again = lab.playbook("lab/playbooks/lab_up.yml", "-v")
     assert again.recap["localhost"]["changed"] == 0, again.stdout[again.stdout.find("changed: [localhost]"):][:3000]
     report(f"test_machines: lab_up of 5 machines {lab.up_s:.1f} s (base image {lab.base} "
            f"{'cached' if lab.cached else 'built by this run, with the apt repository'})")
@@ -235,7 +235,7 @@ def test_lab_down_powers_every_machine_off(lab):
     for host in lab.speakers():
         with open(f"{lab.machine_dir(host)}/supervisor.pid") as f:
             supervisors[host] = int(f.read())
-    lab.playbook("playbooks/lab_down.yml")
+    lab.playbook("lab/playbooks/lab_down.yml")
     for host, pid in supervisors.items():
         assert not alive(pid), f"{host}: supervisor {pid} survived lab_down"
         assert not glob.glob(f"/sys/fs/cgroup/*/netfleet-lab/{lab.prefix}-{host}"), f"{host}: its cgroup is left"

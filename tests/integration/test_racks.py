@@ -50,12 +50,12 @@ def racks(tmp_path_factory, racks_doc):
     prefix = os.environ.get("NETFLEET_LAB_PREFIX", "t") + "r"
     lab = Lab(write_inventory(tmp_path_factory.mktemp("racks"), racks_doc), prefix)
     try:
-        lab.playbook("playbooks/lab_up.yml")
+        lab.playbook("lab/playbooks/lab_up.yml")
         lab.playbook("site.yml")
         converged(lab)
         yield lab
     finally:
-        lab.playbook("playbooks/lab_down.yml", check=False)
+        lab.playbook("lab/playbooks/lab_down.yml", check=False)
         assert not [n for n in namespaces() if n.startswith(prefix + "-")], "lab_down left namespaces"
 
 
@@ -214,7 +214,7 @@ def test_add_host_and_rack_then_remove_host(racks, racks_doc, report):
     doc["all"]["children"]["calico_nodes"]["hosts"].update({"r1h4": None, "r4h1": None})
     write_inventory(Path(lab.inventory), doc)
     lab.reload()
-    lab.playbook("playbooks/lab_up.yml")
+    lab.playbook("lab/playbooks/lab_up.yml")
     run = lab.playbook("site.yml")
     converged(lab)
 
@@ -243,6 +243,73 @@ def test_add_host_and_rack_then_remove_host(racks, racks_doc, report):
               f"{h} to withdraw {gone}")
 
 
+# --- BFD: a reflector that stops forwarding while its BIRD stays up ------------------------------------------
+
+def _spine_if(lab, host):
+    spine_ip = lab.hostvars[host]["calico_rr_spine_ip"]
+    for link in ns_json(lab.netns(host), "-4", "addr", "show"):
+        if any(a.get("local") == spine_ip for a in link.get("addr_info", [])):
+            return link["ifname"]
+    raise AssertionError(f"{host} has no interface with {spine_ip}")
+
+
+def _cut_spine_leg(lab, host, cut):
+    """Drop everything on a reflector's spine leg (iptables in its namespace); its BIRD keeps running."""
+    ifname = _spine_if(lab, host)
+    for rule in (["INPUT", "-i", ifname], ["OUTPUT", "-o", ifname], ["FORWARD", "-i", ifname],
+                 ["FORWARD", "-o", ifname]):
+        sh(["ip", "netns", "exec", lab.netns(host), "iptables", "-w", "-I" if cut else "-D", rule[0], *rule[1:],
+            "-m", "comment", "--comment", "nf-test-cut", "-j", "DROP"])
+
+
+def _failover_gap(lab, report, label):
+    """Cut the spine leg of the rack1 reflector that rr2 sends rack1's traffic through; the worst gap."""
+    # rr2 spreads rack1's blocks over both of rack1's reflectors (multipath): the one this flow hashes to
+    src, dst = lab.workload_ip("r2h1", "r2h1w1"), lab.workload_ip("r1h1", "r1h1w1")
+    rack_leg = ns_json(lab.netns("rr2"), "route", "get", lab.node_ip("r2h1"))[0]["dev"]
+    gateway = ns_json(lab.netns("rr2"), "route", "get", dst, "from", src, "iif", rack_leg)[0].get("gateway")
+    via = [h for h in ("rr1a", "rr1b") if lab.hostvars[h]["calico_rr_spine_ip"] == gateway]
+    assert via, f"rr2 sends {src} -> {dst} via {gateway}, not a rack1 reflector"
+    via = via[0]
+    pings = _pings(lab, [(("r2h1", "r2h1w1"), ("r1h1", "r1h1w1")), (("r1h1", "r1h1w1"), ("r2h1", "r2h1w1"))])
+    time.sleep(1)
+    _cut_spine_leg(lab, via, True)
+    try:
+        spine_ip = lab.hostvars[via]["calico_rr_spine_ip"]
+        _wait(lambda: spine_ip not in _bird_gateways(lab, "rr2"), 60, f"rr2 to drop routes via {via}")
+        time.sleep(2)
+    finally:
+        worst = _stop(pings, report, f"{label}: {via}'s spine leg cut")
+        _cut_spine_leg(lab, via, False)
+    return worst
+
+
+def test_bfd_moves_traffic_off_a_reflector_that_stops_forwarding(racks, report):
+    """rack1's reflector that carries rack2's traffic loses its spine leg while BIRD runs on: without BFD the
+    traffic waits for the BGP hold time (here 6 s), with BFD (100 ms x 3) it moves to rr1b within 1.5 s."""
+    lab = racks
+    # the last test on this lab: it runs on the fleet as the tests above left it and changes it for good
+    doc = yaml.safe_load((Path(lab.inventory) / "hosts.yml").read_text())
+    doc["all"]["vars"]["calico_node_bgp_hold_time"] = 6
+    gaps = {}
+    for bfd in (False, True):
+        if bfd:
+            doc["all"]["vars"]["calico_bgp_bfd"] = {"interval": 100, "multiplier": 3}
+        write_inventory(Path(lab.inventory), doc)
+        lab.reload()
+        lab.playbook("site.yml")
+        converged(lab)
+        if bfd:
+            up = lab.birdc("rr2", "show", "bfd", "sessions")
+            assert up.count(" Up ") >= 3, up  # rr1a, rr1b, rr3 over the spine
+        gaps[bfd] = _failover_gap(lab, report, "BFD" if bfd else "hold timer 6 s")
+        converged(lab)
+    report(f"reflector stops forwarding: worst gap {gaps[False]:.2f} s by the hold timer (6 s), "
+           f"{gaps[True]:.2f} s with BFD (100 ms x 3)")
+    assert gaps[True] <= 1.5, gaps
+    assert gaps[False] >= 3, f"without BFD the gap must be the hold timer's: {gaps}"
+
+
 # --- migration ------------------------------------------------------------------------------------------------
 
 def test_full_mesh_to_reflectors_without_outage(tmp_path, report):
@@ -255,7 +322,7 @@ def test_full_mesh_to_reflectors_without_outage(tmp_path, report):
     prefix = os.environ.get("NETFLEET_LAB_PREFIX", "t") + "m"
     lab = Lab(inv, prefix)
     try:
-        lab.playbook("playbooks/lab_up.yml")
+        lab.playbook("lab/playbooks/lab_up.yml")
         lab.playbook("site.yml")
         converged(lab)
         assert all(len(lab.sessions(h)) == 3 for h in lab.nodes)  # mesh: two hosts + rr1
@@ -281,5 +348,5 @@ def test_full_mesh_to_reflectors_without_outage(tmp_path, report):
                                                "Client_192_168_100_102"]
         assert not lab.ping_matrix()
     finally:
-        lab.playbook("playbooks/lab_down.yml", check=False)
+        lab.playbook("lab/playbooks/lab_down.yml", check=False)
         assert not [n for n in namespaces() if n.startswith(prefix + "-")]

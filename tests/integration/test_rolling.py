@@ -1,4 +1,4 @@
-"""Rolling safety and clear failures at the edge, on a real netns lab (issue #6, parts 2 and 7).
+"""Rolling safety and clear failures at the edge, on a real netns lab.
 
 Needs root. One 4-host lab (one rack, full mesh, one workload per host) with a run-specific prefix
 `rol<2 hex>`; site.yml rolls the nodes out two at a time (`calico_serial: [2]`): batch 1 is host-a and
@@ -169,7 +169,8 @@ def test_lab_up_without_privileges_says_run_as_root(tmp_path, how, expect):
     os.chmod(home, 0o777)
     env = dict(os.environ, NETFLEET_LAB_PREFIX=prefix, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), HOME=home,
                ANSIBLE_LOCAL_TEMP=os.path.join(home, "tmp"), ANSIBLE_NOCOLOR="1")
-    argv = [*how, str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", inv, str(REPO / "playbooks" / "lab_up.yml")]
+    argv = [*how, str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", inv,
+            str(REPO / "lab" / "playbooks" / "lab_up.yml")]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from netfleet_lab import REPO, Lab
+from netfleet_lab import REPO, Lab, ns_json, sh
 
 pytestmark = pytest.mark.lab
 
@@ -32,6 +32,10 @@ def write_inventory(path, hosts_doc):
 
 def rack1(doc):
     return doc["all"]["children"]["calico_racks"]["children"]["rack1"]["hosts"]
+
+
+def rack_vars(doc, rack):
+    return doc["all"]["children"]["calico_racks"]["children"][rack]["vars"]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +66,8 @@ def _bad(lab, tmp_path, base_doc, mutate, expect):
     assert re.search(expect, lines[0]), lines[0]
     assert before == after, "a host was changed by a run that failed preflight"
     assert all(r["changed"] == 0 for r in proc.recap.values()), proc.recap
-    return lines[0]
+    proc.line = lines[0]
+    return proc
 
 
 # --- preflight: bad inventories fail before any host is touched -------------------------------------------
@@ -81,6 +86,27 @@ PREFLIGHT_CASES = {
         {"name": "a1", "ip": "172.17.8.5"}, {"name": "a2", "ip": "172.17.8.5"}])), r"172\.17\.8\.5"),
     "workload_ip_outside_block": (lambda d: rack1(d)["host-b"].update(calico_workloads=[
         {"name": "b1", "ip": "172.17.8.9"}]), r"host-b.*172\.17\.8\.9"),
+    # untrusted values (an inventory from a CMDB): each refused with its one line
+    "bird_conf_injection_in_workload_name": (lambda d: rack1(d)["host-a"].update(calico_workloads=[
+        {"name": 'w";password "pwned'}]), r"host-a.*workload name .* is not allowed"),
+    "ipip_device_injection": (lambda d: d["all"]["vars"].update(calico_ipip_device='x";print"'),
+                              r"calico_ipip_device .* is not a valid interface name"),
+    "workload_in_the_hosts_own_namespace": (lambda d: rack1(d)["host-b"].update(calico_workloads=[
+        {"name": "b1", "netns_path": "/proc/1/ns/net"}]), r"host-b.*netns_path '/proc/1/ns/net' is not allowed"),
+    "floating_ip_loopback": (lambda d: rack1(d)["host-b"].update(calico_workloads=[
+        {"name": "b1", "floating_ip": "127.0.0.1"}]), r"host-b.*is a loopback address"),
+    "as_number_in_other_digits": (lambda d: rack_vars(d, "rack1").update(calico_as_number="٦٤٥١٢"),
+                                  r"calico_as_number .* is not a number"),
+}
+
+# role variables that the first play (which contacts every host) would pass to a module: refused before it runs
+INPUT_CASES = {
+    "bird_binary_with_arguments": (lambda d: rack1(d)["host-a"].update(calico_node_bird_binary="bird -c /tmp/x"),
+                                   r"host 'host-a': calico_node_bird_binary 'bird -c /tmp/x' is not allowed"),
+    "bird_socket_outside_a_path": (lambda d: d["all"]["vars"].update(calico_node_bird_socket="../bird.ctl"),
+                                   r"calico_node_bird_socket '../bird.ctl' is not allowed — use an absolute path"),
+    "host_name_injection": (lambda d: rack1(d).update({'host-c";password "pwned': rack1(d).pop("host-c")}),
+                            r"the host name is not allowed"),
 }
 
 
@@ -88,6 +114,13 @@ PREFLIGHT_CASES = {
 def test_preflight_rejects_bad_inventory(lab, tmp_path, base_doc, case):
     mutate, expect = PREFLIGHT_CASES[case]
     _bad(lab, tmp_path, base_doc, mutate, expect)
+
+
+@pytest.mark.parametrize("case", sorted(INPUT_CASES))
+def test_bad_role_variable_is_refused_before_any_host_is_contacted(lab, tmp_path, base_doc, case):
+    mutate, expect = INPUT_CASES[case]
+    proc = _bad(lab, tmp_path, base_doc, mutate, expect)
+    assert set(proc.recap) == {"localhost"}, proc.recap  # no play reached a host
 
 
 # --- check mode on a fresh lab changes nothing -----------------------------------------------------------
@@ -107,11 +140,55 @@ def test_converge_then_second_run_changes_nothing(lab):
     lab.playbook("site.yml")
     status = lab.playbook("playbooks/status.yml")
     assert "3 hosts, 6/6 BGP sessions Established, 3 blocks" in status.stdout
-    ping = lab.playbook("playbooks/lab_ping.yml")
+    ping = lab.playbook("lab/playbooks/lab_ping.yml")
     assert "ping matrix: 30/30 workload pairs reachable" in ping.stdout
     second = lab.playbook("site.yml")
     assert {h: r["changed"] for h, r in second.recap.items() if r["changed"]} == {}
     assert not lab.ping_matrix()
+
+
+# --- anti-spoofing: a workload sends only with its own address ----------------------------------------------
+
+def _counter(netns, table, name):
+    """A kernel counter of a namespace (/proc/net/snmp or /proc/net/netstat: header line, value line)."""
+    lines = sh(["ip", "netns", "exec", netns, "cat", f"/proc/net/{table}"]).stdout.splitlines()
+    for head, values in zip(lines[::2], lines[1::2]):
+        keys = head.split()
+        if name in keys:
+            return int(values.split()[keys.index(name)])
+    raise AssertionError(f"no counter {name} in /proc/net/{table}")
+
+
+def test_a_workload_cannot_send_with_another_workloads_address(lab):
+    attacker, victim, target = ("host-a", "a1"), ("host-c", "c1"), ("host-b", "b1")
+    spoofed, target_ip = lab.workload_ip(*victim), lab.workload_ip(*target)
+    attacker_ns, target_ns = lab.workload_netns(*attacker), lab.workload_netns(*target)
+    assert sh(["ip", "netns", "exec", lab.netns("host-a"), "cat",
+               f"/proc/sys/net/ipv4/conf/{iface_of(lab, *attacker)}/rp_filter"]).stdout.strip() == "1"
+    # the attacker gives itself the victim's address (it is root in its own namespace) and sends from it
+    sh(["ip", "-n", attacker_ns, "addr", "add", f"{spoofed}/32", "dev", "eth0"])
+    try:
+        echos, dropped = _counter(target_ns, "snmp", "InEchos"), _counter(lab.netns("host-a"), "netstat",
+                                                                          "IPReversePathFilter")
+        sh(["ip", "netns", "exec", attacker_ns, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", "-I", spoofed,
+            target_ip], check=False)
+        assert _counter(target_ns, "snmp", "InEchos") == echos, "a spoofed packet reached the target"
+        assert _counter(lab.netns("host-a"), "netstat", "IPReversePathFilter") >= dropped + 3
+        # its own address still works
+        assert lab.ping(attacker_ns, target_ip)
+        assert _counter(target_ns, "snmp", "InEchos") > echos
+    finally:
+        sh(["ip", "-n", attacker_ns, "addr", "del", f"{spoofed}/32", "dev", "eth0"])
+
+
+def iface_of(lab, host, workload):
+    """The host-side veth of a workload (Calico's name: cali + sha1 of the workload id)."""
+    for link in ns_json(lab.netns(host), "link", "show"):
+        if link["ifname"].startswith("cali") and link.get("link_netnsid") is not None:
+            peer = ns_json(lab.workload_netns(host, workload), "link", "show", "dev", "eth0")[0]
+            if link.get("ifindex") == peer.get("link_index"):
+                return link["ifname"]
+    raise AssertionError(f"no veth of {host}/{workload}")
 
 
 # --- growth: add a host ----------------------------------------------------------------------------------
@@ -126,7 +203,7 @@ def test_add_host_keeps_blocks_and_sessions(lab, base_doc):
     rack1(doc)["host-d"] = {"calico_node_ip": "192.168.100.103", "calico_workloads": [{"name": "d1"}, {"name": "d2"}]}
     write_inventory(Path(lab.inventory), doc)
     lab.reload()
-    lab.playbook("playbooks/lab_up.yml")
+    lab.playbook("lab/playbooks/lab_up.yml")
     lab.playbook("site.yml")
     lab.playbook("playbooks/status.yml")
 

@@ -1,4 +1,4 @@
-"""The lab over SSH (issue #6): site.yml with the standard ssh connection and become, as on a real fleet.
+"""The lab over SSH: site.yml with the standard ssh connection and become, as on a real fleet.
 
 Needs root. inventories/lab-ssh (the article's 3-host full mesh with lab_ssh: true) is built with a
 run-specific prefix ``ssh<2 hex>``: every host namespace runs its own sshd (lab_sshd) on its fabric address,
@@ -90,9 +90,9 @@ def test_lab_up_runs_one_sshd_per_host_on_its_fabric_address(lab):
     assert sh(["ip", "-n", lab.mgmt, "route", "show", "default"]).stdout.strip() == ""
     assert root_lab_state() == []
     # idempotent, and check mode on a built lab reports nothing to do
-    again = lab.playbook("playbooks/lab_up.yml")
+    again = lab.playbook("lab/playbooks/lab_up.yml")
     assert again.recap["localhost"]["changed"] == 0, again.stdout[-3000:]
-    check = lab.playbook("playbooks/lab_up.yml", "--check")
+    check = lab.playbook("lab/playbooks/lab_up.yml", "--check")
     assert check.recap["localhost"]["changed"] == 0, check.stdout[-3000:]
 
 
@@ -119,7 +119,7 @@ def test_site_over_ssh_converges_and_pings(lab, report):
 
     status = lab.controller_playbook("playbooks/status.yml")
     assert "fabric converged: 3 hosts, 6/6 BGP sessions Established, 3 blocks" in status.stdout, status.stdout[-3000:]
-    ping = lab.controller_playbook("playbooks/lab_ping.yml")
+    ping = lab.controller_playbook("lab/playbooks/lab_ping.yml")
     assert "ping matrix: 30/30 workload pairs reachable" in ping.stdout, ping.stdout[-3000:]
     assert not lab.ping_matrix()
 
@@ -137,7 +137,7 @@ def test_lab_down_stops_every_sshd_and_bird_by_pid_file(lab, report):
         pids[f"{host} sshd"] = lab.pid(f"{lab.ssh_dir(host)}/sshd.pid")
         pids[f"{host} bird"] = lab.pid(f"/run/netfleet/{lab.prefix}/{host}/bird.pid")
     assert all(pids.values()) and all(alive(p) for p in pids.values()), pids
-    down = lab.playbook("playbooks/lab_down.yml", "-v")
+    down = lab.playbook("lab/playbooks/lab_down.yml", "-v")
     for what, pid in pids.items():
         assert not alive(pid), f"{what} (pid {pid}) survived lab_down"
         assert re.search(rf"pid: {pid}\s+pidfile: \S+\s+reason: pidfile", down.stdout), \

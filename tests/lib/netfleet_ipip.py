@@ -72,12 +72,12 @@ def render_bird(fab, host, state_dir):
     p = fab["hosts"][host]
     sessions = _Sessions().filters()["bgp_sessions"](p, fab["topology"], {"sessions": []})
     return env.get_template("bird.conf.j2").render(
-        ansible_managed="netfleet.calico (ipip VM scenario)", inventory_hostname=host, calico_node_plan=p,
-        calico_node_fabric=fab, calico_node_bgp=sessions, calico_node_bgp_lingering=[],
+        ansible_managed="netfleet.calico (ipip VM scenario)", inventory_hostname=host, _calico_node_plan=p,
+        calico_node_fabric=fab, _calico_node_bgp=sessions, _calico_node_bgp_lingering=[],
         calico_node_bird_log=f'"{state_dir}/bird.log"', calico_node_bgp_onlink=True,
         calico_node_bgp_graceful_restart=True, calico_node_bgp_password_file="", calico_node_bgp_connect_delay=2,
         calico_node_bgp_connect_retry=5, calico_node_bgp_error_wait=[5, 30], calico_node_route_protocol=80,
-        calico_node_bgp_ttl_security=True)
+        calico_node_bgp_ttl_security=True, calico_node_bgp_hold_time=None)
 
 
 def prepare_steps(workdir, steps):

@@ -1,6 +1,6 @@
 """Test helpers for scenario tests on a real netns lab.
 
-Everything here talks to the real kernel: namespaces made by playbooks/lab_up.yml,
+Everything here talks to the real kernel: namespaces made by lab/playbooks/lab_up.yml,
 BIRD daemons started by site.yml. Nothing is mocked.
 
 - NetnsBackend: a testinfra backend that runs commands inside a named network
@@ -79,10 +79,10 @@ class Lab:
     def running(self):
         """lab_up on entry; lab_down on exit (also when a test failed), which must leave no namespace behind."""
         try:
-            self.playbook("playbooks/lab_up.yml")
+            self.playbook("lab/playbooks/lab_up.yml")
             yield self
         finally:
-            self.playbook("playbooks/lab_down.yml", check=False)
+            self.playbook("lab/playbooks/lab_down.yml", check=False)
             left = sorted(n for n in namespaces() if n.startswith(self.prefix + "-"))
             assert not left, f"lab_down left namespaces behind: {left}"
 

@@ -1,4 +1,4 @@
-"""A small VM for what this machine's kernel cannot do (IPIP): design §4.
+"""A small VM for what this machine's kernel cannot do (IPIP).
 
 Debian's ``linux-image-amd64`` kernel (its ABI package resolved through ``apt-cache depends``,
 fetched with ``apt-get download`` and unpacked with ``dpkg -x`` into a cache directory, with

@@ -1,5 +1,6 @@
 """The planner's layers: plugin_utils modules import each other in one direction only (no cycle), never a filter;
-filters are thin wrappers that import plugin_utils (and module_utils), never another filter nor a private helper."""
+filters are thin wrappers that import plugin_utils (and module_utils), never another filter nor a private helper.
+The lab's module lab_fabric imports its module_utils, which never import a module and have no cycle."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ ROOT = Path(__file__).resolve().parents[2] / "plugins"
 PKG = "ansible_collections.netfleet.calico.plugins."
 
 
-def imports(path):
-    """(module names imported from this collection, private attributes used on them) of one file."""
+def imports(path, root=ROOT, pkg=PKG):
+    """(module names imported from the collection of ``root`` and ``pkg``, private attributes used on them)
+    of one file."""
     tree = ast.parse(path.read_text())
     found, aliases, private = set(), {}, set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PKG):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(pkg):
             for alias in node.names:
                 target = node.module + "." + alias.name
-                name = target if (ROOT / (target[len(PKG):].replace(".", "/") + ".py")).exists() else node.module
-                found.add(name[len(PKG):])
+                name = target if (root / (target[len(pkg):].replace(".", "/") + ".py")).exists() else node.module
+                found.add(name[len(pkg):])
                 aliases[alias.asname or alias.name] = name
                 if alias.name.startswith("_"):
                     private.add(f"{node.module}.{alias.name}")
@@ -35,7 +37,10 @@ def test_plugin_utils_have_no_cycle_and_no_filter():
         found, _private = imports(path)
         assert not [m for m in found if m.startswith("filter.")], path.name
         graph["plugin_utils." + path.stem] = {m for m in found if m.startswith("plugin_utils.")}
+    assert_no_cycle(graph)
 
+
+def assert_no_cycle(graph):
     def visit(node, trail):
         assert node not in trail, "import cycle: " + " -> ".join(trail + [node])
         for nxt in sorted(graph.get(node, ())):
@@ -49,3 +54,22 @@ def test_filters_import_no_filter_and_no_private_helper():
         found, private = imports(path)
         assert not [m for m in found if m.startswith("filter.")], f"{path.name} imports a filter"
         assert not private, f"{path.name} uses private helpers: {sorted(private)}"
+
+
+LAB = Path(__file__).resolve().parents[2] / "lab" / "plugins"
+LAB_PKG = "ansible_collections.netfleet.calico_lab.plugins."
+
+
+def test_lab_module_utils_import_one_way():
+    """The lab's modules import its module_utils, never the reverse, and module_utils have no cycle
+    (lab_fabric: fabric_apply -> fabric_plan -> fabric_spec)."""
+    graph = {}
+    for path in sorted((LAB / "module_utils").glob("*.py")):
+        found = imports(path, LAB, LAB_PKG)[0]
+        assert not [m for m in found if not m.startswith("module_utils.")], f"{path.name} imports {sorted(found)}"
+        graph["module_utils." + path.stem] = found
+    assert_no_cycle(graph)
+    module = imports(LAB / "modules" / "lab_fabric.py", LAB, LAB_PKG)[0]
+    assert module == {"module_utils.fabric_apply", "module_utils.fabric_spec"}
+    assert graph["module_utils.fabric_apply"] == {"module_utils.fabric_plan", "module_utils.fabric_spec"}
+    assert graph["module_utils.fabric_plan"] == set() and graph["module_utils.fabric_spec"] == set()

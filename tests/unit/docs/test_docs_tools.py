@@ -1,4 +1,5 @@
-"""docs/gen_vars_doc.py (the variables reference) and tests/docs/check_docs.py (role spec checks)."""
+"""docs/gen_vars_doc.py (the variables reference and the role READMEs' variables) and tests/docs/check_docs.py
+(role spec checks)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,47 @@ def test_every_option_of_every_role_is_in_the_reference():
                 assert "| `%s` |" % var in text
 
 
-def test_the_committed_reference_is_current():
+def test_the_committed_reference_and_role_readmes_are_current():
     assert (REPO / "docs" / "variables.md").read_text() == gen.render()
+    assert gen.stale() == []
+
+
+def test_a_role_readme_keeps_its_hand_written_parts_and_has_the_variables_table():
+    role = REPO / "roles" / "calico_node"
+    current = (role / "README.md").read_text()
+    stale = current.replace(gen.END, "| `calico_node_gone` | int | `1` | old |\n" + gen.END)
+    text = gen.role_readme(role, "# hand-written\n\n" + gen.BEGIN + "\nold\n" + gen.END + "\n\n## Example\n")
+    assert text.startswith("# hand-written\n\n" + gen.BEGIN + "\n\n### main entry point")
+    assert text.endswith("\n\n" + gen.END + "\n\n## Example\n")
+    assert "| `calico_node_bgp_connect_retry` | int | `5` |" in text
+    assert gen.role_readme(role, stale) == current
+
+
+def _copy_of_the_docs(tmp_path, monkeypatch):
+    for path in [*REPO.glob("roles/*/meta/*.yml"), *REPO.glob("roles/*/defaults/main.yml"),
+                 *REPO.glob("roles/*/tasks/*.yml"), *REPO.glob("roles/*/templates/*.j2"),
+                 *REPO.glob("roles/*/README.md"), REPO / "docs" / "variables.md"]:
+        copy = tmp_path / path.relative_to(REPO)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(path.read_text())
+    monkeypatch.setattr(gen, "REPO", tmp_path)
+    monkeypatch.setattr(gen, "OUT", tmp_path / "docs" / "variables.md")
+    return tmp_path
+
+
+def test_check_docs_fails_when_a_role_readme_is_out_of_date(tmp_path, monkeypatch):
+    root = _copy_of_the_docs(tmp_path, monkeypatch)
+    problems = []
+    check.check_variables_doc(problems)
+    assert problems == []
+    readme = root / "roles" / "route_reflector" / "README.md"
+    readme.write_text(readme.read_text().replace("Sysctls of the reflector", "Sysctls"))
+    check.check_variables_doc(problems)
+    assert problems == ["roles/route_reflector/README.md is out of date: run .venv/bin/python docs/gen_vars_doc.py"]
+    readme.write_text("# no generated part\n")
+    problems = []
+    check.check_variables_doc(problems)
+    assert len(problems) == 1 and problems[0].startswith("roles/route_reflector/README.md has no generated part")
 
 
 def test_route_reflector_lists_the_calico_node_variables_it_reads():

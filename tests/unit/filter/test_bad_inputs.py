@@ -4,13 +4,22 @@ so any file or command) exists."""
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import copy
+import io
+import os
+import re
+import subprocess
+from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
+from ansible_collections.netfleet.calico.plugins.filter.fabric_inputs import fabric_inputs
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError
-from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import bird_string
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import ROLE_VARS, bird_string
 
 RACKS = ('rack1', 'rack2')
 
@@ -30,8 +39,49 @@ def fleet():
     return hostvars, groups
 
 
+@contextlib.contextmanager
+def sealed():
+    """Fail the test if the code inside starts a process or writes, creates, renames or removes a file."""
+    def refuse(what):
+        def call(*args, **kwargs):
+            raise AssertionError(f'{what} called during the preflight')
+        return call
+
+    real_open, real_os_open = builtins.open, os.open
+
+    def read_only_open(file, mode='r', *args, **kwargs):
+        if any(flag in mode for flag in 'wax+'):
+            raise AssertionError(f'open({file!r}, {mode!r}) during the preflight')
+        return real_open(file, mode, *args, **kwargs)
+
+    def read_only_os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND):
+            raise AssertionError(f'os.open({path!r}) for writing during the preflight')
+        return real_os_open(path, flags, *args, **kwargs)
+
+    patches = [mock.patch.object(subprocess.Popen, '__init__', refuse('subprocess.Popen')),
+               mock.patch.object(builtins, 'open', read_only_open), mock.patch.object(io, 'open', read_only_open),
+               mock.patch.object(os, 'open', read_only_os_open)]
+    patches += [mock.patch.object(os, name, refuse(f'os.{name}')) for name in (
+        'system', 'popen', 'posix_spawn', 'posix_spawnp', 'fork', 'execv', 'execve', 'execvp', 'mkdir', 'makedirs',
+        'rename', 'replace', 'remove', 'unlink', 'rmdir', 'symlink', 'link', 'chmod', 'chown', 'mkfifo', 'mknod')]
+    with contextlib.ExitStack() as stack:
+        for patch in patches:
+            stack.enter_context(patch)
+        yield
+
+
+def test_the_seal_catches_a_file_and_a_command(tmp_path):
+    with sealed(), pytest.raises(AssertionError, match='open'):
+        (tmp_path / 'x').write_text('x')
+    with sealed(), pytest.raises(AssertionError, match='Popen'):
+        subprocess.run(['true'], check=False)
+    assert not (tmp_path / 'x').exists()
+
+
 def refused(hostvars, groups, racks=RACKS):
-    with pytest.raises(FabricError) as err:
+    """The one preflight line for a bad fleet; the plan neither starts a process nor writes a file first."""
+    with sealed(), pytest.raises(FabricError) as err:
         fabric(hostvars, groups, racks=racks)
     text = str(err.value)
     assert '\n' not in text and text.startswith('netfleet.calico preflight: '), text
@@ -76,9 +126,9 @@ VALUES = [
     ('h1', 'calico_node_service_name', 'bird.service; reboot', 'use a systemd unit name'),
     ('h1', 'calico_node_workload_netns_prefix', '../', "calico_node_workload_netns_prefix '../' is not allowed"),
     ('h1', 'calico_node_workload_netns_prefix', 'calico-\n', 'is not allowed'),
-    ('h1', 'calico_node_ipip_chain', 'INPUT', "use a chain name starting with 'cali-'"),
-    ('h1', 'calico_node_ipip_chain', 'cali-x\n-A INPUT -j ACCEPT', "starting with 'cali-'"),
-    ('h1', 'calico_node_ipip_chain', 'cali-' + 'x' * 30, "at most 28 characters"),
+    ('h1', 'ipip_chain', 'INPUT', "use a chain name starting with 'cali-'"),
+    ('h1', 'ipip_chain', 'cali-x\n-A INPUT -j ACCEPT', "starting with 'cali-'"),
+    ('h1', 'ipip_chain', 'cali-' + 'x' * 30, "at most 28 characters"),
     ('h1', 'calico_node_route_protocol', 2, 'other than 12 (BIRD)'),
     ('h1', 'calico_node_route_protocol', 12, 'other than 12 (BIRD)'),
     ('h1', 'calico_node_route_protocol', '٨٠', 'calico_node_route_protocol'),
@@ -86,6 +136,12 @@ VALUES = [
     ('h1', 'calico_node_bgp_connect_retry', 0, 'whole number from 1'),
     ('h1', 'calico_node_bgp_error_wait', '5,30', 'use two whole numbers'),
     ('h1', 'calico_node_bgp_transition_wait', -1, 'whole number'),
+    ('h1', 'calico_node_bgp_hold_time', 2, 'from 3 to 65535'),
+    ('h1', 'calico_node_bgp_hold_time', '9s', 'from 3 to 65535'),
+    ('*', 'calico_bgp_bfd', 'fast', "calico_bgp_bfd 'fast' is not valid"),
+    ('*', 'calico_bgp_bfd', {'interval': 5}, 'calico_bgp_bfd interval 5 is not valid'),
+    ('*', 'calico_bgp_bfd', {'interval': 100, 'multiplier': '٣'}, 'calico_bgp_bfd multiplier'),
+    ('*', 'calico_bgp_bfd', {'interval': 100, 'detect': 3}, 'is not valid'),
     ('h1', 'calico_node_workload_mtu', 70000, 'use an MTU from 576'),
     ('h1', 'calico_node_failsafe_inbound_ports', ['tcp:22', 'sctp:9'], "'tcp:<port>'"),
     ('h1', 'calico_failsafe_inbound_ports', ['tcp:70000'], "'tcp:<port>'"),
@@ -102,6 +158,44 @@ VALUES = [
     ('h1', 'calico_node_install_packages', 'maybe', 'use true or false'),
     ('h1', 'calico_node_workload_netns_paths', ['/run/../proc/1/ns/net'], 'calico_node_workload_netns_paths'),
     ('h1', 'calico_node_workload_netns_paths', '/run/docker/netns/*', 'calico_node_workload_netns_paths'),
+    ('h1', 'calico_node_bgp_graceful_restart', 'on\n', 'use true or false'),
+    ('h1', 'calico_node_bgp_onlink', 2, 'use true or false'),
+    ('h1', 'calico_node_bgp_ttl_security', 'yes please', 'use true or false'),
+    ('h1', 'calico_node_bgp_password_file', 'secrets.conf', "use an absolute path"),
+    ('h1', 'calico_node_bird_pidfile', '/run/bird/bird.pid /tmp/x', 'use an absolute path'),
+    ('h1', 'calico_node_boot_restore', 'sometimes', 'use true or false'),
+    ('h1', 'calico_node_boot_state_dir', '/var/lib/../../etc', 'use an absolute path'),
+    ('h1', 'calico_node_chain_insert_mode', 'top', 'use one of insert, append'),
+    ('h1', 'calico_node_cni_agent', 'always', 'use true or false'),
+    ('h1', 'calico_node_cni_agent_pidfile', 'agent.pid', 'use an absolute path'),
+    ('h1', 'calico_node_cni_agent_socket', '/run/x\0y', 'use an absolute path'),
+    ('h1', 'calico_node_cni_conf_dir', '/etc/cni/net.d ', 'use an absolute path'),
+    ('h1', 'calico_node_cni_config', "/etc/cni/'x'.json", 'use an absolute path'),
+    ('h1', 'calico_node_cni_data_dir', '/var/lib/ünï', 'use an absolute path'),
+    ('h1', 'calico_node_cni_lib_dir', '//usr/lib/$HOME', 'use an absolute path'),
+    ('h1', 'calico_node_cni_log', '/var/log/cni.log;id', 'use an absolute path'),
+    ('h1', 'calico_node_cni_python', 'python3 -c import os', 'use a program name or an absolute path'),
+    ('h1', 'calico_node_cni_version', '0.3.1', 'use one of 0.4.0, 1.0.0, 1.1.0'),
+    ('h1', 'calico_node_endpoint_to_host_action', 'RETURN', 'use one of drop, accept'),
+    ('h1', 'ipip_firewall', 'off-ish', 'use true or false'),
+    ('h1', 'ipip_manage_mtu', [], 'use true or false'),
+    ('h1', 'ipip_apply', 'later', 'use true or false'),
+    ('h1', 'calico_node_iptables_backend', 'nft; iptables -F', 'use one of auto, nft, legacy'),
+    ('h1', 'calico_iptables_backend', 'xtables', 'use one of auto, nft, legacy'),
+    ('h1', 'calico_node_nat_outgoing', 'masquerade', 'use true or false'),
+    ('h1', 'calico_nat_outgoing', 'masquerade', 'use true or false'),
+    ('h1', 'calico_node_status_wait', 'forever', 'whole number'),
+    ('h1', 'calico_node_sysctl_persist', 'always', 'use true or false'),
+    ('rr1', 'route_reflector_sysctls', {'net.ipv4.ip_forward': '1\nkernel.panic=1'}, 'sysctl names'),
+    # fleet-wide settings and rack settings
+    ('*', 'calico_pool', '172.17.0.0/16\n', 'calico_pool'),
+    ('*', 'calico_pool', '172.17.0.0/٢٤', 'calico_pool'),
+    ('*', 'calico_bgp_topology', 'mesh;', 'calico_bgp_topology'),
+    ('*', 'calico_ipip_mode', 'Always\n', 'calico_ipip_mode'),
+    ('h1', 'calico_block', '172.17.1.0/24 ', 'calico_block'),
+    ('h1', 'calico_node_prefixlen', '24\n', 'calico_node_prefixlen'),
+    ('rr1', 'calico_rr_spine_prefixlen', '٢٤', 'calico_rr_spine_prefixlen'),
+    ('rr1', 'calico_rr_cluster_id', '1.2.3.4\n', 'calico_rr_cluster_id'),
 ]
 
 
@@ -182,6 +276,42 @@ def test_bad_policy_name_is_one_preflight_line(policy, message):
     assert message in refused(hostvars, groups)
 
 
+# (where: 'policy' for a calico_policies entry on every host, 'cni' for calico_cni_networks with calico_cni on h1,
+#  'labels' for h1's workload labels; the value; what the one line must say)
+FABRIC_LISTS = [
+    ('policy', {'name': 'db', 'selector': "app == 'db'\n-A INPUT -j ACCEPT"}, 'selector'),
+    ('policy', {'name': 'db', 'selector': 'app == "db'}, 'is malformed'),
+    ('policy', {'name': 'db', 'selector': "app == 'db'", 'ingress': [{'action': 'allow', 'from': {
+        'cidr': ['10.0.0.0/8 -j ACCEPT']}}]}, "cidr '10.0.0.0/8 -j ACCEPT' is not an IPv4 CIDR"),
+    ('policy', {'name': 'db', 'selector': "app == 'db'", 'ingress': [{'action': 'ACCEPT'}]}, 'use allow or deny'),
+    ('policy', {'name': 'db', 'selector': "app == 'db'", 'ingress': [{'protocol': 'tcp', 'ports': ['80;']}]},
+     "use ports 1-65535 or ranges like '8000:8080'"),
+    ('policy', {'name': 'db', 'selector': "app == 'db'", 'ingress': [{'protocol': 'tcp', 'ports': ['٨٠']}]},
+     "use ports 1-65535"),
+    ('policy', {'name': 'db', 'selector': "app == 'db'", 'order': '1٠٠'}, "order '1٠٠' is not a number"),
+    ('cni', [{'name': 'web\n', 'labels': {'app': 'web'}}], 'has no valid name'),
+    ('cni', [{'name': 'web', 'labels': {'app\n': 'web'}}], "label name 'app\\n' is not valid"),
+    ('cni', [{'name': 'web', 'labels': {'app': 'web"x'}}], 'is not valid'),
+    ('labels', {'app': "web' || app == 'db"}, 'is not valid'),
+    ('labels', {'a b': 'web'}, "label name 'a b' is not valid"),
+]
+
+
+@pytest.mark.parametrize('where, value, message', FABRIC_LISTS, ids=[f'{w[0]}={w[1]!r}'[:60] for w in FABRIC_LISTS])
+def test_bad_policy_cni_or_label_is_one_preflight_line(where, value, message):
+    hostvars, groups = fleet()
+    if where == 'policy':
+        for hv in hostvars.values():
+            hv['calico_policies'] = [value]
+    elif where == 'cni':
+        for hv in hostvars.values():
+            hv['calico_cni_networks'] = value
+        hostvars['h1']['calico_cni'] = True
+    else:
+        hostvars['h1']['calico_workloads'] = [{'name': 'web1', 'labels': value}]
+    assert message in refused(hostvars, groups)
+
+
 @pytest.mark.parametrize('value', ['x";', 'a\nb', 'back\\slash', 'ünï', 'x' * 256, None, True])
 def test_bird_string_refuses_what_could_end_the_literal(value):
     with pytest.raises(FabricError, match='netfleet.calico.bird_string: input: .* cannot be a BIRD string'):
@@ -190,3 +320,56 @@ def test_bird_string_refuses_what_could_end_the_literal(value):
 
 def test_bird_string_quotes():
     assert bird_string('r1h1') == '"r1h1"' and bird_string(64512) == '"64512"'
+
+
+# --- every documented variable has hostile values above ------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[3]
+# variables that no inventory sets, so no inventory value can be hostile
+NOT_FROM_THE_INVENTORY = {
+    'calico_node_fabric': 'the plan itself, which the preflight computes',
+}
+# tested with their own filter: the roll-out batches (tests/unit/filter/test_rollout.py)
+ROLLOUT = ('calico_serial', 'calico_rr_serial', 'calico_max_fail_percentage')
+
+
+def documented_variables():
+    names = set(re.findall(r'^\| `([a-z][a-z0-9_]+)` \|', (REPO / 'docs/variables.md').read_text(), re.M))
+    page = (REPO / 'docs/inventory.md').read_text()
+    inventory = page[page.index('\n## Inventory variables'):]
+    inventory = inventory[:inventory.index('\n## ', 1)]
+    names |= set(re.findall(r'^\| `(calico_[a-z0-9_]+)` \|', inventory, re.M))
+    return sorted(names)
+
+
+def test_the_inventory_variables_table_is_read():
+    assert {'calico_pool', 'calico_ipip_mode', 'calico_serial'} <= set(documented_variables())
+
+
+def corpus_variables():
+    covered = {var for _host, var, _value, _message in VALUES}
+    covered |= {'calico_workloads'} | {'calico_policies', 'calico_cni_networks'}
+    rollout_tests = (REPO / 'tests/unit/filter/test_rollout.py').read_text()
+    covered |= {var for var in ROLLOUT if var in rollout_tests}
+    return covered
+
+
+@pytest.mark.parametrize('var', documented_variables())
+def test_every_documented_variable_has_hostile_values(var):
+    assert var in corpus_variables() or var in NOT_FROM_THE_INVENTORY, \
+        f'{var}: add a hostile or malformed value to VALUES (docs/variables.md or docs/inventory.md lists it)'
+
+
+def test_every_checked_role_variable_has_hostile_values():
+    assert sorted(set(ROLE_VARS) - corpus_variables()) == []
+
+
+@pytest.mark.parametrize('host, var, value, message', [v for v in VALUES if v[1] in ROLE_VARS],
+                         ids=[f'{v[1]}={v[2]!r}'[:60] for v in VALUES if v[1] in ROLE_VARS])
+def test_site_first_check_refuses_role_variables_alone(host, var, value, message):
+    """site.yml's first play (netfleet.calico.fabric_inputs) refuses them before any host is contacted."""
+    hostvars, groups = fleet()
+    hostvars[host][var] = value
+    with sealed(), pytest.raises(FabricError) as err:
+        fabric_inputs(hostvars, groups, racks=RACKS)
+    assert message in str(err.value) and f"host '{host}'" in str(err.value), str(err.value)

@@ -126,6 +126,7 @@ EXPECTED_LAB = {
     'block_prefix': 24,
     'topology': 'full_mesh',
     'ipip_mode': 'never',
+    'bfd': None,
     'hosts': {
         'host-a': {
             'node_ip': '192.168.100.100', 'node_prefixlen': 24, 'router_id': '192.168.100.100', 'as_number': 64512,
@@ -159,14 +160,14 @@ EXPECTED_LAB = {
                         'cluster_id': None}},
 }
 
-# issue #5: no calico_policies and no floating IPs -> every endpoint unselected (allow all)
+# no calico_policies and no floating IPs -> every endpoint unselected (allow all)
 EXPECTED_LAB['floating_ips'] = []
 for _host in EXPECTED_LAB['hosts'].values():
     _host['policy'] = [{'name': w['name'], 'ip': w['ip'], 'ifname': w['ifname'], 'ingress': None, 'egress': None,
                         'policies': []} for w in _host['workloads']]
     _host['floating_ips'] = []
     _host['cni'] = {'enabled': False}  # no calico_cni: no container networks
-# issue #4: calico_ipip_mode never -> no tunnel, every other node IP direct, proto 4 only from node IPs
+# calico_ipip_mode never -> no tunnel, every other node IP direct, proto 4 only from node IPs
 for _name, _host in EXPECTED_LAB['hosts'].items():
     _others = [h['node_ip'] for n, h in EXPECTED_LAB['hosts'].items() if n != _name]
     _host['ipip'] = {'mode': 'never', 'enabled': False, 'device': 'tun0', 'local': _host['node_ip'],

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.netfleet.calico.plugins.filter.lab_spec import lab_spec
+from ansible_collections.netfleet.calico_lab.plugins.filter.lab_spec import lab_spec
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -45,20 +45,20 @@ def test_teardown_needs_only_prefix_and_state_dir():
 
 @pytest.mark.parametrize('overrides, racks, message', [
     ({'host-b': {'calico_node_ip': '10.0.0.5'}}, ['rack1', 'rack2'],
-     "netfleet.calico.lab_spec: host 'host-b': calico_node_ip 10.0.0.5 is outside rack 'rack1' lab_segment "
+     "netfleet.calico_lab.lab_spec: host 'host-b': calico_node_ip 10.0.0.5 is outside rack 'rack1' lab_segment "
      "192.168.100.0/24 — "),
     ({'host-10': {'lab_segment': None}}, ['rack1', 'rack2'],
-     "netfleet.calico.lab_spec: rack 'rack2': has no lab_segment — set lab_segment"),
+     "netfleet.calico_lab.lab_spec: rack 'rack2': has no lab_segment — set lab_segment"),
     ({'host-b': {'lab_segment': '192.168.101.0/24'}}, ['rack1', 'rack2'],
-     "netfleet.calico.lab_spec: rack 'rack1': hosts disagree on lab_segment"),
+     "netfleet.calico_lab.lab_spec: rack 'rack1': hosts disagree on lab_segment"),
     ({'host-a': {'lab_segment': '192.168.100.0/33'}, 'host-b': {'lab_segment': '192.168.100.0/33'}},
      ['rack1', 'rack2'],
-     "netfleet.calico.lab_spec: rack 'rack1': lab_segment '192.168.100.0/33' is not an IPv4 network"),
+     "netfleet.calico_lab.lab_spec: rack 'rack1': lab_segment '192.168.100.0/33' is not an IPv4 network"),
     ({'host-b': {'calico_node_ip': None}}, ['rack1', 'rack2'],
-     "netfleet.calico.lab_spec: host 'host-b': has no calico_node_ip"),
+     "netfleet.calico_lab.lab_spec: host 'host-b': has no calico_node_ip"),
     ({}, {'rack1': ['host-a', 'host-b'], 'rack2': ['host-10', 'host-a']},
-     "netfleet.calico.lab_spec: host 'host-a': is in two racks ('rack1' and 'rack2')"),
-    ({}, ['rack1'], "netfleet.calico.lab_spec: host 'host-10': is in no rack and has no lab_segment"[:40]),
+     "netfleet.calico_lab.lab_spec: host 'host-a': is in two racks ('rack1' and 'rack2')"),
+    ({}, ['rack1'], "netfleet.calico_lab.lab_spec: host 'host-10': is in no rack and has no lab_segment"[:40]),
 ])
 def test_errors_are_one_line(overrides, racks, message):
     hostvars, groups = _fleet(**overrides)
@@ -80,8 +80,8 @@ def test_plain_groups_cannot_show_racks():
     with pytest.raises(AnsibleFilterError) as err:
         lab_spec(hostvars, groups)
     assert err.value.message == (
-        "netfleet.calico.lab_spec: group 'calico_racks': its child groups (the racks) cannot be seen in a plain groups "
-        "mapping — pass racks=['rack1', ...] to netfleet.calico.lab_spec")
+        "netfleet.calico_lab.lab_spec: group 'calico_racks': its child groups (the racks) cannot be seen in a plain "
+        "groups mapping — pass racks=['rack1', ...] to netfleet.calico_lab.lab_spec")
 
 
 def test_templating_error_keeps_lab_spec_words():
@@ -95,7 +95,7 @@ def test_templating_error_keeps_lab_spec_words():
     hostvars['host-b'] = Boom(hostvars['host-b'])
     with pytest.raises(AnsibleFilterError) as err:
         lab_spec(hostvars, groups, racks=['rack1', 'rack2'])
-    assert err.value.message == ("netfleet.calico.lab_spec: host 'host-b': cannot evaluate lab_segment: 'nope' is "
+    assert err.value.message == ("netfleet.calico_lab.lab_spec: host 'host-b': cannot evaluate lab_segment: 'nope' is "
                                  "undefined — fix the definition of lab_segment")
 
 
@@ -189,7 +189,7 @@ def test_spine_errors(overrides, message):
     hostvars, groups = _racks_fleet(**overrides)
     with pytest.raises(AnsibleFilterError) as err:
         lab_spec(hostvars, groups, racks=RACKS)
-    assert str(err.value.message).startswith('netfleet.calico.lab_spec: ' + message), err.value.message
+    assert str(err.value.message).startswith('netfleet.calico_lab.lab_spec: ' + message), err.value.message
     assert '\n' not in str(err.value.message)
 
 

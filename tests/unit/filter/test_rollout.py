@@ -113,6 +113,9 @@ def test_rollout_knobs():
     ({'serial': ['101%']}, "calico_serial: ['101%'] is not a batch size"),
     ({'rr_serial': []}, 'calico_rr_serial: is an empty list'),
     ({'max_fail_percentage': 150}, 'calico_max_fail_percentage: 150 is not a percentage 0-100'),
+    ({'max_fail_percentage': '٥٠'}, "calico_max_fail_percentage: '٥٠' is not a percentage 0-100"),
+    ({'serial': ['1', '١٠%']}, "calico_serial: ['1', '١٠%'] is not a batch size"),
+    ({'rr_serial': '1\n'}, "calico_rr_serial: '1\\n' is not a batch size"),
 ])
 def test_rollout_rejects_bad_knobs(kwargs, text):
     with pytest.raises(FabricError) as err:

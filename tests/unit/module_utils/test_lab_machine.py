@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.netfleet.calico.plugins.module_utils import lab_machine as lm
+from ansible_collections.netfleet.calico_lab.plugins.module_utils import lab_machine as lm
 
 HOST = {'address': '192.168.111.11/24', 'gateway': '192.168.111.1', 'segment': 'rack1'}
 REFLECTOR = {'address': '192.168.111.1/24', 'gateway': None, 'spine_address': '10.255.0.11/24',

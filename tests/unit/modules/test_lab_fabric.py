@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.netfleet.calico.plugins.modules import lab_fabric as lf
+from ansible_collections.netfleet.calico_lab.plugins.module_utils import fabric_apply, fabric_plan, fabric_spec
 
 SEGMENTS = [{'name': 'rack1', 'cidr': '192.168.100.0/24', 'gateway': None}]
 
@@ -15,7 +15,7 @@ def params(**kw):
 
 
 def test_defaults_and_names():
-    spec = lf.Spec(params(), 'present')
+    spec = fabric_spec.Spec(params(), 'present')
     assert spec.fabric == 'nf-fabric' and spec.router == 'nf-router'
     assert str(spec.segments['rack1']['gateway']) == '192.168.100.1/24'
     host = spec.hosts['host-a']
@@ -24,10 +24,10 @@ def test_defaults_and_names():
 
 
 def test_long_names_are_hashed_to_15_chars():
-    name = lf.ifname('h-', 'a-very-long-host-name.example.com')
+    name = fabric_spec.ifname('h-', 'a-very-long-host-name.example.com')
     assert len(name) == 15 and name.startswith('h-')
-    assert name == lf.ifname('h-', 'a-very-long-host-name.example.com')
-    assert lf.ifname('br-', 'rack1') == 'br-rack1'
+    assert name == fabric_spec.ifname('h-', 'a-very-long-host-name.example.com')
+    assert fabric_spec.ifname('br-', 'rack1') == 'br-rack1'
 
 
 @pytest.mark.parametrize('changes, message', [
@@ -49,13 +49,13 @@ def test_long_names_are_hashed_to_15_chars():
                 {'name': 'b', 'netns': None, 'address': '192.168.100.5', 'segment': 'rack1'}]}, 'share the address'),
 ])
 def test_bad_spec(changes, message):
-    with pytest.raises(lf.LabError) as err:
-        lf.Spec(params(**changes), 'present')
+    with pytest.raises(fabric_spec.LabError) as err:
+        fabric_spec.Spec(params(**changes), 'present')
     assert message in str(err.value)
 
 
 def test_absent_ignores_wiring():
-    spec = lf.Spec(params(segments=[{'name': 'x', 'cidr': 'bad', 'gateway': None}]), 'absent')
+    spec = fabric_spec.Spec(params(segments=[{'name': 'x', 'cidr': 'bad', 'gateway': None}]), 'absent')
     assert spec.segments == {} and spec.hosts == {}
 
 
@@ -87,7 +87,7 @@ def racks_params(**kw):
 
 
 def test_spine_spec():
-    spec = lf.Spec(racks_params(), 'present')
+    spec = fabric_spec.Spec(racks_params(), 'present')
     assert spec.router_wanted and spec.namespaces()[:2] == ['nf-fabric', 'nf-router']
     assert str(spec.spine['gateway']) == '10.255.0.1/24' and spec.spine['bridge'] == 'spine'
     h = spec.hosts
@@ -112,7 +112,7 @@ def test_spine_without_router():
     p = racks_params()
     p['segments'] = p['segments'][:2]
     p['hosts'] = [h for h in p['hosts'] if h['name'] != 'h3'] + [host('rr9', '192.168.101.9', 'rack1', '10.255.0.1')]
-    spec = lf.Spec(p, 'present')  # without a router, the spine's .1 is free for a reflector
+    spec = fabric_spec.Spec(p, 'present')  # without a router, the spine's .1 is free for a reflector
     assert not spec.router_wanted and 'nf-router' not in spec.namespaces()
     assert spec.hosts['rr1a']['gateway'] is None and spec.hosts['rr1a']['routes'] == [
         ('192.168.102.0/24', '10.255.0.21', 'eth1')]
@@ -124,8 +124,8 @@ def _kernel_blank(spec):
 
 
 def test_plan_from_scratch_and_router_removal():
-    spec = lf.Spec(racks_params(), 'present')
-    plan = lf.plan_present(spec, _kernel_blank(spec), [1, 2, 3], False)
+    spec = fabric_spec.Spec(racks_params(), 'present')
+    plan = fabric_plan.plan_present(spec, _kernel_blank(spec), [1, 2, 3], False)
     assert 'link add spine type bridge' in plan.fabric
     assert 'link add s-rr1a type veth peer name eth1 netns nf-rr1a' in plan.fabric
     assert 'link add rt-spine type veth peer name rt-spine netns nf-router' in plan.fabric
@@ -136,7 +136,7 @@ def test_plan_from_scratch_and_router_removal():
     assert plan.post['nf-h1'][-1] == 'route add default via 192.168.101.1 dev eth0'
     assert 'route add 192.168.101.0/24 via 10.255.0.11 dev rt-spine proto static' in plan.post['nf-router']
     assert plan.forward and plan.root_late == []
-    desired = lf.describe_desired(spec, [1, 2, 3])
+    desired = fabric_plan.describe_desired(spec, [1, 2, 3])
     assert 'route 192.168.102.0/24 via 10.255.0.21 dev eth1 proto static' in desired['nf-rr1a']
     assert 'veth s-rr1a master spine peer nf-rr1a/eth1 up' in desired['nf-fabric']
 
@@ -144,14 +144,14 @@ def test_plan_from_scratch_and_router_removal():
     p = racks_params()
     p['segments'] = p['segments'][:2]
     p['hosts'] = [h for h in p['hosts'] if h['name'] != 'h3']
-    spec = lf.Spec(p, 'present')
-    router_state = lf.NsState('nf-router', [{'ifindex': 1, 'ifname': 'lo', 'flags': ['LOOPBACK', 'UP']}])
-    fabric_state = lf.NsState('nf-fabric', [
+    spec = fabric_spec.Spec(p, 'present')
+    router_state = fabric_plan.NsState('nf-router', [{'ifindex': 1, 'ifname': 'lo', 'flags': ['LOOPBACK', 'UP']}])
+    fabric_state = fabric_plan.NsState('nf-fabric', [
         {'ifindex': 1, 'ifname': 'lo', 'flags': ['LOOPBACK']},
         {'ifindex': 7, 'ifname': 'gw-rack3', 'flags': ['UP'], 'linkinfo': {'info_kind': 'veth'}, 'link_index': 2,
          'link_netnsid': 0}], nsids=[{'nsid': 0, 'name': 'nf-router'}])
     states = dict(_kernel_blank(spec), **{'nf-fabric': fabric_state, 'nf-router': router_state})
-    plan = lf.plan_present(spec, states, [1, 2, 3], True)
+    plan = fabric_plan.plan_present(spec, states, [1, 2, 3], True)
     assert plan.pre['nf-fabric'] == ['link del gw-rack3']
     assert plan.root_late == ['netns del nf-router'] and 'netns nf-router' in plan.removed
     assert not plan.forward and 'nf-router' not in plan.post
@@ -177,48 +177,48 @@ def test_bad_spine_spec(change, message):
     p = racks_params()
     change(p)
     if message is None:
-        lf.Spec(p, 'present')
+        fabric_spec.Spec(p, 'present')
         return
-    with pytest.raises(lf.LabError) as err:
-        lf.Spec(p, 'present')
+    with pytest.raises(fabric_spec.LabError) as err:
+        fabric_spec.Spec(p, 'present')
     assert message in str(err.value)
 
 
 def test_spine_address_needs_the_spine():
     p = params(hosts=[host('rr', '192.168.100.5', 'rack1', '10.255.0.5')])
-    with pytest.raises(lf.LabError) as err:
-        lf.Spec(p, 'present')
+    with pytest.raises(fabric_spec.LabError) as err:
+        fabric_spec.Spec(p, 'present')
     assert "host 'rr': spine_address needs the spine option" in str(err.value)
 
 
 # ------------------------------------------------------------------------------------ management leg (SSH labs)
 
 def test_mgmt_spec_plan_and_removal():
-    spec = lf.Spec(params(mgmt={'legs': [{'segment': 'rack1', 'address': '192.168.100.254'}]}), 'present')
+    spec = fabric_spec.Spec(params(mgmt={'legs': [{'segment': 'rack1', 'address': '192.168.100.254'}]}), 'present')
     assert spec.namespaces() == ['nf-fabric', 'nf-router', 'nf-mgmt', 'nf-host-a']
     assert spec.mgmt_result() == {'netns': 'nf-mgmt', 'legs': {'rack1': {
         'address': '192.168.100.254/24', 'port': 'mg-rack1', 'bridge': 'br-rack1'}}}
-    plan = lf.plan_present(spec, _kernel_blank(spec), [1, 2, 3], False)
+    plan = fabric_plan.plan_present(spec, _kernel_blank(spec), [1, 2, 3], False)
     assert 'link add mg-rack1 type veth peer name mg-rack1 netns nf-mgmt' in plan.fabric
     assert 'link set mg-rack1 alias nf-mgmt master br-rack1 up' in plan.fabric
     assert plan.post['nf-mgmt'] == ['link set lo up', 'link set mg-rack1 up',
                                     'address add 192.168.100.254/24 brd + dev mg-rack1']
     assert not any('route' in line for line in plan.post['nf-mgmt'])  # an end host: connected routes only
-    desired = lf.describe_desired(spec, [1, 2, 3])
+    desired = fabric_plan.describe_desired(spec, [1, 2, 3])
     assert desired['nf-mgmt'] == ['lo up', 'veth mg-rack1 peer nf-fabric/mg-rack1 up',
                                   'address mg-rack1 192.168.100.254/24']
     assert 'veth mg-rack1 master br-rack1 peer nf-mgmt/mg-rack1 up' in desired['nf-fabric']
 
     # lab_ssh turned off: the management namespace goes, after its fabric leg
-    spec = lf.Spec(params(), 'present')
+    spec = fabric_spec.Spec(params(), 'present')
     assert 'nf-mgmt' not in spec.namespaces() and spec.mgmt_result() is None
-    fabric_state = lf.NsState('nf-fabric', [
+    fabric_state = fabric_plan.NsState('nf-fabric', [
         {'ifindex': 1, 'ifname': 'lo', 'flags': ['LOOPBACK']},
         {'ifindex': 9, 'ifname': 'mg-rack1', 'flags': ['UP'], 'linkinfo': {'info_kind': 'veth'}, 'link_index': 2,
          'link_netnsid': 0}], nsids=[{'nsid': 0, 'name': 'nf-mgmt'}])
-    mgmt_state = lf.NsState('nf-mgmt', [{'ifindex': 1, 'ifname': 'lo', 'flags': ['LOOPBACK', 'UP']}])
+    mgmt_state = fabric_plan.NsState('nf-mgmt', [{'ifindex': 1, 'ifname': 'lo', 'flags': ['LOOPBACK', 'UP']}])
     states = dict(_kernel_blank(spec), **{'nf-fabric': fabric_state, 'nf-mgmt': mgmt_state})
-    plan = lf.plan_present(spec, states, [1, 2, 3], True)
+    plan = fabric_plan.plan_present(spec, states, [1, 2, 3], True)
     assert plan.pre['nf-fabric'] == ['link del mg-rack1']
     assert plan.root_late == ['netns del nf-mgmt'] and 'netns nf-mgmt' in plan.removed
 
@@ -234,15 +234,15 @@ def test_mgmt_spec_plan_and_removal():
     ([{'segment': 'rack1', 'address': '10.0.0.1'}], "mgmt: address on segment 'rack1' 10.0.0.1 is outside"),
 ])
 def test_bad_mgmt_spec(legs, message):
-    with pytest.raises(lf.LabError) as err:
-        lf.Spec(params(mgmt={'legs': legs}), 'present')
+    with pytest.raises(fabric_spec.LabError) as err:
+        fabric_spec.Spec(params(mgmt={'legs': legs}), 'present')
     assert message in str(err.value)
 
 
 def test_host_cannot_take_the_mgmt_namespace():
-    with pytest.raises(lf.LabError) as err:
-        lf.Spec(params(hosts=[{'name': 'mgmt', 'netns': None, 'address': '192.168.100.5', 'segment': 'rack1'}]),
-                'present')
+    with pytest.raises(fabric_spec.LabError) as err:
+        fabric_spec.Spec(params(hosts=[{'name': 'mgmt', 'netns': None, 'address': '192.168.100.5',
+                                        'segment': 'rack1'}]), 'present')
     assert 'reserved' in str(err.value)
 
 
@@ -255,12 +255,12 @@ def _status(tmp_path, capeff):
 
 
 def test_privileges_root_with_all_capabilities(tmp_path):
-    lf.check_privileges(euid=0, status_path=_status(tmp_path, '000001ffffffffff'))
+    fabric_apply.check_privileges(euid=0, status_path=_status(tmp_path, '000001ffffffffff'))
 
 
 def test_privileges_non_root_says_run_as_root(tmp_path):
-    with pytest.raises(lf.LabError) as err:
-        lf.check_privileges(euid=65534, status_path=_status(tmp_path, '0000000000000000'))
+    with pytest.raises(fabric_spec.LabError) as err:
+        fabric_apply.check_privileges(euid=65534, status_path=_status(tmp_path, '0000000000000000'))
     assert str(err.value).startswith('lab_fabric needs root to create network namespaces (running as uid 65534) — '
                                      'run it as root')
     assert '\n' not in str(err.value)
@@ -268,6 +268,6 @@ def test_privileges_non_root_says_run_as_root(tmp_path):
 
 def test_privileges_root_without_cap_sys_admin(tmp_path):
     no_sys_admin = format(0x1ffffffffff & ~(1 << 21), '016x')
-    with pytest.raises(lf.LabError) as err:
-        lf.check_privileges(euid=0, status_path=_status(tmp_path, no_sys_admin))
+    with pytest.raises(fabric_spec.LabError) as err:
+        fabric_apply.check_privileges(euid=0, status_path=_status(tmp_path, no_sys_admin))
     assert '(this root process lacks CAP_SYS_ADMIN) — run it as root with full capabilities' in str(err.value)

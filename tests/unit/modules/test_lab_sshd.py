@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from ansible_collections.netfleet.calico.plugins.modules import lab_sshd as ls
+from ansible_collections.netfleet.calico_lab.plugins.modules import lab_sshd as ls
 
 HOSTS = [{'name': 'host-a', 'netns': 'nf-host-a', 'address': '192.168.100.100', 'port': 22, 'user': 'netfleet-lab'},
          {'name': 'host-b', 'netns': 'nf-host-b', 'address': '192.168.100.101', 'port': 2222, 'user': 'netfleet-lab'}]

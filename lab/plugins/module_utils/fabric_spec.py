@@ -1,0 +1,284 @@
+# Copyright (c) netfleet.calico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The lab fabric's desired state: module lab_fabric's arguments read and checked whole (names, networks,
+addresses, gateways, the spine, the management namespace), with the interface names every object gets."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+
+IFNAMSIZ = 15
+PREFIX_RE = re.compile(r'^[A-Za-z0-9_]{1,16}$')
+NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$')
+NETNS_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$')
+KIND_BRIDGE = 'br-'
+KIND_ROUTER = 'gw-'
+KIND_HOST = 'h-'
+KIND_SPINE = 's-'            # a reflector's port on the spine bridge
+KIND_MGMT = 'mg-'            # the management namespace's leg on a segment (same name on both ends)
+SPINE_BRIDGE = 'spine'       # no '-': never the name of a kind-prefixed interface
+SPINE_ROUTER_PORT = 'rt-spine'
+
+
+class LabError(Exception):
+    """A one-line error for fail_json."""
+
+
+def ifname(kind, name):
+    """Interface name `<kind><name>`, or `<kind><sha1 of name>` when that exceeds IFNAMSIZ."""
+    if len(kind) + len(name) <= IFNAMSIZ and re.match(r'^[A-Za-z0-9_.-]+$', name):
+        return kind + name
+    return kind + hashlib.sha1(name.encode()).hexdigest()[:IFNAMSIZ - len(kind)]
+
+
+class Spec:
+    """Validated desired state."""
+
+    def __init__(self, params, state):
+        self.prefix = params['prefix']
+        if not PREFIX_RE.match(self.prefix or ''):
+            raise LabError(f"prefix {self.prefix!r} is invalid: use 1-16 letters, digits or underscores "
+                           "(no '-', which separates the lab's namespace names)")
+        self.fabric = f'{self.prefix}-fabric'
+        self.router = f'{self.prefix}-router'
+        self.mgmt_netns = f'{self.prefix}-mgmt'
+        state_dir = params['state_dir'] or ''
+        norm = os.path.normpath(state_dir)
+        if not os.path.isabs(norm) or self.prefix not in os.path.basename(norm) or norm.count('/') < 2:
+            raise LabError(f"state_dir {state_dir!r} must be an absolute path below a top-level directory whose last "
+                           f"component contains the prefix {self.prefix!r} (e.g. /run/netfleet/{self.prefix})")
+        self.state_dir = norm
+        gc = params['neigh_gc_thresh']
+        if len(gc) != 3 or any(v < 1 for v in gc):
+            raise LabError('neigh_gc_thresh must be three positive integers (gc_thresh1, gc_thresh2, gc_thresh3)')
+        self.gc_thresh = list(gc)
+        self.segments = {}
+        self.hosts = {}
+        self.spine = None
+        self.router_wanted = True
+        self.router_routes = []
+        self.mgmt = None          # {segment: {'address', 'port', 'bridge'}}: the controller's legs (SSH labs)
+        if state == 'present':
+            self._segments(params['segments'])
+            self._spine(params.get('spine'))
+            self._hosts(params['hosts'])
+            self._gateways()
+            self._mgmt(params.get('mgmt'))
+            self._check_names()
+
+    def _segments(self, segments):
+        for seg in segments:
+            name = seg['name']
+            if not NAME_RE.match(name):
+                raise LabError(f'segment {name!r}: name must be letters, digits, ".", "_" or "-"')
+            if name in self.segments:
+                raise LabError(f'segment {name!r} is listed twice')
+            try:
+                net = ipaddress.IPv4Network(seg['cidr'], strict=True)
+            except ValueError as ex:
+                raise LabError(f"segment {name!r}: cidr {seg['cidr']!r} is not an IPv4 network ({ex})") from None
+            if net.prefixlen > 30:
+                raise LabError(f'segment {name!r}: {net} is too small for a gateway and hosts (use /30 or shorter)')
+            if seg.get('gateway'):
+                gw = self._address(f'segment {name!r}: gateway', seg['gateway'], net)
+            else:
+                gw = ipaddress.IPv4Interface(f'{net.network_address + 1}/{net.prefixlen}')
+            for other, data in self.segments.items():
+                if data['cidr'].overlaps(net):
+                    raise LabError(f"segments {other!r} ({data['cidr']}) and {name!r} ({net}) overlap")
+            self.segments[name] = {
+                'cidr': net, 'gateway': gw, 'router': seg.get('router') is not False,
+                'bridge': ifname(KIND_BRIDGE, name), 'router_port': ifname(KIND_ROUTER, name),
+            }
+
+    def _spine(self, spine):
+        """The spine segment (optional): a bridge joining the reflectors' eth1, plus a router leg if a router exists."""
+        routed = [name for name, seg in self.segments.items() if not seg['router']]
+        if not spine or not spine.get('cidr'):
+            if routed:
+                raise LabError(f'segment {routed[0]!r}: router: false (a reflector is its gateway) needs the spine '
+                               'option')
+            return
+        try:
+            net = ipaddress.IPv4Network(spine['cidr'], strict=True)
+        except ValueError as ex:
+            raise LabError(f"spine: cidr {spine['cidr']!r} is not an IPv4 network ({ex})") from None
+        if net.prefixlen > 30:
+            raise LabError(f'spine: {net} is too small for a gateway and reflectors (use /30 or shorter)')
+        for other, data in self.segments.items():
+            if data['cidr'].overlaps(net):
+                raise LabError(f"segment {other!r} ({data['cidr']}) and the spine ({net}) overlap")
+        if spine.get('gateway'):
+            gw = self._address('spine: gateway', spine['gateway'], net)
+        else:
+            gw = ipaddress.IPv4Interface(f'{net.network_address + 1}/{net.prefixlen}')
+        # with a spine, the router exists only if some segment is routed by it
+        self.router_wanted = len(routed) < len(self.segments)
+        self.spine = {'cidr': net, 'gateway': gw, 'bridge': SPINE_BRIDGE, 'router_port': SPINE_ROUTER_PORT}
+
+    @staticmethod
+    def _address(what, text, net):
+        text = str(text).strip()
+        try:
+            iface = ipaddress.IPv4Interface(text)
+        except ValueError as ex:
+            raise LabError(f'{what} {text!r} is not an IPv4 address ({ex})') from None
+        if '/' in text and iface.network.prefixlen != net.prefixlen:
+            raise LabError(f'{what} {text} has a different prefix length than its segment {net}')
+        if iface.ip not in net:
+            raise LabError(f'{what} {iface.ip} is outside its segment {net}')
+        if iface.ip in (net.network_address, net.broadcast_address):
+            raise LabError(f"{what} {iface.ip} is the segment's network or broadcast address ({net})")
+        return ipaddress.IPv4Interface(f'{iface.ip}/{net.prefixlen}')
+
+    def _hosts(self, hosts):
+        addresses, spine_addresses, netnses = {}, {}, {}
+        for host in hosts:
+            name = host['name']
+            if not NAME_RE.match(name):
+                raise LabError(f'host {name!r}: name must be letters, digits, ".", "_" or "-"')
+            if name in self.hosts:
+                raise LabError(f'host {name!r} is listed twice')
+            seg = host['segment']
+            if seg not in self.segments:
+                raise LabError(f"host {name!r}: segment {seg!r} is not defined "
+                               f"(segments: {', '.join(self.segments) or 'none'})")
+            segment = self.segments[seg]
+            addr = self._address(f'host {name!r}: address', host['address'], segment['cidr'])
+            if segment['router'] and addr.ip == segment['gateway'].ip:
+                raise LabError(f"host {name!r}: address {addr.ip} is segment {seg!r}'s gateway")
+            if addr.ip in addresses:
+                raise LabError(f'hosts {addresses[addr.ip]!r} and {name!r} share the address {addr.ip}')
+            addresses[addr.ip] = name
+            spine_addr = None
+            if host.get('spine_address'):
+                if self.spine is None:
+                    raise LabError(f"host {name!r}: spine_address needs the spine option")
+                spine_addr = self._address(f'host {name!r}: spine_address', host['spine_address'], self.spine['cidr'])
+                if self.router_wanted and spine_addr.ip == self.spine['gateway'].ip:
+                    raise LabError(f"host {name!r}: spine_address {spine_addr.ip} is the spine's gateway (the router's "
+                                   'leg); pick another address')
+                if spine_addr.ip in spine_addresses:
+                    raise LabError(f'hosts {spine_addresses[spine_addr.ip]!r} and {name!r} share the spine address '
+                                   f'{spine_addr.ip}')
+                spine_addresses[spine_addr.ip] = name
+            netns = host.get('netns') or f'{self.prefix}-{name}'
+            if not NETNS_RE.match(netns):
+                raise LabError(f'host {name!r}: netns {netns!r} is not a valid namespace name')
+            if not netns.startswith(self.prefix + '-'):
+                raise LabError(f"host {name!r}: netns {netns!r} must start with '{self.prefix}-' "
+                               '(state=absent removes only the prefix\'s namespaces)')
+            if netns in (self.fabric, self.router, self.mgmt_netns):
+                raise LabError(f"host {name!r}: netns {netns!r} is reserved for the lab's fabric/router/management")
+            if netns in netnses:
+                raise LabError(f'hosts {netnses[netns]!r} and {name!r} share the netns {netns!r}')
+            netnses[netns] = name
+            self.hosts[name] = {
+                'netns': netns, 'address': addr, 'segment': seg,
+                'gateway': segment['gateway'].ip, 'gateway_dev': 'eth0',
+                'bridge': segment['bridge'], 'fabric_port': ifname(KIND_HOST, name),
+                'spine_address': spine_addr, 'spine_port': ifname(KIND_SPINE, name) if spine_addr else None,
+                'routes': [],
+            }
+
+    def _gateways(self):
+        """A segment the router does not serve has one of its reflectors (a host with a spine leg) as gateway.
+        Reflectors reach those segments over the spine, and everything else by the router, if there is one."""
+        via = {}  # segment not served by the router -> spine address of its gateway reflector
+        for name, seg in self.segments.items():
+            if seg['router']:
+                continue
+            gate = next((h for h in self.hosts.values()
+                         if h['segment'] == name and h['spine_address'] and h['address'].ip == seg['gateway'].ip), None)
+            if gate is None:
+                raise LabError(f"segment {name!r}: gateway {seg['gateway'].ip} is not the address of one of its hosts "
+                               'with a spine_address (router: false makes a reflector the gateway)')
+            via[name] = gate['spine_address'].ip
+        routes = {name: (str(self.segments[name]['cidr']), str(ip)) for name, ip in via.items()}
+        order = sorted(routes, key=lambda name: self.segments[name]['cidr'])
+        for host in self.hosts.values():
+            if not host['spine_address']:
+                continue
+            host['gateway'] = self.spine['gateway'].ip if self.router_wanted else None
+            host['gateway_dev'] = 'eth1'
+            host['routes'] = [(*routes[name], 'eth1') for name in order if name != host['segment']]
+        self.router_routes = [(*routes[name], SPINE_ROUTER_PORT) for name in order]
+
+    def _mgmt(self, mgmt):
+        """The management namespace (SSH labs): one leg on each listed segment's bridge, with an address of that
+        segment, so a controller running inside it reaches every host on its own segment directly. No default
+        route and no forwarding: it is an end host, never a path between racks."""
+        if not mgmt:
+            return
+        legs = mgmt.get('legs') or []
+        if not legs:
+            raise LabError('mgmt: legs is empty; give at least one {segment, address} (or drop the mgmt option)')
+        taken = {h['address'].ip: f"host {name!r}" for name, h in self.hosts.items()}
+        taken.update({s['gateway'].ip: f"segment {name!r}'s gateway" for name, s in self.segments.items()
+                      if s['router'] and self.router_wanted})
+        self.mgmt = {}
+        for leg in legs:
+            seg = leg['segment']
+            if seg not in self.segments:
+                raise LabError(f"mgmt: segment {seg!r} is not defined (segments: {', '.join(self.segments) or 'none'})")
+            if seg in self.mgmt:
+                raise LabError(f'mgmt: segment {seg!r} has two legs')
+            segment = self.segments[seg]
+            addr = self._address(f'mgmt: address on segment {seg!r}', leg['address'], segment['cidr'])
+            if addr.ip in taken:
+                raise LabError(f'mgmt: address {addr.ip} on segment {seg!r} is already {taken[addr.ip]}\'s; '
+                               'pick a free address of the segment')
+            self.mgmt[seg] = {'address': addr, 'port': ifname(KIND_MGMT, seg), 'bridge': segment['bridge']}
+
+    def _check_names(self):
+        seen = {}
+        spine = {'spine': self.spine} if self.spine else {}
+        for kind, names, keys in (('segment', self.segments, ('bridge', 'router_port')),
+                                  ('spine', spine, ('bridge', 'router_port')),
+                                  ('host', self.hosts, ('fabric_port', 'spine_port')),
+                                  ('mgmt leg', self.mgmt or {}, ('port',))):
+            for name, data in names.items():
+                for key in keys:
+                    port = data[key]
+                    if port is None:
+                        continue
+                    if port in seen and seen[port] != (kind, name):
+                        raise LabError(f'{kind} {name!r} and {seen[port][0]} {seen[port][1]!r} map to the same '
+                                       f'interface name {port!r}; rename one of them')
+                    seen[port] = (kind, name)
+
+    def namespaces(self):
+        return ([self.fabric] + ([self.router] if self.router_wanted else [])
+                + ([self.mgmt_netns] if self.mgmt else []) + [h['netns'] for h in self.hosts.values()])
+
+    def mgmt_result(self):
+        if not self.mgmt:
+            return None
+        return {'netns': self.mgmt_netns,
+                'legs': {seg: {'address': str(leg['address']), 'port': leg['port'], 'bridge': leg['bridge']}
+                         for seg, leg in self.mgmt.items()}}
+
+    def result(self):
+        segments = {
+            name: {'cidr': str(s['cidr']), 'gateway': str(s['gateway']), 'bridge': s['bridge'],
+                   'router_port': s['router_port'] if s['router'] and self.router_wanted else None,
+                   'router': s['router']}
+            for name, s in self.segments.items()
+        }
+        hosts = {}
+        for name, h in self.hosts.items():
+            hosts[name] = {'netns': h['netns'], 'address': str(h['address']),
+                           'gateway': None if h['gateway'] is None else str(h['gateway']),
+                           'segment': h['segment'], 'bridge': h['bridge'], 'fabric_port': h['fabric_port']}
+            if h['spine_address']:
+                hosts[name].update(spine_address=str(h['spine_address']), spine_port=h['spine_port'],
+                                   routes=[f'{cidr} via {gw} dev {dev}' for cidr, gw, dev in h['routes']])
+        spine = None
+        if self.spine:
+            spine = {'cidr': str(self.spine['cidr']), 'gateway': str(self.spine['gateway']) if self.router_wanted
+                     else None, 'bridge': self.spine['bridge'],
+                     'router_port': self.spine['router_port'] if self.router_wanted else None}
+        return segments, hosts, spine
