@@ -6,7 +6,8 @@ import signal
 
 import pytest
 
-from ansible_collections.netfleet.calico_lab.plugins.modules import lab_sshd as ls
+from ansible_collections.netfleet.calico_lab.plugins.module_utils import lab_ssh as ls
+from ansible_collections.netfleet.calico_lab.plugins.modules import lab_sshd
 
 HOSTS = [{'name': 'host-a', 'netns': 'nf-host-a', 'address': '192.168.100.100', 'port': 22, 'user': 'netfleet-lab'},
          {'name': 'host-b', 'netns': 'nf-host-b', 'address': '192.168.100.101', 'port': 2222, 'user': 'netfleet-lab'}]
@@ -86,7 +87,7 @@ def run(state_dir, system, hosts=None, check=False, state='present'):
     hosts = HOSTS if hosts is None else hosts
     module = FakeModule({'prefix': 'nf', 'state_dir': state_dir, 'hosts': [dict(h) for h in hosts], 'state': state},
                         check_mode=check)
-    return ls.run(module, system)
+    return lab_sshd.run(module, system)
 
 
 def test_config_and_known_hosts():
@@ -190,5 +191,5 @@ def test_bad_input(state_dir, hosts, users, message):
 
 def test_state_dir_must_name_the_prefix(state_dir):
     with pytest.raises(ls.LabSshError) as err:
-        ls.run(FakeModule({'prefix': 'nf', 'state_dir': '/run'}), FakeSystem())
+        lab_sshd.run(FakeModule({'prefix': 'nf', 'state_dir': '/run'}), FakeSystem())
     assert "state_dir '/run' must be an absolute path" in str(err.value)
