@@ -11,9 +11,10 @@ import os
 import re
 
 IFNAMSIZ = 15
-PREFIX_RE = re.compile(r'^[A-Za-z0-9_]{1,16}$')
-NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$')
-NETNS_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$')
+# lab names, shared by every lab module (\Z: '$' would let a trailing newline through)
+PREFIX_RE = re.compile(r'[A-Za-z0-9_]{1,16}\Z')
+NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z')
+NETNS_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\Z')
 KIND_BRIDGE = 'br-'
 KIND_ROUTER = 'gw-'
 KIND_HOST = 'h-'
@@ -29,7 +30,7 @@ class LabError(Exception):
 
 def ifname(kind, name):
     """Interface name `<kind><name>`, or `<kind><sha1 of name>` when that exceeds IFNAMSIZ."""
-    if len(kind) + len(name) <= IFNAMSIZ and re.match(r'^[A-Za-z0-9_.-]+$', name):
+    if len(kind) + len(name) <= IFNAMSIZ and re.fullmatch(r'[A-Za-z0-9_.-]+', name):
         return kind + name
     return kind + hashlib.sha1(name.encode()).hexdigest()[:IFNAMSIZ - len(kind)]
 

@@ -31,7 +31,6 @@ CGROUP_ROOTS = ('/sys/fs/cgroup/systemd', '/sys/fs/cgroup/unified', '/sys/fs/cgr
 # Timers and units that reach for the network or the disk on a schedule: a lab machine has no archive to reach.
 MASKED_UNITS = ('apt-daily.timer', 'apt-daily-upgrade.timer', 'e2scrub_all.timer', 'e2scrub_reap.service',
                 'dpkg-db-backup.timer', 'fstrim.timer')
-NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z')
 USER_RE = re.compile(r'[a-z_][a-z0-9_-]{0,31}\Z')
 DEB_NAME_RE = re.compile(r'[a-z0-9][a-z0-9+.-]+\Z')
 

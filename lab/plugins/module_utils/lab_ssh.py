@@ -19,13 +19,11 @@ import subprocess
 import time
 
 from ansible_collections.netfleet.calico.plugins.module_utils.procs import read_file, read_pid
+from ansible_collections.netfleet.calico_lab.plugins.module_utils.fabric_spec import NAME_RE, NETNS_RE, PREFIX_RE
 
 NETNS_RUN_DIR = '/run/netns'
 PRIVSEP_DIR = '/run/sshd'
-PREFIX_RE = re.compile(r'^[A-Za-z0-9_]{1,16}$')
-NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$')
-NETNS_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$')
-USER_RE = re.compile(r'^[a-z_][a-z0-9_.-]{0,31}$')
+USER_RE = re.compile(r'[a-z_][a-z0-9_.-]{0,31}\Z')
 HOST_KEY = 'ssh_host_ed25519_key'
 CLIENT_KEY = 'id_ed25519'
 # As the netns connection enters a namespace: a private /sys remounted for the network namespace, mount

@@ -170,6 +170,7 @@ import uuid
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netfleet.calico_lab.plugins.module_utils import lab_machine as lm
+from ansible_collections.netfleet.calico_lab.plugins.module_utils.fabric_spec import NAME_RE
 
 MACHINES = 'machines'
 
@@ -285,7 +286,7 @@ class Lab:
 
     def validate(self):
         p = self.p
-        if not lm.NAME_RE.match(p['prefix']):
+        if not NAME_RE.match(p['prefix']):
             raise lm.MachineError(f"prefix {p['prefix']!r} must be letters, digits, '.', '_' or '-'")
         if not os.path.isabs(p['state_dir']) or p['prefix'] not in os.path.basename(p['state_dir'].rstrip('/')):
             raise lm.MachineError(f"state_dir {p['state_dir']} must be absolute and its last part name the prefix "
@@ -295,10 +296,10 @@ class Lab:
         seen = set()
         for host in p['hosts']:
             name, netns = host['name'], host['netns']
-            if not lm.NAME_RE.match(name) or name in seen:
+            if not NAME_RE.match(name) or name in seen:
                 raise lm.MachineError(f'host {name!r}: not a host name, or listed twice')
             seen.add(name)
-            if not lm.NAME_RE.match(netns) or not netns.startswith(p['prefix'] + '-'):
+            if not NAME_RE.match(netns) or not netns.startswith(p['prefix'] + '-'):
                 raise lm.MachineError(f"host {name!r}: netns {netns!r} must be a name starting with '{p['prefix']}-'")
             if not os.path.exists(os.path.join('/run/netns', netns)):
                 raise lm.MachineError(f'host {name!r}: network namespace {netns} does not exist: run '
