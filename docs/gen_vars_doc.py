@@ -94,8 +94,14 @@ def role_variables(role: Path) -> list[str]:
         for para in [desc] if isinstance(desc, str) else desc:
             lines += [markup(" ".join(para.split())), ""]
         options = spec.get("options", {})
+        # an entry point's options that are main's, word for word, are named, not repeated
+        main = specs.get("main", {}).get("options", {}) if entry != "main" else {}
+        same = sorted(var for var in options if main.get(var) == options[var])
+        if same:
+            lines += ["As the main entry point: %s." % ", ".join("`%s`" % var for var in same), ""]
+            options = {var: option for var, option in options.items() if var not in same}
         if not options:
-            lines += ["No variables.", ""]
+            lines += [] if same else ["No variables.", ""]
             continue
         lines += ["| variable | type | default | description |", "|---|---|---|---|"]
         for var in sorted(options):
