@@ -186,8 +186,8 @@ def test_every_peer_imports_every_block_of_a_host():
 
 
 def test_every_block_of_a_route_reflector_client_is_refused_back_to_it():
-    hostvars = {name: dict(POOL, calico_node_ip=IPS[name], calico_as_number=65001, calico_bgp_topology='route_reflector',
-                           calico_workloads=wls) for name, wls in FLEET.items()}
+    hostvars = {name: dict(POOL, calico_node_ip=IPS[name], calico_as_number=65001,
+                           calico_bgp_topology='route_reflector', calico_workloads=wls) for name, wls in FLEET.items()}
     hostvars['rr'] = dict(POOL, calico_node_ip='192.168.0.100', calico_as_number=65001,
                           calico_bgp_topology='route_reflector')
     groups = {'all': [*FLEET, 'rr'], 'calico_nodes': list(FLEET), 'calico_route_reflectors': ['rr'],
