@@ -79,6 +79,22 @@ def parse_networks(value, slots, subject='calico_cni_networks'):
     return out
 
 
+def workload_shares(reader, hosts, block_prefix):
+    """``{host: prefix length}`` of slot 0, the part of the first block left to ``calico_workloads``, on the hosts
+    that run the plugin: their automatic addresses stay in it and go on in the host's further blocks. Bad
+    settings give ``{}`` here; :func:`plan_cni` refuses them with its own line."""
+    try:
+        enabled = [name for name in hosts
+                   if inputs.parse_bool(reader.get(name, 'calico_cni'), host_subject(name), 'calico_cni')]
+        raw, _source = inventory.fleet_setting(reader, hosts, 'calico_cni_network_prefix', None)
+    except FabricError:
+        return {}
+    prefix = min(block_prefix + 2, 32) if raw is None else inputs.as_int(raw)
+    if prefix is None or not block_prefix < prefix <= 32:
+        return {}
+    return dict.fromkeys(enabled, prefix)
+
+
 def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None):
     """Add ``cni`` to every host of ``plan_hosts`` that runs workloads; return the fleet's container ranges as
     ``[(host, cidr, labels)]`` (the selector members the policy planner adds). ``facts`` (per host, from

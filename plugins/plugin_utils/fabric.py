@@ -54,7 +54,7 @@ from collections.abc import Mapping
 from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import plan_imports
 from ansible_collections.netfleet.calico.plugins.plugin_utils.blocks import allocate_blocks, grow_blocks
-from ansible_collections.netfleet.calico.plugins.plugin_utils.cni import plan_cni
+from ansible_collections.netfleet.calico.plugins.plugin_utils.cni import plan_cni, workload_shares
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject, rack_subject
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
     address_or_none,
@@ -382,9 +382,12 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     first_blocks = allocate_blocks(pool_net, prefix_len, block_hosts)
 
     # 7. workloads, per host in its blocks (a host whose workloads do not fit gets more, up to max_blocks)
+    shares = workload_shares(reader, hosts, prefix_len)  # CNI hosts: their workloads' part of the first block
+
     def fit(name, nets):
         return assign_workload_ips(nets, reader.get(name, 'calico_workloads'), facts[name].get('workloads'),
-                                   subject=host_subject(name), namespaces=workload_namespaces(reader, name))
+                                   subject=host_subject(name), namespaces=workload_namespaces(reader, name),
+                                   first_share=shares.get(name))
 
     grown = grow_blocks(pool_net, prefix_len, block_hosts, first_blocks, max_blocks, fit)
     workloads = {}

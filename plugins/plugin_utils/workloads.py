@@ -89,14 +89,16 @@ def workload_namespaces(reader, name):
 FULL_FIX = 'run fewer workloads on this host or use bigger blocks (lower calico_block_prefix)'
 
 
-def assign_workload_ips(block, workloads, current=None, subject='input', namespaces=None, full_fix=FULL_FIX):
+def assign_workload_ips(block, workloads, current=None, subject='input', namespaces=None, full_fix=FULL_FIX,
+                        first_share=None):
     """Fill ``ip`` for every workload of one host: explicit > current (inside a block, free) > next free.
 
     ``block`` is the host's block or the list of its blocks (the first block first). Automatic
     addresses start at a block's network + 2 (the article numbers workloads .2, .3), fill the blocks
     in order and never use a block's network or broadcast address. Returns the list in input order,
     each entry a copy of the input mapping with ``name`` and ``ip`` (a plain address, no /32). A full
-    set of blocks raises :class:`BlocksFull` with ``full_fix`` as its fix.
+    set of blocks raises :class:`BlocksFull` with ``full_fix`` as its fix. ``first_share`` (a prefix length)
+    keeps automatic addresses of the first block inside its first subnet of that size (a CNI host's slot 0).
     """
     blocks = list(block) if isinstance(block, (list, tuple)) else [block]
     entries = _workload_entries(workloads, subject, namespaces)
@@ -142,13 +144,22 @@ def assign_workload_ips(block, workloads, current=None, subject='input', namespa
             used[int(addr)] = entry['name']
             entry['ip'] = str(addr)
 
-    free = (ip for net in blocks for ip in range(int(net.first) + 2, int(net.last)) if ip not in used)
+    def automatic(pos, net):
+        last = int(net.last) - 1
+        if pos == 0 and first_share is not None:
+            last = min(last, int(net.first) + (1 << (32 - first_share)) - 1)
+        return range(int(net.first) + 2, last + 1)
+
+    free = (ip for pos, net in enumerate(blocks) for ip in automatic(pos, net) if ip not in used)
     for entry in entries:
         if 'ip' in entry:
             continue
         cursor = next(free, None)
         if cursor is None:
             what = f'block {listing} is full' if len(blocks) == 1 else f'blocks {listing} are full'
+            if first_share is not None:
+                what += (f' (calico_workloads have {netaddr.IPNetwork(f"{blocks[0].network}/{first_share}")} of '
+                         'the first block on a CNI host)')
             raise BlocksFull(subject, f"{what}, no address left for workload '{entry['name']}'", full_fix)
         used[cursor] = entry['name']
         entry['ip'] = str(netaddr.IPAddress(cursor, 4))

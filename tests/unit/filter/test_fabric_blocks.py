@@ -179,6 +179,20 @@ def test_explicit_and_current_addresses_in_any_block():
         "10.0.0.8/29 or drop ip")
 
 
+def test_a_cni_host_grows_once_the_workloads_part_of_its_first_block_is_full():
+    # /28 blocks, /30 container networks: slot 0 (10.0.0.0/30) keeps the workloads, .2 and .3 automatic
+    settings = {'calico_block_prefix': 28, 'calico_cni': True, 'calico_cni_network_prefix': 30}
+    result = plan({'h1': workloads(5), 'h2': []}, settings=settings)
+    h1 = result['hosts']['h1']
+    assert h1['blocks'] == ['10.0.0.0/28', '10.0.0.32/28']
+    assert [w['ip'] for w in h1['workloads']] == ['10.0.0.2', '10.0.0.3', '10.0.0.34', '10.0.0.35', '10.0.0.36']
+    assert h1['cni']['networks']['netfleet']['range'] == '10.0.0.4/30'  # container ranges stay in the first block
+    assert error({'h1': workloads(3), 'h2': []}, settings=dict(settings, calico_max_blocks_per_host=1)) == (
+        P + "host 'h1': block 10.0.0.0/28 is full (calico_workloads have 10.0.0.0/30 of the first block on a CNI "
+        "host), no address left for workload 'w3' (calico_max_blocks_per_host 1) — raise "
+        "calico_max_blocks_per_host, lower calico_block_prefix, or move workloads to another host")
+
+
 def test_every_peer_imports_every_block_of_a_host():
     result = plan(FLEET)
     for name in ('h2', 'h3'):
