@@ -151,7 +151,7 @@ def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit):
     strings starting with the first block.
 
     A host keeps its running blocks (the first one of ``first`` and every other block of ``current`` that
-    no other host holds), then takes the lowest free block above its first block until its workloads fit:
+    no other host holds; none when a pin it does not run yet moves it), then takes the lowest free block above its first block until its workloads fit:
     blocks are listed by address after the first one, so the running blocks read back from the kernel
     give the same list. A block any host still holds is never taken. Then trailing blocks that hold no
     workload address are released (never the first one, never a block before one in use: a running
@@ -186,6 +186,8 @@ def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit):
         if name not in first:
             continue
         extras[name] = []
+        if first[name][1] == 'pinned' and index_of(first[name][0]) not in running[name]:
+            continue  # a new pin moves the host: its workloads are renumbered into the pinned block and on
         for idx in running[name]:
             holder = owner.get(idx)
             if holder == name:

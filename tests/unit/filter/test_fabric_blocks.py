@@ -134,6 +134,18 @@ def test_pins_are_honoured_and_growth_goes_above_the_first_block():
                               'h2': ['10.0.0.0/29'], 'h3': ['10.0.0.8/29']}
 
 
+def test_a_new_pin_moves_the_host_with_all_its_blocks():
+    running = plan(FLEET)
+    moved = plan(FLEET, facts=facts_of(running), pins={'h1': '10.0.0.128/29'})
+    assert blocks(moved) == dict(blocks(running), h1=['10.0.0.128/29', '10.0.0.136/29', '10.0.0.144/29'])
+    assert moved['hosts']['h1']['workloads'][0]['ip'] == '10.0.0.130'
+    # with one block per host (the default), as before: the host moves, no error about its old block
+    one = plan({'h1': workloads(2)}, settings={'calico_max_blocks_per_host': 1})
+    again = plan({'h1': workloads(2)}, facts=facts_of(one), pins={'h1': '10.0.0.64/29'},
+                 settings={'calico_max_blocks_per_host': 1})
+    assert blocks(again) == {'h1': ['10.0.0.64/29']}
+
+
 def test_a_pin_on_another_running_block_of_a_host_is_refused():
     running = plan(FLEET)
     assert error(FLEET, facts=facts_of(running), pins={'h3': '10.0.0.24/29'}) == (
