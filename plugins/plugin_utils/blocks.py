@@ -151,11 +151,12 @@ def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit):
     strings starting with the first block.
 
     A host keeps its running blocks (the first one of ``first`` and every other block of ``current`` that
-    no other host holds; none when a pin it does not run yet moves it), then takes the lowest free block above its first block until its workloads fit:
-    blocks are listed by address after the first one, so the running blocks read back from the kernel
-    give the same list. A block any host still holds is never taken. Then trailing blocks that hold no
-    workload address are released (never the first one, never a block before one in use: a running
-    workload is never renumbered). Hosts are visited in list order; no other host's block moves.
+    no other host holds; none when a pin it does not run yet moves it), then takes the lowest free block
+    above its first block until its workloads fit: blocks are listed by address after the first one, so
+    the running blocks read back from the kernel give the same list. A block any host still holds is
+    never taken. Then trailing blocks that hold no workload address are released (never the first one,
+    never a block before one in use: a running workload is never renumbered). Hosts are visited in list
+    order; no other host's block moves.
     """
     size = 1 << (32 - block_prefix)
     count = 1 << (block_prefix - pool.prefixlen)
