@@ -86,18 +86,14 @@ def workload_namespaces(reader, name):
     return prefix, tuple(patterns)
 
 
-FULL_FIX = 'run fewer workloads on this host or use bigger blocks (lower calico_block_prefix)'
-
-
-def assign_workload_ips(block, workloads, current=None, subject='input', namespaces=None, full_fix=FULL_FIX,
-                        first_share=None):
+def assign_workload_ips(block, workloads, current=None, subject='input', namespaces=None, first_share=None):
     """Fill ``ip`` for every workload of one host: explicit > current (inside a block, free) > next free.
 
     ``block`` is the host's block or the list of its blocks (the first block first). Automatic
     addresses start at a block's network + 2 (the article numbers workloads .2, .3), fill the blocks
     in order and never use a block's network or broadcast address. Returns the list in input order,
-    each entry a copy of the input mapping with ``name`` and ``ip`` (a plain address, no /32). A full
-    set of blocks raises :class:`BlocksFull` with ``full_fix`` as its fix. ``first_share`` (a prefix length)
+    each entry a copy of the input mapping with ``name`` and ``ip`` (a plain address, no /32). Full
+    blocks raise :class:`BlocksFull` (the planner may then add a block). ``first_share`` (a prefix length)
     keeps automatic addresses of the first block inside its first subnet of that size (a CNI host's slot 0).
     """
     blocks = list(block) if isinstance(block, (list, tuple)) else [block]
@@ -160,7 +156,8 @@ def assign_workload_ips(block, workloads, current=None, subject='input', namespa
             if first_share is not None:
                 what += (f' (calico_workloads have {netaddr.IPNetwork(f"{blocks[0].network}/{first_share}")} of '
                          'the first block on a CNI host)')
-            raise BlocksFull(subject, f"{what}, no address left for workload '{entry['name']}'", full_fix)
+            raise BlocksFull(subject, f"{what}, no address left for workload '{entry['name']}'",
+                             'run fewer workloads on this host or use bigger blocks (lower calico_block_prefix)')
         used[cursor] = entry['name']
         entry['ip'] = str(netaddr.IPAddress(cursor, 4))
     return entries
