@@ -1,6 +1,6 @@
 """A host that outgrows its block, on a real netns lab: site.yml gives it further blocks (calico_max_blocks_per_host),
-each blackholed on the host and routed to it by every other host's BIRD; removing the workloads of the last block
-releases that block everywhere and moves nothing else.
+each blackholed on the host and routed to it by every other host's BIRD (status.yml agrees); removing the workloads
+of the last block releases that block everywhere and moves nothing else.
 
 Needs root. Three hosts with /30 blocks (one automatic workload address each): host-a's three workloads need three
 blocks; host-b has one workload to ping, host-c none (seven namespaces in all).
@@ -87,6 +87,9 @@ def test_a_host_grows_into_three_blocks_then_releases_the_last(lab):
         "host-c": {**via_a, OTHER_BLOCKS["host-b"]: NODE_IP["host-b"]},
     }
     assert wait_for_routes(lab, expected) == expected
+    status = lab.playbook("playbooks/status.yml")  # expects every block of every other host
+    assert "3 hosts, 6/6 BGP sessions Established, 5 blocks" in status.stdout, status.stdout[-3000:]
+    assert "fabric converged" in status.stdout, status.stdout[-3000:]
     ips = {w: lab.workload_ip(h, w) for h, w in lab.all_workloads()}
     assert ips == {"a1": "172.17.0.2", "a2": "172.17.0.14", "a3": "172.17.0.18", "b1": "172.17.0.6"}
     # the third block's workload reaches another host's workload and back
