@@ -145,7 +145,8 @@ def allocate_blocks(pool, block_prefix, hosts):
 def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit):
     """Give a host whose workloads do not fit in its first block further blocks, up to ``max_blocks``.
 
-    ``hosts`` is the list :func:`allocate_blocks` took, ``first`` its result. ``fit(name, blocks)`` plans
+    ``hosts`` is the list :func:`allocate_blocks` took (``addresses``: the current workload addresses of a
+    host, checked IPv4 strings), ``first`` its result. ``fit(name, blocks)`` plans
     the host's workloads in ``blocks`` (a list of networks, the first block first) and returns them, or
     raises ``errors.BlocksFull``. Returns ``{name: (blocks, workloads)}``, ``blocks`` a list of CIDR
     strings starting with the first block.
@@ -198,6 +199,11 @@ def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit):
                     raise FabricError(host_subject(holder),
                                       f"calico_block {net_of(idx)} is a running block of host '{name}'",
                                       f"pin a free block for '{holder}'")
+                in_use = [a for a in entry.get('addresses') or () if netaddr.IPAddress(a) in net_of(idx)]
+                if first[holder][1] == 'allocated' and in_use:  # a new host took it: the pool had nothing else
+                    raise FabricError(host_subject(holder), f'no free /{block_prefix} left in calico_pool {pool} '
+                                                            f"({net_of(idx)} still holds workloads of host '{name}')",
+                                      'enlarge calico_pool or raise calico_block_prefix')
                 continue  # held by an earlier host too: split brain, the earlier host keeps it
             owner[idx] = name
             extras[name].append(idx)

@@ -88,7 +88,11 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.peers import (
     default_cluster_ids,
 )
 from ansible_collections.netfleet.calico.plugins.plugin_utils.policy import plan_policy
-from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import assign_workload_ips, workload_namespaces
+from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import (
+    assign_workload_ips,
+    current_addresses,
+    workload_namespaces,
+)
 
 DEFAULT_BLOCK_PREFIX = 26  # Calico's default block size; the article (and the lab) use 24
 DEFAULT_TOPOLOGY = 'full_mesh'
@@ -377,7 +381,8 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
                               'add it to calico_nodes or drop calico_workloads')
     facts = {name: reader.get(name, 'calico_node_facts') for name in hosts}
     facts = {name: (value if isinstance(value, Mapping) else {}) for name, value in facts.items()}
-    block_hosts = [{'name': name, 'block': reader.get(name, 'calico_block'), 'current': facts[name].get('blocks')}
+    block_hosts = [{'name': name, 'block': reader.get(name, 'calico_block'), 'current': facts[name].get('blocks'),
+                    'addresses': current_addresses(facts[name].get('workloads'))}
                    for name in hosts if name in is_node]
     first_blocks = allocate_blocks(pool_net, prefix_len, block_hosts)
 

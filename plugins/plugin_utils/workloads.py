@@ -178,3 +178,9 @@ def normalize_current_workloads(value):
         if isinstance(name, str) and isinstance(ip, str):
             out[name] = ip.strip()
     return out
+
+
+def current_addresses(value):
+    """The valid IPv4 addresses (plain strings) of a host's workloads today (see normalize_current_workloads)."""
+    found = (address_or_none(ip, allow_slash32=True) for ip in normalize_current_workloads(value).values())
+    return [str(addr) for addr in found if addr is not None]

@@ -182,6 +182,16 @@ def test_pool_exhaustion_names_the_host():
         "first block 10.0.0.0/29 — enlarge calico_pool, lower calico_block_prefix, or move workloads to another host")
 
 
+def test_a_newcomer_never_takes_a_running_block_that_holds_workloads():
+    small_pool = {'calico_pool': '10.0.0.0/27'}  # four /29 blocks
+    running = plan({'h1': workloads(7), 'h2': workloads(1, 'b'), 'h3': workloads(1, 'c')}, settings=small_pool)
+    assert blocks(running)['h1'] == ['10.0.0.0/29', '10.0.0.24/29']
+    joined = {'h0': workloads(1, 'z'), 'h1': workloads(7), 'h2': workloads(1, 'b'), 'h3': workloads(1, 'c')}
+    assert error(joined, facts=facts_of(running), settings=small_pool) == (
+        P + "host 'h0': no free /29 left in calico_pool 10.0.0.0/27 (10.0.0.24/29 still holds workloads of host "
+        "'h1') — enlarge calico_pool or raise calico_block_prefix")
+
+
 def test_explicit_and_current_addresses_in_any_block():
     running = plan(FLEET)
     result = plan(dict(FLEET, h1=workloads(11) + [{'name': 'x', 'ip': '10.0.0.33'}]), facts=facts_of(running))
