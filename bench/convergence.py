@@ -348,7 +348,7 @@ class Bird:
         self.host, self.netns, self.argv = host, netns, argv
         opts = dict(zip(argv[1::2], argv[2::2]))
         self.conf, self.sock, self.pidfile = opts['-c'], opts['-s'], opts['-P']
-        self.block = None       # own block (blackhole, proto 80), None on a reflector
+        self.blocks = set()     # own blocks (blackholes, proto 80), none on a reflector
         self.expect = set()
 
     def pid(self):
@@ -390,13 +390,13 @@ def read_blocks(birds, pool):
         routes = json.loads(sh(['ip', '-n', bird.netns, '-j', 'route', 'show', 'proto', '80', 'type',
                                 'blackhole']).stdout or '[]')
         nets = [r['dst'] for r in routes if ipaddress.IPv4Network(r['dst']).subnet_of(pool)]
-        return nets[0] if nets else None
+        return set(nets)
 
-    for bird, block in zip(birds, pmap(own, birds)):
-        bird.block = block
-    blocks = {b.block for b in birds if b.block}
+    for bird, own_blocks in zip(birds, pmap(own, birds)):
+        bird.blocks = own_blocks
+    blocks = set().union(*(b.blocks for b in birds))
     for bird in birds:
-        bird.expect = blocks - {bird.block}
+        bird.expect = blocks - bird.blocks
     return blocks
 
 

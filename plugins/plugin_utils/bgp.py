@@ -36,8 +36,16 @@ def session_timing(local, remote, spread=True):
 
 
 def announced(host):
-    """What a host itself announces: its block(s) and its workloads' floating IPs (exact prefixes)."""
-    return ([host['block']] if host.get('block') else []) + list(host.get('floating_ips') or [])
+    """What a host itself announces: its blocks and its workloads' floating IPs (exact prefixes)."""
+    return host_blocks(host) + list(host.get('floating_ips') or [])
+
+
+def host_blocks(host):
+    """Every block of a host's plan entry (``blocks``, the first is ``block``); a plan without ``blocks``
+    (made before hosts could hold several) has its ``block`` only."""
+    if host.get('blocks'):
+        return list(host['blocks'])
+    return [host['block']] if host.get('block') else []
 
 
 def plan_imports(plan_hosts, topology, pool, block_prefix, floating_ips):

@@ -1,14 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: netfleet.calico developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Blocks of the pool per host: pinned, running and new ones, allocated so that growing the fleet moves
-no existing block."""
+"""Blocks of the pool per host: pinned, running and new ones, allocated so that growing the fleet (or a
+host outgrowing its block) moves no existing block."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import BlocksFull, FabricError, host_subject
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
     is_unset,
     netaddr,
@@ -140,3 +140,108 @@ def allocate_blocks(pool, block_prefix, hosts):
         result[name] = (idx, 'allocated')
 
     return {name: (to_cidr(result[name][0]), result[name][1]) for name in names}
+
+
+def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit):
+    """Give a host whose workloads do not fit in its first block further blocks, up to ``max_blocks``.
+
+    ``hosts`` is the list :func:`allocate_blocks` took (``addresses``: the current workload addresses of a
+    host, checked IPv4 strings), ``first`` its result. ``fit(name, blocks)`` plans
+    the host's workloads in ``blocks`` (a list of networks, the first block first) and returns them, or
+    raises ``errors.BlocksFull``. Returns ``{name: (blocks, workloads)}``, ``blocks`` a list of CIDR
+    strings starting with the first block.
+
+    A host keeps its running blocks (the first one of ``first`` and every other block of ``current`` that
+    no other host holds; none when a pin it does not run yet moves it), then takes the lowest free block
+    above its first block until its workloads fit: blocks are listed by address after the first one, so
+    the running blocks read back from the kernel give the same list. A block any host still holds is
+    never taken. Then trailing blocks that hold no workload address are released (never the first one,
+    never a block before one in use: a running workload is never renumbered). Hosts are visited in list
+    order; no other host's block moves.
+    """
+    size = 1 << (32 - block_prefix)
+    count = 1 << (block_prefix - pool.prefixlen)
+    base = int(pool.first)
+
+    def net_of(idx):
+        return netaddr.IPNetwork(f'{netaddr.IPAddress(base + idx * size, 4)}/{block_prefix}')
+
+    def index_of(value):
+        net = network_or_none(value)
+        if net is None or net.prefixlen != block_prefix or net.ip != net.network:
+            return None
+        if net.first < pool.first or net.last > pool.last:
+            return None
+        return (int(net.first) - base) // size
+
+    owner = {index_of(cidr): name for name, (cidr, _source) in first.items()}
+    running = {}
+    for entry in hosts:
+        found = (index_of(b) for b in normalize_current_blocks(entry.get('current')))
+        running[entry['name']] = sorted({i for i in found if i is not None})
+    everything_running = {i for idxs in running.values() for i in idxs}
+
+    # 1. every host's running blocks besides its first, before any host grows
+    extras = {}
+    for entry in hosts:
+        name = entry['name']
+        if name not in first:
+            continue
+        extras[name] = []
+        if first[name][1] == 'pinned' and index_of(first[name][0]) not in running[name]:
+            continue  # a new pin moves the host: its workloads are renumbered into the pinned block and on
+        for idx in running[name]:
+            holder = owner.get(idx)
+            if holder == name:
+                continue
+            if holder is not None:
+                if first[holder][1] == 'pinned' and idx not in running[holder]:
+                    raise FabricError(host_subject(holder),
+                                      f"calico_block {net_of(idx)} is a running block of host '{name}'",
+                                      f"pin a free block for '{holder}'")
+                in_use = [a for a in entry.get('addresses') or () if netaddr.IPAddress(a) in net_of(idx)]
+                if first[holder][1] == 'allocated' and in_use:  # a new host took it: the pool had nothing else
+                    raise FabricError(host_subject(holder), f'no free /{block_prefix} left in calico_pool {pool} '
+                                                            f"({net_of(idx)} still holds workloads of host '{name}')",
+                                      'enlarge calico_pool or raise calico_block_prefix')
+                continue  # held by an earlier host too: split brain, the earlier host keeps it
+            owner[idx] = name
+            extras[name].append(idx)
+
+    # 2. grow until the workloads fit, then release trailing empty blocks
+    out = {}
+    for entry in hosts:
+        name = entry['name']
+        if name not in first:
+            continue
+        start = index_of(first[name][0])
+        idxs = [start] + extras[name]
+        while True:
+            try:
+                planned = fit(name, [net_of(i) for i in idxs])
+                break
+            except BlocksFull as err:
+                if len(idxs) >= max_blocks:
+                    raise FabricError(err.subject, f'{err.problem} (calico_max_blocks_per_host {max_blocks})',
+                                      'raise calico_max_blocks_per_host, lower calico_block_prefix, or move '
+                                      'workloads to another host') from None
+                idx = next((i for i in range(start + 1, count) if i not in owner and i not in everything_running),
+                           None)
+                if idx is None:
+                    raise FabricError(host_subject(name), f'needs another /{block_prefix} for its workloads but '
+                                                          f'calico_pool {pool} has none free above its first block '
+                                                          f'{net_of(start)}',
+                                      'enlarge calico_pool, lower calico_block_prefix, or move workloads to '
+                                      'another host') from None
+                owner[idx] = name
+                idxs = [start] + sorted(idxs[1:] + [idx])
+        addresses = [netaddr.IPAddress(w['ip']) for w in planned]
+        while len(idxs) > 1 and not any(a in net_of(idxs[-1]) for a in addresses):
+            owner.pop(idxs.pop())
+        if len(idxs) > max_blocks:
+            raise FabricError(host_subject(name), f'has workloads in {len(idxs)} blocks but '
+                                                  f'calico_max_blocks_per_host is {max_blocks}',
+                              'raise calico_max_blocks_per_host, or move the workloads of its last blocks to '
+                              'another host')
+        out[name] = ([str(net_of(i)) for i in idxs], planned)
+    return out

@@ -13,8 +13,10 @@ Inputs (inventory):
   default one network ``netfleet`` without labels;
 - ``calico_cni_network_prefix`` (fleet-wide, default block prefix + 2): the size of a network's range.
 
-Each host's block is cut into ranges of that size: slot 0 keeps the host's ``calico_workloads``
-(their automatic addresses start there), slot N belongs to one network on every host. Because a
+Each host's first block is cut into ranges of that size: slot 0 keeps the host's ``calico_workloads``
+(their automatic addresses start there), slot N belongs to one network on every host. Further blocks
+of a host (``calico_max_blocks_per_host``) hold ``calico_workloads`` only: the container ranges stay where
+they are when a host grows. Because a
 container's network, and so its labels, follows from its address, every host can match containers
 of every other host by range: a selector's ipset holds the ranges of the networks whose labels
 match, fleet-wide, and no container start has to be announced to other hosts.
@@ -77,6 +79,22 @@ def parse_networks(value, slots, subject='calico_cni_networks'):
     return out
 
 
+def workload_shares(reader, hosts, block_prefix):
+    """``{host: prefix length}`` of slot 0, the part of the first block left to ``calico_workloads``, on the hosts
+    that run the plugin: their automatic addresses stay in it and go on in the host's further blocks. Bad
+    settings give ``{}`` here; :func:`plan_cni` refuses them with its own line."""
+    try:
+        enabled = [name for name in hosts
+                   if inputs.parse_bool(reader.get(name, 'calico_cni'), host_subject(name), 'calico_cni')]
+        raw, _source = inventory.fleet_setting(reader, hosts, 'calico_cni_network_prefix', None)
+    except FabricError:
+        return {}
+    prefix = min(block_prefix + 2, 32) if raw is None else inputs.as_int(raw)
+    if prefix is None or not block_prefix < prefix <= 32:
+        return {}
+    return dict.fromkeys(enabled, prefix)
+
+
 def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None):
     """Add ``cni`` to every host of ``plan_hosts`` that runs workloads; return the fleet's container ranges as
     ``[(host, cidr, labels)]`` (the selector members the policy planner adds). ``facts`` (per host, from
@@ -118,7 +136,8 @@ def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None):
         ranges = list(block.subnet(prefix))
         static = ranges[0]
         for entry in plan_hosts[name]['workloads']:
-            if inputs.netaddr.IPAddress(entry['ip']) not in static:
+            addr = inputs.netaddr.IPAddress(entry['ip'])
+            if addr in block and addr not in static:  # further blocks of the host are all calico_workloads'
                 raise FabricError(host_subject(name),
                                   f"workload '{entry['name']}' ip {entry['ip']} is outside {static}, the part "
                                   'of the block kept for calico_workloads on a CNI host',

@@ -24,6 +24,10 @@ class FabricError(AnsibleFilterError):
         return FabricError(self.subject, self.problem, self.fix, prefix=prefix)
 
 
+class BlocksFull(FabricError):
+    """A host's blocks have no automatic workload address left: the planner may give the host another block."""
+
+
 def host_subject(name):
     return f"host '{name}'"
 

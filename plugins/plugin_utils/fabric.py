@@ -25,7 +25,8 @@ hosts and racks are always visited in natural name order, ``host-2`` before ``ho
 1. at least one host in ``calico_nodes`` / ``calico_route_reflectors``; then the names of hosts and racks
    and every role variable the inventory sets (:func:`check_inputs`, also run alone by site.yml first);
 2. fleet-wide settings, each one first for agreement between hosts and then for validity:
-   ``calico_bgp_topology``, ``calico_ipip_mode``, ``calico_bgp_bfd``, ``calico_pool``, ``calico_block_prefix``;
+   ``calico_bgp_topology``, ``calico_ipip_mode``, ``calico_bgp_bfd``, ``calico_pool``, ``calico_block_prefix``,
+   ``calico_max_blocks_per_host``;
 3. rack membership: a host in two racks; then (route_reflector) a reflector in no rack,
    then any other host in no rack;
 4. per host: node IP, node prefix length, router id; then duplicate node IPs, then duplicate
@@ -37,10 +38,13 @@ hosts and racks are always visited in natural name order, ``host-2`` before ``ho
    with nodes but no reflector, route-reflector cluster ids (validity, uniqueness);
 6. blocks: pinned ``calico_block`` (valid, aligned, inside the pool, right size, not
    overlapping another pin, not taking the running block of an unpinned host), ``calico_block``
-   or ``calico_workloads`` on a host that is not in ``calico_nodes``; then pool exhaustion;
+   or ``calico_workloads`` on a host that is not in ``calico_nodes``; then pool exhaustion; then
+   a pin on another running block of an unpinned host;
 7. workloads, per host: list shape, names (valid, unique), explicit IPs (valid, inside the
-   block, not its network/broadcast address, unique), a full block; then duplicate workload
-   IPs across the fleet.
+   host's blocks, not a network/broadcast address, unique), full blocks (the host takes the lowest
+   free block above its first one until they fit: more than ``calico_max_blocks_per_host``, or
+   none left, is an error; so is a host whose workloads hold more blocks than that); then
+   duplicate workload IPs across the fleet.
 """
 
 from __future__ import annotations
@@ -49,21 +53,21 @@ from collections.abc import Mapping
 
 from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import plan_imports
-from ansible_collections.netfleet.calico.plugins.plugin_utils.blocks import allocate_blocks
-from ansible_collections.netfleet.calico.plugins.plugin_utils.cni import plan_cni
+from ansible_collections.netfleet.calico.plugins.plugin_utils.blocks import allocate_blocks, grow_blocks
+from ansible_collections.netfleet.calico.plugins.plugin_utils.cni import plan_cni, workload_shares
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject, rack_subject
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
     address_or_none,
     as_int,
     interface_name,
     is_unset,
-    netaddr,
     network_or_none,
     parse_as_number,
     parse_bfd,
     parse_block_prefix,
     parse_cluster_id,
     parse_ipip_mode,
+    parse_max_blocks,
     parse_pool,
     parse_topology,
     require_netaddr,
@@ -84,12 +88,17 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.peers import (
     default_cluster_ids,
 )
 from ansible_collections.netfleet.calico.plugins.plugin_utils.policy import plan_policy
-from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import assign_workload_ips, workload_namespaces
+from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import (
+    assign_workload_ips,
+    current_addresses,
+    workload_namespaces,
+)
 
 DEFAULT_BLOCK_PREFIX = 26  # Calico's default block size; the article (and the lab) use 24
 DEFAULT_TOPOLOGY = 'full_mesh'
 DEFAULT_IPIP_MODE = 'never'
 DEFAULT_AS_NUMBER = 64512
+DEFAULT_MAX_BLOCKS = 1  # a host holds one block unless calico_max_blocks_per_host says more
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 
 
@@ -221,6 +230,8 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     pool_net = parse_pool(value, subject_of(source, 'calico_pool'))
     value, source = fleet_setting(reader, hosts, 'calico_block_prefix', block_prefix)
     prefix_len = parse_block_prefix(value, pool_net, subject_of(source, 'calico_block_prefix'))
+    value, source = fleet_setting(reader, hosts, 'calico_max_blocks_per_host', DEFAULT_MAX_BLOCKS)
+    max_blocks = parse_max_blocks(value, subject_of(source, 'calico_max_blocks_per_host'))
 
     # 3. racks
     rack_of = {}
@@ -370,20 +381,24 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
                               'add it to calico_nodes or drop calico_workloads')
     facts = {name: reader.get(name, 'calico_node_facts') for name in hosts}
     facts = {name: (value if isinstance(value, Mapping) else {}) for name, value in facts.items()}
-    block_hosts = [{'name': name, 'block': reader.get(name, 'calico_block'), 'current': facts[name].get('blocks')}
+    block_hosts = [{'name': name, 'block': reader.get(name, 'calico_block'), 'current': facts[name].get('blocks'),
+                    'addresses': current_addresses(facts[name].get('workloads'))}
                    for name in hosts if name in is_node]
-    blocks = allocate_blocks(pool_net, prefix_len, block_hosts)
+    first_blocks = allocate_blocks(pool_net, prefix_len, block_hosts)
 
-    # 7. workloads
+    # 7. workloads, per host in its blocks (a host whose workloads do not fit gets more, up to max_blocks)
+    shares = workload_shares(reader, hosts, prefix_len)  # CNI hosts: their workloads' part of the first block
+
+    def fit(name, nets):
+        return assign_workload_ips(nets, reader.get(name, 'calico_workloads'), facts[name].get('workloads'),
+                                   subject=host_subject(name), namespaces=workload_namespaces(reader, name),
+                                   first_share=shares.get(name))
+
+    grown = grow_blocks(pool_net, prefix_len, block_hosts, first_blocks, max_blocks, fit)
     workloads = {}
     owner_of_ip = {}
     for name in hosts:
-        if name not in blocks:
-            workloads[name] = []
-            continue
-        block = netaddr.IPNetwork(blocks[name][0])
-        planned = assign_workload_ips(block, reader.get(name, 'calico_workloads'), facts[name].get('workloads'),
-                                      subject=host_subject(name), namespaces=workload_namespaces(reader, name))
+        planned = grown[name][1] if name in grown else []
         for entry in planned:
             entry['ifname'] = interface_name(entry['name'])
         workloads[name] = planned
@@ -407,7 +422,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     peers = compute_peers(speakers, topology, cluster_ids)
     plan_hosts = {}
     for name in hosts:
-        block, source = blocks.get(name, (None, None))
+        block, source = first_blocks.get(name, (None, None))
         plan_hosts[name] = {
             'node_ip': str(node_ip[name]),
             'node_prefixlen': node_prefixlen[name],
@@ -418,6 +433,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
             'spine_ip': speakers[name]['spine_ip'],
             'spine_prefixlen': spine_prefixlen[name],
             'block': block,
+            'blocks': grown[name][0] if name in grown else [],
             'block_source': source,
             'workloads': workloads[name],
             'peers': peers[name],
@@ -439,6 +455,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     return {
         'pool': str(pool_net),
         'block_prefix': prefix_len,
+        'max_blocks_per_host': max_blocks,
         'topology': topology,
         'ipip_mode': ipip_mode,
         'bfd': bfd,

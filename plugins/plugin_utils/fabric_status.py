@@ -22,7 +22,7 @@ connecting, then missing). Sessions BIRD runs that the plan does not have are ``
 
 Stale routes (plan given): a ``proto bird`` route to a destination that is neither another planned
 host's block nor a planned floating IP; a blackhole of the owned protocol other than the host's
-planned block; a workload route to an address the plan gives no workload of the host; any other
+planned blocks; a workload route to an address the plan gives no workload of the host; any other
 route of the owned protocol.
 """
 
@@ -33,7 +33,7 @@ import ipaddress
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import protocol_name
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import host_blocks, protocol_name
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import natural_key, natural_sorted
 
 STATES = ("established", "connecting", "down", "missing")
@@ -127,7 +127,8 @@ def _pseudo_plan(statuses):
     for name, st in statuses.items():
         blocks = (st.get("routes") or {}).get("blackholes") or []
         hosts[name] = {"rack": None, "role": "node", "as_number": None, "node_ip": None, "spine_ip": None,
-                       "block": blocks[0] if blocks else None, "workloads": None, "peers": None}
+                       "block": blocks[0] if blocks else None, "blocks": list(blocks), "workloads": None,
+                       "peers": None}
     return {"topology": None, "hosts": hosts, "racks": {}, "floating_ips": None}
 
 
@@ -153,8 +154,8 @@ def analyse(statuses, plan=None):
     block_owner = {}
     if planned:
         for h in names:
-            if (phosts.get(h) or {}).get("block"):
-                block_owner[_dest(phosts[h]["block"])] = h
+            for b in host_blocks(phosts.get(h) or {}):
+                block_owner[_dest(b)] = h
     else:
         for h in names:
             for b in (st_of[h].get("routes") or {}).get("blackholes") or []:
@@ -269,11 +270,12 @@ def analyse(statuses, plan=None):
                 stale.extend("%s proto bird (no host in the plan owns it)" % d for d in learned
                              if d not in block_owner and d not in floating)
                 stale.extend("%s proto bird (%s's own block)" % (d, h) for d in learned if block_owner.get(d) == h)
-                own = _dest(p["block"]) if p.get("block") else None
+                own = [_dest(b) for b in host_blocks(p)]
                 holes = [_dest(b) for b in routes.get("blackholes") or []]
-                stale.extend("blackhole %s (planned block: %s)" % (b, own or "none") for b in holes if b != own)
-                if own and own not in holes:
-                    probs.append("%s: its block %s is not blackholed" % (h, own))
+                stale.extend("blackhole %s (planned block%s: %s)" % (b, "s" if len(own) > 1 else "",
+                                                                     ", ".join(own) or "none")
+                             for b in holes if b not in own)
+                probs.extend("%s: its block %s is not blackholed" % (h, b) for b in own if b not in holes)
                 wl_ips = {_dest(w.get("ip")) for w in p.get("workloads") or [] if isinstance(w, dict) and w.get("ip")}
                 # containers of the CNI plugin: /32s inside one of this host's container network ranges
                 networks = ((p.get("cni") or {}).get("networks") or {}).values()
@@ -296,6 +298,7 @@ def analyse(statuses, plan=None):
                 (s.get("local_as") for s in st.get("sessions") or [] if s.get("local_as")), None),
             "node_ip": p.get("node_ip"),
             "block": p.get("block") or (blocks_running[0] if blocks_running else None),
+            "blocks": host_blocks(p) or blocks_running,
             "blocks_running": blocks_running,
             "workloads": len(routes.get("workloads") or []),
             "learned": len(learned),

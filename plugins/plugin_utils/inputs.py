@@ -35,6 +35,7 @@ _IPIP_ALIASES = {'never': 'never', 'always': 'always', 'cross_subnet': 'cross_su
                  'crosssubnet': 'cross_subnet', 'cross-subnet': 'cross_subnet'}
 
 MAX_BLOCK_PREFIX = 30  # a /30 still leaves one automatic workload address (network + 2)
+MAX_BLOCKS_PER_HOST = 64  # each block is one blackhole, one static route and one BGP prefix per peer
 
 AS_TRANS = 23456  # RFC 6793: never a real AS
 AS_MAX = 4294967295
@@ -324,6 +325,15 @@ def parse_block_prefix(value, pool, subject='input'):
     if prefix > MAX_BLOCK_PREFIX:
         raise FabricError(subject, f'calico_block_prefix {prefix} leaves no workload addresses in a block', fix)
     return prefix
+
+
+def parse_max_blocks(value, subject='input'):
+    """``calico_max_blocks_per_host``: how many blocks of the pool a host may hold, 1 to MAX_BLOCKS_PER_HOST."""
+    number = as_int(value)
+    if number is None or not 1 <= number <= MAX_BLOCKS_PER_HOST:
+        raise FabricError(subject, f'calico_max_blocks_per_host {value!r} is not an integer 1-{MAX_BLOCKS_PER_HOST}',
+                          'set calico_max_blocks_per_host to how many blocks a host may hold (default 1)')
+    return number
 
 
 def parse_as_number(value, subject, var='calico_as_number'):

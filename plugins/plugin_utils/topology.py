@@ -4,7 +4,7 @@
 """The fabric picture: Graphviz source and a self-contained HTML page from one fabric_status analysis.
 
 - racks are clusters (``id="rack-<rack>"``), reflectors and hosts nodes (``id="host-<host>"``,
-  class ``host node|reflector ok|problem``), with node IP, block and workload count;
+  class ``host node|reflector ok|problem``), with node IP, block(s) and workload count;
 - every BGP session is one edge (``id="session-<a>--<b>"``, class ``session up|down state-<state>``
   and ``planned|unplanned``), each half coloured by what that end's BIRD says: Established green,
   connecting (Connect/Active/OpenSent/OpenConfirm) amber, any other state red, a missing end grey;
@@ -83,8 +83,9 @@ def _host_lines(h):
         lines.append("route reflector")
     if h["node_ip"]:
         lines.append(h["node_ip"])
-    if h["block"]:
-        lines.append("block %s" % h["block"])
+    blocks = h.get("blocks") or ([h["block"]] if h["block"] else [])
+    if blocks:
+        lines.append("block%s %s" % ("s" if len(blocks) > 1 else "", ", ".join(blocks)))
     if h["workloads"]:
         lines.append("%d workload%s" % (h["workloads"], "" if h["workloads"] == 1 else "s"))
     lines.append("sessions %d/%d" % (h["sessions_up"], h["sessions_total"]))
@@ -202,12 +203,13 @@ def render_html(model, svg, title="netfleet.calico fabric", generated=None):
     rows = []
     for name, h in hosts.items():
         missing = ", ".join(h["missing_blocks"]) or "-"
+        blocks = ", ".join(h.get("blocks") or [h["block"] or "-"])
         rows.append(
             '<tr id="%s" class="host-row %s" data-host="%s"><td class="host">%s</td><td class="rack">%s</td>'
             '<td class="as num">%s</td><td class="block">%s</td><td class="sessions num">%d/%d</td>'
             '<td class="missing">%s</td><td class="problems">%s</td></tr>' % (
                 _e(dom_id("row", name)), "problem" if h["problems"] else "ok", _e(name), _e(name), _e(h["rack"] or "-"),
-                _e(h["as_number"] if h["as_number"] is not None else "-"), _e(h["block"] or "-"), h["sessions_up"],
+                _e(h["as_number"] if h["as_number"] is not None else "-"), _e(blocks), h["sessions_up"],
                 h["sessions_total"], _e(missing),
                 _e("; ".join(p.split(": ", 1)[1] if p.startswith(name + ": ") else p for p in h["problems"]) or "-")))
     down = [s for s in model["sessions"] if not s["up"] or not s["planned"]]

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netfleet.calico developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Workloads of a host: their names, namespaces and addresses inside the host's block (an address is
+"""Workloads of a host: their names, namespaces and addresses inside the host's blocks (an address is
 kept across runs)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from ansible_collections.netfleet.calico.plugins.module_utils.iproute import DEFAULT_NETNS_PREFIX
 from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
-from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import BlocksFull, FabricError, host_subject
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
     address_or_none,
     is_unset,
@@ -86,19 +86,25 @@ def workload_namespaces(reader, name):
     return prefix, tuple(patterns)
 
 
-def assign_workload_ips(block, workloads, current=None, subject='input', namespaces=None):
-    """Fill ``ip`` for every workload of one host: explicit > current (inside the block, free) > next free.
+def assign_workload_ips(block, workloads, current=None, subject='input', namespaces=None, first_share=None):
+    """Fill ``ip`` for every workload of one host: explicit > current (inside a block, free) > next free.
 
-    Automatic addresses start at block network + 2 (the article numbers workloads .2, .3) and never
-    use the block's network or broadcast address. Returns the list in input order, each entry a
-    copy of the input mapping with ``name`` and ``ip`` (a plain address, no /32).
+    ``block`` is the host's block or the list of its blocks (the first block first). Automatic
+    addresses start at a block's network + 2 (the article numbers workloads .2, .3), fill the blocks
+    in order and never use a block's network or broadcast address. Returns the list in input order,
+    each entry a copy of the input mapping with ``name`` and ``ip`` (a plain address, no /32). Full
+    blocks raise :class:`BlocksFull` (the planner may then add a block). ``first_share`` (a prefix length)
+    keeps automatic addresses of the first block inside its first subnet of that size (a CNI host's slot 0).
     """
+    blocks = list(block) if isinstance(block, (list, tuple)) else [block]
     entries = _workload_entries(workloads, subject, namespaces)
     current = normalize_current_workloads(current)
-    first, last = int(block.first), int(block.last)
-    lowest_manual, highest = first + 1, last - 1
-    span = f'{netaddr.IPAddress(lowest_manual, 4)}-{netaddr.IPAddress(highest, 4)}'
+    listing = ', '.join(str(b) for b in blocks)
+    where = f"the host's block{'s' if len(blocks) > 1 else ''} {listing}"
     used = {}  # int ip -> workload name
+
+    def block_of(addr):
+        return next((b for b in blocks if addr in b), None)
 
     for entry in entries:
         value = entry.get('ip')
@@ -110,12 +116,14 @@ def assign_workload_ips(block, workloads, current=None, subject='input', namespa
         if addr is None:
             raise FabricError(subject, f"workload '{name}' ip {value!r} is not an IPv4 address",
                               'fix ip, or drop it to get the next free address of the block')
-        if addr not in block:
-            raise FabricError(subject, f"workload '{name}' ip {addr} is outside the host's block {block}",
-                              f'pick an address inside {block} or drop ip')
-        if int(addr) in (first, last):
-            kind = 'network' if int(addr) == first else 'broadcast'
-            raise FabricError(subject, f"workload '{name}' ip {addr} is the {kind} address of block {block}",
+        net = block_of(addr)
+        if net is None:
+            raise FabricError(subject, f"workload '{name}' ip {addr} is outside {where}",
+                              f'pick an address inside {listing} or drop ip')
+        if int(addr) in (int(net.first), int(net.last)):
+            kind = 'network' if int(addr) == int(net.first) else 'broadcast'
+            span = f'{netaddr.IPAddress(int(net.first) + 1, 4)}-{netaddr.IPAddress(int(net.last) - 1, 4)}'
+            raise FabricError(subject, f"workload '{name}' ip {addr} is the {kind} address of block {net}",
                               f'pick an address in {span} or drop ip')
         if int(addr) in used:
             raise FabricError(subject, f"workload '{name}' ip {addr} is also used by workload '{used[int(addr)]}'",
@@ -127,19 +135,29 @@ def assign_workload_ips(block, workloads, current=None, subject='input', namespa
         if 'ip' in entry:
             continue
         addr = address_or_none(current.get(entry['name']), allow_slash32=True)
-        if addr is not None and addr in block and first < int(addr) < last and int(addr) not in used:
+        net = None if addr is None else block_of(addr)
+        if net is not None and int(net.first) < int(addr) < int(net.last) and int(addr) not in used:
             used[int(addr)] = entry['name']
             entry['ip'] = str(addr)
 
-    cursor = first + 2
+    def automatic(pos, net):
+        last = int(net.last) - 1
+        if pos == 0 and first_share is not None:
+            last = min(last, int(net.first) + (1 << (32 - first_share)) - 1)
+        return range(int(net.first) + 2, last + 1)
+
+    free = (ip for pos, net in enumerate(blocks) for ip in automatic(pos, net) if ip not in used)
     for entry in entries:
         if 'ip' in entry:
             continue
-        while cursor <= highest and cursor in used:
-            cursor += 1
-        if cursor > highest:
-            raise FabricError(subject, f"block {block} is full, no address left for workload '{entry['name']}'",
-                              'run fewer workloads on this host or use bigger blocks (lower calico_block_prefix)')
+        cursor = next(free, None)
+        if cursor is None:
+            what = f'block {listing} is full' if len(blocks) == 1 else f'blocks {listing} are full'
+            if first_share is not None:
+                what += (f' (calico_workloads have {netaddr.IPNetwork(f"{blocks[0].network}/{first_share}")} of '
+                         'the first block on a CNI host)')
+            raise BlocksFull(subject, f"{what}, no address left for workload '{entry['name']}'",
+                             'run fewer workloads on this host or use bigger blocks (lower calico_block_prefix)')
         used[cursor] = entry['name']
         entry['ip'] = str(netaddr.IPAddress(cursor, 4))
     return entries
@@ -160,3 +178,9 @@ def normalize_current_workloads(value):
         if isinstance(name, str) and isinstance(ip, str):
             out[name] = ip.strip()
     return out
+
+
+def current_addresses(value):
+    """The valid IPv4 addresses (plain strings) of a host's workloads today (see normalize_current_workloads)."""
+    found = (address_or_none(ip, allow_slash32=True) for ip in normalize_current_workloads(value).values())
+    return [str(addr) for addr in found if addr is not None]

@@ -124,6 +124,7 @@ def test_filter_is_registered():
 EXPECTED_LAB = {
     'pool': '172.17.0.0/16',
     'block_prefix': 24,
+    'max_blocks_per_host': 1,
     'topology': 'full_mesh',
     'ipip_mode': 'never',
     'bfd': None,
@@ -131,7 +132,7 @@ EXPECTED_LAB = {
         'host-a': {
             'node_ip': '192.168.100.100', 'node_prefixlen': 24, 'router_id': '192.168.100.100', 'as_number': 64512,
             'rack': 'rack1', 'role': 'node', 'spine_ip': None, 'spine_prefixlen': None,
-            'block': '172.17.8.0/24', 'block_source': 'pinned',
+            'block': '172.17.8.0/24', 'blocks': ['172.17.8.0/24'], 'block_source': 'pinned',
             'workloads': [{'name': 'a1', 'ip': '172.17.8.2', 'ifname': 'calif29bc91bbda'},
                           {'name': 'a2', 'ip': '172.17.8.3', 'ifname': 'calib9f85daa6f8'}],
             'peers': [lab_peer('host-b', '192.168.100.101', '192.168.100.100'),
@@ -140,7 +141,7 @@ EXPECTED_LAB = {
         'host-b': {
             'node_ip': '192.168.100.101', 'node_prefixlen': 24, 'router_id': '192.168.100.101', 'as_number': 64512,
             'rack': 'rack1', 'role': 'node', 'spine_ip': None, 'spine_prefixlen': None,
-            'block': '172.17.9.0/24', 'block_source': 'pinned',
+            'block': '172.17.9.0/24', 'blocks': ['172.17.9.0/24'], 'block_source': 'pinned',
             'workloads': [{'name': 'b1', 'ip': '172.17.9.2', 'ifname': 'cali7e83ca2a65d'},
                           {'name': 'b2', 'ip': '172.17.9.3', 'ifname': 'cali32f28ea03b1'}],
             'peers': [lab_peer('host-a', '192.168.100.100', '192.168.100.101'),
@@ -149,7 +150,7 @@ EXPECTED_LAB = {
         'host-c': {
             'node_ip': '192.168.100.102', 'node_prefixlen': 24, 'router_id': '192.168.100.102', 'as_number': 64512,
             'rack': 'rack1', 'role': 'node', 'spine_ip': None, 'spine_prefixlen': None,
-            'block': '172.17.0.0/24', 'block_source': 'allocated',
+            'block': '172.17.0.0/24', 'blocks': ['172.17.0.0/24'], 'block_source': 'allocated',
             'workloads': [{'name': 'c1', 'ip': '172.17.0.2', 'ifname': 'cali2f22765d049'},
                           {'name': 'c2', 'ip': '172.17.0.3', 'ifname': 'cali6b1f53303a7'}],
             'peers': [lab_peer('host-a', '192.168.100.100', '192.168.100.102'),
@@ -295,7 +296,7 @@ def test_lab_racks_inventory_through_ansible():
             if k not in ('peers', 'policy', 'floating_ips', 'ipip', 'cni', 'imports')}
     assert rr1a == {'node_ip': '192.168.101.1', 'node_prefixlen': 24, 'router_id': '192.168.101.1',
                     'as_number': 65001, 'rack': 'rack1', 'role': 'reflector', 'spine_ip': '10.255.0.11',
-                    'spine_prefixlen': 24, 'block': None, 'block_source': None, 'workloads': []}
+                    'spine_prefixlen': 24, 'block': None, 'blocks': [], 'block_source': None, 'workloads': []}
 
     def rr1(name, ip, **kw):
         return peer(name, ip, 65001, local=kw.pop('local', '192.168.101.1'), direct=True, **kw)
@@ -861,8 +862,9 @@ def test_block_full():
     hosts['host-a']['calico_block'] = '172.17.8.0/30'
     hosts['host-b']['calico_block'] = '172.17.9.0/30'
     assert error_of(lab, hosts, allvars={'calico_block_prefix': 30}) == (
-        P + "host 'host-a': block 172.17.8.0/30 is full, no address left for workload 'a2' — run fewer workloads on "
-        "this host or use bigger blocks (lower calico_block_prefix)")
+        P + "host 'host-a': block 172.17.8.0/30 is full, no address left for workload 'a2' "
+        "(calico_max_blocks_per_host 1) — raise calico_max_blocks_per_host, lower calico_block_prefix, or move "
+        "workloads to another host")
 
 
 def test_duplicate_workload_ip_across_the_fleet_safety_net(monkeypatch):

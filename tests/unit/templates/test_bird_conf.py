@@ -25,6 +25,9 @@ VARIANTS = {
                                               'calico_bgp_bfd': {'interval': 50, 'multiplier': 4},
                                               'calico_node_bgp_hold_time': 9}),
     'lab-ipip+always': ('lab-ipip', {'calico_ipip_mode': 'always'}),
+    # 30 workloads on every host, /28 blocks (13 automatic addresses each): three blocks per host
+    'lab+3blocks': ('lab', {'calico_block': '', 'calico_block_prefix': 28, 'calico_max_blocks_per_host': 3,
+                            'calico_workloads': [{'name': f'w{i}'} for i in range(30)]}),
 }
 
 
@@ -67,6 +70,12 @@ def test_every_host_config_passes_bird_p(rendered, variant):
     if VARIANTS[variant][1].get('calico_bgp_bfd'):
         assert 'protocol bfd calico_bfd' in text and 'bfd on;' in text and 'interval 50 ms;' in text
         assert 'hold time 9;' in text and 'keepalive time 3;' in text
+    if VARIANTS[variant][1].get('calico_max_blocks_per_host'):
+        for conf in configs:  # one blackhole per block, and every peer may announce its three blocks
+            static = conf.read_text().split('protocol static calico_block {', 1)[1].split('}', 1)[0]
+            assert static.count(' blackhole;') == 3, f'{conf.name}: {static}'
+            accepted = [line for line in conf.read_text().splitlines() if line.strip().startswith('if net ~ [')]
+            assert len(accepted) == 2 and all(line.count('/28') == 3 for line in accepted), accepted
     if VARIANTS[variant][1].get('calico_bgp_password'):
         assert 'password CALICO_BGP_PASSWORD;' in text and list((base / variant).glob('*.secrets'))
 
