@@ -110,6 +110,8 @@ def _dest(value):
 
 @functools.lru_cache(maxsize=65536)
 def _dest_text(text):
+    if text == "default":  # ip -j route's name of 0.0.0.0/0
+        return "0.0.0.0/0"
     try:
         return str(ipaddress.ip_network(text if "/" in text else text + "/32", strict=False))
     except ValueError:
