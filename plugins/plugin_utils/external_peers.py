@@ -72,7 +72,7 @@ def _parse_one(raw, subject, where):
         raise FabricError(subject, f'{where} ip {ip_raw!r} is not written plainly', f'write it as {addr}')
     reason = special_address(str(addr), {})
     if reason:
-        raise FabricError(subject, f'{where} ip {addr} is {reason}', "set ip to the router's unicast address")
+        raise FabricError(subject, f'{where} ip is {reason}', "set ip to the router's unicast address")
     if 'as_number' not in raw or inputs.is_unset(raw.get('as_number')):
         raise FabricError(subject, f'{where} has no as_number', "set as_number to the router's AS, e.g. 65000")
     as_number = inputs.parse_as_number(raw['as_number'], subject, var=f'{where} as_number')
@@ -84,7 +84,7 @@ def _parse_one(raw, subject, where):
         raise FabricError(subject, f'{where} password is not allowed',
                           'use 1-80 printable ASCII characters without " or \\')
     multihop = _parse_multihop(raw.get('multihop'), subject, where)
-    ttl_security = inputs.parse_bool(raw.get('ttl_security'), subject, f'{where} ttl_security')
+    ttl_security = _bool(raw, 'ttl_security', subject, where)
     if ttl_security and multihop:
         raise FabricError(subject, f'{where} sets both ttl_security and multihop',
                           'TTL security (GTSM) needs a directly connected router: drop one of them')
@@ -96,10 +96,18 @@ def _parse_one(raw, subject, where):
         'password': not inputs.is_unset(password),
         'multihop': multihop,
         'ttl_security': ttl_security,
-        'bfd': inputs.parse_bool(raw.get('bfd'), subject, f'{where} bfd'),
-        'import_default': inputs.parse_bool(raw.get('import_default'), subject, f'{where} import_default'),
+        'bfd': _bool(raw, 'bfd', subject, where),
+        'import_default': _bool(raw, 'import_default', subject, where),
         'import_prefixes': prefixes,
     }
+
+
+def _bool(raw, key, subject, where):
+    try:
+        return inputs.parse_bool(raw.get(key), subject, key)
+    except FabricError:
+        raise FabricError(subject, f'{where} {key} {_shown(raw.get(key))} is not a boolean',
+                          f'set {key}: true or false') from None
 
 
 def _parse_multihop(value, subject, where):
@@ -112,7 +120,7 @@ def _parse_multihop(value, subject, where):
     number = inputs.as_int(value)
     if number is None:
         try:
-            return True if inputs.parse_bool(value, subject, f'{where} multihop') else None
+            return True if inputs.parse_bool(value, subject, 'multihop') else None
         except FabricError:
             raise FabricError(subject, f'{where} multihop {_shown(value)} is not valid', fix) from None
     if not 1 <= number <= 255:
@@ -172,13 +180,29 @@ def plan_external_peers(reader, hosts, plan_hosts, pool_net, floating_ips, fleet
                 if prefix in floating:
                     raise FabricError(subject, f'{where} import_prefixes {prefix} is a floating IP of a workload',
                                       'drop it: floating IPs come from the fleet only')
-            planned.append(_session(peer, host))
+            planned.append(_session(peer, host, _local_address(peer, host, subject, where)))
         host['external_peers'] = planned
         wants_bfd = any(p['bfd'] for p in planned)
         host['bfd'] = fleet_bfd or (dict(inputs.BFD_DEFAULTS) if wants_bfd else None)
 
 
-def _session(peer, host):
+def _local_address(peer, host, subject, where):
+    """The host's end of the session: its spine address for a router on a reflector's spine subnet, else its node
+    IP. A router not on the host's subnets (when their prefix lengths are known) needs ``multihop``."""
+    ends = [(host['node_ip'], host.get('node_prefixlen'))]
+    if host.get('spine_ip') and host['spine_ip'] != host['node_ip']:
+        ends.insert(0, (host['spine_ip'], host.get('spine_prefixlen')))
+    for local, length in ends:
+        if length is not None and inputs.same_subnet(local, length, peer['ip'], None):
+            return local
+    if peer['multihop'] is None and all(length is not None for _local, length in ends):
+        subnets = ', '.join(str(ipaddress.ip_network(f'{local}/{length}', strict=False)) for local, length in ends)
+        raise FabricError(subject, f'{where} ip is not on the host\'s subnet ({subnets})',
+                          'set multihop: true (or a TTL) for a router further away, or peer with one on that subnet')
+    return host['node_ip']
+
+
+def _session(peer, host, local_ip):
     imports = ([DEFAULT_ROUTE] if peer['import_default'] else []) + peer['import_prefixes']
     multihop = peer['multihop']
     return {
@@ -186,7 +210,7 @@ def _session(peer, host):
         'as_number': peer['as_number'],
         'name': peer['name'] or peer['ip'],
         'protocol': external_protocol(peer['ip']),
-        'local_ip': host['node_ip'],
+        'local_ip': local_ip,
         'type': 'ibgp' if peer['as_number'] == host['as_number'] else 'ebgp',
         'connection': 'direct' if multihop is None else 'multihop' if multihop is True else f'multihop {multihop}',
         'ttl_security': peer['ttl_security'],
