@@ -2,10 +2,12 @@
 
 inventories/lab (three hosts in full mesh) with calico_bgp_peers set in group_vars/all: every host peers with
 one router (FRR's zebra and bgpd, configured by hand here, not by the collection) in a namespace of its own on
-the lab's segment. The router announces a default route, an outside prefix (198.51.100.0/24, its address
-198.51.100.1 on lo) and, as a misconfigured router would, a /32 inside host-b's block and a free block of the
-pool. Every host takes the default route and the outside prefix, nothing else; the router learns exactly each
-host's block from that host; a workload reaches 198.51.100.1; a second site.yml changes nothing.
+the lab's segment; host-c (host_vars) with the router's loopback instead, over two hops (multihop: its next hop
+resolves through host-c's static route to that loopback). The router announces a default route, an outside
+prefix (198.51.100.0/24, its address 198.51.100.1 on lo: this kernel has no dummy interfaces) and, as a
+misconfigured router would, a /32 inside host-b's block and a free block of the pool. Every host takes the
+default route and the outside prefix, nothing else; the router learns exactly each host's block from that
+host; a workload reaches 198.51.100.1; a second site.yml changes nothing.
 
 The lab gives every host a default route via the lab's router: it is removed first, as on a host that takes
 its default route from BGP (BIRD never replaces a route it did not make).
@@ -30,6 +32,7 @@ ROUTER_IP = "192.168.100.250"
 ROUTER_AS = 65000
 OUTSIDE = "198.51.100.0/24"
 OUTSIDE_IP = "198.51.100.1"
+LOOPBACK_IP = "10.77.0.1"  # host-c's session: multihop, from the router's loopback
 HIJACK = ["172.17.9.2/32", "172.17.200.0/24"]  # inside host-b's block; a free block of the pool
 PASSWORD = "dc-r0uter's!key"  # (FRR takes no spaces in a password)
 FRR = "/usr/lib/frr"
@@ -44,11 +47,14 @@ calico_bgp_peers:
     import_default: true
     import_prefixes: [{OUTSIDE}]
 """
+HOST_C_YML = PEERS_YML.replace(ROUTER_IP, LOOPBACK_IP).replace("name: dc-router", "name: dc-router-lo\n    multihop: 2")
 
 
 def frr_config(lab, hostname):
     neighbors = "".join(f" neighbor {lab.node_ip(h)} remote-as 64512\n neighbor {lab.node_ip(h)} password {PASSWORD}\n"
                         for h in lab.nodes)
+    neighbors += (f" neighbor {lab.node_ip('host-c')} ebgp-multihop 2\n"
+                  f" neighbor {lab.node_ip('host-c')} update-source {LOOPBACK_IP}\n")
     originate = "".join(f"  neighbor {lab.node_ip(h)} default-originate\n" for h in lab.nodes)
     networks = "".join(f"  network {p}\n" for p in [OUTSIDE, *HIJACK])
     return (f"hostname {hostname}\n"
@@ -75,6 +81,7 @@ class Router:
         sh(["ip", "-n", fabric, "link", "add", self.port, "type", "veth", "peer", "name", "eth0", "netns", self.netns])
         sh(["ip", "-n", fabric, "link", "set", self.port, "master", bridges[0], "up"])
         for argv in (["link", "set", "lo", "up"], ["addr", "add", f"{OUTSIDE_IP}/24", "dev", "lo"],
+                     ["addr", "add", f"{LOOPBACK_IP}/32", "dev", "lo"],
                      ["addr", "add", f"{ROUTER_IP}/24", "dev", "eth0"], ["link", "set", "eth0", "up"]):
             sh(["ip", "-n", self.netns, *argv])
         conf = os.path.join(self.dir, "frr.conf")
@@ -117,6 +124,8 @@ def lab(tmp_path_factory):
     shutil.copy(REPO / "inventories" / "lab" / "hosts.yml", inv / "hosts.yml")
     shutil.copytree(REPO / "inventories" / "lab" / "group_vars", inv / "group_vars")
     (inv / "group_vars" / "all" / "peers.yml").write_text(PEERS_YML)
+    (inv / "host_vars").mkdir()
+    (inv / "host_vars" / "host-c.yml").write_text(HOST_C_YML)
     lab = Lab(inv, os.environ.get("NETFLEET_LAB_PREFIX", "t") + "xp")
     with lab.running():
         router = Router(lab)
@@ -124,6 +133,7 @@ def lab(tmp_path_factory):
             router.start()
             for host in lab.nodes:  # the default route comes from the router (see the module docstring)
                 sh(["ip", "-n", lab.netns(host), "route", "del", "default"])
+            sh(["ip", "-n", lab.netns("host-c"), "route", "add", f"{LOOPBACK_IP}/32", "via", ROUTER_IP])
             lab.router = router
             yield lab
         finally:
@@ -146,6 +156,7 @@ def test_the_fleet_peers_with_a_router_outside_it(lab, report):
     lab.playbook("site.yml")
     router = lab.router
     ips = {lab.node_ip(h): h for h in lab.nodes}
+    proto = {h: "External_" + (LOOPBACK_IP if h == "host-c" else ROUTER_IP).replace(".", "_") for h in lab.nodes}
     blocks = {h: lab.block(h) for h in lab.nodes}
 
     # both ends Established: FRR's summary and every host's BIRD
@@ -153,10 +164,10 @@ def test_the_fleet_peers_with_a_router_outside_it(lab, report):
         peers = router.vtysh("show bgp summary json")["ipv4Unicast"]["peers"]
         return all(peers.get(ip, {}).get("state") == "Established" for ip in ips)
     wait_for(lambda: f"FRR: {router.vtysh('show bgp summary json')}; host-a: "
-             f"{lab.birdc('host-a', 'show', 'protocols', 'all', 'External_192_168_100_250')}", established)
+             f"{lab.birdc('host-c', 'show', 'protocols', 'all', proto['host-c'])}", established)
     for host in lab.nodes:
-        assert lab.sessions(host)["External_192_168_100_250"][0] == "up", lab.birdc(host, "show", "protocols")
-        assert "Established" in lab.birdc(host, "show", "protocols", "External_192_168_100_250")
+        assert lab.sessions(host)[proto[host]][0] == "up", lab.birdc(host, "show", "protocols")
+        assert "Established" in lab.birdc(host, "show", "protocols", proto[host])
     took = time.monotonic() - t0
 
     # status.yml (it waits for every session and block) counts the routers' sessions apart
@@ -171,7 +182,8 @@ def test_the_fleet_peers_with_a_router_outside_it(lab, report):
             f"show bgp ipv4 unicast neighbors {ip} routes json").get("routes") or {}))
         assert learned == {blocks[host]}, (host, learned)
 
-    # every host: the default route and the outside prefix via the router (proto bird), never a hijack
+    # every host: the default route and the outside prefix via the router (proto bird; host-c's resolved through
+    # its route to the loopback), never a hijack
     for host in lab.nodes:
         ns = lab.netns(host)
         wait_for(f"{host}: default route", lambda ns=ns: sh(["ip", "-n", ns, "route", "show", "default"]).stdout)
@@ -181,7 +193,7 @@ def test_the_fleet_peers_with_a_router_outside_it(lab, report):
         for prefix in HIJACK:
             assert "proto bird" not in sh(["ip", "-n", ns, "route", "show", prefix]).stdout, (host, prefix)
         # kept as filtered, never used
-        filtered = lab.birdc(host, "show", "route", "filtered", "protocol", "External_192_168_100_250")
+        filtered = lab.birdc(host, "show", "route", "filtered", "protocol", proto[host])
         assert all(prefix in filtered for prefix in HIJACK), (host, filtered)
     assert "via 192.168.100.101" in sh(["ip", "-n", lab.netns("host-c"), "route", "get", "172.17.9.2"]).stdout
 

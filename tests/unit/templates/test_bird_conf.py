@@ -84,6 +84,7 @@ def test_every_host_config_passes_bird_p(rendered, variant):
             assert 'password CALICO_PEER_PASSWORD_192_168_101_254;' in one and 'gateway recursive;' in one
             assert 'if net ~ [ 0.0.0.0/0, 198.51.100.0/24 ] then accept;' in one
             assert 'multihop 4;' in one and 'protocol bfd calico_bfd' in one and 'bfd on;' in one
+            assert 'learn on;' in one  # next hops of routers further away resolve through the kernel's routes
             # the router's password is in the include only; the fleet has none
             assert "r0uter p@ss" not in one and 'password CALICO_BGP_PASSWORD;' not in one
             assert conf.with_suffix('.secrets').read_text() == \
