@@ -34,6 +34,7 @@ PEER_TYPES = {
     KINDS["client"]: "rr client",
     KINDS["reflector_peer"]: "reflector peer (iBGP)",
     KINDS["ebgp"]: "other rack (eBGP)",
+    KINDS["external"]: "router outside the fleet",
 }
 
 

@@ -95,7 +95,9 @@ def _prefix_key(prefix):
 
 
 # Protocol name prefix per kind of session (status_report reads them back).
-KINDS = {"mesh": "Mesh", "to_reflector": "RR", "client": "Client", "reflector_peer": "Peer", "ebgp": "Global"}
+# External: a router outside the fleet (calico_bgp_peers, plugin_utils.external_peers).
+KINDS = {"mesh": "Mesh", "to_reflector": "RR", "client": "Client", "reflector_peer": "Peer", "ebgp": "Global",
+         "external": "External"}
 
 
 def protocol_name(peer, topology, role):
@@ -132,8 +134,10 @@ def bgp_sessions(plan, topology, status=None):
     if not status.get("bird_running"):
         return out
     running = {s["name"]: s for s in status.get("sessions", []) if s.get("name")}
-    wanted = {p["protocol"] for p in peers}
-    wanted_ips = {str(p["ip"]) for p in peers}
+    # sessions to routers outside the fleet are never waited for nor kept: they are not part of a peer change
+    external = [p for p in plan.get("external_peers") or [] if isinstance(p, dict)]
+    wanted = {p["protocol"] for p in peers} | {p["protocol"] for p in external}
+    wanted_ips = {str(p["ip"]) for p in peers} | {str(p["ip"]) for p in external}
     wait_for = sorted(p["protocol"] for p in peers if not running.get(p["protocol"], {}).get("established"))
     node_ip = plan.get("node_ip")
     lingering = [

@@ -8,7 +8,8 @@ pool, which address each workload gets, which BGP sessions each BIRD opens -- is
 here, on the controller, from the inventory, and checked before any host is touched.
 This module composes the planner's parts, each of its own concern (imports go one way, from here down):
 ``inputs`` (strict values and parsers), ``inventory`` (variables, groups, racks), ``blocks``,
-``workloads``, ``peers`` and ``bgp`` (sessions and what each may import), ``cni``, ``policy``, ``ipip``,
+``workloads``, ``peers`` and ``bgp`` (sessions and what each may import), ``external_peers`` (routers outside
+the fleet), ``cni``, ``policy``, ``ipip``,
 all raising ``errors.FabricError``. The filter plugins in ``plugins/filter/`` are thin wrappers around them.
 
 Errors are :class:`FabricError` (an ``AnsibleFilterError``) whose message is ONE line::
@@ -22,8 +23,9 @@ stand-alone filters' own arguments).  The stand-alone filters use
 Order of the preflight checks done by :func:`build_fabric` (the first failure is reported,
 hosts and racks are always visited in natural name order, ``host-2`` before ``host-10``):
 
-1. at least one host in ``calico_nodes`` / ``calico_route_reflectors``; then the names of hosts and racks
-   and every role variable the inventory sets (:func:`check_inputs`, also run alone by site.yml first);
+1. at least one host in ``calico_nodes`` / ``calico_route_reflectors``; then the names of hosts and racks,
+   every role variable the inventory sets and each host's ``calico_bgp_peers`` on its own (:func:`check_inputs`,
+   also run alone by site.yml first);
 2. fleet-wide settings, each one first for agreement between hosts and then for validity:
    ``calico_bgp_topology``, ``calico_ipip_mode``, ``calico_bgp_bfd``, ``calico_pool``, ``calico_block_prefix``,
    ``calico_max_blocks_per_host``;
@@ -44,7 +46,9 @@ hosts and racks are always visited in natural name order, ``host-2`` before ``ho
    host's blocks, not a network/broadcast address, unique), full blocks (the host takes the lowest
    free block above its first one until they fit: more than ``calico_max_blocks_per_host``, or
    none left, is an error; so is a host whose workloads hold more blocks than that); then
-   duplicate workload IPs across the fleet.
+   duplicate workload IPs across the fleet;
+8. then floating IPs and policies, and per host its ``calico_bgp_peers`` against the fleet (a router's address
+   is no host's, not in the pool, not a floating IP; no import prefix inside the pool).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import plan_im
 from ansible_collections.netfleet.calico.plugins.plugin_utils.blocks import allocate_blocks, grow_blocks
 from ansible_collections.netfleet.calico.plugins.plugin_utils.cni import plan_cni, workload_shares
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject, rack_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.external_peers import parse_peers, plan_external_peers
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
     address_or_none,
     as_int,
@@ -181,6 +186,8 @@ def _check_names_and_role_vars(reader, hosts, members_of):
     for rack in natural_sorted(members_of):
         inputs.check_group_name(rack)
     inputs.check_role_vars(reader, hosts)
+    for name in hosts:
+        parse_peers(reader.get(name, 'calico_bgp_peers'), host_subject(name))
 
 
 def check_inputs(hostvars, groups, racks=None):
@@ -441,6 +448,8 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     cni_members = plan_cni(reader, hosts, plan_hosts, prefix_len, facts)  # per host: cni (networks, ranges)
     floating_ips = plan_policy(reader, hosts, plan_hosts, pool_net, cni_members)  # per host: policy, floating_ips
     plan_ipip(reader, hosts, plan_hosts, ipip_mode)  # per host: ipip (tunnel next hops, allowed sources)
+    # per host: sessions to routers outside the fleet (calico_bgp_peers) and the BFD protocol's timers
+    plan_external_peers(reader, hosts, plan_hosts, pool_net, floating_ips, bfd)
     # per session: what that peer may announce (nothing else is imported)
     plan_imports(plan_hosts, topology, str(pool_net), prefix_len, floating_ips)
     plan_racks = {

@@ -18,12 +18,15 @@ A session is one pair of speakers. Each of its two ends is what that host's BIRD
 
 The session is ``established`` when both ends are, else it takes its worst end (down, then
 connecting, then missing). Sessions BIRD runs that the plan does not have are ``planned: false``
-(a problem with a plan; without one every running session is taken as it is).
+(a problem with a plan; without one every running session is taken as it is). A session to a router outside
+the fleet (``calico_bgp_peers``, kind ``external``) has one end, the host's: it is counted apart from the
+fleet's sessions (``external_up``/``external_total``), is a problem unless Established, and what the router
+announced beyond what the host imports (kept as filtered) is not a problem.
 
 Stale routes (plan given): a ``proto bird`` route to a destination that is neither another planned
-host's block nor a planned floating IP; a blackhole of the owned protocol other than the host's
-planned blocks; a workload route to an address the plan gives no workload of the host; any other
-route of the owned protocol.
+host's block, a planned floating IP nor a prefix the host imports from a router outside the fleet; a
+blackhole of the owned protocol other than the host's planned blocks; a workload route to an address the
+plan gives no workload of the host; any other route of the owned protocol.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import ipaddress
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import host_blocks, protocol_name
+from ansible_collections.netfleet.calico.plugins.plugin_utils.external_peers import external_protocol
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import natural_key, natural_sorted
 
 STATES = ("established", "connecting", "down", "missing")
@@ -58,7 +62,9 @@ def collect_statuses(hostvars, hosts, var="calico_node_status"):
 
 
 # a session's kind, the same from both ends (BIRD names it RR_ at a client and Client_ at its reflector)
-_KIND_OF_PREFIX = {"Mesh": "mesh", "RR": "client", "Client": "client", "Peer": "reflector-peer", "Global": "ebgp"}
+_KIND_OF_PREFIX = {"Mesh": "mesh", "RR": "client", "Client": "client", "Peer": "reflector-peer", "Global": "ebgp",
+                   "External": "external"}
+EXTERNAL = "external"  # a session to a router outside the fleet (calico_bgp_peers)
 
 
 def session_kind(protocol):
@@ -104,6 +110,8 @@ def _dest(value):
 
 @functools.lru_cache(maxsize=65536)
 def _dest_text(text):
+    if text == "default":  # ip -j route's name of 0.0.0.0/0
+        return "0.0.0.0/0"
     try:
         return str(ipaddress.ip_network(text if "/" in text else text + "/32", strict=False))
     except ValueError:
@@ -201,6 +209,15 @@ def analyse(statuses, plan=None):
             e = edge(h, str(peer.get("name")), True)
             e["kind"] = e["kind"] or session_kind(proto)
             e["ends"][h] = end(h, running[found] if found is not None else None, proto, peer.get("ip"))
+        # routers outside the fleet: one end only (the router reports nothing), kind "external"
+        for peer in (p.get("external_peers") or []) if planned else []:
+            proto = peer.get("protocol") or external_protocol(peer.get("ip"))
+            found = next((i for i, s in enumerate(running) if i not in used and s.get("name") == proto), None)
+            if found is not None:
+                used.add(found)
+            e = edge(h, "router %s" % (peer.get("name") or peer.get("ip")), True)
+            e["kind"] = EXTERNAL
+            e["ends"][h] = end(h, running[found] if found is not None else None, proto, peer.get("ip"))
         leftovers[h] = [s for i, s in enumerate(running) if i not in used]
     # 2. sessions BIRD runs that the plan does not have (with a plan); every session without one
     for h in names:
@@ -239,7 +256,9 @@ def analyse(statuses, plan=None):
         routes = st.get("routes") or {}
         reached = st.get("reached", True)
         mine = [(s, s["ends"][h]) for s in by_host.get(h, [])]
-        up = sum(1 for _s, e in mine if e["state"] == "established")
+        fleet_ends = [e for s, e in mine if s["kind"] != EXTERNAL]
+        external_ends = [e for s, e in mine if s["kind"] == EXTERNAL]
+        up = sum(1 for e in fleet_ends if e["state"] == "established")
         probs = []
         if not reached:
             probs.append("%s: %s" % (h, st.get("bird_error", "host not reached")))
@@ -257,7 +276,7 @@ def analyse(statuses, plan=None):
                         probs.append("%s: session to %s is %s" % (h, who, e["info"]))
                 else:
                     probs.append("%s: session %s to %s is not in the plan" % (h, e.get("protocol"), e.get("peer_ip")))
-                if e.get("filtered"):
+                if e.get("filtered") and s["kind"] != EXTERNAL:  # a router announces more than we take: normal
                     # the import filter admits exactly what the plan lets that peer announce
                     probs.append("%s: %s announced %d route(s) it may not (rejected: a block it does not own, or a "
                                  "prefix inside one)" % (h, who, e["filtered"]))
@@ -267,8 +286,9 @@ def analyse(statuses, plan=None):
             have = set(learned)
             missing = [(b, o) for b, o in blocks_in_order if o != h and b not in have]
             if planned:
+                external = {_dest(x) for peer in p.get("external_peers") or [] for x in peer.get("imports") or []}
                 stale.extend("%s proto bird (no host in the plan owns it)" % d for d in learned
-                             if d not in block_owner and d not in floating)
+                             if d not in block_owner and d not in floating and d not in external)
                 stale.extend("%s proto bird (%s's own block)" % (d, h) for d in learned if block_owner.get(d) == h)
                 own = [_dest(b) for b in host_blocks(p)]
                 holes = [_dest(b) for b in routes.get("blackholes") or []]
@@ -306,7 +326,9 @@ def analyse(statuses, plan=None):
             "bird_running": bool(st.get("bird_running")),
             "bird_error": st.get("bird_error"),
             "sessions_up": up,
-            "sessions_total": len(mine),
+            "sessions_total": len(fleet_ends),
+            "external_up": sum(1 for e in external_ends if e["state"] == "established"),
+            "external_total": len(external_ends),
             "missing_blocks": [b for b, _o in missing],
             "missing_owners": dict(missing),
             "stale_routes": stale,
@@ -338,6 +360,10 @@ def analyse(statuses, plan=None):
     total = sum(h["sessions_total"] for h in hosts.values())
     up = sum(h["sessions_up"] for h in hosts.values())
     summary = "%d hosts, %d/%d BGP sessions Established, %d blocks" % (len(names), up, total, len(block_owner))
+    external_total = sum(h["external_total"] for h in hosts.values())
+    external_up = sum(h["external_up"] for h in hosts.values())
+    if external_total:
+        summary += ", %d/%d sessions to routers outside the fleet Established" % (external_up, external_total)
     problem_hosts = [h for h in names if hosts[h]["problems"]]
     return {
         "planned": planned,
@@ -351,6 +377,8 @@ def analyse(statuses, plan=None):
         "summary": summary,
         "sessions_total": total,
         "sessions_established": up,
+        "external_total": external_total,
+        "external_established": external_up,
         "blocks": len(block_owner),
         "block_owner": block_owner,
         "brief": _brief_problems(problems, problem_hosts),

@@ -9,8 +9,9 @@ from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import protocol_name
 
 
-def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=None):
-    """racks × (reflector(s) + hosts), route_reflector topology, rack i on 10.<i>.0.0/24."""
+def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=None, extra=None):
+    """racks × (reflector(s) + hosts), route_reflector topology, rack i on 10.<i>.0.0/24; ``extra``: more variables
+    of every host."""
     hostvars, groups = {}, {"all": [], "calico_nodes": [], "calico_route_reflectors": [], "calico_racks": []}
     rack_names = []
     for r in range(1, racks + 1):
@@ -32,6 +33,7 @@ def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=
                 if floating:
                     workload["floating_ip"] = "10.99.%d.%d" % (r, i)
                 hv["calico_workloads"] = [workload]
+            hv.update(extra or {})
             hostvars[name] = {k: v for k, v in hv.items() if v is not None}
             groups[rack].append(name)
             groups["all"].append(name)

@@ -62,3 +62,14 @@ def test_no_transition_when_planned_sessions_are_up_or_nothing_is_dropped():
     grow = bgp_sessions(_plan([_p("10.0.0.2"), _p("10.0.0.4"), _p("10.0.0.5")]), "full_mesh", up)
     assert grow["wait_for"] == ["Mesh_10_0_0_5"] and not grow["needed"]  # an addition only
     assert not bgp_sessions(_plan([_p("10.0.0.9")]), "full_mesh", {"bird_running": False})["needed"]
+
+
+def test_a_peer_change_neither_waits_for_nor_keeps_the_routers_sessions():
+    # mesh -> reflector while an External_ session runs (up) and a new router is added (not up yet)
+    status = {"bird_running": True, "sessions": [
+        _s("Mesh_10_0_0_2", "10.0.0.2"), _s("External_192_0_2_1", "192.0.2.1")]}
+    plan = dict(_plan([_p("10.0.0.9")]), external_peers=[
+        {"ip": "192.0.2.1", "protocol": "External_192_0_2_1"}, {"ip": "192.0.2.2", "protocol": "External_192_0_2_2"}])
+    out = bgp_sessions(plan, "route_reflector", status)
+    assert out["wait_for"] == ["RR_10_0_0_9"]
+    assert [x["name"] for x in out["lingering"]] == ["Mesh_10_0_0_2"]

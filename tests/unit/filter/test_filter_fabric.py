@@ -168,6 +168,8 @@ for _host in EXPECTED_LAB['hosts'].values():
                         'policies': []} for w in _host['workloads']]
     _host['floating_ips'] = []
     _host['cni'] = {'enabled': False}  # no calico_cni: no container networks
+    _host['external_peers'] = []  # no calico_bgp_peers: no router outside the fleet, no BFD
+    _host['bfd'] = None
 # calico_ipip_mode never -> no tunnel, every other node IP direct, proto 4 only from node IPs
 for _name, _host in EXPECTED_LAB['hosts'].items():
     _others = [h['node_ip'] for n, h in EXPECTED_LAB['hosts'].items() if n != _name]
@@ -296,7 +298,8 @@ def test_lab_racks_inventory_through_ansible():
             if k not in ('peers', 'policy', 'floating_ips', 'ipip', 'cni', 'imports')}
     assert rr1a == {'node_ip': '192.168.101.1', 'node_prefixlen': 24, 'router_id': '192.168.101.1',
                     'as_number': 65001, 'rack': 'rack1', 'role': 'reflector', 'spine_ip': '10.255.0.11',
-                    'spine_prefixlen': 24, 'block': None, 'blocks': [], 'block_source': None, 'workloads': []}
+                    'spine_prefixlen': 24, 'block': None, 'blocks': [], 'block_source': None, 'workloads': [],
+                    'external_peers': [], 'bfd': None}
 
     def rr1(name, ip, **kw):
         return peer(name, ip, 65001, local=kw.pop('local', '192.168.101.1'), direct=True, **kw)

@@ -228,3 +228,30 @@ def test_containers_of_the_cni_plugin_are_not_stale_routes():
     st["r1h1"]["routes"]["workloads"].append({"dest": outside, "dev": "calibbbbbbbbbbb"})
     rep = build_report(st, plan)
     assert "r1h1: stale route %s/32 dev calibbbbbbbbbbb (no planned workload)" % outside in rep["problems"]
+
+
+def test_routers_outside_the_fleet_are_counted_apart():
+    router = {"ip": "192.0.2.1", "as_number": 65100, "name": "dc-router", "multihop": True, "import_default": True,
+              "import_prefixes": ["198.51.100.0/24"]}
+    plan = rack_plan(racks=1, hosts_per_rack=2, extra={"calico_bgp_peers": [router]})
+    st = converged_statuses(plan)
+    for h in st.values():
+        h["sessions"].append({"name": "External_192_0_2_1", "description": "dc-router", "peer_ip": "192.0.2.1",
+                              "peer_as": 65100, "type": "ebgp", "state": "up", "info": "Established",
+                              "established": True, "filtered": 250})  # a router announces more than we take
+        h["routes"]["bird"] += [{"dest": "default", "gateway": "192.0.2.1", "dev": "eth0"},
+                                {"dest": "198.51.100.0/24", "gateway": "192.0.2.1", "dev": "eth0"}]
+    rep = build_report(st, plan)
+    assert rep["converged"], rep["problems"]
+    assert rep["summary"] == ("3 hosts, 4/4 BGP sessions Established, 2 blocks, 3/3 sessions to routers outside "
+                              "the fleet Established")
+    assert "router outside the fleet" in rep["detail"]
+    # a route the host does not import from its router is stale; a router session down is a problem
+    st["r1h1"]["routes"]["bird"].append({"dest": "203.0.113.0/24", "gateway": "192.0.2.1", "dev": "eth0"})
+    st["r1h2"]["sessions"][-1].update(state="start", info="Active", established=False)
+    rep = build_report(st, plan)
+    assert not rep["converged"]
+    assert "r1h1: stale route 203.0.113.0/24 proto bird (no host in the plan owns it)" in rep["problems"]
+    assert "r1h2: session to router dc-router (192.0.2.1) is Active" in rep["problems"]
+    assert rep["summary"].endswith(", 2/3 sessions to routers outside the fleet Established")
+    assert rep["racks"]["rack1"]["sessions_up"] == 4  # the fleet's sessions alone

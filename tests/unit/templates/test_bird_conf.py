@@ -1,6 +1,6 @@
 """bird.conf of every host of every shipped inventory, rendered by the role's own template and variables on the
 controller (tests/playbooks/render_bird.yml), is accepted by the real `bird -p`; so are variants with a BGP
-password and with IPIP. A config `bird -p` refuses proves the check is real."""
+password, with IPIP and with routers outside the fleet. A config `bird -p` refuses proves the check is real."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ VARIANTS = {
     # 30 workloads on every host, /28 blocks (13 automatic addresses each): three blocks per host
     'lab+3blocks': ('lab', {'calico_block': '', 'calico_block_prefix': 28, 'calico_max_blocks_per_host': 3,
                             'calico_workloads': [{'name': f'w{i}'} for i in range(30)]}),
+    # routers outside the fleet on every host and reflector (further away: multihop): a password of its own, BFD
+    # without the fleet's, a router importing nothing (inventories/example has a direct one with GTSM)
+    'lab-racks+peers': ('lab-racks', {'calico_bgp_peers': [
+        {'ip': '192.168.101.254', 'as_number': 65100, 'name': 'dc-router', 'password': "r0uter p@ss'{}#;",
+         'bfd': True, 'import_default': True, 'import_prefixes': ['198.51.100.0/24'], 'multihop': True},
+        {'ip': '10.99.0.1', 'as_number': 65101, 'multihop': 4}]}),
 }
 
 
@@ -76,8 +82,22 @@ def test_every_host_config_passes_bird_p(rendered, variant):
             assert static.count(' blackhole;') == 3, f'{conf.name}: {static}'
             accepted = [line for line in conf.read_text().splitlines() if line.strip().startswith('if net ~ [')]
             assert len(accepted) == 2 and all(line.count('/28') == 3 for line in accepted), accepted
+    if variant == 'example':  # a rack whose ToR is a router of the data centre, directly connected (GTSM)
+        assert 'protocol bgp External_10_10_2_1 from calico_external' in text and 'ttl security on;' in text
     if VARIANTS[variant][1].get('calico_bgp_password'):
         assert 'password CALICO_BGP_PASSWORD;' in text and list((base / variant).glob('*.secrets'))
+    if VARIANTS[variant][1].get('calico_bgp_peers'):
+        for conf in configs:
+            one = conf.read_text()
+            assert 'protocol bgp External_192_168_101_254 from calico_external' in one, conf.name
+            assert 'password CALICO_PEER_PASSWORD_192_168_101_254;' in one and 'gateway recursive;' in one
+            assert 'if net ~ [ 0.0.0.0/0, 198.51.100.0/24 ] then accept;' in one
+            assert 'multihop 4;' in one and 'protocol bfd calico_bfd' in one and 'bfd on;' in one
+            assert 'learn on;' in one  # next hops of routers further away resolve through the kernel's routes
+            # the router's password is in the include only; the fleet has none
+            assert "r0uter p@ss" not in one and 'password CALICO_BGP_PASSWORD;' not in one
+            assert conf.with_suffix('.secrets').read_text() == \
+                'define CALICO_PEER_PASSWORD_192_168_101_254 = "r0uter p@ss\'{}#;";\n'
 
 
 def test_bird_p_refuses_a_broken_config(rendered, tmp_path):
