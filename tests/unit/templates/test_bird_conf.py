@@ -25,6 +25,14 @@ VARIANTS = {
                                               'calico_bgp_bfd': {'interval': 50, 'multiplier': 4},
                                               'calico_node_bgp_hold_time': 9}),
     'lab-ipip+always': ('lab-ipip', {'calico_ipip_mode': 'always'}),
+    # moving to the spine: a reflector's old eBGP sessions kept as they ran (spine address, direct or multihop)
+    'lab-spine+lingering': ('lab-spine', {'_calico_node_bgp_lingering': [
+        {'name': 'Global_10_255_0_11', 'description': 'rr1a', 'ip': '10.255.0.11', 'as_number': 65001,
+         'local_as': 65002, 'passive': True, 'connect_delay_offset': 0, 'local_ip': '10.255.0.21', 'type': 'ebgp',
+         'direct': True},
+        {'name': 'Global_10_254_0_31', 'description': 'rr3', 'ip': '10.254.0.31', 'as_number': 65003,
+         'local_as': 65002, 'passive': False, 'connect_delay_offset': 0, 'local_ip': '10.255.0.21', 'type': 'ebgp',
+         'direct': False}]}),
 }
 
 
@@ -67,6 +75,9 @@ def test_every_host_config_passes_bird_p(rendered, variant):
     if VARIANTS[variant][1].get('calico_bgp_bfd'):
         assert 'protocol bfd calico_bfd' in text and 'bfd on;' in text and 'interval 50 ms;' in text
         assert 'hold time 9;' in text and 'keepalive time 3;' in text
+    if VARIANTS[variant][1].get('_calico_node_bgp_lingering'):
+        assert 'protocol bgp Global_10_254_0_31 from calico_peer {' in text and 'local 10.255.0.21 as 65002;' in text
+        assert 'multihop;\n  ipv4 {\n    gateway recursive;' in text and 'passive on;\n  ttl security on;' in text
     if VARIANTS[variant][1].get('calico_bgp_password'):
         assert 'password CALICO_BGP_PASSWORD;' in text and list((base / variant).glob('*.secrets'))
 
