@@ -201,6 +201,8 @@ ROLE_VARS = {
     'spine_frr_config': _PATH,
     'spine_frr_daemons': _PATH,
     'spine_install_packages': _BOOL,
+    'spine_service_manager': _choice('systemd', 'pidfile'),
+    'spine_state_dir': _PATH_OR_EMPTY,
     'calico_node_service_manager': _choice('systemd', 'pidfile'),
     'calico_endpoint_to_host_action': _choice('drop', 'accept'),
     'calico_iptables_backend': _choice('auto', 'nft', 'legacy'),

@@ -236,6 +236,8 @@ SPINE_VALUES = [
     ('sp1', 'spine_frr_config', '/etc/frr/../shadow', 'use an absolute path'),
     ('sp1', 'spine_frr_daemons', 'etc/frr/daemons', 'use an absolute path'),
     ('sp1', 'spine_install_packages', 'maybe', 'use true or false'),
+    ('sp1', 'spine_service_manager', 'watchfrr', 'use one of systemd, pidfile'),
+    ('sp1', 'spine_state_dir', '/run/x y', 'use an absolute path'),
 ]
 
 

@@ -67,7 +67,7 @@ def test_every_spine_config_passes_vtysh_dryrun(rendered, variant):
 def test_the_lab_spine_config(rendered):
     text = rendered['lab-spine']['sp1'].read_text()
     lines = text.splitlines()
-    assert 'frr defaults datacenter' in lines and 'router bgp 65100' in lines
+    assert 'frr defaults datacenter' in lines and 'router bgp 65100' in lines and 'ip forwarding' in lines
     assert ' bgp router-id 10.255.0.1' in lines and ' bgp bestpath as-path multipath-relax' in lines
     assert '  maximum-paths 2' in lines
     for ip, as_number, rack in (('10.255.0.11', 65001, 'rack1'), ('10.255.0.12', 65001, 'rack1'),
