@@ -134,10 +134,10 @@ def describe_desired(spec, gc_thresh):
             lines.append(f"route default via {host['gateway']} dev {host['gateway_dev']}")
         lines += [f'route {cidr} via {gw} dev {dev} proto {ROUTE_PROTO}' for cidr, gw, dev in host['routes']]
         out[host['netns']] = lines
-    for router in spec.spine_routers().values():
-        fabric.append(f"veth {router['spine_port']} master {spec.spine['bridge']} peer {router['netns']}/eth1 up")
-        out[router['netns']] = ['lo up', f"veth eth1 peer {spec.fabric}/{router['spine_port']} up",
-                                f"address eth1 {router['address']}"]
+    for spine_router in spec.spine_routers().values():
+        port, netns = spine_router['spine_port'], spine_router['netns']
+        fabric.append(f"veth {port} master {spec.spine['bridge']} peer {netns}/eth1 up")
+        out[netns] = ['lo up', f"veth eth1 peer {spec.fabric}/{port} up", f"address eth1 {spine_router['address']}"]
     if spec.mgmt:
         mgmt = ['lo up']
         for leg in sorted(spec.mgmt.values(), key=lambda leg: leg['port']):
