@@ -4,16 +4,19 @@ Needs root. site.yml configures the spines (FRR per namespace: its own config, p
 in the spine's state directory), then the reflectors and hosts. Every workload reaches every other one, a host
 reaches other racks through its reflector, each spine's BGP table holds exactly the fleet's blocks (ECMP over
 rack1's two reflectors), a second run changes nothing, and lab_down stops every FRR daemon by its pid file.
+A running fleet of racks moves to the spine without an outage (make-before-break on the reflectors).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import pytest
-from netfleet_lab import REPO, Lab, alive, namespaces, ns_json, sh
+import yaml
+from netfleet_lab import REPO, ContinuousPing, Lab, alive, namespaces, ns_json, sh
 
 pytestmark = pytest.mark.lab
 
@@ -113,3 +116,53 @@ def test_second_run_changes_nothing(spine):
     proc = spine.playbook("site.yml")
     changed = {h: r["changed"] for h, r in proc.recap.items() if r["changed"]}
     assert changed == {}, proc.stdout[-4000:]
+
+
+def test_a_running_fleet_moves_to_the_spine_without_outage(tmp_path, report):
+    """The racks first peer reflector to reflector; adding calico_spines moves them to the spines while
+    workloads of different racks keep pinging (each reflector keeps its old sessions until the new ones are up)."""
+    source = REPO / "inventories" / "lab-spine"
+    doc = yaml.safe_load((source / "hosts.yml").read_text())
+    spines = doc["all"]["children"].pop("calico_spines")
+    inventory = tmp_path / "inventory"
+    shutil.copytree(source / "group_vars", inventory / "group_vars")
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    prefix = os.environ.get("NETFLEET_LAB_PREFIX", "t") + "m"
+    lab = Lab(inventory, prefix)
+    pids = []
+    try:
+        lab.playbook("lab/playbooks/lab_up.yml")
+        lab.playbook("site.yml")
+        wait(lambda: not lab.ping_matrix(), 60, "every workload pair to ping over reflector-to-reflector eBGP")
+        assert sorted(n for n in lab.sessions("rr2") if n.startswith("Global_")) == [
+            "Global_10_255_0_11", "Global_10_255_0_12", "Global_10_255_0_31", "Global_10_255_0_41"]
+
+        doc["all"]["children"]["calico_spines"] = spines
+        (inventory / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        lab.reload()
+        lab.playbook("lab/playbooks/lab_up.yml")  # adds the spine namespaces
+        pairs = [(("r1h1", "r1h1w1"), ("r2h1", "r2h1w1")), (("r2h1", "r2h1w1"), ("r4h1", "r4h1w1")),
+                 (("r3h1", "r3h1w1"), ("r1h1", "r1h1w2"))]
+        pings = [(src, dst, ContinuousPing(lab.workload_netns(*src), lab.workload_ip(*dst))) for src, dst in pairs]
+        time.sleep(1)
+        try:
+            lab.playbook("site.yml")
+            pids = frr_pids(lab)
+            time.sleep(2)
+        finally:
+            worst = 0.0
+            for src, dst, ping in pings:
+                sent, received, gap = ping.stop()
+                worst = max(worst, gap)
+                report(f"move to the spine: {src[1]} -> {dst[1]}: {received}/{sent} replies, worst gap {gap:.2f} s")
+        assert worst <= 1.0, f"a workload pair was cut for {worst:.2f} s while the racks moved to the spine"
+        for rr in lab.reflectors:
+            ebgp = {n: s for n, s in lab.sessions(rr).items() if n.startswith("Global_")}
+            assert sorted(ebgp) == ["Global_10_255_0_1", "Global_10_255_0_2"], (rr, ebgp)
+            assert all(state == "up" for state, _since, _info in ebgp.values()), (rr, ebgp)
+        assert not lab.ping_matrix()
+    finally:
+        pids = pids or frr_pids(lab)
+        lab.playbook("lab/playbooks/lab_down.yml", check=False)
+        assert not [n for n in namespaces() if n.startswith(prefix + "-")], "lab_down left namespaces"
+        assert not [p for p in pids if alive(p)], f"lab_down left FRR daemons running: {pids}"
