@@ -187,9 +187,9 @@ def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floa
             for name in info['reflectors']:
                 host = plan_hosts[name]
                 direct = same_subnet(router['ip'], router['prefixlen'], host['spine_ip'], host['spine_prefixlen'])
-                gtsm = parse_bool(reader.get(name, 'calico_node_bgp_ttl_security'), host_subject(name),
-                                  'calico_node_bgp_ttl_security') \
-                    if not is_unset(reader.get(name, 'calico_node_bgp_ttl_security')) else True
+                # GTSM as the reflector's BIRD renders it (calico_node_bgp_ttl_security, default on)
+                raw = reader.get(name, 'calico_node_bgp_ttl_security')
+                gtsm = is_unset(raw) or parse_bool(raw, host_subject(name), 'calico_node_bgp_ttl_security')
                 neighbors.append({
                     'name': name,
                     'ip': host['spine_ip'],
