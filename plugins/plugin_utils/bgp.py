@@ -59,9 +59,9 @@ def plan_imports(plan_hosts, topology, pool, block_prefix, floating_ips):
 
     A reflector takes from its client, and a full-mesh host from its peer, what that peer announces itself. A
     host takes from its rack's reflector (and a reflector from one of its own rack) any block and floating
-    IP but its own; a reflector from another rack's reflector any but its own rack's (a third rack's too, as a
-    transit path). So a host that announces a block it does not own, or a /32 inside one, is refused by every
-    session, and adding a host changes the configuration of its peers only."""
+    IP but its own; a reflector from another rack's reflector, or from a spine, any but its own rack's (a third
+    rack's too, as a transit path). So a host that announces a block it does not own, or a /32 inside one, is
+    refused by every session, and adding a host changes the configuration of its peers only."""
     by_rack = {}
     for host in plan_hosts.values():
         by_rack.setdefault(host.get('rack'), []).extend(announced(host))
@@ -70,9 +70,9 @@ def plan_imports(plan_hosts, topology, pool, block_prefix, floating_ips):
     for host in plan_hosts.values():
         host['imports'] = {}
         for peer in host['peers']:
-            other = plan_hosts[peer['name']]
-            if topology == 'route_reflector' and other['role'] == 'reflector':
-                same = other.get('rack') == host.get('rack')
+            other = plan_hosts.get(peer['name']) if not peer.get('spine') else None
+            if peer.get('spine') or (topology == 'route_reflector' and other['role'] == 'reflector'):
+                same = other is not None and other.get('rack') == host.get('rack')
                 refused = announced(host) if same else by_rack.get(host.get('rack'), [])
                 imports = {'prefixes': [], 'any_block': f'{net}{{{block_prefix},{block_prefix}}}',
                            'any_floating': bool(floating_ips),
@@ -121,7 +121,8 @@ def bgp_sessions(plan, topology, status=None):
 
     - ``wait_for``: planned protocols that are not Established under that name now (new, renamed, or down);
     - ``lingering``: Established sessions the plan drops, to keep until ``wait_for`` is empty, as
-      ``{name, description, ip, as_number, local_as, passive}`` so the template renders them unchanged
+      ``{name, description, ip, as_number, local_as, passive}`` (and ``local_ip, type, direct`` for a reflector's
+      eBGP session, which ran from its spine address) so the template renders them unchanged
       (a session whose peer address the plan keeps under another name cannot stay: same neighbour twice);
     - ``needed``: true when both are non-empty (e.g. full mesh -> route reflectors).
     """
@@ -139,17 +140,29 @@ def bgp_sessions(plan, topology, status=None):
     wanted = {p["protocol"] for p in peers} | {p["protocol"] for p in external}
     wanted_ips = {str(p["ip"]) for p in peers} | {str(p["ip"]) for p in external}
     wait_for = sorted(p["protocol"] for p in peers if not running.get(p["protocol"], {}).get("established"))
-    node_ip = plan.get("node_ip")
-    lingering = [
-        {"name": name, "description": s.get("description") or name, "ip": s["peer_ip"],
-         "as_number": s.get("peer_as"), "local_as": s.get("local_as"),
-         # rendered as the plan rendered it while it ran (any change would make BIRD reset it)
-         "passive": bool(node_ip) and session_timing(node_ip, s["peer_ip"])[0],
-         "connect_delay_offset": session_timing(node_ip, s["peer_ip"], spread=name.startswith("Mesh_"))[1]
-         if node_ip else 0}
-        for name, s in sorted(running.items())
-        if name not in wanted and s.get("established") and s.get("peer_ip") and s["peer_ip"] not in wanted_ips
-    ]
+    lingering = [_lingering(plan, topology, role, name, s) for name, s in sorted(running.items())
+                 if name not in wanted and s.get("established") and s.get("peer_ip") and s["peer_ip"] not in wanted_ips]
     needed = bool(wait_for and lingering)
     out.update(wait_for=wait_for, lingering=lingering if needed else [], needed=needed)
+    return out
+
+
+def _lingering(plan, topology, role, name, session):
+    """A running session the plan drops, rendered as the plan rendered it while it ran (any change of its
+    addresses, dialing side, ``direct``/``multihop`` or GTSM would make BIRD reset it). A reflector's eBGP
+    session in route_reflector ran from its spine address: to another rack's reflector, or to a spine."""
+    peer_ip = session["peer_ip"]
+    spine = (topology == "route_reflector" and role == "reflector" and plan.get("spine_ip")
+             and session.get("local_as") is not None and session.get("local_as") != session.get("peer_as"))
+    local = plan.get("spine_ip") if spine else plan.get("node_ip")
+    prefixlen = plan.get("spine_prefixlen") if spine else plan.get("node_prefixlen")
+    direct = None
+    if local and prefixlen is not None:
+        direct = ipaddress.ip_address(str(peer_ip)) in ipaddress.ip_network(f"{local}/{prefixlen}", strict=False)
+    timing = session_timing(local, peer_ip, spread=name.startswith("Mesh_") and not spine) if local else (False, 0)
+    out = {"name": name, "description": session.get("description") or name, "ip": peer_ip,
+           "as_number": session.get("peer_as"), "local_as": session.get("local_as"),
+           "passive": bool(local) and timing[0], "connect_delay_offset": timing[1]}
+    if spine:
+        out.update(local_ip=local, type="ebgp", direct=direct)
     return out

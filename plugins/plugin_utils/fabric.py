@@ -9,7 +9,7 @@ here, on the controller, from the inventory, and checked before any host is touc
 This module composes the planner's parts, each of its own concern (imports go one way, from here down):
 ``inputs`` (strict values and parsers), ``inventory`` (variables, groups, racks), ``blocks``,
 ``workloads``, ``peers`` and ``bgp`` (sessions and what each may import), ``external_peers`` (routers outside
-the fleet), ``cni``, ``policy``, ``ipip``,
+the fleet), ``spines`` (the L3 spine's FRR plan), ``cni``, ``policy``, ``ipip``,
 all raising ``errors.FabricError``. The filter plugins in ``plugins/filter/`` are thin wrappers around them.
 
 Errors are :class:`FabricError` (an ``AnsibleFilterError``) whose message is ONE line::
@@ -23,9 +23,9 @@ stand-alone filters' own arguments).  The stand-alone filters use
 Order of the preflight checks done by :func:`build_fabric` (the first failure is reported,
 hosts and racks are always visited in natural name order, ``host-2`` before ``host-10``):
 
-1. at least one host in ``calico_nodes`` / ``calico_route_reflectors``; then the names of hosts and racks,
-   every role variable the inventory sets and each host's ``calico_bgp_peers`` on its own (:func:`check_inputs`,
-   also run alone by site.yml first);
+1. at least one host in ``calico_nodes`` / ``calico_route_reflectors``; then the names of hosts, spines and
+   racks, every role variable the inventory sets and each host's ``calico_bgp_peers`` on its own
+   (:func:`check_inputs`, also run alone by site.yml first); then a spine that is also a Calico host or reflector;
 2. fleet-wide settings, each one first for agreement between hosts and then for validity:
    ``calico_bgp_topology``, ``calico_ipip_mode``, ``calico_bgp_bfd``, ``calico_pool``, ``calico_block_prefix``,
    ``calico_max_blocks_per_host``;
@@ -37,7 +37,10 @@ hosts and racks are always visited in natural name order, ``host-2`` before ``ho
    ``lab_spine_segment``); then spine IPs used by another host (as node or spine IP);
 5. AS numbers: per rack (agreement between the rack's hosts, presence in route_reflector,
    validity), then per rack-less host; then (route_reflector) two racks with one AS, a rack
-   with nodes but no reflector, route-reflector cluster ids (validity, uniqueness);
+   with nodes but no reflector, route-reflector cluster ids (validity, uniqueness); then the spines
+   (``calico_spines``): spines without route_reflector,
+   ``calico_spine_as_number`` (set, agreed, valid, not a rack's AS), per spine its address, router id and
+   password; then a reflector whose BGP password is not the spines';
 6. blocks: pinned ``calico_block`` (valid, aligned, inside the pool, right size, not
    overlapping another pin, not taking the running block of an unpinned host), ``calico_block``
    or ``calico_workloads`` on a host that is not in ``calico_nodes``; then pool exhaustion; then
@@ -93,6 +96,14 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.peers import (
     default_cluster_ids,
 )
 from ansible_collections.netfleet.calico.plugins.plugin_utils.policy import plan_policy
+from ansible_collections.netfleet.calico.plugins.plugin_utils.spines import (
+    GROUP_SPINES,
+    check_passwords,
+    check_spine_group,
+    check_spines,
+    plan_spines,
+    spine_speakers,
+)
 from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import (
     assign_workload_ips,
     current_addresses,
@@ -180,12 +191,12 @@ def _spine_addresses(reader, hosts, is_reflector, node_ip, node_prefixlen):
     return spine_ip, spine_prefixlen
 
 
-def _check_names_and_role_vars(reader, hosts, members_of):
-    for name in hosts:
+def _check_names_and_role_vars(reader, hosts, members_of, spines=()):
+    for name in list(hosts) + list(spines):
         inputs.check_host_name(name)
     for rack in natural_sorted(members_of):
         inputs.check_group_name(rack)
-    inputs.check_role_vars(reader, hosts)
+    inputs.check_role_vars(reader, list(hosts) + list(spines))
     for name in hosts:
         parse_peers(reader.get(name, 'calico_bgp_peers'), host_subject(name))
 
@@ -199,8 +210,9 @@ def check_inputs(hostvars, groups, racks=None):
     reader = VarReader(hostvars)
     hosts = natural_sorted(set(group(groups, GROUP_NODES)) | set(group(groups, GROUP_REFLECTORS)))
     members_of = rack_members(hostvars, groups, racks)
-    _check_names_and_role_vars(reader, hosts, members_of)
-    return {'hosts': len(hosts), 'racks': len(members_of)}
+    spines = natural_sorted(group(groups, GROUP_SPINES))
+    _check_names_and_role_vars(reader, hosts, members_of, spines)
+    return {'hosts': len(hosts), 'racks': len(members_of), 'spines': len(spines)}
 
 
 def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_BLOCK_PREFIX,
@@ -218,7 +230,9 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     is_reflector = set(reflector_group)
     # 1b. names and the role variables an inventory overrides: strict, before anything is planned from them
     members_of = rack_members(hostvars, groups, racks)
-    _check_names_and_role_vars(reader, hosts, members_of)
+    spine_names = natural_sorted(group(groups, GROUP_SPINES))
+    _check_names_and_role_vars(reader, hosts, members_of, spine_names)
+    check_spine_group(spine_names, hosts)
 
     # 2. fleet-wide settings
     def subject_of(source, var):
@@ -375,6 +389,10 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
                                                       f"'{used[cid]}'",
                                   'give each rack its own calico_rr_cluster_id (racks sharing one lose routes)')
             used[cid] = rack
+    # 5b. the spines (route_reflector): their addresses, AS and the password both ends of a session share
+    spines = check_spines(reader, spine_names, hosts, topology,
+                          {rack: info['as_number'] for rack, info in rack_info.items()}, node_ip, spine_ip, router_id)
+    check_passwords(reader, spines, [name for name in hosts if name in is_reflector])
 
     # 6. blocks
     for name in hosts:
@@ -426,7 +444,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
             ifnames[entry['ifname']] = entry['name']
 
     # 8. peers and the plan
-    peers = compute_peers(speakers, topology, cluster_ids)
+    peers = compute_peers(speakers, topology, cluster_ids, spines=spine_speakers(spines))
     plan_hosts = {}
     for name in hosts:
         block, source = first_blocks.get(name, (None, None))
@@ -461,7 +479,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
         }
         for rack, info in ((r, rack_info[r]) for r in natural_sorted(rack_info))
     }
-    return {
+    plan = {
         'pool': str(pool_net),
         'block_prefix': prefix_len,
         'max_blocks_per_host': max_blocks,
@@ -472,3 +490,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
         'racks': plan_racks,
         'floating_ips': floating_ips,
     }
+    if spines:  # per spine router (calico_spines): its FRR configuration
+        plan['spines'] = plan_spines(reader, spines, plan_hosts, plan_racks, str(pool_net), prefix_len,
+                                     floating_ips, bfd)
+    return plan

@@ -56,6 +56,7 @@ SYSCTL_KEY = re.compile(r'[a-z][a-z0-9_]*(?:\.[A-Za-z0-9_-]+){1,6}')
 SYSCTL_VALUE = re.compile(r'[A-Za-z0-9_ .:-]{0,64}')
 # TCP-MD5 keys are at most 80 bytes; BIRD strings have no escapes, so no '"' or '\'.
 PASSWORD = re.compile(r'[ !#-\[\]-~]{1,80}')
+FRR_PASSWORD = re.compile(r'[!#-\[\]-~]{1,80}')
 DIGITS = re.compile(r'[0-9]{1,12}')
 DOTTED_QUAD = re.compile(r'[0-9]{1,3}(?:\.[0-9]{1,3}){3}')
 LABEL_KEY = re.compile(r'[A-Za-z0-9][A-Za-z0-9_./-]{0,252}')
@@ -192,6 +193,17 @@ ROLE_VARS = {
                             'use 1-80 printable ASCII characters without " or \\'),
     'calico_node_bgp_password': ((lambda v: v == '' or matches(PASSWORD, v)),
                                  'use 1-80 printable ASCII characters without " or \\'),
+    # role spine (FRR): its password is one word (FRR's neighbor password takes no spaces)
+    'spine_bgp_password': ((lambda v: v == '' or matches(FRR_PASSWORD, v)),
+                           'use 1-80 printable ASCII characters without spaces, " or \\'),
+    'spine_packages': _list_of(lambda v: matches(PACKAGE, v), 'use Debian package names'),
+    'spine_service_name': ((lambda v: matches(UNIT, v)), 'use a systemd unit name such as frr'),
+    'spine_vtysh_binary': (_program, 'use a program name (vtysh) or an absolute path'),
+    'spine_frr_config': _PATH,
+    'spine_frr_daemons': _PATH,
+    'spine_install_packages': _BOOL,
+    'spine_service_manager': _choice('systemd', 'pidfile'),
+    'spine_state_dir': _PATH_OR_EMPTY,
     'calico_node_service_manager': _choice('systemd', 'pidfile'),
     'calico_endpoint_to_host_action': _choice('drop', 'accept'),
     'calico_iptables_backend': _choice('auto', 'nft', 'legacy'),

@@ -42,7 +42,7 @@ def default_cluster_ids(nodes, overrides=None):
     return out
 
 
-def compute_peers(nodes, topology, cluster_ids=None):
+def compute_peers(nodes, topology, cluster_ids=None, spines=None):
     """BGP sessions per host: ``{host: [peer, ...]}`` with peers in natural name order.
 
     ``nodes``: ``{name: {ip, as_number, rack, reflector, prefixlen?, spine_ip?, spine_prefixlen?}}`` (already
@@ -57,6 +57,9 @@ def compute_peers(nodes, topology, cluster_ids=None):
     from the two addresses.
     ``rr_client``/``rr_cluster_id`` are set on the reflector's side of a
     session with a same-rack client only.
+    ``spines`` (``{name: {ip, prefixlen, as_number}}``, route_reflector only): when given, a reflector peers by
+    eBGP with every spine (from its ``spine_ip``, peers marked ``spine: True``, after its rack's peers) instead of
+    with other racks' reflectors.
     """
     if cluster_ids is None:
         cluster_ids = default_cluster_ids(nodes)
@@ -99,6 +102,14 @@ def compute_peers(nodes, topology, cluster_ids=None):
             'rr_cluster_id': cluster_ids.get(nodes[me]['rack']) if client else None,
         }
 
+    def spine_peer(me, name):
+        local, local_len = end(me, True)
+        remote, remote_len = netaddr.IPAddress(spines[name]['ip']), spines[name].get('prefixlen')
+        passive, offset = session_timing(local, remote, spread=False)
+        return {'name': name, 'ip': str(remote), 'local_ip': str(local), 'as_number': spines[name]['as_number'],
+                'type': 'ebgp', 'direct': same_subnet(local, local_len, remote, remote_len), 'passive': passive,
+                'connect_delay_offset': offset, 'rr_client': False, 'rr_cluster_id': None, 'spine': True}
+
     out = {}
     for me in order:
         mine = nodes[me]
@@ -116,8 +127,10 @@ def compute_peers(nodes, topology, cluster_ids=None):
                     peers.append(peer(me, other))
             elif same_rack:
                 peers.append(peer(me, other, client=not theirs['reflector']))
-            elif theirs['reflector']:
+            elif theirs['reflector'] and not spines:
                 peers.append(peer(me, other))
+        if mine['reflector'] and spines:
+            peers += [spine_peer(me, name) for name in natural_sorted(spines)]
         out[me] = peers
     return out
 

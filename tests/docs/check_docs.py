@@ -41,6 +41,9 @@ UNSPECIFIED = {
     "ipip": {
         "ipip_fabric": "the whole fleet's plan, as calico_node_fabric",
     },
+    "spine": {
+        "spine_fabric": "the whole fleet's plan, as calico_node_fabric",
+    },
 }
 
 

@@ -225,6 +225,24 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
             segment['gateway'] = wanted.split('/')[0] if wanted is not None else gates[0][1]
             segment['router'] = False
         spec['spine'] = spine
+    routers = inventory.natural_sorted(inventory.group(groups, 'calico_spines'))
+    if routers and not spine:
+        raise LabSpecError(f"host '{routers[0]}'", 'is a spine router but lab_spine_segment is not set',
+                           "set lab_spine_segment to the spine's subnet, e.g. 10.255.0.0/24")
+    for router in routers:
+        subject = f"host '{router}'"
+        address = reader.get(router, 'calico_node_ip')
+        if address is None:
+            address = reader.get(router, 'ansible_host')
+        ip = _address(address) if address is not None else None
+        if ip is None or not _inside(ip, spine_net):
+            raise LabSpecError(subject, f'spine router address {address!r} is not an address inside '
+                               f'lab_spine_segment {spine_net}', f'set calico_node_ip to an address inside {spine_net}')
+        netns = reader.get(router, 'ansible_netns')
+        if netns is None:
+            netns_prefix = reader.get(router, 'ansible_netns_prefix')
+            netns = f'{netns_prefix}{router}' if netns_prefix else f'{prefix}-{router}'
+        spine.setdefault('routers', []).append({'name': router, 'netns': str(netns), 'address': str(ip)})
     spec['segments'] = [segments[r] for r in inventory.natural_sorted(segments)]
     spec['hosts'] = out_hosts
     machines = _flag(reader, hosts, 'lab_machines')

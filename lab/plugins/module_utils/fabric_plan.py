@@ -134,6 +134,10 @@ def describe_desired(spec, gc_thresh):
             lines.append(f"route default via {host['gateway']} dev {host['gateway_dev']}")
         lines += [f'route {cidr} via {gw} dev {dev} proto {ROUTE_PROTO}' for cidr, gw, dev in host['routes']]
         out[host['netns']] = lines
+    for spine_router in spec.spine_routers().values():
+        port, netns = spine_router['spine_port'], spine_router['netns']
+        fabric.append(f"veth {port} master {spec.spine['bridge']} peer {netns}/eth1 up")
+        out[netns] = ['lo up', f"veth eth1 peer {spec.fabric}/{port} up", f"address eth1 {spine_router['address']}"]
     if spec.mgmt:
         mgmt = ['lo up']
         for leg in sorted(spec.mgmt.values(), key=lambda leg: leg['port']):
@@ -263,6 +267,8 @@ def plan_present(spec, states, gc_now, state_dir_exists):
         want[host['fabric_port']] = ('veth', host['bridge'], host['netns'], 'eth0')
         if host['spine_address']:
             want[host['spine_port']] = ('veth', spec.spine['bridge'], host['netns'], 'eth1')
+    for router in spec.spine_routers().values():
+        want[router['spine_port']] = ('veth', spec.spine['bridge'], router['netns'], 'eth1')
 
     # pass 1: fabric links to delete (stale, wrong kind, or veths not paired with the right peer)
     doomed = set()        # (netns, ifindex) of links that vanish with the fabric deletions
@@ -377,6 +383,12 @@ def plan_present(spec, states, gc_now, state_dir_exists):
         if gw is not None and not good:
             plan.add(plan.post, ns, f'route add default via {gw} dev {dev}')
             plan.created.append(f'route {ns} default via {gw} dev {dev}')
+
+    # spine routers: lo and eth1 up with the spine address; their routes are FRR's (zebra), never the lab's
+    for router in spec.spine_routers().values():
+        ns = router['netns']
+        _plan_lo(plan, st[ns])
+        _plan_iface(plan, st[ns], 'eth1', [str(router['address'])], (ns, 'eth1') in fresh)
     return plan
 
 

@@ -118,7 +118,26 @@ class Spec:
             gw = ipaddress.IPv4Interface(f'{net.network_address + 1}/{net.prefixlen}')
         # with a spine, the router exists only if some segment is routed by it
         self.router_wanted = len(routed) < len(self.segments)
-        self.spine = {'cidr': net, 'gateway': gw, 'bridge': SPINE_BRIDGE, 'router_port': SPINE_ROUTER_PORT}
+        self.spine = {'cidr': net, 'gateway': gw, 'bridge': SPINE_BRIDGE, 'router_port': SPINE_ROUTER_PORT,
+                      'routers': {}}
+        # spine routers (the inventory's calico_spines): namespaces with one leg (eth1) on the spine only
+        for router in spine.get('routers') or []:
+            name = router['name']
+            if not NAME_RE.match(name):
+                raise LabError(f'spine router {name!r}: name must be letters, digits, ".", "_" or "-"')
+            if name in self.spine['routers']:
+                raise LabError(f'spine router {name!r} is listed twice')
+            addr = self._address(f'spine router {name!r}: address', router['address'], net)
+            if self.router_wanted and addr.ip == gw.ip:
+                raise LabError(f"spine router {name!r}: address {addr.ip} is the spine's gateway (the router's leg)")
+            taken = {r['address'].ip: other for other, r in self.spine['routers'].items()}
+            if addr.ip in taken:
+                raise LabError(f'spine routers {taken[addr.ip]!r} and {name!r} share the address {addr.ip}')
+            netns = router.get('netns') or f'{self.prefix}-{name}'
+            if not NETNS_RE.match(netns) or not netns.startswith(self.prefix + '-'):
+                raise LabError(f"spine router {name!r}: netns {netns!r} must be a valid name starting with "
+                               f"'{self.prefix}-'")
+            self.spine['routers'][name] = {'netns': netns, 'address': addr, 'spine_port': ifname(KIND_SPINE, name)}
 
     @staticmethod
     def _address(what, text, net):
@@ -137,6 +156,9 @@ class Spec:
 
     def _hosts(self, hosts):
         addresses, spine_addresses, netnses = {}, {}, {}
+        for name, router in (self.spine or {}).get('routers', {}).items():
+            spine_addresses[router['address'].ip] = name
+            netnses[router['netns']] = name
         for host in hosts:
             name = host['name']
             if not NAME_RE.match(name):
@@ -240,6 +262,7 @@ class Spec:
         for kind, names, keys in (('segment', self.segments, ('bridge', 'router_port')),
                                   ('spine', spine, ('bridge', 'router_port')),
                                   ('host', self.hosts, ('fabric_port', 'spine_port')),
+                                  ('spine router', self.spine_routers(), ('spine_port',)),
                                   ('mgmt leg', self.mgmt or {}, ('port',))):
             for name, data in names.items():
                 for key in keys:
@@ -251,9 +274,13 @@ class Spec:
                                        f'interface name {port!r}; rename one of them')
                     seen[port] = (kind, name)
 
+    def spine_routers(self):
+        return self.spine['routers'] if self.spine else {}
+
     def namespaces(self):
         return ([self.fabric] + ([self.router] if self.router_wanted else [])
-                + ([self.mgmt_netns] if self.mgmt else []) + [h['netns'] for h in self.hosts.values()])
+                + ([self.mgmt_netns] if self.mgmt else []) + [h['netns'] for h in self.hosts.values()]
+                + [r['netns'] for r in self.spine_routers().values()])
 
     def mgmt_result(self):
         if not self.mgmt:
@@ -282,4 +309,7 @@ class Spec:
             spine = {'cidr': str(self.spine['cidr']), 'gateway': str(self.spine['gateway']) if self.router_wanted
                      else None, 'bridge': self.spine['bridge'],
                      'router_port': self.spine['router_port'] if self.router_wanted else None}
+            if self.spine['routers']:
+                spine['routers'] = {name: {'netns': r['netns'], 'address': str(r['address']),
+                                           'spine_port': r['spine_port']} for name, r in self.spine['routers'].items()}
         return segments, hosts, spine

@@ -111,6 +111,25 @@ options:
           - Address of the router's leg on the spine (when there is a router); the reflectors' default gateway.
             Defaults to the first usable address.
         type: str
+      routers:
+        description:
+          - Spine routers (the inventory's C(calico_spines)), each a namespace with one leg, C(eth1), on the spine
+            bridge and its address there. Their routes are their own BGP daemon's (FRR), never the lab's.
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          name:
+            description: Inventory hostname.
+            type: str
+            required: true
+          address:
+            description: Address on the spine, inside O(spine.cidr).
+            type: str
+            required: true
+          netns:
+            description: Namespace name (must start with O(prefix) and C(-)); default C(<prefix>-<name>).
+            type: str
   hosts:
     description:
       - The lab's hosts. Each becomes a namespace plugged into its segment's bridge.
@@ -371,6 +390,11 @@ def main():
             spine=dict(type='dict', options=dict(
                 cidr=dict(type='str', required=True),
                 gateway=dict(type='str'),
+                routers=dict(type='list', elements='dict', default=[], options=dict(
+                    name=dict(type='str', required=True),
+                    address=dict(type='str', required=True),
+                    netns=dict(type='str'),
+                )),
             )),
             hosts=dict(type='list', elements='dict', default=[], options=dict(
                 name=dict(type='str', required=True),

@@ -262,6 +262,57 @@ def test_bad_value_is_one_preflight_line(host, var, value, message):
     assert f"host '{'h1' if host == '*' else host}'" in text or 'rack' in text, text
 
 
+def fleet_with_spines():
+    """fleet() with two spine routers (calico_spines)."""
+    hostvars, groups = fleet()
+    common = {'calico_pool': '172.17.0.0/16', 'calico_bgp_topology': 'route_reflector', 'calico_node_prefixlen': 24,
+              'calico_spine_as_number': 65100}
+    for name in hostvars:
+        hostvars[name]['calico_spine_as_number'] = 65100
+    hostvars['sp1'] = dict(common, calico_node_ip='10.255.0.1')
+    hostvars['sp2'] = dict(common, calico_node_ip='10.255.0.2')
+    groups['calico_spines'] = ['sp1', 'sp2']
+    return hostvars, groups
+
+
+# the L3 spine's variables, on a spine ('*': every host of the fleet with spines)
+SPINE_VALUES = [
+    ('*', 'calico_spine_as_number', '6510٠', "calico_spine_as_number '6510٠' is not a number"),
+    ('*', 'calico_spine_as_number', 23456, 'calico_spine_as_number 23456 is not a valid AS number'),
+    ('sp1', 'spine_bgp_password', 'pass word', 'spine_bgp_password'),
+    ('sp1', 'spine_bgp_password', 'pass"\nline', 'spine_bgp_password'),
+    ('sp1', 'spine_packages', ['frr; rm -rf /'], 'use Debian package names'),
+    ('sp1', 'spine_service_name', 'frr --now; reboot', 'use a systemd unit name'),
+    ('sp1', 'spine_vtysh_binary', 'vtysh -c "clear bgp *"', 'use a program name'),
+    ('sp1', 'spine_frr_config', '/etc/frr/../shadow', 'use an absolute path'),
+    ('sp1', 'spine_frr_daemons', 'etc/frr/daemons', 'use an absolute path'),
+    ('sp1', 'spine_install_packages', 'maybe', 'use true or false'),
+    ('sp1', 'spine_service_manager', 'watchfrr', 'use one of systemd, pidfile'),
+    ('sp1', 'spine_state_dir', '/run/x y', 'use an absolute path'),
+]
+
+
+@pytest.mark.parametrize('host, var, value, message', SPINE_VALUES,
+                         ids=[f'{v[1]}={v[2]!r}'[:60] for v in SPINE_VALUES])
+def test_bad_spine_value_is_one_preflight_line(host, var, value, message):
+    hostvars, groups = fleet_with_spines()
+    for name in (hostvars if host == '*' else [host]):
+        hostvars[name][var] = value
+    text = refused(hostvars, groups)
+    assert message in text, text
+    assert "host '" in text, text
+
+
+@pytest.mark.parametrize('host, var, value, message', [v for v in SPINE_VALUES if v[1] in ROLE_VARS],
+                         ids=[f'{v[1]}={v[2]!r}'[:60] for v in SPINE_VALUES if v[1] in ROLE_VARS])
+def test_site_first_check_refuses_spine_role_variables_alone(host, var, value, message):
+    hostvars, groups = fleet_with_spines()
+    hostvars[host][var] = value
+    with sealed(), pytest.raises(FabricError) as err:
+        fabric_inputs(hostvars, groups, racks=RACKS)
+    assert message in str(err.value) and f"host '{host}'" in str(err.value), str(err.value)
+
+
 # (workload entry, what the one line must say)
 WORKLOADS = [
     ({'name': 'web\n'}, "workload name 'web\\n' is not allowed"),
@@ -379,6 +430,7 @@ REPO = Path(__file__).resolve().parents[3]
 # variables that no inventory sets, so no inventory value can be hostile
 NOT_FROM_THE_INVENTORY = {
     'calico_node_fabric': 'the plan itself, which the preflight computes',
+    'spine_fabric': 'the plan itself, which the preflight computes',
 }
 # tested with their own filter: the roll-out batches (tests/unit/filter/test_rollout.py)
 ROLLOUT = ('calico_serial', 'calico_rr_serial', 'calico_max_fail_percentage')
@@ -398,7 +450,7 @@ def test_the_inventory_variables_table_is_read():
 
 
 def corpus_variables():
-    covered = {var for _host, var, _value, _message in VALUES}
+    covered = {var for _host, var, _value, _message in VALUES + SPINE_VALUES}
     covered |= {'calico_workloads'} | {'calico_policies', 'calico_cni_networks'}
     rollout_tests = (REPO / 'tests/unit/filter/test_rollout.py').read_text()
     covered |= {var for var in ROLLOUT if var in rollout_tests}

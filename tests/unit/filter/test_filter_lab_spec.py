@@ -300,3 +300,18 @@ def test_bad_machines_spec(overrides, message):
     with pytest.raises(AnsibleFilterError) as err:
         lab_spec(*_machine_fleet(**overrides), racks=['rack1', 'rack2'])
     assert message in str(err.value)
+
+
+def test_spine_routers_from_calico_spines():
+    hostvars, groups = _racks_fleet()
+    hostvars['sp1'] = dict(LAB, **SPINE, calico_node_ip='10.255.0.2', ansible_netns_prefix='nf-')
+    hostvars['sp2'] = dict(LAB, **SPINE, ansible_host='10.255.0.3')
+    groups['calico_spines'] = ['sp2', 'sp1']
+    spec = lab_spec(hostvars, groups, racks=RACKS)
+    assert spec['spine']['routers'] == [{'name': 'sp1', 'netns': 'nf-sp1', 'address': '10.255.0.2'},
+                                        {'name': 'sp2', 'netns': 'nf-sp2', 'address': '10.255.0.3'}]
+    assert 'sp1' not in {h['name'] for h in spec['hosts']}
+    hostvars['sp2']['ansible_host'] = '10.254.0.3'
+    with pytest.raises(AnsibleFilterError, match="host 'sp2': spine router address '10.254.0.3' is not an address "
+                                                 "inside lab_spine_segment 10.255.0.0/24"):
+        lab_spec(hostvars, groups, racks=RACKS)

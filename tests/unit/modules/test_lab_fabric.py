@@ -271,3 +271,41 @@ def test_privileges_root_without_cap_sys_admin(tmp_path):
     with pytest.raises(fabric_spec.LabError) as err:
         fabric_apply.check_privileges(euid=0, status_path=_status(tmp_path, no_sys_admin))
     assert '(this root process lacks CAP_SYS_ADMIN) — run it as root with full capabilities' in str(err.value)
+
+
+# ------------------------------------------------------------------------------ spine routers (calico_spines)
+
+def spine_routers_params(*routers):
+    p = racks_params()
+    p['spine']['routers'] = [{'name': n, 'address': a, 'netns': None} for n, a in routers]
+    return p
+
+
+def test_spine_routers_are_namespaces_on_the_spine_only():
+    spec = fabric_spec.Spec(spine_routers_params(('sp1', '10.255.0.2'), ('sp2', '10.255.0.3')), 'present')
+    assert spec.namespaces()[-2:] == ['nf-sp1', 'nf-sp2']
+    assert spec.result()[2]['routers'] == {
+        'sp1': {'netns': 'nf-sp1', 'address': '10.255.0.2/24', 'spine_port': 's-sp1'},
+        'sp2': {'netns': 'nf-sp2', 'address': '10.255.0.3/24', 'spine_port': 's-sp2'}}
+    plan = fabric_plan.plan_present(spec, _kernel_blank(spec), [1, 2, 3], False)
+    assert 'link add s-sp1 type veth peer name eth1 netns nf-sp1' in plan.fabric
+    # lo and eth1 up with the spine address, and no route of the lab's: the spine's routes are FRR's
+    assert plan.post['nf-sp1'] == ['link set lo up', 'link set eth1 up', 'address add 10.255.0.2/24 brd + dev eth1']
+    desired = fabric_plan.describe_desired(spec, [1, 2, 3])
+    assert desired['nf-sp2'] == ['lo up', 'veth eth1 peer nf-fabric/s-sp2 up', 'address eth1 10.255.0.3/24']
+    assert 'veth s-sp2 master spine peer nf-sp2/eth1 up' in desired['nf-fabric']
+
+
+@pytest.mark.parametrize('routers, message', [
+    ((('sp1', '10.254.0.2'),), "spine router 'sp1': address 10.254.0.2 is outside its segment 10.255.0.0/24"),
+    ((('sp1', '10.255.0.1'),), "spine router 'sp1': address 10.255.0.1 is the spine's gateway"),
+    ((('sp1', '10.255.0.11'),), "hosts 'sp1' and 'rr1a' share the spine address 10.255.0.11"),
+    ((('sp1', '10.255.0.2'), ('sp2', '10.255.0.2')), "spine routers 'sp1' and 'sp2' share the address 10.255.0.2"),
+    ((('sp1', '10.255.0.2'), ('sp1', '10.255.0.3')), "spine router 'sp1' is listed twice"),
+    ((('sp 1', '10.255.0.2'),), "spine router 'sp 1': name must be"),
+    ((('rr1a', '10.255.0.2'),), "hosts 'rr1a' and 'rr1a' share the netns 'nf-rr1a'"),
+])
+def test_bad_spine_routers(routers, message):
+    with pytest.raises(fabric_spec.LabError) as err:
+        fabric_spec.Spec(spine_routers_params(*routers), 'present')
+    assert message in str(err.value)

@@ -34,6 +34,14 @@ VARIANTS = {
         {'ip': '192.168.101.254', 'as_number': 65100, 'name': 'dc-router', 'password': "r0uter p@ss'{}#;",
          'bfd': True, 'import_default': True, 'import_prefixes': ['198.51.100.0/24'], 'multihop': True},
         {'ip': '10.99.0.1', 'as_number': 65101, 'multihop': 4}]}),
+    # moving to the spine: a reflector's old eBGP sessions kept as they ran (spine address, direct or multihop)
+    'lab-spine+lingering': ('lab-spine', {'_calico_node_bgp_lingering': [
+        {'name': 'Global_10_255_0_11', 'description': 'rr1a', 'ip': '10.255.0.11', 'as_number': 65001,
+         'local_as': 65002, 'passive': True, 'connect_delay_offset': 0, 'local_ip': '10.255.0.21', 'type': 'ebgp',
+         'direct': True},
+        {'name': 'Global_10_254_0_31', 'description': 'rr3', 'ip': '10.254.0.31', 'as_number': 65003,
+         'local_as': 65002, 'passive': False, 'connect_delay_offset': 0, 'local_ip': '10.255.0.21', 'type': 'ebgp',
+         'direct': False}]}),
 }
 
 
@@ -84,6 +92,9 @@ def test_every_host_config_passes_bird_p(rendered, variant):
             assert len(accepted) == 2 and all(line.count('/28') == 3 for line in accepted), accepted
     if variant == 'example':  # a rack whose ToR is a router of the data centre, directly connected (GTSM)
         assert 'protocol bgp External_10_10_2_1 from calico_external' in text and 'ttl security on;' in text
+    if VARIANTS[variant][1].get('_calico_node_bgp_lingering'):
+        assert 'protocol bgp Global_10_254_0_31 from calico_peer {' in text and 'local 10.255.0.21 as 65002;' in text
+        assert 'multihop;\n  ipv4 {\n    gateway recursive;' in text and 'passive on;\n  ttl security on;' in text
     if VARIANTS[variant][1].get('calico_bgp_password'):
         assert 'password CALICO_BGP_PASSWORD;' in text and list((base / variant).glob('*.secrets'))
     if VARIANTS[variant][1].get('calico_bgp_peers'):

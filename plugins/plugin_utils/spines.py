@@ -1,0 +1,225 @@
+# -*- coding: utf-8 -*-
+# Copyright: netfleet.calico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The L3 spine of the route_reflector topology: routers of group ``calico_spines`` (FRR, role ``spine``), one AS
+for all of them (``calico_spine_as_number``). With spines, every rack's reflectors peer by eBGP with every spine
+instead of with other racks' reflectors.
+
+Two steps, both called by ``fabric.build_fabric``: :func:`check_spines` (preflight: identity, addresses, AS,
+password, before any peer is planned) and :func:`plan_spines` (per spine: neighbors, what each may announce and
+what the spine sends back)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import announced, session_timing
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
+    address_or_none,
+    as_int,
+    is_unset,
+    network_or_none,
+    parse_as_number,
+    parse_bool,
+    same_subnet,
+)
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import fleet_setting, natural_sorted
+
+GROUP_SPINES = 'calico_spines'
+PREFIX_LIST_OUT = 'calico-out'
+
+
+def prefix_list_in(rack):
+    """Name of the FRR prefix list of what a rack's reflectors may announce to a spine."""
+    return f'calico-in-{rack}'
+
+
+def _password(reader, name, var):
+    """The BGP password a host uses (its ``var``, else the fleet's ``calico_bgp_password``), '' for none."""
+    for key in (var, 'calico_bgp_password'):
+        value = reader.get(name, key)
+        if not is_unset(value):
+            return str(value)
+    return ''
+
+
+def _prefixlen(reader, name):
+    subject = host_subject(name)
+    raw = reader.get(name, 'calico_node_prefixlen')
+    if not is_unset(raw):
+        length = as_int(raw)
+        if length is None or not 0 <= length <= 32:
+            raise FabricError(subject, f'calico_node_prefixlen {raw!r} is not a prefix length 0-32',
+                              "set it to the prefix length of the spine's subnet, or drop it")
+        return length
+    segment = reader.get(name, 'lab_spine_segment')
+    if is_unset(segment):
+        return None
+    net = network_or_none(segment if isinstance(segment, str) else None)
+    if net is None:
+        raise FabricError(subject, f'lab_spine_segment {segment!r} is not a valid IPv4 CIDR',
+                          "set lab_spine_segment to the spine's subnet, e.g. 10.255.0.0/24")
+    return net.prefixlen
+
+
+def check_spine_group(spines, hosts):
+    """A spine is a router of its own, never a Calico host or reflector (preflight step 1, after the names)."""
+    for name in spines:
+        if name in hosts:
+            raise FabricError(host_subject(name), 'is in calico_spines and is a Calico host or reflector too',
+                              'a spine is a router of its own: take it out of calico_nodes/calico_route_reflectors')
+
+
+def check_spines(reader, spines, hosts, topology, rack_as, node_ip, spine_ip, router_id):
+    """Preflight of the spines (after the hosts' addresses and the racks' AS numbers).
+
+    ``spines``: the members of ``calico_spines``; ``hosts``: the fleet's BGP speakers; ``rack_as``: rack -> AS;
+    ``node_ip``/``spine_ip``/``router_id``: per host. Returns ``None`` without spines, else
+    ``{'as_number': n, 'routers': {spine: {ip, prefixlen, router_id, password}}}`` (password a bool)."""
+    if not spines:
+        return None
+    first = spines[0]
+    if topology != 'route_reflector':
+        raise FabricError(host_subject(first), f'calico_spines has hosts but calico_bgp_topology is {topology}',
+                          'set calico_bgp_topology: route_reflector (spines join racks), or empty calico_spines')
+    value, source = fleet_setting(reader, spines, 'calico_spine_as_number', None)
+    if source is None:
+        raise FabricError(host_subject(first), 'calico_spine_as_number is not set',
+                          'set calico_spine_as_number (one AS for every spine) in group_vars/all or calico_spines')
+    as_number = parse_as_number(value, host_subject(source), 'calico_spine_as_number')
+    for rack in natural_sorted(rack_as):
+        if rack_as[rack] == as_number:
+            raise FabricError(host_subject(source), f"calico_spine_as_number {as_number} is also the AS of rack "
+                                                    f"'{rack}'", 'give the spines an AS of their own')
+    owner = {}
+    for name in hosts:
+        owner[str(node_ip[name])] = (name, 'node IP')
+        if spine_ip[name] is not None:
+            owner.setdefault(str(spine_ip[name]), (name, 'spine IP'))
+    rids = {str(router_id[name]): name for name in hosts}
+    routers = {}
+    for name in spines:
+        subject = host_subject(name)
+        raw, var = reader.get(name, 'calico_node_ip'), 'calico_node_ip'
+        if is_unset(raw):
+            raw, var = reader.get(name, 'ansible_host'), 'ansible_host'
+        if is_unset(raw):
+            raise FabricError(subject, 'spine has no address', "set calico_node_ip (or ansible_host) to the spine's "
+                                                               'address on the spine segment')
+        addr = address_or_none(raw if isinstance(raw, str) else None)
+        if addr is None or int(addr) == 0:
+            raise FabricError(subject, f'{var} {raw!r} is not an IPv4 address',
+                              "set calico_node_ip to the spine's IPv4 address on the spine segment")
+        if str(addr) in owner:
+            other, kind = owner[str(addr)]
+            raise FabricError(subject, f"address {addr} is also the {kind} of host '{other}'",
+                              'give each spine an address no other host uses')
+        owner[str(addr)] = (name, 'spine address')
+        raw = reader.get(name, 'calico_router_id')
+        rid = addr
+        if not is_unset(raw):
+            rid = address_or_none(raw if isinstance(raw, str) else None)
+            if rid is None or int(rid) == 0:
+                raise FabricError(subject, f'calico_router_id {raw!r} is not an IPv4 address',
+                                  'set calico_router_id to a dotted quad, or drop it (defaults to the address)')
+        if str(rid) in rids:
+            raise FabricError(subject, f"router id {rid} is also used by host '{rids[str(rid)]}'",
+                              'set a unique calico_router_id (it defaults to the address)')
+        rids[str(rid)] = name
+        password = _password(reader, name, 'spine_bgp_password')
+        if password and any(c.isspace() for c in password):
+            raise FabricError(subject, 'the BGP password has a space (FRR takes one word)',
+                              'use a calico_bgp_password without spaces')
+        routers[name] = {'ip': str(addr), 'prefixlen': _prefixlen(reader, name), 'router_id': str(rid),
+                         'password': password}
+    return {'as_number': as_number, 'routers': routers}
+
+
+def check_passwords(reader, spines, reflectors):
+    """Both ends of a spine session need one password: each reflector's and each spine's must agree."""
+    if not spines:
+        return
+    for spine, router in spines['routers'].items():
+        for name in reflectors:
+            if _password(reader, name, 'calico_node_bgp_password') != router['password']:
+                raise FabricError(host_subject(name), f"its BGP password is not spine '{spine}''s",
+                                  'set calico_bgp_password once in group_vars/all (spines and reflectors share it)')
+
+
+def spine_speakers(spines):
+    """The spines as ``peers.compute_peers`` takes them: ``{name: {ip, prefixlen, as_number}}``."""
+    if not spines:
+        return {}
+    return {name: {'ip': r['ip'], 'prefixlen': r['prefixlen'], 'as_number': spines['as_number']}
+            for name, r in spines['routers'].items()}
+
+
+def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floating_ips, bfd):
+    """Per spine: what role ``spine`` writes into frr.conf, ``{}`` without spines.
+
+    ``{router_id, as_number, ip, prefixlen, maximum_paths, bfd, password, prefix_lists, neighbors}``:
+    ``prefix_lists`` maps a name to its entries ``{seq, action, prefix, ge?, le?}``: per rack what its
+    reflectors announce (its blocks and floating IPs, exact prefixes), and ``calico-out``, what the spine sends
+    (any block of the pool at block length, and the fleet's floating IPs). ``neighbors``: every reflector of every
+    rack at its spine address ``{name, ip, local_ip, as_number, rack, direct, ttl_security, bfd, password,
+    passive, prefix_list_in, prefix_list_out}``. ``maximum_paths``: ECMP over a rack's reflectors."""
+    if not spines:
+        return {}
+    net = ipaddress.ip_network(pool)
+    out_list = [{'action': 'permit', 'prefix': str(net), 'ge': block_prefix, 'le': block_prefix}]
+    out_list += [{'action': 'permit', 'prefix': p} for p in floating_ips]
+    lists = {PREFIX_LIST_OUT: out_list}
+    for rack, info in plan_racks.items():
+        own = []
+        for name in info['hosts']:
+            own += announced(plan_hosts[name])
+        lists[prefix_list_in(rack)] = [{'action': 'permit', 'prefix': p} for p in _sorted(own)]
+    for name, entries in lists.items():
+        entries.append({'action': 'deny', 'prefix': '0.0.0.0/0', 'le': 32})  # nothing else, even when empty
+        lists[name] = [dict(e, seq=5 * (i + 1)) for i, e in enumerate(entries)]
+    widest = max([len(info['reflectors']) for info in plan_racks.values()] + [1])
+    out = {}
+    for spine in natural_sorted(spines['routers']):
+        router = spines['routers'][spine]
+        neighbors = []
+        for rack, info in plan_racks.items():
+            for name in info['reflectors']:
+                host = plan_hosts[name]
+                direct = same_subnet(router['ip'], router['prefixlen'], host['spine_ip'], host['spine_prefixlen'])
+                # GTSM as the reflector's BIRD renders it (calico_node_bgp_ttl_security, default on)
+                raw = reader.get(name, 'calico_node_bgp_ttl_security')
+                gtsm = is_unset(raw) or parse_bool(raw, host_subject(name), 'calico_node_bgp_ttl_security')
+                neighbors.append({
+                    'name': name,
+                    'ip': host['spine_ip'],
+                    'local_ip': router['ip'],
+                    'as_number': info['as_number'],
+                    'rack': rack,
+                    'direct': direct,
+                    'ttl_security': gtsm and direct is not False,
+                    'bfd': bool(bfd),
+                    'password': bool(router['password']),
+                    'passive': session_timing(router['ip'], host['spine_ip'], spread=False)[0],
+                    'prefix_list_in': prefix_list_in(rack),
+                    'prefix_list_out': PREFIX_LIST_OUT,
+                })
+        out[spine] = {
+            'router_id': router['router_id'],
+            'as_number': spines['as_number'],
+            'ip': router['ip'],
+            'prefixlen': router['prefixlen'],
+            'maximum_paths': widest,
+            'bfd': bfd,
+            'password': bool(router['password']),
+            'prefix_lists': lists,
+            'neighbors': neighbors,
+        }
+    return out
+
+
+def _sorted(prefixes):
+    def key(prefix):
+        net = ipaddress.ip_network(prefix)
+        return int(net.network_address), net.prefixlen
+    return sorted(set(prefixes), key=key)
