@@ -162,16 +162,16 @@ def plan_external_peers(reader, hosts, plan_hosts, pool_net, floating_ips, fleet
                 raise FabricError(subject, f'{where} ip is inside calico_pool {pool}',
                                   "set ip to the router's address on the fabric, outside the pool")
             if f"{peer['ip']}/32" in floating:
-                raise FabricError(subject, f'{where} ip is a floating IP of a workload', "set ip to the router's "
-                                                                                        'own address')
+                raise FabricError(subject, f'{where} ip is a floating IP of a workload',
+                                  "set ip to the router's own address")
             reason = special_address(peer['ip'], plan_hosts)
             for other, entry in plan_hosts.items():
                 for key, what in (('node_ip', 'node IP'), ('spine_ip', 'spine address')):
                     if entry.get(key) == peer['ip']:
                         reason = f"the {what} of host '{other}'"
             if reason:
-                raise FabricError(subject, f'{where} ip is {reason}', "set ip to the router's own address (a host "
-                                                                     'of the fleet peers with it already)')
+                raise FabricError(subject, f'{where} ip is {reason}',
+                                  "set ip to the router's own address (a host of the fleet peers with it already)")
             for prefix in peer['import_prefixes']:
                 net = ipaddress.ip_network(prefix)
                 if net.subnet_of(pool):
