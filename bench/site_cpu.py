@@ -198,7 +198,7 @@ def table(results):
 
 def report(info, results, args, baseline_sha):
     lines = [SECTION, '',
-             benchdoc.machine_line('site_cpu.py %s' % ' '.join(args.argv), info) + ' %s; baseline `%s` (%s).' % (
+             benchdoc.machine_line(' '.join(['site_cpu.py', *args.argv]), info) + ' %s; baseline `%s` (%s).' % (
                  info['ansible'], args.baseline, baseline_sha[:12]), '',
              'Full-mesh lab, one workload per host, a fresh lab per checkout; CPU seconds of the whole '
              'ansible-playbook process tree, split as the docstring of bench/site_cpu.py says (module start-up = '
