@@ -62,7 +62,9 @@ import benchdoc  # noqa: E402 (bench/ is on sys.path when a bench runs)
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / 'docs' / 'benchmarks.md'
 SECTION = '## bench/convergence'
-PLAYBOOK = REPO / '.venv' / 'bin' / 'ansible-playbook'
+# the venv's (the repository's .venv, else the one running this script: a worktree has none)
+BIN = REPO / '.venv' / 'bin' if (REPO / '.venv' / 'bin').is_dir() else Path(sys.executable).parent
+PLAYBOOK = BIN / 'ansible-playbook'
 LAB_GROUP_VARS = REPO / 'inventories' / 'lab' / 'group_vars'
 CALLBACKS = REPO / 'bench' / 'callback_plugins'
 
@@ -193,19 +195,20 @@ def write_inventory(directory, data):
 CPU_USED = {}   # tag -> CPU seconds (user + system) of the playbook and everything it ran
 
 
-def playbook(name, inventory, prefix, logdir, tag, forks=None):
-    """Run a playbook; returns (wall seconds, PLAY RECAP totals, timing record of bench_timing)."""
+def playbook(name, inventory, prefix, logdir, tag, forks=None, repo=REPO, extra=()):
+    """Run a playbook of checkout ``repo`` (its ansible.cfg, so its collections) with ``extra`` arguments;
+    returns (wall seconds, PLAY RECAP totals, timing record of bench_timing)."""
     timing = logdir / ('%s.timing.json' % tag)
     env = dict(os.environ, NETFLEET_LAB_PREFIX=prefix, ANSIBLE_CALLBACK_PLUGINS=str(CALLBACKS),
                ANSIBLE_CALLBACKS_ENABLED='bench_timing', BENCH_TIMING_FILE=str(timing),
-               ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0')
+               ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', ANSIBLE_CONFIG=str(repo / 'ansible.cfg'))
     if forks:
         env['ANSIBLE_FORKS'] = str(forks)
     out = logdir / ('%s.log' % tag)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(out, 'w') as handle:
-        rc = subprocess.run([str(PLAYBOOK), '-i', str(inventory), name], cwd=REPO, env=env, check=False,
+        rc = subprocess.run([str(PLAYBOOK), '-i', str(inventory), *extra, name], cwd=repo, env=env, check=False,
                             stdout=handle, stderr=subprocess.STDOUT).returncode
     secs = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -758,7 +761,7 @@ def recap(totals):
 def machine():
     cpu = benchdoc.cpu_model()
     bird = sh(['bird', '--version']).stderr.strip() or sh(['bird', '--version']).stdout.strip()
-    ansible = sh([str(REPO / '.venv' / 'bin' / 'ansible-playbook'), '--version']).stdout.splitlines()[0]
+    ansible = sh([str(PLAYBOOK), '--version']).stdout.splitlines()[0]
     return {'nproc': os.cpu_count(), 'kernel': platform.release(), 'cpu': cpu, 'bird': bird,
             'ansible': ansible.replace('ansible-playbook ', 'ansible-core ').strip(),
             'python': platform.python_version(),

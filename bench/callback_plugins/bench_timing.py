@@ -8,8 +8,9 @@ profile_tasks callback, and ansible.posix is not installed. Enabled only by the 
     ANSIBLE_CALLBACK_PLUGINS=bench/callback_plugins ANSIBLE_CALLBACKS_ENABLED=bench_timing \
     BENCH_TIMING_FILE=/tmp/x.json ansible-playbook ...
 
-writes ``{"tasks": [{play, task, action, start, end, hosts: {host: [start, end, status]}}], "end"}``
-(times: seconds since the epoch, wall clock).
+writes ``{"tasks": [{play, task, action, start, end, hosts: {host: [start, end, status]}}], "end", "cpu"}``
+(times: seconds since the epoch, wall clock; cpu: CPU seconds of the ansible-playbook process itself,
+``self``, and of its reaped children, ``children``: the per-task worker forks and what they ran).
 """
 
 from __future__ import annotations
@@ -96,4 +97,7 @@ class CallbackModule(CallbackBase):
         if not path:
             return
         with open(path, 'w') as handle:
-            json.dump({'start': self._start, 'end': time.time(), 'tasks': self._tasks}, handle)
+            cpu = os.times()
+            json.dump({'start': self._start, 'end': time.time(), 'tasks': self._tasks,
+                       'cpu': {'self': cpu.user + cpu.system, 'children': cpu.children_user + cpu.children_system}},
+                      handle)

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils import blocks, inputs
-from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred, inputs
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError
 
 
@@ -28,12 +27,13 @@ def _allocate(hosts, pool, block_prefix):
             raise FabricError('input', f'host list item {pos} has no name',
                               'give every item a name: {name, block?, current?}')
         entries.append({'name': str(item['name']), 'block': item.get('block'), 'current': item.get('current')})
-    return {name: block for name, (block, _source) in blocks.allocate_blocks(pool_net, prefix, entries).items()}
+    allocated = deferred.load('blocks').allocate_blocks(pool_net, prefix, entries)
+    return {name: block for name, (block, _source) in allocated.items()}
 
 
-def block_allocate(hosts, pool, block_prefix=_fabric.DEFAULT_BLOCK_PREFIX):
+def block_allocate(hosts, pool, block_prefix=inputs.DEFAULT_BLOCK_PREFIX):
     """Return ``{host: block}`` for a list of hosts (pinned > current > lowest free, in list order)."""
-    return _fabric.run_filter('block_allocate', _allocate, hosts, pool, block_prefix)
+    return deferred.load('fabric').run_filter('block_allocate', _allocate, hosts, pool, block_prefix)
 
 
 class FilterModule:

@@ -5,15 +5,15 @@
 
 from __future__ import annotations
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred, inputs
 
 
-def fabric(hostvars, groups, racks=None, pool=None, block_prefix=_fabric.DEFAULT_BLOCK_PREFIX,
-           topology=_fabric.DEFAULT_TOPOLOGY, ipip_mode=_fabric.DEFAULT_IPIP_MODE,
-           as_number=_fabric.DEFAULT_AS_NUMBER):
+def fabric(hostvars, groups, racks=None, pool=None, block_prefix=inputs.DEFAULT_BLOCK_PREFIX,
+           topology=inputs.DEFAULT_TOPOLOGY, ipip_mode=inputs.DEFAULT_IPIP_MODE,
+           as_number=inputs.DEFAULT_AS_NUMBER):
     """``hostvars | netfleet.calico.fabric(groups)``: the plan, or one preflight error line."""
-    return _fabric.build_fabric(hostvars, groups, racks=racks, pool=pool, block_prefix=block_prefix,
-                                topology=topology, ipip_mode=ipip_mode, as_number=as_number)
+    return deferred.load('fabric').build_fabric(hostvars, groups, racks=racks, pool=pool, block_prefix=block_prefix,
+                                              topology=topology, ipip_mode=ipip_mode, as_number=as_number)
 
 
 class FilterModule:

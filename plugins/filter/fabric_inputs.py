@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
+from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred
 
 
 def fabric_inputs(hostvars, groups, racks=None):
     """``hostvars | netfleet.calico.fabric_inputs(groups)``: ``{hosts, racks}`` checked, or one preflight line."""
-    return _fabric.check_inputs(hostvars, groups, racks=racks)
+    return deferred.load('fabric').check_inputs(hostvars, groups, racks=racks)
 
 
 class FilterModule:

@@ -8,19 +8,18 @@ Docs: fabric_topology.yml; the logic is plugin_utils.fabric_status (analysis) an
 
 from __future__ import annotations
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils.fabric_status import analyse, collect_statuses
-from ansible_collections.netfleet.calico.plugins.plugin_utils.topology import render_dot
+from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred
 
 
 def build_topology(statuses, plan=None, title="netfleet.calico fabric"):
-    analysis = analyse(statuses, plan)
+    analysis = deferred.load('fabric_status').analyse(statuses, plan)
     keep = ("hosts", "racks", "sessions", "problems", "problem_hosts", "converged", "summary", "sessions_total",
             "sessions_established", "topology")
-    return dict({k: analysis[k] for k in keep}, dot=render_dot(analysis, title), title=title)
+    return dict({k: analysis[k] for k in keep}, dot=deferred.load('topology').render_dot(analysis, title), title=title)
 
 
 def fabric_topology(hostvars, hosts, plan=None, var="calico_node_status", title="netfleet.calico fabric"):
-    return build_topology(collect_statuses(hostvars, hosts, var), plan, title)
+    return build_topology(deferred.load('fabric_status').collect_statuses(hostvars, hosts, var), plan, title)
 
 
 class FilterModule:

@@ -10,8 +10,8 @@ the per-host session tables of ``calicoctl node status`` as ``detail``.
 
 from __future__ import annotations
 
+from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import KINDS
-from ansible_collections.netfleet.calico.plugins.plugin_utils.fabric_status import analyse, brief_list, collect_statuses
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import natural_key
 
 
@@ -69,6 +69,7 @@ def _detail(statuses, analysis):
 
 def _compact(analysis):
     """One line per rack, then one line per host with a problem, then the summary."""
+    brief_list = deferred.load('fabric_status').brief_list
     rows = []
     for r in analysis["racks"].values():
         rows.append([r["name"], r["as_number"] if r["as_number"] is not None else "-", len(r["hosts"]),
@@ -131,7 +132,7 @@ def _compact(analysis):
 
 def build_report(statuses, plan=None):
     """statuses: {host: calico_bgp_status result}; plan: the fabric plan (optional). See status_report.yml."""
-    analysis = analyse(statuses, plan)
+    analysis = deferred.load('fabric_status').analyse(statuses, plan)
     return {
         "text": _compact(analysis),
         "detail": _detail(statuses, analysis),
@@ -147,7 +148,7 @@ def build_report(statuses, plan=None):
 
 
 def status_report(hostvars, hosts, var="calico_node_status", plan=None):
-    return build_report(collect_statuses(hostvars, hosts, var), plan)
+    return build_report(deferred.load('fabric_status').collect_statuses(hostvars, hosts, var), plan)
 
 
 class FilterModule:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils.topology import render_html
+from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred
 
 
 def topology_html(topology, svg, generated=None):
     if not isinstance(topology, dict) or "hosts" not in topology or "sessions" not in topology:
         raise AnsibleFilterError("netfleet.calico.topology_html: expects the result of netfleet.calico.fabric_topology")
-    return render_html(topology, svg, title=topology.get("title") or "netfleet.calico fabric", generated=generated)
+    return deferred.load('topology').render_html(topology, svg, title=topology.get("title") or "netfleet.calico fabric",
+                                                 generated=generated)
 
 
 class FilterModule:

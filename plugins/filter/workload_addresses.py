@@ -5,10 +5,8 @@
 
 from __future__ import annotations
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils import fabric as _fabric
-from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
+from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred, inputs
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
-from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import assign_workload_ips
 
 
 def _assign(workloads, block, current, host):
@@ -19,12 +17,12 @@ def _assign(workloads, block, current, host):
     if net.prefixlen > inputs.MAX_BLOCK_PREFIX:
         raise FabricError(subject, f'block {net} has no room for workloads',
                           f'use a block of /{inputs.MAX_BLOCK_PREFIX} or bigger')
-    return assign_workload_ips(net, workloads, current, subject=subject)
+    return deferred.load('workloads').assign_workload_ips(net, workloads, current, subject=subject)
 
 
 def workload_addresses(workloads, block, current=None, host=None):
     """Return the workload list with ``ip`` filled: explicit > current > next free from network + 2."""
-    return _fabric.run_filter('workload_addresses', _assign, workloads, block, current, host)
+    return deferred.load('fabric').run_filter('workload_addresses', _assign, workloads, block, current, host)
 
 
 class FilterModule:

@@ -110,10 +110,11 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import (
     workload_namespaces,
 )
 
-DEFAULT_BLOCK_PREFIX = 26  # Calico's default block size; the article (and the lab) use 24
-DEFAULT_TOPOLOGY = 'full_mesh'
-DEFAULT_IPIP_MODE = 'never'
-DEFAULT_AS_NUMBER = 64512
+# the filters' defaults (in inputs, which the filter files import without the planner)
+DEFAULT_BLOCK_PREFIX = inputs.DEFAULT_BLOCK_PREFIX
+DEFAULT_TOPOLOGY = inputs.DEFAULT_TOPOLOGY
+DEFAULT_IPIP_MODE = inputs.DEFAULT_IPIP_MODE
+DEFAULT_AS_NUMBER = inputs.DEFAULT_AS_NUMBER
 DEFAULT_MAX_BLOCKS = 1  # a host holds one block unless calico_max_blocks_per_host says more
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 

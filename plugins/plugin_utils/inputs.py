@@ -19,6 +19,11 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.netfleet.calico.plugins.module_utils.iproute import workload_ifname
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError
 
+DEFAULT_BLOCK_PREFIX = 26  # Calico's default block size; the article (and the lab) use 24
+DEFAULT_TOPOLOGY = 'full_mesh'
+DEFAULT_IPIP_MODE = 'never'
+DEFAULT_AS_NUMBER = 64512
+
 try:
     import netaddr
 except ImportError as _exc:  # pragma: no cover - exercised by a monkeypatched test
