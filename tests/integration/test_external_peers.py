@@ -15,16 +15,13 @@ its default route from BGP (BIRD never replaces a route it did not make).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
-import signal
-import tempfile
 import time
 
 import pytest
-from netfleet_lab import REPO, Lab, alive, namespaces, ns_json, sh
+from netfleet_frr import Router, wait_for
+from netfleet_lab import REPO, Lab, sh
 
 pytestmark = pytest.mark.lab
 
@@ -35,7 +32,6 @@ OUTSIDE_IP = "198.51.100.1"
 LOOPBACK_IP = "10.77.0.1"  # host-c's session: multihop, from the router's loopback
 HIJACK = ["172.17.9.2/32", "172.17.200.0/24"]  # inside host-b's block; a free block of the pool
 PASSWORD = "dc-r0uter's!key"  # (FRR takes no spaces in a password)
-FRR = "/usr/lib/frr"
 
 PEERS_YML = f"""---
 # The data centre's router: every host peers with it and takes its default route and one outside prefix.
@@ -63,61 +59,6 @@ def frr_config(lab, hostname):
             f" address-family ipv4 unicast\n{networks}{originate} exit-address-family\n")
 
 
-class Router:
-    """FRR's zebra and bgpd in a namespace on the lab's segment, with their own config, pid files and sockets."""
-
-    def __init__(self, lab):
-        self.lab = lab
-        self.netns = f"{lab.prefix}-dcr"
-        self.port = "dcr0"
-        self.dir = tempfile.mkdtemp(prefix=f"netfleet-{lab.prefix}-frr-")
-        shutil.chown(self.dir, "frr", "frr")
-
-    def start(self):
-        fabric = f"{self.lab.prefix}-fabric"
-        bridges = [link["ifname"] for link in ns_json(fabric, "link", "show", "type", "bridge")]
-        assert len(bridges) == 1, bridges
-        sh(["ip", "netns", "add", self.netns])
-        sh(["ip", "-n", fabric, "link", "add", self.port, "type", "veth", "peer", "name", "eth0", "netns", self.netns])
-        sh(["ip", "-n", fabric, "link", "set", self.port, "master", bridges[0], "up"])
-        for argv in (["link", "set", "lo", "up"], ["addr", "add", f"{OUTSIDE_IP}/24", "dev", "lo"],
-                     ["addr", "add", f"{LOOPBACK_IP}/32", "dev", "lo"],
-                     ["addr", "add", f"{ROUTER_IP}/24", "dev", "eth0"], ["link", "set", "eth0", "up"]):
-            sh(["ip", "-n", self.netns, *argv])
-        conf = os.path.join(self.dir, "frr.conf")
-        with open(conf, "w", encoding="utf-8") as f:
-            f.write(frr_config(self.lab, self.netns))
-        shutil.chown(conf, "frr", "frr")
-        for daemon in ("zebra", "bgpd"):
-            sh(["ip", "netns", "exec", self.netns, f"{FRR}/{daemon}", "-d", "-f", conf, "-i", self.pidfile(daemon),
-                "-z", os.path.join(self.dir, "zserv.api"), "--vty_socket", self.dir, "-P", "0",
-                "--log", f"file:{self.dir}/{daemon}.log"])
-        with open(f"{self.dir}/bgpd.log", encoding="utf-8") as f:
-            log = f.read()
-        assert "No such command" not in log, log  # the configuration was taken whole
-
-    def pidfile(self, daemon):
-        return os.path.join(self.dir, f"{daemon}.pid")
-
-    def vtysh(self, command):
-        out = sh(["ip", "netns", "exec", self.netns, "vtysh", "--vty_socket", self.dir, "-c", command]).stdout
-        return json.loads(out)
-
-    def stop(self):
-        for daemon in ("bgpd", "zebra"):
-            with contextlib.suppress(OSError, ValueError), open(self.pidfile(daemon), encoding="utf-8") as f:
-                pid = int(f.read().strip())
-                os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + 5
-                while alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if alive(pid):
-                    os.kill(pid, signal.SIGKILL)
-        if self.netns in namespaces():
-            sh(["ip", "netns", "del", self.netns], check=False)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     inv = tmp_path_factory.mktemp("inv")
@@ -128,7 +69,8 @@ def lab(tmp_path_factory):
     (inv / "host_vars" / "host-c.yml").write_text(HOST_C_YML)
     lab = Lab(inv, os.environ.get("NETFLEET_LAB_PREFIX", "t") + "xp")
     with lab.running():
-        router = Router(lab)
+        router = Router(lab, "dcr", "host-a", f"{ROUTER_IP}/24", [f"{OUTSIDE_IP}/24", f"{LOOPBACK_IP}/32"],
+                        frr_config(lab, f"{lab.prefix}-dcr"))
         try:
             router.start()
             for host in lab.nodes:  # the default route comes from the router (see the module docstring)
@@ -138,17 +80,6 @@ def lab(tmp_path_factory):
             yield lab
         finally:
             router.stop()
-
-
-def wait_for(what, check, timeout=20):
-    """``check()`` once it is true; after ``timeout`` s a failure saying ``what`` (a callable: read then)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            assert result, what() if callable(what) else what
-            return result
-        time.sleep(0.25)
 
 
 def test_the_fleet_peers_with_a_router_outside_it(lab, report):

@@ -5,6 +5,15 @@ in the spine's state directory), then the reflectors and hosts. Every workload r
 reaches other racks through its reflector, each spine's BGP table holds exactly the fleet's blocks (ECMP over
 rack1's two reflectors), a second run changes nothing, and lab_down stops every FRR daemon by its pid file.
 A running fleet of racks moves to the spine without an outage (make-before-break on the reflectors).
+
+One router outside the fleet (FRR's zebra and bgpd started by hand, netfleet_frr.Router) sits on rack3's segment
+and peers with rack3's reflector and host through calico_bgp_peers in rack3's group_vars. Rack3's segment rather
+than the spine segment: the spines' FRR config is the collection's, and on a rack segment both a reflector and a
+plain host peer with the router. It announces a default route and an outside prefix (a workload reaches the
+router's lo address) and, from the wrong place, rack3's own block and rack2's block: rack3's hosts keep them
+filtered (calico_bgp_peers imports only what the inventory allows), neither is installed from it, and cross-rack
+routes still go via the reflector (the spine path). A spine announcing rack3's block by hand is refused by rack3.
+A host's cross-rack routes (one per block) are counted and reported.
 """
 
 from __future__ import annotations
@@ -16,17 +25,44 @@ import time
 
 import pytest
 import yaml
+from netfleet_frr import Router, wait_for
 from netfleet_lab import REPO, ContinuousPing, Lab, alive, namespaces, ns_json, sh
 
 pytestmark = pytest.mark.lab
 
 SPINES = ("sp1", "sp2")
 FRR_DAEMONS = ("zebra", "bgpd")
+ROUTER_IP = "192.168.103.250"
+ROUTER_AS = 65000
+OUTSIDE = "198.51.100.0/24"
+OUTSIDE_IP = "198.51.100.1"
+RACK3 = ("rr3", "r3h1")  # the hosts that peer with the router
+
+PEERS_YML = f"""---
+# Rack3's router outside the fleet: its reflector and host take a default route and one outside prefix from it.
+calico_bgp_peers:
+  - ip: {ROUTER_IP}
+    as_number: {ROUTER_AS}
+    name: rack3-router
+    import_default: true
+    import_prefixes: [{OUTSIDE}]
+"""
 
 
-def vtysh(lab, spine, command):
+def router_config(lab, hijack):
+    """Default route and OUTSIDE to rack3's hosts; ``hijack`` (blocks of the fleet) announced from the wrong place."""
+    ips = [lab.node_ip(h) for h in RACK3]
+    neighbors = "".join(f" neighbor {ip} remote-as {lab.hostvars['r3h1']['calico_as_number']}\n" for ip in ips)
+    originate = "".join(f"  neighbor {ip} default-originate\n" for ip in ips)
+    networks = "".join(f"  network {p}\n" for p in [OUTSIDE, *hijack])
+    return (f"hostname {lab.prefix}-r3x\nrouter bgp {ROUTER_AS}\n bgp router-id {OUTSIDE_IP}\n"
+            f" no bgp ebgp-requires-policy\n no bgp network import-check\n{neighbors}"
+            f" address-family ipv4 unicast\n{networks}{originate} exit-address-family\n")
+
+
+def vtysh(lab, spine, *commands):
     return sh(["ip", "netns", "exec", lab.netns(spine), "vtysh", "--vty_socket", lab.state_dir(spine),
-               "-c", command]).stdout
+               *(arg for c in commands for arg in ("-c", c))]).stdout
 
 
 def bgp_table(lab, spine):
@@ -52,16 +88,32 @@ def wait(predicate, timeout, what):
 
 
 @pytest.fixture(scope="module")
-def spine():
+def spine(tmp_path_factory):
+    inv = tmp_path_factory.mktemp("inv")
+    shutil.copy(REPO / "inventories" / "lab-spine" / "hosts.yml", inv / "hosts.yml")
+    shutil.copytree(REPO / "inventories" / "lab-spine" / "group_vars", inv / "group_vars")
+    (inv / "group_vars" / "rack3.yml").write_text(PEERS_YML)
     prefix = os.environ.get("NETFLEET_LAB_PREFIX", "t") + "s"
-    lab = Lab(REPO / "inventories" / "lab-spine", prefix)
+    lab = Lab(inv, prefix)
     pids = []
+    router = None
     try:
         lab.playbook("lab/playbooks/lab_up.yml")
         lab.playbook("site.yml")
         pids = frr_pids(lab)
+        lab.hijack = [lab.block("r3h1"), lab.block("r2h1")]
+        router = Router(lab, "r3x", "r3h1", f"{ROUTER_IP}/24", [f"{OUTSIDE_IP}/24"], router_config(lab, lab.hijack))
+        for host in RACK3:  # the default route comes from the router (BIRD never replaces a route it did not make)
+            sh(["ip", "-n", lab.netns(host), "route", "del", "default"], check=False)
+        router.start()
+        # the router forwards to the blocks it announces by mistake the right way (its BGP never installs them)
+        sh(["ip", "-n", router.netns, "route", "add", lab.hijack[0], "via", lab.node_ip("r3h1")])
+        sh(["ip", "-n", router.netns, "route", "add", lab.hijack[1], "via", lab.node_ip("rr3")])
+        lab.router = router
         yield lab
     finally:
+        if router:
+            router.stop()
         pids = pids or frr_pids(lab)
         lab.playbook("lab/playbooks/lab_down.yml", check=False)
         assert not [n for n in namespaces() if n.startswith(prefix + "-")], "lab_down left namespaces"
@@ -90,7 +142,7 @@ def test_every_workload_pair_pings(spine):
     wait(lambda: not spine.ping_matrix(), 60, "every workload pair to ping")
 
 
-def test_cross_rack_routes_go_via_the_reflector(spine):
+def test_cross_rack_routes_go_via_the_reflector(spine, report):
     gateway = {"r1h1": {"192.168.101.1", "192.168.101.2"}, "r2h1": {"192.168.102.1"},
                "r3h1": {"192.168.103.1"}, "r4h1": {"192.168.104.1"}}
     for host in spine.nodes:
@@ -102,6 +154,49 @@ def test_cross_rack_routes_go_via_the_reflector(spine):
             hops = {routes[0]["gateway"]} if routes[0].get("gateway") else {
                 nh["gateway"] for nh in routes[0].get("nexthops", [])}
             assert hops and hops <= gateway[host], f"{host} -> {other}: {hops}"
+    # the kernel holds one route per block of another rack (no aggregation per rack today)
+    own = spine.block("r1h1")
+    cross = [r for r in ns_json(spine.netns("r1h1"), "route", "show", "root", "172.17.0.0/16", "proto", "bird")
+             if r["dst"] != own]
+    assert len(cross) == len(spine.nodes) - 1, cross
+    report(f"test_spine: r1h1 holds {len(cross)} cross-rack routes (one per block of the other racks' "
+           f"{len(spine.nodes) - 1} hosts)")
+
+
+def test_rack3_takes_the_default_route_from_its_router_only(spine, report):
+    router = spine.router
+    ips = {spine.node_ip(h): h for h in RACK3}
+
+    def established():
+        peers = router.vtysh("show bgp summary json")["ipv4Unicast"]["peers"]
+        return all(peers.get(ip, {}).get("state") == "Established" for ip in ips)
+    wait_for(lambda: f"FRR: {router.vtysh('show bgp summary json')}", established, timeout=30)
+    proto = "External_" + ROUTER_IP.replace(".", "_")
+    for host in RACK3:
+        ns = spine.netns(host)
+        wait_for(f"{host}: default route", lambda ns=ns: "proto bird" in sh(
+            ["ip", "-n", ns, "route", "show", "default"]).stdout)
+        for dest in ("default", OUTSIDE):
+            route = sh(["ip", "-n", ns, "route", "show", dest]).stdout
+            assert f"via {ROUTER_IP}" in route and "proto bird" in route, (host, dest, route)
+        # the blocks announced from the wrong place: kept as filtered, never installed from the router
+        wait_for(f"{host}: the router's hijacks kept as filtered", lambda h=host: all(
+            p in spine.birdc(h, "show", "route", "filtered", "protocol", proto) for p in spine.hijack))
+        for prefix in spine.hijack:
+            assert ROUTER_IP not in sh(["ip", "-n", ns, "route", "show", prefix]).stdout, (host, prefix)
+    # rack2's block still reaches rack3 over the spine; rack3's host owns its block (blackhole), its reflector
+    # reaches it via the host
+    assert "via 192.168.103.1" in sh(["ip", "-n", spine.netns("r3h1"), "route", "show", spine.hijack[1]]).stdout
+    assert f"via {spine.node_ip('r3h1')}" in sh(
+        ["ip", "-n", spine.netns("rr3"), "route", "show", spine.hijack[0]]).stdout
+    # hosts of other racks never see the router's routes
+    for host in ("r1h1", "r2h1", "r4h1", "rr1a", "rr2", "rr4"):
+        assert "proto bird" not in sh(["ip", "-n", spine.netns(host), "route", "show", OUTSIDE]).stdout, host
+    # the router's lo address is reached from a workload, and every workload pair still pings
+    assert spine.ping(spine.workload_netns("r3h1", "r3h1w1"), OUTSIDE_IP), "r3h1w1 cannot reach the router"
+    assert not spine.ping_matrix()
+    report(f"test_spine: rack3 takes the default route and {OUTSIDE} from its router; "
+           f"{len(spine.hijack)} blocks announced from the wrong place kept filtered")
 
 
 def test_reflectors_peer_with_the_spines_only(spine):
@@ -110,6 +205,42 @@ def test_reflectors_peer_with_the_spines_only(spine):
         ebgp = sorted(name for name in sessions if name.startswith("Global_"))
         assert ebgp == ["Global_10_255_0_1", "Global_10_255_0_2"], sessions
         assert all(sessions[name][0] == "up" for name in ebgp), sessions
+
+
+def test_a_spine_announcing_a_racks_own_block_is_refused_by_that_rack(spine, report):
+    """sp1 announces rack3's block by hand (vtysh, not in its config; prepended so that the other racks keep
+    preferring the real path via sp2: FRR does not install a prefix it originates by a network statement). A
+    spine passes other racks' blocks, never a rack's own: rack3's reflector keeps it as filtered, no kernel of
+    rack3 takes it, and every workload pair still pings. The announcement is withdrawn afterwards."""
+    block = spine.block("r3h1")
+    as_number = spine.hostvars["sp1"]["calico_spine_as_number"]
+    proto = "Global_" + spine.hostvars["sp1"]["calico_node_ip"].replace(".", "_")
+    before = vtysh(spine, "sp1", "show running-config")
+    # the network statement needs no route in the RIB (sp1 withdraws its route from rr3 once it originates it)
+    bgp = ["configure terminal", f"router bgp {as_number}"]
+    try:
+        vtysh(spine, "sp1", "configure terminal", "route-map by-hand permit 10",
+              f"set as-path prepend {as_number} {as_number}", "exit", f"router bgp {as_number}",
+              "no bgp network import-check", "address-family ipv4 unicast", f"network {block} route-map by-hand")
+        wait(lambda: block in spine.birdc("rr3", "show", "route", "filtered", "protocol", proto), 30,
+             f"rr3 to keep {block} from sp1 as filtered")
+        for host in RACK3:
+            routes = sh(["ip", "-n", spine.netns(host), "route", "show", block]).stdout
+            assert "10.255.0." not in routes, (host, routes)  # never via a spine
+        assert f"via {spine.node_ip('r3h1')}" in sh(["ip", "-n", spine.netns("rr3"), "route", "show", block]).stdout
+        wait(lambda: not spine.ping_matrix(), 30, "every workload pair to ping with sp1's hand announcement")
+    finally:
+        vtysh(spine, "sp1", *bgp, "address-family ipv4 unicast", f"no network {block} route-map by-hand", "exit",
+              "exit", "no route-map by-hand permit 10")
+        if vtysh(spine, "sp1", "show running-config") != before:  # the import check was on (FRR's default)
+            vtysh(spine, "sp1", *bgp, "bgp network import-check")
+    assert vtysh(spine, "sp1", "show running-config") == before
+    wait(lambda: block not in spine.birdc("rr3", "show", "route", "filtered", "protocol", proto), 30,
+         f"sp1 to withdraw {block}")
+    via_rr3 = spine.hostvars["rr3"]["calico_rr_spine_ip"]
+    wait(lambda: f"via {via_rr3}" in sh(["ip", "-n", spine.netns("sp1"), "route", "show", block]).stdout, 30,
+         f"sp1 to route {block} via rr3 again")
+    report(f"test_spine: {block} announced by hand on sp1 refused by rack3 (kept filtered on rr3)")
 
 
 def test_second_run_changes_nothing(spine):
