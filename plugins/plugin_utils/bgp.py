@@ -162,7 +162,9 @@ def _lingering(plan, topology, role, name, session):
     timing = session_timing(local, peer_ip, spread=name.startswith("Mesh_") and not spine) if local else (False, 0)
     out = {"name": name, "description": session.get("description") or name, "ip": peer_ip,
            "as_number": session.get("peer_as"), "local_as": session.get("local_as"),
-           "passive": bool(local) and timing[0], "connect_delay_offset": timing[1]}
+           "passive": bool(local) and timing[0], "connect_delay_offset": timing[1],
+           # the template reads these of every kept session; None renders a session as it always was
+           "local_ip": None, "type": None, "direct": None}
     if spine:
         out.update(local_ip=local, type="ebgp", direct=direct)
     return out

@@ -47,7 +47,9 @@ def test_mesh_to_reflector_keeps_mesh_until_reflector_session_is_up():
     assert out["lingering"][0] == {"name": "Mesh_10_0_0_2", "description": "d-10.0.0.2", "ip": "10.0.0.2",
                                    "as_number": 64512, "local_as": 64512,
                                    "passive": session_timing("10.0.0.3", "10.0.0.2")[0],
-                                   "connect_delay_offset": session_timing("10.0.0.3", "10.0.0.2")[1]}
+                                   "connect_delay_offset": session_timing("10.0.0.3", "10.0.0.2")[1],
+                                   # every key the template reads, also where the session ran from the node IP
+                                   "local_ip": None, "type": None, "direct": None}
     # rendered by the plan's own rule, so BIRD sees the session unchanged and keeps it up
     fabric = compute_peers({"a": {"ip": "10.0.0.3", "as_number": 64512, "rack": None, "reflector": False},
                             "b": {"ip": "10.0.0.4", "as_number": 64512, "rack": None, "reflector": False}},
