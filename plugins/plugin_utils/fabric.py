@@ -77,8 +77,10 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
     parse_ipip_mode,
     parse_max_blocks,
     parse_pool,
+    parse_router_id,
     parse_topology,
     require_netaddr,
+    speaker_address,
 )
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import (
     GROUP_NODES,
@@ -276,32 +278,14 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     # 4. addressing and identity
     node_ip, node_prefixlen, router_id = {}, {}, {}
     for name in hosts:
-        subject = host_subject(name)
-        raw, var = reader.get(name, 'calico_node_ip'), 'calico_node_ip'
-        if is_unset(raw):
-            raw, var = reader.get(name, 'ansible_host'), 'ansible_host'
-        if is_unset(raw):
-            raise FabricError(subject, 'has no node IP', "set calico_node_ip (or ansible_host) to the host's fabric "
-                                                         'IPv4 address')
-        addr = address_or_none(raw if isinstance(raw, str) else None)
-        if addr is None:
-            raise FabricError(subject, f'{var} {raw!r} is not an IPv4 address',
-                              "set calico_node_ip to the host's fabric IPv4 address")
+        addr = speaker_address(reader, name, 'has no node IP', "the host's fabric IPv4 address")
         node_ip[name] = addr
 
         node_prefixlen[name] = _prefixlen(reader, name, 'calico_node_prefixlen', "the host's fabric subnet",
                                           'lab_segment', "set the rack's lab_segment to its subnet, "
                                                          'e.g. 192.168.100.0/24')
 
-        raw = reader.get(name, 'calico_router_id')
-        if is_unset(raw):
-            router_id[name] = str(addr)
-        else:
-            rid = address_or_none(raw if isinstance(raw, str) else None)
-            if rid is None or int(rid) == 0:
-                raise FabricError(subject, f'calico_router_id {raw!r} is not an IPv4 address',
-                                  'set calico_router_id to a dotted quad, or drop it (defaults to the node IP)')
-            router_id[name] = str(rid)
+        router_id[name] = str(parse_router_id(reader, name, addr, 'node IP'))
     seen = {}
     for name in hosts:
         if node_ip[name] in seen:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.netfleet.calico.plugins.module_utils.iproute import workload_ifname
-from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
 
 DEFAULT_BLOCK_PREFIX = 26  # Calico's default block size; the article (and the lab) use 24
 DEFAULT_TOPOLOGY = 'full_mesh'
@@ -433,6 +433,33 @@ def parse_bfd(value, subject='input'):
                 raise FabricError(subject, f'calico_bgp_bfd {key} {value[key]!r} is not valid', fix)
             out[key] = number
     return out
+
+
+def speaker_address(reader, name, missing, fix, nonzero=False):
+    """A BGP speaker's own IPv4 address: ``calico_node_ip``, else ``ansible_host``. ``missing`` is the problem
+    when neither is set, ``fix`` what to set; ``nonzero`` also refuses 0.0.0.0."""
+    subject = host_subject(name)
+    raw, var = reader.get(name, 'calico_node_ip'), 'calico_node_ip'
+    if is_unset(raw):
+        raw, var = reader.get(name, 'ansible_host'), 'ansible_host'
+    if is_unset(raw):
+        raise FabricError(subject, missing, f'set calico_node_ip (or ansible_host) to {fix}')
+    addr = address_or_none(raw if isinstance(raw, str) else None)
+    if addr is None or (nonzero and int(addr) == 0):
+        raise FabricError(subject, f'{var} {raw!r} is not an IPv4 address', f'set calico_node_ip to {fix}')
+    return addr
+
+
+def parse_router_id(reader, name, default, default_name):
+    """A speaker's ``calico_router_id`` (a dotted quad, not 0.0.0.0), else ``default`` (its address)."""
+    raw = reader.get(name, 'calico_router_id')
+    if is_unset(raw):
+        return default
+    rid = address_or_none(raw if isinstance(raw, str) else None)
+    if rid is None or int(rid) == 0:
+        raise FabricError(host_subject(name), f'calico_router_id {raw!r} is not an IPv4 address',
+                          f'set calico_router_id to a dotted quad, or drop it (defaults to the {default_name})')
+    return rid
 
 
 def parse_cluster_id(value, subject):

@@ -16,13 +16,14 @@ import ipaddress
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import announced, session_timing
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
-    address_or_none,
     as_int,
     is_unset,
     network_or_none,
     parse_as_number,
     parse_bool,
+    parse_router_id,
     same_subnet,
+    speaker_address,
 )
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import fleet_setting, natural_sorted
 
@@ -101,28 +102,14 @@ def check_spines(reader, spines, hosts, topology, rack_as, node_ip, spine_ip, ro
     routers = {}
     for name in spines:
         subject = host_subject(name)
-        raw, var = reader.get(name, 'calico_node_ip'), 'calico_node_ip'
-        if is_unset(raw):
-            raw, var = reader.get(name, 'ansible_host'), 'ansible_host'
-        if is_unset(raw):
-            raise FabricError(subject, 'spine has no address', "set calico_node_ip (or ansible_host) to the spine's "
-                                                               'address on the spine segment')
-        addr = address_or_none(raw if isinstance(raw, str) else None)
-        if addr is None or int(addr) == 0:
-            raise FabricError(subject, f'{var} {raw!r} is not an IPv4 address',
-                              "set calico_node_ip to the spine's IPv4 address on the spine segment")
+        addr = speaker_address(reader, name, 'spine has no address', "the spine's IPv4 address on the spine segment",
+                               nonzero=True)
         if str(addr) in owner:
             other, kind = owner[str(addr)]
             raise FabricError(subject, f"address {addr} is also the {kind} of host '{other}'",
                               'give each spine an address no other host uses')
         owner[str(addr)] = (name, 'spine address')
-        raw = reader.get(name, 'calico_router_id')
-        rid = addr
-        if not is_unset(raw):
-            rid = address_or_none(raw if isinstance(raw, str) else None)
-            if rid is None or int(rid) == 0:
-                raise FabricError(subject, f'calico_router_id {raw!r} is not an IPv4 address',
-                                  'set calico_router_id to a dotted quad, or drop it (defaults to the address)')
+        rid = parse_router_id(reader, name, addr, 'address')
         if str(rid) in rids:
             raise FabricError(subject, f"router id {rid} is also used by host '{rids[str(rid)]}'",
                               'set a unique calico_router_id (it defaults to the address)')
