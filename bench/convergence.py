@@ -666,6 +666,17 @@ def lab_namespaces(prefix):
     return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(prefix + '-')]
 
 
+def lab_down(inv, prefix, logdir):
+    """Remove a bench lab with lab_down.yml; warn about (and return) any namespace of its prefix left."""
+    try:
+        playbook('lab/playbooks/lab_down.yml', inv, prefix, logdir, 'lab_down')
+    finally:
+        left = lab_namespaces(prefix)
+        if left:
+            log('  WARNING: namespaces of %s left after lab_down: %s' % (prefix, ' '.join(left[:10])))
+    return left
+
+
 def ensure_gc_thresh(size):
     """The neighbour table is shared by all namespaces: a full mesh of N hosts holds
     N*(N-1) entries. lab_up raises the limits to 4096/16384/32768; raise them further if a case needs it."""
@@ -738,13 +749,7 @@ def run_case(topology, size, args, workdir):
             log('  ablation: role timers with protocol device scan time 2, %d runs' % args.repeat)
             case['scan1'] = variant(birds, device_scan_2s, args.repeat, args.timeout)
     finally:
-        try:
-            playbook('lab/playbooks/lab_down.yml', inv, prefix, logdir, 'lab_down')
-        finally:
-            left = lab_namespaces(prefix)
-            if left:
-                log('  WARNING: namespaces of %s left after lab_down: %s' % (prefix, ' '.join(left[:10])))
-            case['left_after_down'] = len(left)
+        case['left_after_down'] = len(lab_down(inv, prefix, logdir))
     overflow1 = neigh_overflows()
     case['neigh_overflow'] = (overflow1 - overflow0) if overflow0 is not None and overflow1 is not None else None
     if args.keep_logs:

@@ -42,7 +42,7 @@ import tempfile
 from pathlib import Path
 
 import benchdoc  # noqa: E402 (bench/ is on sys.path when a bench runs)
-from convergence import BIN, CPU_USED, REPO, lab_namespaces, log, mesh_inventory, playbook, sh, write_inventory
+from convergence import BIN, CPU_USED, REPO, lab_down, log, mesh_inventory, playbook, sh, write_inventory
 
 SECTION = '## bench/site_cpu'
 RECAP = re.compile(r'^(\S+)\s+:\s+(ok=.*)$', re.M)
@@ -145,12 +145,7 @@ def variant(label, checkout, size, workdir):
         if result['nochange']['changed']:
             raise RuntimeError('%s: the second site.yml changed %d tasks' % (label, result['nochange']['changed']))
     finally:
-        try:
-            playbook('lab/playbooks/lab_down.yml', inv, prefix, logdir, 'lab_down')
-        finally:
-            left = lab_namespaces(prefix)
-            if left:
-                log('  WARNING: namespaces of %s left after lab_down: %s' % (prefix, ' '.join(left[:10])))
+        lab_down(inv, prefix, logdir)
     return result
 
 
