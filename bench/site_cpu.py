@@ -76,8 +76,8 @@ def module_cpu(record):
         path.unlink()
         if len(lines) == 2:
             runs += 1
-            cpu += sum(int(m) * 60 + float(s) for m, s in (re.fullmatch(r'(\d+)m([\d.]+)s', p).groups()
-                                                          for p in lines[1].split()))
+            times = (re.fullmatch(r'(\d+)m([\d.]+)s', p).groups() for p in lines[1].split())
+            cpu += sum(int(m) * 60 + float(s) for m, s in times)
     return runs, cpu
 
 
@@ -185,9 +185,9 @@ def table(results):
                           for k in ('wall', 'cpu', 'main', 'workers', 'startup')]
                 work = base['modules'] - base['startup']
                 ratios.append((ours['modules'] - ours['startup']) / work if work > 0 else float('nan'))
+                ratios += [ours['tasks'] / base['tasks'], ours['module_runs'] / base['module_runs']]
                 rows.append('| %d | %s | **ours / baseline** | %.2f | **%.2f** | %.2f | %.2f | %.2f | %.2f | %.2f '
-                            '| %.2f |' % (size, name, *ratios, ours['tasks'] / base['tasks'],
-                               ours['module_runs'] / base['module_runs']))
+                            '| %.2f |' % (size, name, *ratios))
     return rows
 
 

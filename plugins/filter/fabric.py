@@ -12,8 +12,9 @@ def fabric(hostvars, groups, racks=None, pool=None, block_prefix=inputs.DEFAULT_
            topology=inputs.DEFAULT_TOPOLOGY, ipip_mode=inputs.DEFAULT_IPIP_MODE,
            as_number=inputs.DEFAULT_AS_NUMBER):
     """``hostvars | netfleet.calico.fabric(groups)``: the plan, or one preflight error line."""
-    return deferred.load('fabric').build_fabric(hostvars, groups, racks=racks, pool=pool, block_prefix=block_prefix,
-                                              topology=topology, ipip_mode=ipip_mode, as_number=as_number)
+    planner = deferred.load('fabric')
+    return planner.build_fabric(hostvars, groups, racks=racks, pool=pool, block_prefix=block_prefix,
+                                topology=topology, ipip_mode=ipip_mode, as_number=as_number)
 
 
 class FilterModule:
