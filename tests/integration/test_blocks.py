@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
-import yaml
-from netfleet_lab import REPO, Lab, ns_json
+from netfleet_lab import Lab, ns_json, write_inventory
 
 pytestmark = pytest.mark.lab
 
@@ -38,14 +36,6 @@ DOC = {"all": {
 # host-a takes the lowest block, host-b and host-c the next ones; host-a then grows into the two after them
 A_BLOCKS = ["172.17.0.0/30", "172.17.0.12/30", "172.17.0.16/30"]
 OTHER_BLOCKS = {"host-b": "172.17.0.4/30", "host-c": "172.17.0.8/30"}
-
-
-def write_inventory(path, doc):
-    path.mkdir(parents=True, exist_ok=True)
-    if not (path / "group_vars").exists():
-        shutil.copytree(REPO / "inventories" / "lab" / "group_vars", path / "group_vars")
-    (path / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
 
 
 @pytest.fixture(scope="module")

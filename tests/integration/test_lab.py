@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import netfleet_lab
 import pytest
 import yaml
 
@@ -71,10 +72,7 @@ def rack1(doc):
 
 
 def write_inventory(path, doc, source=INVENTORY):
-    """A copy of inventories/lab (or source; same group_vars) with hosts.yml replaced by doc."""
-    shutil.copytree(source / 'group_vars', path / 'group_vars')
-    (path / 'hosts.yml').write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return netfleet_lab.write_inventory(path, doc, source)
 
 
 def new_prefix():

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import time
 from pathlib import Path
 
+import netfleet_lab
 import pytest
 import yaml
 from netfleet_lab import REPO, ContinuousPing, Lab, namespaces, ns_json, sh
@@ -23,11 +23,7 @@ RACKS = REPO / "inventories" / "lab-racks"
 
 
 def write_inventory(path, doc, source=RACKS):
-    path.mkdir(parents=True, exist_ok=True)
-    if not (path / "group_vars").exists():
-        shutil.copytree(source / "group_vars", path / "group_vars")
-    (path / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return netfleet_lab.write_inventory(path, doc, source)
 
 
 def racks_of(doc):

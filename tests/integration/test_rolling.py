@@ -24,6 +24,7 @@ import stat
 import subprocess
 import tempfile
 
+import netfleet_lab
 import pytest
 import yaml
 from netfleet_lab import REPO, Lab, namespaces, sh
@@ -55,12 +56,9 @@ def inventory_doc(overrides=None, extra_hosts=None):
 
 def write_inventory(path, doc, **all_vars):
     """An inventory directory: the lab's group_vars, two nodes per batch, then ``all_vars`` (last file wins)."""
-    path.mkdir(parents=True, exist_ok=True)
-    if not (path / "group_vars").exists():
-        shutil.copytree(REPO / "inventories" / "lab" / "group_vars", path / "group_vars")
+    netfleet_lab.write_inventory(path, doc)
     (path / "group_vars" / "all" / "zz_rolling.yml").write_text(
         yaml.safe_dump({"calico_serial": [2], **all_vars}, sort_keys=False))
-    (path / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return str(path)
 
 

@@ -9,25 +9,16 @@ from __future__ import annotations
 import copy
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from netfleet_lab import REPO, Lab, ns_json, sh
+from netfleet_lab import REPO, Lab, ns_json, sh, write_inventory
 
 pytestmark = pytest.mark.lab
 
 HOSTS_YML = REPO / "inventories" / "lab" / "hosts.yml"
-
-
-def write_inventory(path, hosts_doc):
-    path.mkdir(parents=True, exist_ok=True)
-    if not (path / "group_vars").exists():
-        shutil.copytree(REPO / "inventories" / "lab" / "group_vars", path / "group_vars")
-    (path / "hosts.yml").write_text(yaml.safe_dump(hosts_doc, sort_keys=False))
-    return path
 
 
 def rack1(doc):

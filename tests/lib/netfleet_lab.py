@@ -17,12 +17,14 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import testinfra
 import testinfra.backend
+import yaml
 from testinfra.backend import base
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,6 +68,15 @@ def sh(argv, check=True, **kw):
 def ns_json(netns, *args):
     out = sh(["ip", "-n", netns, "-j", *args]).stdout
     return json.loads(out or "[]")
+
+
+def write_inventory(path, doc, source=REPO / "inventories" / "lab"):
+    """An inventory directory: ``source``'s group_vars (copied once) and ``doc`` as its hosts.yml."""
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "group_vars").exists():
+        shutil.copytree(source / "group_vars", path / "group_vars")
+    (path / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 def namespaces():
