@@ -16,12 +16,12 @@ its default route from BGP (BIRD never replaces a route it did not make).
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 import pytest
+import yaml
 from netfleet_frr import Router, wait_for
-from netfleet_lab import REPO, Lab, sh
+from netfleet_lab import REPO, Lab, sh, write_inventory
 
 pytestmark = pytest.mark.lab
 
@@ -61,9 +61,8 @@ def frr_config(lab, hostname):
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    inv = tmp_path_factory.mktemp("inv")
-    shutil.copy(REPO / "inventories" / "lab" / "hosts.yml", inv / "hosts.yml")
-    shutil.copytree(REPO / "inventories" / "lab" / "group_vars", inv / "group_vars")
+    hosts = yaml.safe_load((REPO / "inventories" / "lab" / "hosts.yml").read_text())
+    inv = write_inventory(tmp_path_factory.mktemp("inv"), hosts)
     (inv / "group_vars" / "all" / "peers.yml").write_text(PEERS_YML)
     (inv / "host_vars").mkdir()
     (inv / "host_vars" / "host-c.yml").write_text(HOST_C_YML)

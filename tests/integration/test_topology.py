@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from netfleet_lab import REPO, Lab, sh
+from netfleet_lab import REPO, Lab, sh, write_inventory
 
 pytestmark = pytest.mark.lab
 
@@ -114,9 +114,7 @@ def expected_sessions():
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     prefix = os.environ.get("NETFLEET_LAB_PREFIX", "t") + "g"
-    inv = tmp_path_factory.mktemp("topology-inv")
-    shutil.copytree(RACKS / "group_vars", inv / "group_vars")
-    (inv / "hosts.yml").write_text(yaml.safe_dump(racks_doc(), sort_keys=False))
+    inv = write_inventory(tmp_path_factory.mktemp("topology-inv"), racks_doc(), source=RACKS)
     lab = Lab(inv, prefix)
     with lab.running():
         lab.playbook("site.yml")
@@ -198,9 +196,7 @@ def test_broken_fabric_fails_status_and_shows_down(lab, tmp_path, report):
     doc = racks_doc()
     del doc["all"]["children"]["calico_racks"]["children"]["rack2"]["hosts"]["r2h2"]
     del doc["all"]["children"]["calico_nodes"]["hosts"]["r2h2"]
-    inv = tmp_path / "without-r2h2"
-    shutil.copytree(Path(lab.inventory) / "group_vars", inv / "group_vars")
-    (inv / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    inv = write_inventory(tmp_path / "without-r2h2", doc, source=Path(lab.inventory))
     out = tmp_path / "picture"
     proc = lab.playbook("playbooks/topology.yml", "-e", "calico_topology_dir=%s" % out, "-e",
                         "calico_node_status_wait=0", inventory=str(inv))
