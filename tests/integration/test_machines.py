@@ -10,7 +10,6 @@ and boots it again) in a fresh network namespace: the kernel state of the last b
 
 from __future__ import annotations
 
-import concurrent.futures
 import glob
 import os
 import re
@@ -18,7 +17,8 @@ import subprocess
 import time
 
 import pytest
-from netfleet_lab import REPO, ControllerLab, alive, namespaces, sh
+from netfleet_lab import REPO, alive, namespaces, sh
+from netfleet_machines import MachineLab, converge_time, free_prefix
 
 from ansible_collections.netfleet.calico_lab.plugins.module_utils import lab_machine
 
@@ -26,112 +26,12 @@ pytestmark = pytest.mark.lab
 
 INVENTORY = REPO / "inventories" / "lab-machines"
 USER = "netfleet"
-COUNTERS = re.compile(r"\[\d+:\d+\]")
 MARKER = "198.51.100.0/24"  # a route only the last boot had (TEST-NET-2, never used by the lab)
-
-
-class MachineLab(ControllerLab):
-    def machine_dir(self, host):
-        return f"/run/netfleet/{self.prefix}/machines/{host}"
-
-    def leader(self, host):
-        return lab_machine.leader(self.machine_dir(host))
-
-    def inside(self, host, *argv, check=True):
-        """Run a command inside the machine (its mount, pid, network, uts and ipc namespaces)."""
-        return sh(["nsenter", "-t", str(self.leader(host)), "-m", "-p", "-n", "-u", "-i", *argv], check=check)
-
-    def system_state(self, host):
-        leader = self.leader(host)
-        if leader is None:
-            return None
-        return self.inside(host, "systemctl", "is-system-running", check=False).stdout.strip()
-
-    def reboot(self, hosts):
-        """`systemctl reboot` inside each machine; returns their leaders before (a new leader = booted again)."""
-        old = {h: self.leader(h) for h in hosts}
-        for host in hosts:
-            self.inside(host, "systemctl", "reboot", check=False)
-        return old
-
-    def wait_booted(self, old, timeout=60):
-        deadline = time.monotonic() + timeout
-        pending = set(old)
-        while pending and time.monotonic() < deadline:
-            for host in sorted(pending):
-                leader = self.leader(host)
-                if leader not in (None, old[host]) and self.system_state(host) in ("running", "degraded"):
-                    pending.discard(host)
-            time.sleep(0.1)
-        assert not pending, {h: self.system_state(h) for h in pending}
-
-    def sessions(self, host):
-        out = self.inside(host, "birdc", "show", "protocols", check=False).stdout
-        # Name Proto Table State Since(date time) Info
-        return {p[0]: (p[6] if len(p) > 6 else p[3]) for p in map(str.split, out.splitlines())
-                if len(p) >= 6 and p[1] == "BGP"}
-
-    def established(self):
-        return all(s and set(s.values()) == {"Established"} for s in map(self.sessions, self.speakers()))
-
-    def workloads_in(self, host):
-        """{workload netns path seen from here: its IPv4 address} of a node's workloads (inside its machine)."""
-        root = f"/proc/{self.leader(host)}/root/run/netns"
-        found = {}
-        for name in self.workloads(host):
-            path = f"{root}/calico-{name}"
-            out = sh(["nsenter", f"--net={path}", "ip", "-4", "-o", "addr", "show", "dev", "eth0"], check=False)
-            m = re.search(r"inet (\S+)/32", out.stdout)
-            found[path] = m.group(1) if m else None
-        return found
-
-    def ping_matrix(self):
-        wls = {p: ip for h in self.nodes for p, ip in self.workloads_in(h).items()}
-        pairs = [(s, d) for s in wls for d in wls.values() if wls[s] != d]
-        if None in wls.values():
-            return [f"no address: {[p for p, ip in wls.items() if ip is None]}"]
-
-        def ping(pair):
-            r = sh(["nsenter", f"--net={pair[0]}", "ping", "-n", "-q", "-c", "1", "-W", "1", pair[1]], check=False)
-            return r.returncode == 0
-        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-            ok = list(pool.map(ping, pairs))
-        return [f"{s} -> {d}" for (s, d), good in zip(pairs, ok) if not good]
-
-    def kernel(self, host):
-        """What a reboot must bring back: routes, cali-* rules and forwarding of the host's namespace."""
-        ns = ["ip", "netns", "exec", self.netns(host)]
-        rules = sh([*ns, "iptables-save"]).stdout
-        return {
-            "routes": sorted(sh(["ip", "-n", self.netns(host), "-4", "route", "show"]).stdout.splitlines()),
-            "cali": sorted(COUNTERS.sub("", line) for line in rules.splitlines() if "cali-" in line),
-            "ip_forward": sh([*ns, "cat", "/proc/sys/net/ipv4/ip_forward"]).stdout.strip(),
-        }
-
-
-def converge_time(lab, t0, timeout=90):
-    """Seconds from t0 until every BGP session is Established and every workload pair answers (checked every
-    0.2 s)."""
-    deadline = t0 + timeout
-    while time.monotonic() < deadline:
-        if lab.established() and not lab.ping_matrix():
-            return time.monotonic() - t0
-        time.sleep(0.2)
-    raise AssertionError(f"not converged {timeout} s after the reboot: sessions "
-                         f"{ {h: lab.sessions(h) for h in lab.speakers()} }, failed pings {lab.ping_matrix()[:5]}")
 
 
 @pytest.fixture(scope="module")
 def lab():
-    taken = {n.split("-", 1)[0] for n in namespaces()}
-    if os.path.isdir("/run/netfleet"):
-        taken |= set(os.listdir("/run/netfleet"))
-    base = os.environ.get("NETFLEET_LAB_PREFIX", "t")
-    prefix = None
-    for _attempt in range(64):  # a prefix no other lab uses (namespaces or state directories)
-        prefix = f"{base}m{os.urandom(1).hex()}"
-        if prefix not in taken:
-            break
+    prefix = free_prefix("m")
     lab = MachineLab(INVENTORY, prefix)
     lab.base = lab_machine.base_path("/var/cache/netfleet-lab", "bookworm", "http://deb.debian.org/debian", USER)
     lab.cached = os.path.exists(os.path.join(lab.base, lab_machine.READY))

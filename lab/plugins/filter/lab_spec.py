@@ -15,6 +15,10 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs, inv
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError
 
 WHO = 'netfleet.calico_lab.lab_spec'
+# What the machines' local apt repository holds: what site.yml installs on hosts and reflectors, and with spine
+# routers FRR (frr-pythontools holds frr-reload.py, which `systemctl reload frr` runs)
+MACHINE_PACKAGES = ('bird2', 'iproute2', 'iptables')
+SPINE_PACKAGES = ['frr', 'frr-pythontools']
 
 
 class LabSpecError(AnsibleFilterError):
@@ -249,15 +253,28 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
     if machines or _flag(reader, hosts, 'lab_ssh'):
         spec.update(_ssh_spec(reader, spec, mgmt_addresses))
     if machines:
-        # the machines run their own sshd (and have their own users): no sshd per namespace
-        daemons = spec.pop('ssh')['hosts']
-        users = sorted({d['user'] for d in daemons})
-        if len(users) != 1 or users[0] == 'root':
-            raise LabSpecError('lab_machines', f"the hosts log in as {', '.join(users)}",
-                               'set one ansible_user (not root) for every lab machine (inventories/lab-machines: '
-                               'netfleet)')
-        spec['machines'] = {'user': users[0], 'hosts': [{'name': d['name'], 'netns': d['netns']} for d in daemons]}
+        spec['machines'] = _machines_spec(reader, spec, spine_net)
     return spec
+
+
+def _machines_spec(reader, spec, spine_net):
+    """The machines: every host and spine router (those run FRR from the lab's repository and get a management
+    leg on the spine, the controller's way to them). They run their own sshd (and have their own users): no sshd
+    per namespace."""
+    daemons = spec.pop('ssh')['hosts']
+    routers = (spec.get('spine') or {}).get('routers') or []
+    users = sorted({d['user'] for d in daemons} | {str(reader.get(r['name'], 'ansible_user') or 'root').strip()
+                                                   for r in routers})
+    if len(users) != 1 or users[0] == 'root':
+        raise LabSpecError('lab_machines', f"the hosts log in as {', '.join(users)}",
+                           'set one ansible_user (not root) for every lab machine (inventories/lab-machines: '
+                           'netfleet)')
+    packages = list(MACHINE_PACKAGES)
+    if routers:
+        packages += SPINE_PACKAGES
+        spec['mgmt']['spine_address'] = str(spine_net.broadcast_address - 1)
+    return {'user': users[0], 'packages': packages,
+            'hosts': [{'name': d['name'], 'netns': d['netns']} for d in daemons + routers]}
 
 
 def _flag(reader, hosts, var):

@@ -255,6 +255,27 @@ class Spec:
                 raise LabError(f'mgmt: address {addr.ip} on segment {seg!r} is already {taken[addr.ip]}\'s; '
                                'pick a free address of the segment')
             self.mgmt[seg] = {'address': addr, 'port': ifname(KIND_MGMT, seg), 'bridge': segment['bridge']}
+        if mgmt.get('spine_address'):
+            self._mgmt_spine(mgmt['spine_address'], taken)
+
+    def _mgmt_spine(self, address, taken):
+        """A management leg on the spine too (spine routers that are SSH machines): keyed by the spine bridge's
+        name, which a segment of that name must not also claim."""
+        if self.spine is None:
+            raise LabError('mgmt: spine_address needs the spine option')
+        if SPINE_BRIDGE in self.mgmt:
+            raise LabError(f'mgmt: segment {SPINE_BRIDGE!r} has a leg and so has the spine; rename the segment')
+        taken = dict(taken)
+        taken.update({h['spine_address'].ip: f"host {name!r}" for name, h in self.hosts.items() if h['spine_address']})
+        taken.update({r['address'].ip: f"spine router {name!r}" for name, r in self.spine_routers().items()})
+        if self.router_wanted:
+            taken[self.spine['gateway'].ip] = "the spine's gateway"
+        addr = self._address('mgmt: spine_address', address, self.spine['cidr'])
+        if addr.ip in taken:
+            raise LabError(f'mgmt: spine_address {addr.ip} is already {taken[addr.ip]}\'s; pick a free address of '
+                           'the spine')
+        self.mgmt[SPINE_BRIDGE] = {'address': addr, 'port': ifname(KIND_MGMT, SPINE_BRIDGE),
+                                   'bridge': self.spine['bridge']}
 
     def _check_names(self):
         seen = {}

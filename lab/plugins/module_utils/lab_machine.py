@@ -186,7 +186,7 @@ def check_network(host, net):
     machine's network unit."""
     def fail(what):
         raise MachineError(f'host {host!r}: networks: {what} (pass lab_fabric\'s hosts result)')
-    if not isinstance(net, dict) or not net.get('address'):
+    if not isinstance(net, dict) or not (net.get('address') or net.get('spine_address')):
         fail('no address')
     checks = [(key, ipaddress.IPv4Interface, 'an IPv4 address with its prefix length')
               for key in ('address', 'spine_address') if net.get(key)]
@@ -210,8 +210,11 @@ def check_network(host, net):
 
 def network_script(net):
     """The host's own network configuration (what /etc/network/interfaces is on a real host): the lab legs'
-    addresses, the default route and the reflector's routes to other racks, applied at every boot."""
-    lines = ['ip link set lo up', 'ip link set eth0 up', f"ip addr replace {net['address']} dev eth0"]
+    addresses, the default route and the reflector's routes to other racks, applied at every boot. A spine
+    router has its spine leg (eth1) only."""
+    lines = ['ip link set lo up']
+    if net.get('address'):
+        lines += ['ip link set eth0 up', f"ip addr replace {net['address']} dev eth0"]
     if net.get('spine_address'):
         lines += ['ip link set eth1 up', f"ip addr replace {net['spine_address']} dev eth1"]
     if net.get('gateway'):
@@ -227,6 +230,11 @@ def network_unit(net):
             'DefaultDependencies=no\nWants=network.target\nBefore=network.target\nAfter=local-fs.target\n\n'
             '[Service]\nType=oneshot\nRemainAfterExit=yes\n' + body
             + '\n[Install]\nWantedBy=multi-user.target\n')
+
+
+def legs(net):
+    """The lab legs a machine's network namespace keeps across reboots."""
+    return (['eth0'] if net.get('address') else []) + (['eth1'] if net.get('spine_address') else [])
 
 
 def machine_files(name, net, login, authorized_key, machine_id):

@@ -189,6 +189,12 @@ options:
                 the router's gateway.
             type: str
             required: true
+      spine_address:
+        description:
+          - A leg on the spine too (C(mg-spine) on the spine bridge) with this address, for spine routers that are
+            reached over SSH (C(lab_machines)). Needs O(spine); not a reflector's, a spine router's nor the
+            router's address there.
+        type: str
   neigh_gc_thresh:
     description:
       - Minimum values of C(net.ipv4.neigh.default.gc_thresh1), C(gc_thresh2) and C(gc_thresh3) in the root
@@ -408,6 +414,7 @@ def main():
                     segment=dict(type='str', required=True),
                     address=dict(type='str', required=True),
                 )),
+                spine_address=dict(type='str'),
             )),
             neigh_gc_thresh=dict(type='list', elements='int', default=[4096, 16384, 32768]),
             stop_timeout=dict(type='int', default=10),

@@ -66,9 +66,15 @@ options:
   networks:
     description:
       - Per host name, its lab addresses and routes, as M(netfleet.calico_lab.lab_fabric) returns them in C(hosts)
-        (C(address), C(gateway), and for a reflector C(spine_address) and C(routes)). Every host of O(hosts) needs one.
+        (C(address), C(gateway), and for a reflector C(spine_address) and C(routes)). Every host of O(hosts) needs one,
+        but a spine router of O(spine).
     type: dict
     default: {}
+  spine:
+    description:
+      - The spine as M(netfleet.calico_lab.lab_fabric) returns it in C(spine). A host of O(hosts) that is one of its
+        C(routers) (the inventory's C(calico_spines)) gets its spine leg (C(eth1)) and address only.
+    type: dict
   user:
     description: The login user of every machine (C(NOPASSWD) sudo); the inventory's C(ansible_user).
     type: str
@@ -294,6 +300,7 @@ class Lab:
         if not lm.USER_RE.match(p['user']):
             raise lm.MachineError(f"user {p['user']!r} is not a user name")
         seen = set()
+        routers = (p['spine'] or {}).get('routers') or {}
         for host in p['hosts']:
             name, netns = host['name'], host['netns']
             if not NAME_RE.match(name) or name in seen:
@@ -304,7 +311,10 @@ class Lab:
             if not os.path.exists(os.path.join('/run/netns', netns)):
                 raise lm.MachineError(f'host {name!r}: network namespace {netns} does not exist: run '
                                       'netfleet.calico_lab.lab_fabric (netfleet.calico_lab.lab_up) first')
-            host['network'] = lm.check_network(name, p['networks'].get(name))
+            net = p['networks'].get(name)
+            if net is None and name in routers:  # a spine router: its spine leg only
+                net = {'spine_address': routers[name].get('address')}
+            host['network'] = lm.check_network(name, net)
 
     def machines_on_disk(self):
         if not os.path.isdir(self.mdir):
@@ -377,7 +387,7 @@ class Lab:
             if os.path.exists(key):
                 with open(key) as f:
                     keytext = ' '.join(f.read().split()[:2])
-                for address in (host['network']['address'], host['network'].get('spine_address')):
+                for address in (host['network'].get('address'), host['network'].get('spine_address')):
                     if address:
                         known.append(f"{address.split('/')[0]} {keytext}\n")
         if not self.check:
@@ -393,8 +403,8 @@ class Lab:
         """Write the machine's files and (re)boot it when they changed or it is not running; True if booting."""
         p, name = self.p, machine.name
         net = host['network']
-        legs = ['eth0'] + (['eth1'] if net.get('spine_address') else [])
-        script = lm.supervisor_script(name, machine.machine_name, host['netns'], machine.dir, base, repo, legs)
+        script = lm.supervisor_script(name, machine.machine_name, host['netns'], machine.dir, base, repo,
+                                      lm.legs(net))
         with open(client_key + '.pub') as f:
             authorized = f.read().strip()
         want = lm.digest([script, net, p['user'], authorized])
@@ -429,8 +439,12 @@ class Lab:
         for path, (text, mode, uid, gid) in files.items():
             _write(upper + path, text, mode, uid, gid)
         login = lm.login_ids(base, p['user'])
-        os.chown(upper + f"/home/{p['user']}/.ssh", login[1], login[2])
-        os.chmod(upper + f"/home/{p['user']}/.ssh", 0o700)
+        # the upper directory's copies of the home and .ssh hide the base's: the login user owns both (Ansible
+        # makes its ~/.ansible/tmp there for every file it copies)
+        home = upper + f"/home/{p['user']}"
+        for path, mode in ((home, 0o755), (home + '/.ssh', 0o700)):
+            os.chown(path, login[1], login[2])
+            os.chmod(path, mode)
         wants = upper + '/etc/systemd/system/multi-user.target.wants'
         os.makedirs(wants, exist_ok=True)
         link = os.path.join(wants, lm.NETWORK_UNIT)
@@ -480,6 +494,7 @@ def main():
                 'netns': {'type': 'str', 'required': True},
             }},
             'networks': {'type': 'dict', 'default': {}},
+            'spine': {'type': 'dict'},
             'user': {'type': 'str', 'default': 'netfleet'},
             'suite': {'type': 'str', 'default': 'bookworm'},
             'mirror': {'type': 'str', 'default': 'http://deb.debian.org/debian'},

@@ -282,7 +282,7 @@ def _machine_fleet(**overrides):
 
 def test_machines_spec():
     spec = lab_spec(*_machine_fleet(), racks=['rack1', 'rack2'])
-    assert spec['machines'] == {'user': 'netfleet', 'hosts': [
+    assert spec['machines'] == {'user': 'netfleet', 'packages': ['bird2', 'iproute2', 'iptables'], 'hosts': [
         {'name': 'host-10', 'netns': 'nf-host-10'}, {'name': 'host-a', 'netns': 'nf-host-a'},
         {'name': 'host-b', 'netns': 'nf-host-b'}]}
     # the management legs as in an SSH lab; no sshd per namespace (the machines run their own)
@@ -314,4 +314,19 @@ def test_spine_routers_from_calico_spines():
     hostvars['sp2']['ansible_host'] = '10.254.0.3'
     with pytest.raises(AnsibleFilterError, match="host 'sp2': spine router address '10.254.0.3' is not an address "
                                                  "inside lab_spine_segment 10.255.0.0/24"):
+        lab_spec(hostvars, groups, racks=RACKS)
+
+
+def test_spine_routers_are_machines_with_frr_and_a_management_leg():
+    hostvars, groups = _racks_fleet()
+    hostvars['sp1'] = dict(LAB, **SPINE, calico_node_ip='10.255.0.2')
+    groups['calico_spines'] = ['sp1']
+    for hv in hostvars.values():
+        hv.update(lab_machines=True, ansible_user='netfleet')
+    spec = lab_spec(hostvars, groups, racks=RACKS)
+    assert spec['machines']['hosts'][-1] == {'name': 'sp1', 'netns': 'nf-sp1'}
+    assert spec['machines']['packages'] == ['bird2', 'iproute2', 'iptables', 'frr', 'frr-pythontools']
+    assert spec['mgmt']['spine_address'] == '10.255.0.254'
+    hostvars['sp1']['ansible_user'] = 'admin'
+    with pytest.raises(AnsibleFilterError, match='the hosts log in as admin, netfleet'):
         lab_spec(hostvars, groups, racks=RACKS)

@@ -30,6 +30,14 @@ def test_network_of_a_host_and_of_a_reflector():
     assert 'ExecStart=/sbin/ip route replace default via 192.168.111.1 dev eth0\n' in unit
 
 
+def test_network_of_a_spine_router_is_its_spine_leg_only():
+    router = {'spine_address': '10.255.0.1/24'}
+    assert lm.check_network('sp1', router) is router
+    assert lm.network_script(router) == ['ip link set lo up', 'ip link set eth1 up',
+                                         'ip addr replace 10.255.0.1/24 dev eth1']
+    assert lm.legs(router) == ['eth1'] and lm.legs(REFLECTOR) == ['eth0', 'eth1'] and lm.legs(HOST) == ['eth0']
+
+
 def test_machine_files_give_the_login_user_the_key():
     files = lm.machine_files('m1h1', HOST, ('netfleet', 1000, 1000), 'ssh-ed25519 AAAA lab', 'ab' * 16)
     assert files['/home/netfleet/.ssh/authorized_keys'] == ('ssh-ed25519 AAAA lab\n', 0o600, 1000, 1000)

@@ -309,3 +309,31 @@ def test_bad_spine_routers(routers, message):
     with pytest.raises(fabric_spec.LabError) as err:
         fabric_spec.Spec(spine_routers_params(*routers), 'present')
     assert message in str(err.value)
+
+
+def test_mgmt_leg_on_the_spine_for_spine_routers_reached_by_ssh():
+    p = spine_routers_params(('sp1', '10.255.0.2'))
+    p['mgmt'] = {'legs': [{'segment': 'rack1', 'address': '192.168.101.254'}], 'spine_address': '10.255.0.254'}
+    spec = fabric_spec.Spec(p, 'present')
+    assert spec.mgmt_result()['legs']['spine'] == {'address': '10.255.0.254/24', 'port': 'mg-spine',
+                                                   'bridge': 'spine'}
+    plan = fabric_plan.plan_present(spec, _kernel_blank(spec), [1, 2, 3], False)
+    assert 'link set mg-spine alias nf-mgmt master spine up' in plan.fabric
+    assert 'address add 10.255.0.254/24 brd + dev mg-spine' in plan.post['nf-mgmt']
+
+
+@pytest.mark.parametrize('address, message', [
+    ('10.255.0.2', "mgmt: spine_address 10.255.0.2 is already spine router 'sp1''s"),
+    ('10.255.0.11', "mgmt: spine_address 10.255.0.11 is already host 'rr1a''s"),
+    ('10.255.0.1', "mgmt: spine_address 10.255.0.1 is already the spine's gateway's"),
+    ('10.254.0.9', 'mgmt: spine_address 10.254.0.9 is outside its segment 10.255.0.0/24'),
+])
+def test_bad_mgmt_spine_address(address, message):
+    p = spine_routers_params(('sp1', '10.255.0.2'))
+    p['mgmt'] = {'legs': [{'segment': 'rack1', 'address': '192.168.101.254'}], 'spine_address': address}
+    with pytest.raises(fabric_spec.LabError) as err:
+        fabric_spec.Spec(p, 'present')
+    assert message in str(err.value)
+    p = params(mgmt={'legs': [{'segment': 'rack1', 'address': '192.168.100.254'}], 'spine_address': '10.0.0.1'})
+    with pytest.raises(fabric_spec.LabError, match='mgmt: spine_address needs the spine option'):
+        fabric_spec.Spec(p, 'present')
