@@ -443,6 +443,10 @@ class FakeKernel:
                 continue
             if 'exact' in kv and route['dst'] != ipaddress.ip_network(kv['exact']).with_prefixlen:
                 continue
+            if 'root' in kv:
+                root, net = ipaddress.ip_network(kv['root']), ipaddress.ip_network(route['dst'])
+                if net.version != root.version or not net.subnet_of(root):
+                    continue
             item = {}
             if route['type'] != 'unicast':
                 item['type'] = route['type']
