@@ -46,22 +46,21 @@ MAX_ANY_BLOCKS_V6 = 1 << 16
 # ---------------------------------------------------------------------------------------------
 
 def current_blocks_v6(facts):
-    """The IPv6 blackholes a host owns today: ``blocks_v6``, and the IPv6 entries of ``blocks`` (facts that list
-    both families in one list)."""
-    found = normalize_current_blocks(facts.get('blocks_v6')) + normalize_current_blocks(facts.get('blocks'))
+    """The IPv6 blackholes a host owns today (calico_node_facts ``blocks6``)."""
+    found = normalize_current_blocks(facts.get('blocks6'))
     return [b for b in found if network6_or_none(b) is not None]
 
 
 def current_ip6(facts):
-    """Workload name -> IPv6 address a host runs today: ``workloads_v6`` (``{name: ip6}``) or the ``ip6`` of
-    ``endpoints`` (``[{name, ip6}]``); anything not an IPv6 address is left out."""
+    """Workload name -> IPv6 address a host runs today (calico_node_facts ``workloads6``, ``{name: ip6}``, and the
+    ``ip6`` of ``endpoints``, ``[{name, ip6}]``); anything not an IPv6 address is left out."""
     out = {}
     endpoints = facts.get('endpoints')
     if isinstance(endpoints, list):
         for item in endpoints:
             if isinstance(item, Mapping) and isinstance(item.get('name'), str):
                 out[item['name']] = item.get('ip6')
-    workloads = facts.get('workloads_v6')
+    workloads = facts.get('workloads6')
     if isinstance(workloads, Mapping):
         out.update(workloads)
     plain = {name: _plain6(value) for name, value in out.items()}

@@ -92,11 +92,11 @@ def test_blocks_and_addresses_of_both_families():
 
 
 def test_running_blocks_and_addresses_are_kept():
-    """A host keeps its running IPv6 blackhole and each workload its running address, whichever shape the facts
-    give them in; a new host takes the lowest free block."""
-    facts = {'h2': {'calico_node_facts': {'blocks': ['172.17.1.0/24', 'fd00:10::1:0/122'],
+    """A host keeps its running IPv6 blackhole and each workload its running address (calico_node_facts: the
+    endpoints' ip6, workloads6); a new host takes the lowest free block."""
+    facts = {'h2': {'calico_node_facts': {'blocks': ['172.17.1.0/24'], 'blocks6': ['fd00:10::1:0/122'],
                                           'endpoints': [{'name': 'h2w1', 'ip': '172.17.1.3', 'ip6': 'fd00:10::1:7'}]}},
-             'h3': {'calico_node_facts': {'blocks_v6': ['fd00:10::/122'], 'workloads_v6': {'h3w0': 'fd00:10::9/128'}}}}
+             'h3': {'calico_node_facts': {'blocks6': ['fd00:10::/122'], 'workloads6': {'h3w0': 'fd00:10::9'}}}}
     hosts = fabric(*mesh(**facts))['hosts']
     assert hosts['h2']['blocks_v6'] == ['fd00:10::1:0/122']
     assert [w['ip6'] for w in hosts['h2']['workloads']] == ['fd00:10::1:1', 'fd00:10::1:7']
@@ -110,7 +110,7 @@ def test_second_run_from_its_own_state_plans_the_same():
     hostvars, groups = mesh()
     for name, host in first['hosts'].items():
         hostvars[name]['calico_node_facts'] = {
-            'blocks': host['blocks'], 'blocks_v6': host['blocks_v6'],
+            'blocks': host['blocks'], 'blocks6': host['blocks_v6'],
             'endpoints': [{'name': w['name'], 'ip': w['ip'], 'ip6': w['ip6']} for w in host['workloads']]}
     hostvars['h1']['calico_workloads'].insert(0, {'name': 'new'})
     hosts = fabric(hostvars, groups)['hosts']
@@ -180,9 +180,9 @@ def test_assign_ip6_alone():
 
 
 def test_facts_readers_ignore_junk():
-    facts = {'blocks': ['172.17.0.0/24', 'junk', 'fd00::/122'], 'blocks_v6': [{'dst': 'fd00::40/122'}, 3],
+    facts = {'blocks': ['fd00::80/122'], 'blocks6': ['172.17.0.0/24', 'junk', 'fd00::/122', 'fd00::40/122', 3],
              'endpoints': [{'name': 'a', 'ip6': 'x'}, {'name': 'b', 'ip6': 'fd00::2'}, 'junk', {'ip6': 'fd00::3'}]}
-    assert current_blocks_v6(facts) == ['fd00::40/122', 'fd00::/122']
+    assert current_blocks_v6(facts) == ['fd00::/122', 'fd00::40/122']
     assert current_ip6(facts) == {'b': netaddr.IPAddress('fd00::2')}
     assert network6_or_none('fd00::/122 ') is None and network6_or_none('fd00::/122') is not None
 
