@@ -3,8 +3,9 @@ built and converged by site.yml, nothing mocked.
 
 Shown: every workload reaches every other one in both families (ping and ping -6); the IPv6 routes have the
 shape of the IPv4 ones (per host its IPv6 block's blackhole and one /128 per workload, proto 80; per other host
-its IPv6 block learned by BGP, proto bird, through the host's rack reflector for another rack); a second
-site.yml changes nothing. The lab's prefix is ``<NETFLEET_LAB_PREFIX or t>d``; it is removed at the end.
+its IPv6 block learned by BGP, proto bird, through the host's rack reflector for another rack); a workload
+sending from another workload's IPv6 address reaches nobody (ip6tables rpfilter); a second site.yml changes
+nothing. The lab's prefix is ``<NETFLEET_LAB_PREFIX or t>d``; it is removed at the end.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def dual(tmp_path_factory):
     lab = Lab(inventory, os.environ.get("NETFLEET_LAB_PREFIX", "t") + "d")
     with lab.running():
         lab.playbook("site.yml")
+        out = lab.playbook("playbooks/status.yml")  # waits until every session is Established
+        assert "fabric converged" in out.stdout, out.stdout[-4000:]
         yield lab
 
 
@@ -95,6 +98,25 @@ def test_ipv6_routes_have_the_shape_of_the_ipv4_ones(dual):
         learned = {ipaddress.ip_network(r["dst"]) for r in v6_routes(lab, reflector, "proto", "bird")}
         assert learned == set(blocks.values()), (reflector, learned)
         assert "ipv6" in lab.birdc(reflector, "show", "protocols", "all").lower()
+
+
+def test_a_workload_cannot_send_from_another_workloads_ipv6_address(dual):
+    """ip6tables' raw cali-PREROUTING (rpfilter) on every host with IPv6 workloads: r1h1w1 sending from
+    r2h1w1's address reaches nobody, from its own it does."""
+    lab = dual
+    for host in lab.nodes:
+        raw = sh(["ip", "netns", "exec", lab.netns(host), "ip6tables-save", "-t", "raw"]).stdout
+        assert "-A cali-PREROUTING -i cali+ -m rpfilter --invert -j DROP" in raw, (host, raw)
+    src, dst = ("r1h1", "r1h1w1"), ("r1h2", "r1h2w1")
+    own, other, target = workload_ip6(lab, *src), workload_ip6(lab, "r2h1", "r2h1w1"), workload_ip6(lab, *dst)
+    netns = lab.workload_netns(*src)
+    sh(["ip", "-n", netns, "-6", "addr", "add", f"{other}/128", "dev", "eth0", "nodad"])
+    try:
+        argv = ["ip", "netns", "exec", netns, "ping", "-6", "-n", "-c", "2", "-W", "1", "-I"]
+        assert sh(argv + [other, target], check=False).returncode != 0, "a spoofed IPv6 source got through"
+        assert sh(argv + [own, target], check=False).returncode == 0
+    finally:
+        sh(["ip", "-n", netns, "-6", "addr", "del", f"{other}/128", "dev", "eth0"])
 
 
 def test_second_converge_changes_nothing(dual):

@@ -191,3 +191,26 @@ def test_the_plan_is_not_changed_by_planning_twice():
     hostvars, groups = mesh()
     again = copy.deepcopy(hostvars)
     assert fabric(hostvars, groups) == fabric(again, groups)
+
+
+def test_policy_endpoints_and_peers_of_both_families():
+    """ip6tables gets the same policy: each endpoint its ip6, a selector's peers their /128 next to their /32; a
+    rule limited to IPv4 CIDRs keeps IPv4 peers only."""
+    policy = [{'name': 'db', 'selector': "app == 'db'", 'ingress': [
+        {'action': 'allow', 'from': {'selector': "app == 'web'"}},
+        {'action': 'allow', 'from': {'selector': "app == 'web'", 'cidr': ['172.17.0.0/16']}}]}]
+    hostvars, groups = mesh(workloads=0)
+    hostvars['h1']['calico_workloads'] = [{'name': 'web', 'labels': {'app': 'web'}}]
+    hostvars['h2']['calico_workloads'] = [{'name': 'db', 'labels': {'app': 'db'}}]
+    for hv in hostvars.values():
+        hv['calico_policies'] = policy
+    hosts = fabric(hostvars, groups)['hosts']
+    (db,) = hosts['h2']['policy']
+    assert (db['ip'], db['ip6']) == ('172.17.1.2', 'fd00:10::41')
+    assert [rule['peers'] for rule in db['ingress']] == [['172.17.0.2/32', 'fd00:10::1/128'], ['172.17.0.2/32']]
+    hostvars, groups = mesh(v6=False, workloads=0)
+    hostvars['h2']['calico_workloads'] = [{'name': 'db', 'labels': {'app': 'db'}}]
+    hostvars['h1']['calico_workloads'] = [{'name': 'web', 'labels': {'app': 'web'}}]
+    for hv in hostvars.values():
+        hv['calico_policies'] = policy
+    assert 'ip6' not in fabric(hostvars, groups)['hosts']['h2']['policy'][0]
