@@ -40,6 +40,11 @@ VARIANTS = {
         {'ip': '192.168.101.254', 'as_number': 65100, 'name': 'dc-router', 'password': "r0uter p@ss'{}#;",
          'bfd': True, 'import_default': True, 'import_prefixes': ['198.51.100.0/24'], 'multihop': True},
         {'ip': '10.99.0.1', 'as_number': 65101, 'multihop': 4}]}),
+    # dual stack, a reflector's kept session from its spine address: its ipv6 channel keeps that next hop
+    'lab-dualstack+lingering': ('lab-dualstack', {'_calico_node_bgp_lingering': [
+        {'name': 'Global_10_255_0_99', 'description': 'old', 'ip': '10.255.0.99', 'as_number': 65009,
+         'local_as': 65002, 'passive': False, 'connect_delay_offset': 0, 'local_ip': '10.255.0.21', 'type': 'ebgp',
+         'direct': True}]}),
     # moving to the spine: a reflector's old eBGP sessions kept as they ran (spine address, direct or multihop)
     'lab-spine+lingering': ('lab-spine', {'_calico_node_bgp_lingering': [
         {'name': 'Global_10_255_0_11', 'description': 'rr1a', 'ip': '10.255.0.11', 'as_number': 65001,
@@ -107,13 +112,16 @@ def test_every_host_config_passes_bird_p(rendered, variant):
             assert static.count(' blackhole;') == 2, f'{conf.name}: {static}'
             assert len(re.findall(r'if net ~ \[ fd00:17::\w*/126, fd00:17::\w+/126 \] then accept;',
                                   conf.read_text())) == 2, conf.name
+    if variant == 'lab-dualstack+lingering':
+        kept = (base / variant / 'rr2.conf').read_text().split('protocol bgp Global_10_255_0_99', 1)[1]
+        assert 'ipv6 {\n    next hop address fd00:255::21;\n  };' in kept.split('\n}', 1)[0], kept
     if variant == 'lab-dualstack':  # a reflector's eBGP session: its spine address as the IPv6 next hop
         rr2 = (base / variant / 'rr2.conf').read_text()
         assert 'local 10.255.0.21 as 65002;' in rr2 and 'next hop address fd00:255::21;' in rr2
         assert 'if net ~ [ fd00:17::/48{122,122} ] then accept;' in rr2
     if variant == 'example':  # a rack whose ToR is a router of the data centre, directly connected (GTSM)
         assert 'protocol bgp External_10_10_2_1 from calico_external' in text and 'ttl security on;' in text
-    if VARIANTS[variant][1].get('_calico_node_bgp_lingering'):
+    if variant == 'lab-spine+lingering':
         assert 'protocol bgp Global_10_254_0_31 from calico_peer {' in text and 'local 10.255.0.21 as 65002;' in text
         assert 'multihop;\n  ipv4 {\n    gateway recursive;' in text and 'passive on;\n  ttl security on;' in text
     if VARIANTS[variant][1].get('calico_bgp_password'):
