@@ -36,7 +36,7 @@ description:
     PREROUTING -> cali-PREROUTING) with C(-i cali+ -m rpfilter --invert -j DROP): a workload sending from an IPv6
     address the host does not route back to its interface (not its own) reaches nobody. That is Felix's IPv6
     anti-spoofing (IPv6 has no rp_filter sysctl); for IPv4 M(netfleet.calico.calico_workloads) sets
-    C(rp_filter=1) on each workload veth. No C(nat) table for IPv6: floating IPs and O(nat_outgoing) are IPv4's.
+    C(rp_filter=1) on each workload veth. No C(nat) table for IPv6: floating IPs and O(nat_outgoing) are IPv4's."
 author:
   - netfleet.calico developers (!UNKNOWN)
 requirements:
