@@ -9,7 +9,8 @@ tunnel and the workloads' veths are gone until the next site.yml, and BIRD (star
 announce the block meanwhile. So every converge records its arguments next to it::
 
     <state_dir>/node.json     calico_node_state's kernel parts: sysctls, tunnel, routes, endpoints, MTU
-    <state_dir>/chains.json   calico_chains' rendered chains per table, backend, insert mode
+    <state_dir>/chains.json   calico_chains' rendered chains per table, backend, insert mode (``chains``
+                              for iptables, ``chains6`` for ip6tables)
 
 and ``netfleet-calico-restore`` (unit ``netfleet-calico-restore.service``, ordered before ``bird.service``)
 applies them at boot with the same code the modules run (:mod:`host_state`, :func:`chains_restore.converge`),
@@ -31,6 +32,7 @@ from ansible_collections.netfleet.calico.plugins.module_utils.workloads import W
 
 VERSION = 1
 NODE_FILE, CHAINS_FILE = 'node.json', 'chains.json'
+CHAINS_KEYS = {4: 'chains', 6: 'chains6'}
 SBIN = ('/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/local/bin', '/usr/bin', '/bin')
 
 
@@ -72,10 +74,17 @@ def record_node(path, params):
     return write_if_changed(path, {'version': VERSION, 'node': node})
 
 
-def record_chains(path, backend, desired, insert, ignore, cni):
-    """calico_chains' record: the rendered chains of every table and how they are applied."""
-    return write_if_changed(path, {'version': VERSION, 'chains': {
-        'backend': backend, 'desired': desired, 'insert': bool(insert), 'ignore': sorted(ignore), 'cni': bool(cni)}})
+def record_chains(path, backend, desired, insert, ignore, cni, family=4):
+    """calico_chains' record: the rendered chains of every table and how they are applied, per address family
+    (the IPv4 and IPv6 runs share the file; each one replaces its own part)."""
+    try:
+        doc = read(path) or {'version': VERSION}
+    except RestoreError:
+        doc = {'version': VERSION}
+    doc = {key: doc[key] for key in ('version', 'chains', 'chains6') if key in doc}
+    doc[CHAINS_KEYS[family]] = {'backend': backend, 'desired': desired, 'insert': bool(insert),
+                                'ignore': sorted(ignore), 'cni': bool(cni)}
+    return write_if_changed(path, doc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,14 +137,23 @@ def restore_node(node, check=False):
     return parts
 
 
-def restore_chains(doc, check=False):
+def restore_chains(doc, check=False, family=4):
+    key = CHAINS_KEYS[family]
     try:
-        ipt = chains_restore.Iptables(doc['backend'], tunnel.default_runner, _bin_path)
+        ipt = chains_restore.Iptables(doc['backend'], tunnel.default_runner, _bin_path, family=family)
         result = chains_restore.converge(ipt, ipt.save(), doc['desired'], check,
                                          insert=doc['insert'], ignore=frozenset(doc['ignore']), cni=doc['cni'])
     except RuntimeError as exc:
-        raise RestoreError('chains: %s' % exc) from None
-    return {'chains': result['changed']}
+        raise RestoreError('%s: %s' % (key, exc)) from None
+    return {key: result['changed']}
+
+
+def _restore_chains_file(doc, check):
+    parts = {}
+    for family, key in sorted(CHAINS_KEYS.items()):
+        if key in doc:
+            parts.update(restore_chains(doc[key], check, family) if family == 6 else restore_chains(doc[key], check))
+    return parts
 
 
 def restore(state_dir, check=False):
@@ -143,11 +161,12 @@ def restore(state_dir, check=False):
     chains are restored even when a kernel part failed (a workload whose namespace path is gone, say), and
     the first failure is raised at the end."""
     parts, errors = {}, []
-    for name, key, apply in ((NODE_FILE, 'node', restore_node), (CHAINS_FILE, 'chains', restore_chains)):
+    for name, apply in ((NODE_FILE, lambda doc, check: restore_node(doc['node'], check)),
+                        (CHAINS_FILE, _restore_chains_file)):
         try:
             doc = read(os.path.join(state_dir, name))
             if doc is not None:
-                parts.update(apply(doc[key], check))
+                parts.update(apply(doc, check))
         except (RestoreError, KeyError, TypeError) as exc:
             errors.append('%s: %s' % (name, exc))
     if errors:

@@ -21,10 +21,12 @@ from ansible_collections.netfleet.calico.plugins.module_utils import (
     routes,
     sysctl,
     tunnel,
+    workload_spec,
     workloads,
 )
 
-RESTORE_MODULES = (boot, chains, chains_restore, host_state, iproute, procs, routes, sysctl, tunnel, workloads)
+RESTORE_MODULES = (boot, chains, chains_restore, host_state, iproute, procs, routes, sysctl, tunnel, workload_spec,
+                   workloads)
 UNIT_NAME = 'netfleet-calico-restore.service'
 UNIT_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9@_.:-]{0,200}\Z')
 LAUNCHER = """#!{python} -IS

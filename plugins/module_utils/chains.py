@@ -19,6 +19,13 @@ The chains (Calico's Felix layout, reduced to what this collection needs)::
     nat POSTROUTING-> cali-POSTROUTING-> cali-fip-snat         (workload leaves from its floating IP)
                                       -> cali-nat-outgoing     (MASQUERADE pool -> outside, if enabled)
 
+IPv6 (``family=6``, for ip6tables) renders the same filter chains from the same policy model (peers and ICMP
+rules of the other family left out), accepts ICMPv6 neighbour discovery from and to workloads before any
+policy, and has no nat table (floating IPs and NAT are IPv4's). Its anti-spoofing is Felix's: IPv6 has no
+rp_filter sysctl, so ``raw PREROUTING -> cali-PREROUTING`` drops a packet from a workload whose source the
+host would not route back through the same interface (``-m rpfilter --invert``), i.e. any address but the
+workload's own; IPv4 gets the same from ``rp_filter=1`` on each workload veth.
+
 Endpoint chains (``cali-fw-<if>`` from the workload, ``cali-tw-<if>`` to it) start with
 RELATED,ESTABLISHED -> ACCEPT and INVALID -> DROP, then the policy rules in policy
 order, first match wins. An allowed packet leaves ``cali-fw-*`` with RETURN (so the receiver's
@@ -45,8 +52,16 @@ CHAIN_MAX = 28  # XT_EXTENSION_MAXNAMELEN (29) - 1: the kernel's limit on a chai
 HOOKS = {
     'filter': (('INPUT', 'cali-INPUT'), ('FORWARD', 'cali-FORWARD'), ('OUTPUT', 'cali-OUTPUT')),
     'nat': (('PREROUTING', 'cali-PREROUTING'), ('OUTPUT', 'cali-OUTPUT'), ('POSTROUTING', 'cali-POSTROUTING')),
+    'raw': (('PREROUTING', 'cali-PREROUTING'),),
 }
-TABLES = ('filter', 'nat')
+TABLES = ('filter', 'nat')                  # IPv4 (iptables)
+TABLES6 = ('raw', 'filter')                 # IPv6 (ip6tables)
+TABLE_ORDER = ('raw', 'filter', 'nat')      # the order tables are restored in, whichever a rendering has
+FAMILY_TABLES = {4: TABLES, 6: TABLES6}
+# ICMPv6 types always accepted from workloads to the host and from the host to workloads, before any policy:
+# multicast listener query/report/done, router solicitation, neighbour solicitation/advertisement
+# (Felix's list); without them a workload cannot resolve its gateway.
+ICMPV6_ND_TYPES = (130, 131, 132, 133, 135, 136)
 
 # Chains the CNI plugin owns (rewritten on every container ADD/DEL; the converge never touches them).
 CNI_CHAIN_PREFIX = 'cali-cni-'
@@ -227,13 +242,39 @@ def _match_proto_ports(protocol, ports, direction='dst'):
     return out
 
 
-def render_rule(rule, direction, final):
+def ipv6_address(value, what):
+    """A plain IPv6 address (``/128`` accepted) in its compressed spelling; anything else is a ChainsError."""
+    text = str(value).strip()
+    if text.endswith('/128'):
+        text = text[:-4]
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        raise ChainsError('%s %r is not an IPv6 address' % (what, value)) from None
+
+
+def ipv6_network(value, what):
+    """An IPv6 network in ip6tables-save's spelling (``addr/len``, compressed; host bits set refused)."""
+    text = str(value).strip()
+    try:
+        return ipaddress.IPv6Network(text if '/' in text else text + '/128').with_prefixlen
+    except ValueError:
+        raise ChainsError('%s %r is not an IPv6 CIDR (without host bits)' % (what, value)) from None
+
+
+def _family_of(value):
+    return 6 if ':' in str(value) else 4
+
+
+def render_rule(rule, direction, final, family=4):
     """Rules for one policy rule of an endpoint chain.
 
     ``direction`` 'ingress' (peer = source) or 'egress' (peer = destination); ``final`` the target
     of ``allow`` (RETURN in cali-fw-*, ACCEPT in cali-tw-*). ``rule['peers']`` None = any peer,
     a list = one rule per CIDR (an empty list matches nothing: no rule). ``rule['set']`` names an
     ipset the peer must also be in (the CNI plugin's selectors, whose members change at run time).
+    With ``family`` 6 the IPv4 part of a rule is left out (and the IPv6 part with 4): its peers of the other
+    family, an ICMP (or ICMPv6) rule and a rule naming an ipset (whose members are IPv4).
     """
     action = rule.get('action', 'allow')
     if action not in ('allow', 'deny'):
@@ -241,6 +282,8 @@ def render_rule(rule, direction, final):
     target = final if action == 'allow' else 'DROP'
     protocol = normalize_protocol(rule.get('protocol'))
     ports = [normalize_port(p) for p in (rule.get('ports') or [])]
+    if protocol == ('icmp' if family == 6 else '58') or (family == 6 and rule.get('set')):
+        return []
     # iptables-save's order: -s/-d, -p, then matches in the order given
     match_set = []
     if rule.get('set'):
@@ -253,31 +296,39 @@ def render_rule(rule, direction, final):
     if peers is None:
         return [' '.join(tail)]
     flag = '-s' if direction == 'ingress' else '-d'
-    return [' '.join([flag, ipv4_network(peer, 'peer')] + tail) for peer in peers]
+    # every peer is validated, also those of the other family (which that family's run renders)
+    nets = [(ipv6_network if _family_of(peer) == 6 else ipv4_network)(peer, 'peer') for peer in peers]
+    return [' '.join([flag, net] + tail) for net in nets if _family_of(net) == family]
 
 
-def render_endpoint_chain(rules, direction, final):
+def render_endpoint_chain(rules, direction, final, family=4):
     """One cali-fw-*/cali-tw-* chain: conntrack first, then policy; ``rules`` None = not selected."""
     out = ['-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT', '-m conntrack --ctstate INVALID -j DROP']
     if rules is None:
         return out
     for rule in rules:
-        out += render_rule(rule, direction, final)
+        out += render_rule(rule, direction, final, family)
     out.append('-j DROP')  # selected in this direction: default deny
     return out
 
 
 def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endpoint_to_host_action='drop',
-           nat_outgoing=False, interface_prefix='cali', cni=False):
+           nat_outgoing=False, interface_prefix='cali', cni=False, family=4):
     """The desired cali-* state: ``{table: {'chains': {name: [rules]}, 'jumps': {builtin: [rule]}}}``.
 
     ``endpoints``: ``[{name, ip, ifname, ingress, egress, floating_ip}]`` with ``ingress``/``egress``
     None (no policy selects it: allow) or a list of ``{action, protocol, ports, peers}``. With ``cni``
     a packet of a cali interface that is not one of ``endpoints`` goes on to the CNI plugin's dispatch
-    chains (which drop what they do not know) instead of being dropped here.
+    chains (which drop what they do not know) instead of being dropped here. An endpoint has ``ip``, ``ip6`` or
+    both; ``family`` 6 renders ip6tables' tables (``raw`` and ``filter``; ``pool``, ``nat_outgoing``,
+    ``floating_ip`` and ``cni`` are IPv4's and not used).
     """
+    if family not in FAMILY_TABLES:
+        raise ChainsError('family %r is not 4 or 6' % (family,))
     if endpoint_to_host_action not in ('drop', 'accept'):
         raise ChainsError('endpoint_to_host_action %r is not drop or accept' % (endpoint_to_host_action,))
+    if family == 6:
+        pool, nat_outgoing, cni = None, False, False
     if nat_outgoing and not pool:
         raise ChainsError('nat_outgoing needs pool (the container pool CIDR)')
     if pool:
@@ -292,12 +343,15 @@ def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endp
             raise ChainsError('endpoint %s: ifname %r is not an interface name' % (name, ifname))
         if not ifname.startswith(interface_prefix):
             raise ChainsError('endpoint %s: ifname %s does not start with %s' % (name, ifname, interface_prefix))
-        if not ip:
+        if not ip and not ep.get('ip6'):
             raise ChainsError('endpoint %s: ip is missing' % name)
-        ip = ipv4_address(ip, 'endpoint %s: ip' % name)
+        ip = ipv4_address(ip, 'endpoint %s: ip' % name) if ip else None
+        ip6 = ipv6_address(ep['ip6'], 'endpoint %s: ip6' % name) if ep.get('ip6') else None
         fip = ipv4_address(ep['floating_ip'], 'endpoint %s: floating_ip' % name) if ep.get('floating_ip') else None
-        ep = dict(ep, ip=ip, floating_ip=fip)
-        for key, seen, value in (('ifname', seen_if, ifname), ('ip', seen_ip, ip),
+        if fip and not ip:
+            raise ChainsError('endpoint %s: floating_ip needs ip (floating IPs are IPv4)' % name)
+        ep = dict(ep, ip=ip, ip6=ip6, floating_ip=fip if family == 4 else None)
+        for key, seen, value in (('ifname', seen_if, ifname), ('ip', seen_ip, ip), ('ip6', seen_ip, ip6),
                                  ('floating_ip', seen_fip, ep.get('floating_ip'))):
             if not value:
                 continue
@@ -316,9 +370,11 @@ def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endp
                          '-i %s -j ACCEPT' % wildcard,
                          '-o %s -j ACCEPT' % wildcard]
     f['cali-OUTPUT'] = ['-o %s -j RETURN' % wildcard]
+    nd_rules = ['-p 58 -m icmp6 --icmpv6-type %d -j ACCEPT' % t for t in ICMPV6_ND_TYPES] if family == 6 else []
+    f['cali-OUTPUT'] = ['-o %s %s' % (wildcard, rule) for rule in nd_rules] + f['cali-OUTPUT']
     f['cali-failsafe-in'] = [' '.join(_match_proto_ports(proto, [port]) + ['-j', 'ACCEPT'])
                              for proto, port in failsafe]
-    f['cali-wl-to-host'] = ['-j cali-from-wl-dispatch',
+    f['cali-wl-to-host'] = nd_rules + ['-j cali-from-wl-dispatch',
                             '-j ' + ('ACCEPT' if endpoint_to_host_action == 'accept' else 'DROP')]
     from_dispatch, to_dispatch = [], []
     endpoint_rules = {}
@@ -327,8 +383,8 @@ def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endp
         from_dispatch.append('-i %s -g %s' % (ep['ifname'], fw))
         to_dispatch.append('-o %s -g %s' % (ep['ifname'], tw))
         try:
-            endpoint_rules[fw] = render_endpoint_chain(ep.get('egress'), 'egress', 'RETURN')
-            endpoint_rules[tw] = render_endpoint_chain(ep.get('ingress'), 'ingress', 'ACCEPT')
+            endpoint_rules[fw] = render_endpoint_chain(ep.get('egress'), 'egress', 'RETURN', family)
+            endpoint_rules[tw] = render_endpoint_chain(ep.get('ingress'), 'ingress', 'ACCEPT', family)
         except ChainsError as exc:
             raise ChainsError('endpoint %s: %s' % (ep.get('name') or ep['ifname'], exc)) from None
     # traffic from or to a cali interface this host does not know is dropped (as Felix does)
@@ -361,14 +417,14 @@ def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endp
     n['cali-fip-snat'] = snat
     n['cali-nat-outgoing'] = ['-s %s ! -d %s -j MASQUERADE' % (pool, pool)] if nat_outgoing else []
 
-    for chains in (f, n):
+    raw = {'cali-PREROUTING': ['-i %s -m rpfilter --invert -j DROP' % wildcard]}
+    tables = {'filter': f, 'nat': n, 'raw': raw}
+    for chains in tables.values():
         for name in chains:
             if len(name) > CHAIN_MAX:  # cannot happen with chain_name(); a guard for future chains
                 raise ChainsError('chain name %s is longer than %d characters' % (name, CHAIN_MAX))
-    return {
-        'filter': normalize_table({'chains': f, 'jumps': {b: ['-j ' + c] for b, c in HOOKS['filter']}}),
-        'nat': normalize_table({'chains': n, 'jumps': {b: ['-j ' + c] for b, c in HOOKS['nat']}}),
-    }
+    return {table: normalize_table({'chains': tables[table], 'jumps': {b: ['-j ' + c] for b, c in HOOKS[table]}})
+            for table in FAMILY_TABLES[family]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,7 +465,7 @@ def normalize_rule(rule):
             continue
         if tok in ('-s', '-d', '--source', '--destination') and nxt is not None:
             flag = '-s' if tok in ('-s', '--source') else '-d'
-            out += [flag, nxt if '/' in nxt else nxt + '/32']
+            out += [flag, nxt if '/' in nxt else nxt + ('/128' if ':' in nxt else '/32')]
             i += 2
             continue
         if tok == '--comment' and nxt is not None:

@@ -170,26 +170,27 @@ def converge(ipt, before_text, desired, check_mode, insert=True, ignore=(), cni=
     the backend's binaries: ``save()`` and ``restore(text, test=False)`` (module calico_chains, and the
     restore unit at boot)."""
     before = parse_save(before_text, ignore=ignore, ignore_prefix=chains.CNI_CHAIN_PREFIX)
+    tables = [t for t in chains.TABLE_ORDER if t in desired]
     texts = {}
-    for table in chains.TABLES:
+    for table in tables:
         current = owned_view(before, table)
         text = restore_text(table, desired[table], current, insert=insert)
         if text:
             texts[table] = text
     texts, dropped = cni_dispatch(texts, before, cni)
     if texts:
-        for table in chains.TABLES:
+        for table in tables:
             if table in texts:
                 ipt.restore(texts[table], test=check_mode)
     if check_mode or not texts:
         after = before
     else:
         after = parse_save(ipt.save(), ignore=ignore, ignore_prefix=chains.CNI_CHAIN_PREFIX)
-    result = {'tables': [t for t in chains.TABLES if t in texts], 'restore': texts}
+    result = {'tables': [t for t in tables if t in texts], 'restore': texts}
     diff_before, diff_after = [], []
     changed = False
     mismatch = []
-    for table in chains.TABLES:
+    for table in tables:
         b = owned_view(before, table)
         a = desired[table] if check_mode else owned_view(after, table)
         if b != a:
@@ -207,19 +208,20 @@ def converge(ipt, before_text, desired, check_mode, insert=True, ignore=(), cni=
 
 class Iptables:
     """save/restore of one backend (``nft`` or ``legacy``; the plain binaries where the distribution has only
-    one iptables). ``run(argv, data) -> (rc, out, err)`` and ``bin_path(name, required=False)`` come from the
-    caller: module calico_chains, or the restore at boot."""
+    one iptables) for one address family (4: iptables, 6: ip6tables). ``run(argv, data) -> (rc, out, err)`` and
+    ``bin_path(name, required=False)`` come from the caller: module calico_chains, or the restore at boot."""
 
-    def __init__(self, backend, run, bin_path):
+    def __init__(self, backend, run, bin_path, family=4):
         self.backend = backend
         self.run = run
-        names = {'nft': ('iptables-nft-save', 'iptables-nft-restore'),
-                 'legacy': ('iptables-legacy-save', 'iptables-legacy-restore')}.get(backend)
+        tool = 'ip6tables' if family == 6 else 'iptables'
+        names = ('%s-%s-save' % (tool, backend), '%s-%s-restore' % (tool, backend)) \
+            if backend in ('nft', 'legacy') else None
         self.save_bin = bin_path(names[0]) if names else None
         self.restore_bin = bin_path(names[1]) if names else None
         if not self.save_bin or not self.restore_bin:
-            self.save_bin = bin_path('iptables-save', required=True)
-            self.restore_bin = bin_path('iptables-restore', required=True)
+            self.save_bin = bin_path(tool + '-save', required=True)
+            self.restore_bin = bin_path(tool + '-restore', required=True)
 
     def save(self):
         rc, out, err = self.run([self.save_bin])

@@ -44,6 +44,9 @@ CALICO_PROTOCOL = 80
 CALICO_MAC = 'ee:ee:ee:ee:ee:ee'
 # Gateway the workloads route through; no interface anywhere owns it.
 CALICO_GATEWAY = '169.254.1.1'
+# IPv6 gateway of the workloads: the link-local address the kernel derives (EUI-64) from CALICO_MAC on
+# the host side of every veth, so the host answers neighbour discovery for it without proxy NDP entries.
+CALICO_GATEWAY6 = 'fe80::ecee:eeff:feee:eeee'
 DEFAULT_INTERFACE_PREFIX = 'cali'
 DEFAULT_NETNS_PREFIX = 'calico-'
 # Interface names are at most IFNAMSIZ - 1 = 15 bytes.
@@ -69,6 +72,21 @@ WORKLOAD_SYSCTLS = (
     ('net/ipv4/conf/{ifname}/forwarding', '1'),
     ('net/ipv4/conf/{ifname}/route_localnet', '1'),
 )
+
+# IPv6 sysctls of the host side of a workload veth with an IPv6 address (Felix: forwarding, proxy_ndp
+# and accept_ra=0). IPv6 is enabled, the link-local comes from the MAC (addr_gen_mode 0, EUI-64: the
+# workloads' gateway) and is usable at once (accept_dad 0) instead of tentative for a second.
+WORKLOAD_SYSCTLS6 = (
+    ('net/ipv6/conf/{ifname}/disable_ipv6', '0'),
+    ('net/ipv6/conf/{ifname}/addr_gen_mode', '0'),
+    ('net/ipv6/conf/{ifname}/accept_dad', '0'),
+    ('net/ipv6/conf/{ifname}/accept_ra', '0'),
+    ('net/ipv6/conf/{ifname}/forwarding', '1'),
+    ('net/ipv6/conf/{ifname}/proxy_ndp', '1'),
+)
+# Every workload veth of a host with IPv6, IPv6 endpoint or not: a workload must never configure the host
+# through router advertisements (Felix sets this on every workload interface).
+WORKLOAD_SYSCTLS_RA = (('net/ipv6/conf/{ifname}/accept_ra', '0'),)
 
 OWNER_ALIAS_PREFIX = 'netfleet:ep:'
 
@@ -185,6 +203,15 @@ def parse_ip(text):
 
 def cidr_family(cidr):
     return 6 if ':' in cidr else 4
+
+
+def eui64_link_local(mac):
+    """The link-local address the kernel gives an interface with MAC ``mac`` (addr_gen_mode 0, EUI-64):
+    'ee:ee:ee:ee:ee:ee' -> 'fe80::ecee:eeff:feee:eeee'."""
+    octets = [int(part, 16) for part in normalize_mac(mac).split(':')]
+    octets[0] ^= 0x02
+    eui = octets[:3] + [0xff, 0xfe] + octets[3:]
+    return str(ipaddress.IPv6Address(bytes([0xfe, 0x80] + [0] * 6 + eui)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,7 +505,8 @@ def route_matches(desired, current):
         return False
     if desired.dev is not None and desired.dev != current.dev:
         return False
-    if desired.type == 'unicast' and _implied_scope(desired) != (current.scope or 'global'):
+    # IPv6 routes have no scope (ip prints none), so it is compared for IPv4 only
+    if desired.type == 'unicast' and ':' not in desired.dst and _implied_scope(desired) != (current.scope or 'global'):
         return False
     return True
 

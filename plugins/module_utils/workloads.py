@@ -6,156 +6,17 @@ Shared by the calico_workloads and calico_node_state modules."""
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import random
 
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute
-
-WORKLOAD_IFNAME = 'eth0'
-
-# Argument spec of the endpoint list (calico_workloads' and calico_node_state's endpoints).
-ENDPOINTS_SPEC = dict(type='list', elements='dict', options=dict(
-    name=dict(type='str', required=True),
-    ip=dict(type='str', required=True),
-    netns=dict(type='str'),
-    netns_path=dict(type='path'),
-    mtu=dict(type='int'),
-), mutually_exclusive=[('netns', 'netns_path')])
-
-
-class Endpoint:
-    """A desired endpoint."""
-
-    __slots__ = ('name', 'ip', 'ifname', 'netns', 'netns_path', 'nsref', 'mtu', 'default_netns')
-
-    def __init__(self, name, ip, ifname, netns, netns_path, mtu, default_netns):
-        self.name = name
-        self.ip = ip
-        self.ifname = ifname
-        self.netns = netns
-        self.netns_path = netns_path
-        self.nsref = netns_path or netns
-        self.mtu = mtu
-        self.default_netns = default_netns
-
-    @property
-    def cidr(self):
-        return self.ip + '/32'
-
-
-def build_endpoints(params):
-    """Validate the parameters; return (list of Endpoint, settings dict). Raise ValueError (one line)."""
-    prefix = params['interface_prefix']
-    if not prefix or not iproute.valid_ifname(prefix) or len(prefix) > iproute.IFNAME_MAX - 11:
-        raise ValueError('interface_prefix %r must be 1-4 characters usable in an interface name' % (prefix,))
-    netns_prefix = params['netns_prefix'] or ''
-    if netns_prefix and not iproute.valid_netns_name(netns_prefix):
-        raise ValueError('netns_prefix %r may only contain letters, digits and _.@+=-' % (netns_prefix,))
-    gateway = iproute.parse_ip(params['gateway'])
-    if gateway.version != 4:
-        raise ValueError('gateway %s must be an IPv4 address' % params['gateway'])
-    settings = {
-        'prefix': prefix,
-        'protocol': iproute.normalize_protocol(params['protocol']),
-        'mac': iproute.normalize_mac(params['mac']),
-        'gateway': str(gateway),
-    }
-    default_mtu = _check_mtu(params.get('mtu'), 'mtu')
-    endpoints, by_name, by_ip, by_ifname, by_ns = [], {}, {}, {}, {}
-    for index, raw in enumerate(params['endpoints'] or []):
-        name = raw.get('name')
-        if name is None or not str(name).strip():
-            raise ValueError('endpoints[%d]: name must be a non-empty string' % index)
-        name = str(name)
-        if name in by_name:
-            raise ValueError('duplicate endpoint name %r' % name)
-        ip = _parse_workload_ip(name, raw.get('ip'), gateway)
-        if ip in by_ip:
-            raise ValueError('endpoints %r and %r have the same ip %s' % (by_ip[ip], name, ip))
-        ifname = iproute.workload_ifname(name, prefix)
-        if ifname in by_ifname:
-            raise ValueError('endpoints %r and %r hash to the same interface %s; rename one'
-                             % (by_ifname[ifname], name, ifname))
-        netns, netns_path = raw.get('netns'), raw.get('netns_path')
-        if netns and netns_path:
-            raise ValueError('endpoint %r: netns and netns_path are mutually exclusive' % name)
-        default_netns = False
-        if netns_path:
-            netns_path = check_netns_path(name, netns_path, params.get('netns_paths') or [])
-            netns = None
-        else:
-            if not netns:
-                netns, default_netns = netns_prefix + name, True
-            elif not netns.startswith(netns_prefix):
-                raise ValueError('endpoint %r: netns %r is not under the workload prefix %r (a workload never gets '
-                                 "another namespace of the host's)" % (name, netns, netns_prefix))
-            if not iproute.valid_netns_name(netns):
-                raise ValueError('endpoint %r: %r is not a valid namespace name (letters, digits and _.@+=- only); '
-                                 'set netns or netns_path explicitly' % (name, netns))
-        nsref = netns_path or netns
-        if nsref in by_ns:
-            raise ValueError('endpoints %r and %r use the same namespace %s (each workload needs its own eth0)'
-                             % (by_ns[nsref], name, nsref))
-        mtu = _check_mtu(raw.get('mtu'), 'endpoint %r: mtu' % name)
-        endpoint = Endpoint(name, ip, ifname, netns, netns_path, mtu if mtu is not None else default_mtu,
-                            default_netns)
-        iproute.encode_owner_alias(name, nsref, True)  # length check
-        by_name[name] = by_ip[ip] = by_ifname[ifname] = by_ns[nsref] = name
-        endpoints.append(endpoint)
-    return endpoints, settings
-
-
-def _same_file(path, other):
-    try:
-        a, b = os.stat(path), os.stat(other)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def check_netns_path(name, path, patterns):
-    """An endpoint's own namespace path: plain characters, allowed by one of ``patterns`` (fnmatch), and never
-    PID 1's or this process's network namespace (the host's own)."""
-    path = os.path.normpath(path)
-    if not iproute.valid_netns_path(path):
-        raise ValueError('endpoint %r: netns_path %r must be an absolute path without spaces, quotes or "#"'
-                         % (name, path))
-    if not any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns):
-        raise ValueError('endpoint %r: netns_path %s is not allowed by netns_paths (%s)'
-                         % (name, path, ', '.join(patterns) or 'none allowed'))
-    if path.startswith('/proc/1/') or _same_file(path, '/proc/1/ns/net'):
-        raise ValueError("endpoint %r: netns_path %s is PID 1's network namespace" % (name, path))
-    if _same_file(path, '/proc/self/ns/net'):
-        raise ValueError("endpoint %r: netns_path %s is this host's own network namespace" % (name, path))
-    return path
-
-
-def _check_mtu(value, what):
-    if value is None:
-        return None
-    if not 68 <= int(value) <= 65535:
-        raise ValueError('%s %s out of range 68-65535' % (what, value))
-    return int(value)
-
-
-def _parse_workload_ip(name, value, gateway):
-    if value is None or not str(value).strip():
-        raise ValueError('endpoint %r: ip is required' % name)
-    text = str(value).strip()
-    if '/' in text:
-        text, _sep, plen = text.partition('/')
-        if plen != '32':
-            raise ValueError('endpoint %r: ip %s must be a single IPv4 address (/32), not a network' % (name, value))
-    try:
-        addr = iproute.parse_ip(text)
-    except ValueError:
-        raise ValueError('endpoint %r: invalid ip %r' % (name, value)) from None
-    if addr.version != 4:
-        raise ValueError('endpoint %r: ip %s must be IPv4' % (name, value))
-    if addr == gateway or addr.is_unspecified or addr.is_multicast or addr.is_loopback or addr.is_link_local:
-        raise ValueError('endpoint %r: ip %s cannot be used for a workload' % (name, value))
-    return str(addr)
+from ansible_collections.netfleet.calico.plugins.module_utils.workload_spec import (  # noqa: F401 (re-exported)
+    ENDPOINTS_SPEC,
+    WORKLOAD_IFNAME,
+    Endpoint,
+    build_endpoints,
+    check_netns_path,
+)
 
 
 class WorkloadReconciler:
@@ -170,6 +31,7 @@ class WorkloadReconciler:
         self.protocol = settings['protocol']
         self.mac = settings['mac']
         self.gateway = settings['gateway']
+        self.gateway6 = settings.get('gateway6') or iproute.eui64_link_local(self.mac)
         self.sysctl_root = sysctl_root
         self.run_dir = run_dir
         self.netns_state = netns_state or (lambda name: iproute.netns_state(name, run_dir))
@@ -177,6 +39,9 @@ class WorkloadReconciler:
         self.netns_dir_is_slave = netns_dir_is_slave or (lambda: iproute.netns_dir_is_slave(run_dir))
         self.sysctl_writes = 0
         self.groups_in_use = set()
+        self.warnings = []
+        # a host without IPv6 (ipv6.disable=1) has no net/ipv6 sysctls and never gets IPv6 endpoints
+        self.host_ipv6 = os.path.isdir(os.path.join(sysctl_root, 'net', 'ipv6'))
 
     # ------------------------------------------------------------------ observe
     def _ns_available(self, endpoint):
@@ -187,9 +52,13 @@ class WorkloadReconciler:
     def _read_workload(self, nsref):
         """(links by name, routes list) inside a namespace, or an IprouteError."""
         try:
-            addrs, routes = self.ip.json_batch(['addr show', 'route show table main'], netns=nsref)
+            addrs, routes, defaults6 = self.ip.json_batch(
+                ['addr show', 'route show table main', 'route show table all exact ::/0'], netns=nsref)
         except iproute.IprouteError as exc:
             return exc
+        # `route show table main` lists IPv4 only, `table all` both families: its IPv6 defaults of the main
+        # table are those printed without a table
+        routes = routes + [dict(r, family=6) for r in defaults6 if 'table' not in r and ':' in r.get('gateway', ':')]
         return {link.get('ifname'): link for link in addrs}, routes
 
     def observe(self, endpoints):
@@ -201,7 +70,7 @@ class WorkloadReconciler:
         # veths made by others with the same prefix (the CNI plugin's containers) are theirs
         ours = {ep.ifname for ep in endpoints} | {name for name, link in host.items()
                                                   if iproute.decode_owner_alias(link.get('ifalias')) is not None}
-        routes = iproute.read_routes(self.ip, self.protocol, 'main', (4,))
+        routes = iproute.read_routes(self.ip, self.protocol, 'main', (4, 6) if self.host_ipv6 else (4,))
         routes = [r for r in routes if r.dev and r.dev in ours]
         ns_ok = {ep.name: self._ns_available(ep) for ep in endpoints}
         to_read = [ep for ep in endpoints if ns_ok[ep.name]]
@@ -211,8 +80,26 @@ class WorkloadReconciler:
         for ep in endpoints:
             if ep.ifname in host:
                 sysctls[ep.ifname] = {tmpl: iproute.read_sysctl(tmpl.format(ifname=ep.ifname), self.sysctl_root)
-                                      for tmpl, _value in iproute.WORKLOAD_SYSCTLS}
+                                      for tmpl, _value in self.endpoint_sysctls(ep)}
+        if any(ep.ip6 for ep in endpoints):
+            self._check_ipv6_host()
         return {'host': host, 'routes': routes, 'ns_ok': ns_ok, 'workload': workload, 'sysctls': sysctls}
+
+    def endpoint_sysctls(self, ep):
+        """(name template, value) of the host-side sysctls of an endpoint's veth."""
+        if ep.ip6:
+            return iproute.WORKLOAD_SYSCTLS + iproute.WORKLOAD_SYSCTLS6
+        return iproute.WORKLOAD_SYSCTLS + (iproute.WORKLOAD_SYSCTLS_RA if self.host_ipv6 else ())
+
+    def _check_ipv6_host(self):
+        if not self.host_ipv6:
+            raise ValueError('endpoints with ip6 need IPv6 on the host (%s/net/ipv6 is missing: ipv6.disable=1?)'
+                             % self.sysctl_root)
+        if iproute.read_sysctl('net/ipv6/conf/all/forwarding', self.sysctl_root) != '1':
+            # not set here: forwarding on every interface stops the host's own uplinks accepting router
+            # advertisements, a decision for the host's sysctls (calico_sysctl), not for its workloads
+            self.warnings.append('net.ipv6.conf.all.forwarding is not 1: IPv6 workloads cannot be routed '
+                                 'beyond this host until it is set')
 
     # ------------------------------------------------------------------ plan
     def plan(self, endpoints, state):
@@ -242,7 +129,7 @@ class WorkloadReconciler:
                 plan['netns_del'].append('netns del %s' % owner['netns'])
             if owner['name'] not in desired_names:
                 plan['removed'].append(owner['name'])
-            ips = [r.dst for r in state['routes'] if r.dev == ifname]
+            ips = sorted(r.dst for r in state['routes'] if r.dev == ifname)
             removed_lines.append(self._render(owner['name'], ','.join(ips) or '-', ifname, owner['netns'],
                                               link.get('address'), None))
 
@@ -268,7 +155,8 @@ class WorkloadReconciler:
                 action, why = 'update', None
             if link is not None:
                 before[ep.name] = self._render_current(ep, link, owner, wl)
-            after[ep.name] = self._render(ep.name, ep.cidr, ep.ifname, ep.nsref, self.mac, ep.mtu)
+            after[ep.name] = self._render(ep.name, ','.join(c for c in (ep.cidr, ep.cidr6) if c), ep.ifname,
+                                          ep.nsref, self.mac, ep.mtu)
             if action == 'update':
                 owned = owner['owned'] if owner else ep.default_netns
                 reasons = self._plan_update(ep, link, owned, wl, state['sysctls'].get(ep.ifname, {}), plan)
@@ -290,7 +178,10 @@ class WorkloadReconciler:
             raise ValueError(errors[0] if len(errors) == 1 else '%d errors; first: %s' % (len(errors), errors[0]))
 
         # host routes: one /32 per endpoint; routes on deleted links vanish with them
-        desired_routes = [iproute.Route(ep.cidr, 'unicast', None, ep.ifname, False, 0, 'link') for ep in endpoints]
+        desired_routes = [iproute.Route(ep.cidr, 'unicast', None, ep.ifname, False, 0, 'link')
+                          for ep in endpoints if ep.ip]
+        desired_routes += [iproute.Route(ep.cidr6, 'unicast', None, ep.ifname, False, 1024, None)
+                           for ep in endpoints if ep.ip6]
         current = [r for r in state['routes'] if r.dev not in plan['gone_links']]
         add, replace, delete = iproute.plan_routes(desired_routes, current)
         plan['routes'] = (add, replace, delete)
@@ -347,8 +238,8 @@ class WorkloadReconciler:
             ['link', 'add', 'name', ep.ifname] + mtu + ['address', self.mac, 'type', 'veth', 'peer', 'name',
                                                         WORKLOAD_IFNAME] + mtu + ['netns', ep.nsref]))
         plan['link_set'].append('link set dev %s alias %s up' % (ep.ifname, alias))
-        plan['sysctl'].extend((tmpl.format(ifname=ep.ifname), value) for tmpl, value in iproute.WORKLOAD_SYSCTLS)
-        plan['workload'].append((ep.name, ep.nsref, self._workload_lines(ep, [])))
+        plan['sysctl'].extend((tmpl.format(ifname=ep.ifname), value) for tmpl, value in self.endpoint_sysctls(ep))
+        plan['workload'].append((ep.name, ep.nsref, self._workload_lines(ep, [], [])))
         return True
 
     def _plan_update(self, ep, link, owned, wl, sysctls, plan):
@@ -368,19 +259,20 @@ class WorkloadReconciler:
             reasons.append('host link down')
         if words or 'UP' not in (link.get('flags') or []):
             plan['link_set'].append(' '.join(['link', 'set', 'dev', ep.ifname] + words + ['up']))
-        for tmpl, value in iproute.WORKLOAD_SYSCTLS:
+        for tmpl, value in self.endpoint_sysctls(ep):
             current = sysctls.get(tmpl)
             if current != value:
                 reasons.append('sysctl %s=%s' % (tmpl.rsplit('/', 1)[-1], current))
                 plan['sysctl'].append((tmpl.format(ifname=ep.ifname), value))
         links_in_ns, routes = wl
-        wl_reasons, extra = self._workload_drift(ep, links_in_ns, routes)
+        wl_reasons, extra, stale = self._workload_drift(ep, links_in_ns, routes)
         if wl_reasons:
             reasons.extend(wl_reasons)
-            plan['workload'].append((ep.name, ep.nsref, self._workload_lines(ep, extra)))
+            plan['workload'].append((ep.name, ep.nsref, self._workload_lines(ep, extra, stale)))
         return reasons
 
     def _workload_drift(self, ep, links_in_ns, routes):
+        """(reasons, addresses to remove, stale routes to remove) inside the workload's namespace."""
         reasons = []
         lo = links_in_ns.get('lo') or {}
         if 'UP' not in (lo.get('flags') or []):
@@ -390,27 +282,48 @@ class WorkloadReconciler:
             reasons.append('eth0 down')
         if ep.mtu and eth0.get('mtu') != ep.mtu:
             reasons.append('eth0 mtu %s (want %s)' % (eth0.get('mtu'), ep.mtu))
-        have = ['%s/%s' % (a.get('local'), a.get('prefixlen')) for a in eth0.get('addr_info') or []
-                if a.get('family') == 'inet']
-        extra = [cidr for cidr in have if cidr != ep.cidr]
-        if extra or ep.cidr not in have:
-            reasons.append('eth0 address %s (want %s)' % (','.join(have) or 'none', ep.cidr))
-        gw_route = any(r.get('dst') == self.gateway and r.get('dev') == WORKLOAD_IFNAME and not r.get('gateway')
-                       and r.get('scope') == 'link' for r in routes)
-        if not gw_route:
-            reasons.append('route %s dev eth0 scope link missing' % self.gateway)
-        default = [r for r in routes if r.get('dst') == 'default' and not r.get('metric')]
-        if not any(r.get('gateway') == self.gateway and r.get('dev') == WORKLOAD_IFNAME for r in default):
-            reasons.append('default route via %s dev eth0 missing' % self.gateway)
-        return reasons, extra
+        extra = []
+        for family, want in (('inet', ep.cidr), ('inet6', ep.cidr6)):
+            have = _addresses(eth0, family)
+            extra += [cidr for cidr in have if cidr != want]
+            if have != ([want] if want else []):
+                reasons.append('eth0 address %s (want %s)' % (','.join(have) or 'none', want or 'none'))
+        default = [r for r in routes if r.get('dst') == 'default' and not r.get('metric')
+                   and r.get('family') != 6]
+        default6 = [r for r in routes if r.get('dst') == 'default' and r.get('family') == 6]
+        stale = []
+        if ep.ip:
+            gw_route = any(r.get('dst') == self.gateway and r.get('dev') == WORKLOAD_IFNAME and not r.get('gateway')
+                           and r.get('scope') == 'link' for r in routes)
+            if not gw_route:
+                reasons.append('route %s dev eth0 scope link missing' % self.gateway)
+            if not any(r.get('gateway') == self.gateway and r.get('dev') == WORKLOAD_IFNAME for r in default):
+                reasons.append('default route via %s dev eth0 missing' % self.gateway)
+        elif any(r.get('gateway') == self.gateway for r in default):
+            reasons.append('IPv4 default route of an IPv6-only endpoint')
+            stale.append('route del default via %s dev %s' % (self.gateway, WORKLOAD_IFNAME))
+        if ep.ip6:
+            if not any(r.get('gateway') == self.gateway6 and r.get('dev') == WORKLOAD_IFNAME
+                       and r.get('metric') == 1024 for r in default6):
+                reasons.append('default route via %s dev eth0 missing' % self.gateway6)
+        elif any(r.get('gateway') == self.gateway6 for r in default6):
+            reasons.append('IPv6 default route of an IPv4-only endpoint')
+            stale.append('route del ::/0 via %s dev %s' % (self.gateway6, WORKLOAD_IFNAME))
+        return reasons, extra, stale
 
-    def _workload_lines(self, ep, extra):
+    def _workload_lines(self, ep, extra, stale):
         mtu = ['mtu', str(ep.mtu)] if ep.mtu else []
         lines = ['link set dev lo up', ' '.join(['link', 'set', 'dev', WORKLOAD_IFNAME] + mtu + ['up'])]
         lines += ['addr del %s dev %s' % (iproute.batch_token(cidr), WORKLOAD_IFNAME) for cidr in extra]
-        lines += ['addr replace %s dev %s' % (ep.cidr, WORKLOAD_IFNAME),
-                  'route replace %s dev %s scope link' % (self.gateway, WORKLOAD_IFNAME),
-                  'route replace default via %s dev %s' % (self.gateway, WORKLOAD_IFNAME)]
+        lines += stale
+        if ep.ip:
+            lines += ['addr replace %s dev %s' % (ep.cidr, WORKLOAD_IFNAME),
+                      'route replace %s dev %s scope link' % (self.gateway, WORKLOAD_IFNAME),
+                      'route replace default via %s dev %s' % (self.gateway, WORKLOAD_IFNAME)]
+        if ep.ip6:
+            # nodad: usable at once (the address is the workload's alone: the host routes it to this veth)
+            lines += ['addr replace %s dev %s nodad' % (ep.cidr6, WORKLOAD_IFNAME),
+                      'route replace ::/0 via %s dev %s metric 1024' % (self.gateway6, WORKLOAD_IFNAME)]
         return lines
 
     def _render(self, name, ip, ifname, nsref, mac, mtu):
@@ -420,9 +333,7 @@ class WorkloadReconciler:
     def _render_current(self, ep, link, owner, wl):
         if wl:
             eth0 = wl[0].get(WORKLOAD_IFNAME) or {}
-            ips = ['%s/%s' % (a.get('local'), a.get('prefixlen')) for a in eth0.get('addr_info') or []
-                   if a.get('family') == 'inet']
-            ip = ','.join(ips) or '-'
+            ip = ','.join(_addresses(eth0, 'inet') + _addresses(eth0, 'inet6')) or '-'
         else:
             ip = '-'
         nsref = owner['netns'] if owner else '-'
@@ -493,7 +404,7 @@ class WorkloadReconciler:
         fmt = iproute.format_route
         return {
             'changed': changed,
-            'endpoints': [{'name': ep.name, 'ip': ep.ip, 'ifname': ep.ifname, 'netns': ep.netns,
+            'endpoints': [{'name': ep.name, 'ip': ep.ip, 'ip6': ep.ip6, 'ifname': ep.ifname, 'netns': ep.netns,
                            'netns_path': ep.netns_path or os.path.join(self.run_dir, ep.netns),
                            'mac': self.mac, 'mtu': ep.mtu} for ep in sorted(endpoints, key=lambda e: e.name)],
             'created': sorted(plan['created']),
@@ -503,8 +414,15 @@ class WorkloadReconciler:
             'routes': {'add': [fmt(r) for r in add], 'replace': [fmt(r) for r in replace],
                        'delete': [fmt(r) for r in delete]},
             'commands': host_lines + route_lines,
+            'warnings': list(self.warnings),
             'stats': {'endpoints': len(endpoints), 'ip_calls': self.ip.calls, 'sysctl_writes': self.sysctl_writes},
             'diff': {'before': ''.join(line + '\n' for line in sorted(plan['before'])),
                      'after': ''.join(line + '\n' for line in sorted(plan['after'])),
                      'before_header': 'workload endpoints (kernel)', 'after_header': 'workload endpoints (wanted)'},
         }
+
+
+def _addresses(link, family):
+    """``addr/len`` of a link's addresses of ``family`` ('inet' or 'inet6'; link-local IPv6 left out)."""
+    return ['%s/%s' % (a.get('local'), a.get('prefixlen')) for a in link.get('addr_info') or []
+            if a.get('family') == family and not (family == 'inet6' and a.get('scope') == 'link')]

@@ -29,6 +29,14 @@ description:
     after. When the kernel already holds exactly the rendered chains nothing is applied at all.
   - Works with C(iptables-nft) and C(iptables-legacy); by default it uses whichever already holds rules on the host
     (as Calico and kube-proxy decide), else what C(iptables -V) reports.
+  - "O(family=6) programs the same policy with C(ip6tables) (run the module once per family): the C(filter) chains
+    above from the endpoints' O(endpoints[].ip6) and the IPv6 peers of their rules (IPv4 peers, C(icmp) rules
+    and ipset rules are IPv4's), ICMPv6 neighbour discovery (types 130-133, 135, 136) always accepted from
+    workloads into the host (C(cali-wl-to-host)) and from the host to them (C(cali-OUTPUT)), and C(raw
+    PREROUTING -> cali-PREROUTING) with C(-i cali+ -m rpfilter --invert -j DROP): a workload sending from an IPv6
+    address the host does not route back to its interface (not its own) reaches nobody. That is Felix's IPv6
+    anti-spoofing (IPv6 has no rp_filter sysctl); for IPv4 M(netfleet.calico.calico_workloads) sets
+    C(rp_filter=1) on each workload veth. No C(nat) table for IPv6: floating IPs and O(nat_outgoing) are IPv4's."
 author:
   - netfleet.calico developers (!UNKNOWN)
 requirements:
@@ -46,15 +54,19 @@ options:
         description: Workload name (messages only).
         type: str
       ip:
-        description: The workload's address (no prefix, or C(/32)).
+        description: The workload's IPv4 address (no prefix, or C(/32)); an endpoint has I(ip), I(ip6) or both.
         type: str
-        required: true
+      ip6:
+        description: The workload's IPv6 address (no prefix, or C(/128)).
+        type: str
+        version_added: 0.1.0
       ifname:
         description: Host-side interface (C(cali) + 11 hex digits).
         type: str
         required: true
       floating_ip:
-        description: Floating IP DNATed to I(ip); the workload's own connections out of the pool leave from it.
+        description:
+          - Floating IP DNATed to I(ip); the workload's own connections out of the pool leave from it (IPv4 only).
         type: str
       ingress:
         description:
@@ -91,9 +103,18 @@ options:
     type: list
     elements: str
     default: ['tcp:22', 'udp:68', 'tcp:179', 'tcp:2379', 'tcp:2380', 'tcp:5473', 'tcp:6443', 'tcp:6666', 'tcp:6667']
+  family:
+    description:
+      - C(4) programs C(iptables), C(6) C(ip6tables) (see the description for what differs).
+    type: int
+    choices: [4, 6]
+    default: 4
+    version_added: 0.1.0
   backend:
     description:
       - C(auto) uses the backend that already holds rules (nft vs legacy), else the one C(iptables -V) reports.
+        With O(family=6) the IPv6 rules decide, and while there are none the IPv4 rules do, so both families end
+        up in one backend.
       - C(nft) / C(legacy) force C(iptables-nft-*) / C(iptables-legacy-*).
     type: str
     choices: [auto, nft, legacy]
@@ -112,6 +133,8 @@ options:
         instead of being dropped; those chains must exist (M(netfleet.calico.calico_cni) creates them).
       - Chains named C(cali-cni-*) belong to the plugin and are never rewritten or removed here, with or without
         this option.
+      - The plugin is IPv4 only; with O(family=6) this option is ignored (IPv6 of unknown C(cali*) interfaces is
+        dropped).
     type: bool
     default: false
     version_added: 0.1.0
@@ -119,7 +142,8 @@ options:
     description:
       - After a run that converged (not in check mode), record the rendered chains, the backend and the insert mode
         in this JSON file, for the restore unit that applies them again at boot (see
-        M(netfleet.calico.calico_boot)). Written atomically and only when its content changes.
+        M(netfleet.calico.calico_boot)). Written atomically and only when its content changes. Both families may
+        record in the same file; each run replaces its own family's part.
     type: path
     version_added: 0.1.0
   insert_mode:
@@ -172,6 +196,18 @@ EXAMPLES = r"""
           - {action: allow, protocol: tcp, ports: ['80'], peers: [172.17.9.2/32]}
         egress: null
 
+- name: The same policy for IPv6 (ip6tables), with IPv6 anti-spoofing
+  netfleet.calico.calico_chains:
+    family: 6
+    endpoints:
+      - name: web
+        ip: 172.17.8.2
+        ip6: "2001:db8:8::2"
+        ifname: calif29bc91bbda
+        ingress:
+          - {action: allow, protocol: tcp, ports: ['80'], peers: [172.17.9.2/32, "2001:db8:9::2/128"]}
+        egress: null
+
 - name: Remove every cali-* chain and jump
   netfleet.calico.calico_chains:
     endpoints: []
@@ -210,20 +246,22 @@ from ansible_collections.netfleet.calico.plugins.module_utils import boot, chain
 from ansible_collections.netfleet.calico.plugins.module_utils.result import exit_with_diff
 
 
-def make_iptables(module, backend):
+def make_iptables(module, backend, family=4):
     """The backend's save/restore, run through ``module.run_command`` (unit tests replace this function)."""
     return chains_restore.Iptables(
-        backend, lambda argv, data=None: module.run_command(argv, data=data, binary_data=True), module.get_bin_path)
+        backend, lambda argv, data=None: module.run_command(argv, data=data, binary_data=True), module.get_bin_path,
+        family=family)
 
 
 def _has_rules(text):
     return any(line.startswith('-A ') for line in (text or '').splitlines())
 
 
-def detect_backend(module, make=None):
+def detect_backend(module, make=None, family=4):
     """(backend, save output): the backend whose tables hold rules; nft wins a tie with rules in both only
-    if it has more of them; with no rules anywhere, what ``iptables -V`` says."""
-    make = make or (lambda b: make_iptables(module, b))
+    if it has more of them; with no rules anywhere, what ``iptables -V`` says. For ``family`` 6 the ip6tables
+    rules decide; while there are none, the iptables rules do (both families in one backend)."""
+    make = make or (lambda b, f=family: make_iptables(module, b, f))
     iptables = {backend: make(backend) for backend in ('nft', 'legacy')}
 
     def save(backend):
@@ -237,6 +275,12 @@ def detect_backend(module, make=None):
         outputs = {b: (iptables[b], out) for b, out in pool.map(save, iptables) if out is not None}
     counts = {b: sum(1 for line in out.splitlines() if line.startswith('-A ')) for b, (_i, out) in outputs.items()}
     with_rules = [b for b in ('nft', 'legacy') if counts.get(b)]
+    if not with_rules and family == 6:
+        chosen, _ipt, _text = detect_backend(module, lambda b: make(b, 4), 4)
+        if chosen in outputs:
+            return chosen, outputs[chosen][0], outputs[chosen][1]
+        ipt = make(chosen)
+        return chosen, ipt, ipt.save()
     if len(with_rules) == 1:
         chosen = with_rules[0]
     elif len(with_rules) == 2:
@@ -264,13 +308,14 @@ def main():
         argument_spec=dict(
             endpoints=dict(type='list', elements='dict', default=[], options=dict(
                 name=dict(type='str'),
-                ip=dict(type='str', required=True),
+                ip=dict(type='str'),
+                ip6=dict(type='str'),
                 ifname=dict(type='str', required=True),
                 floating_ip=dict(type='str'),
                 ingress=dict(type='list', elements='dict'),
                 egress=dict(type='list', elements='dict'),
                 policies=dict(type='list', elements='str'),
-            )),
+            ), required_one_of=[('ip', 'ip6')]),
             pool=dict(type='str'),
             nat_outgoing=dict(type='bool', default=False),
             endpoint_to_host_action=dict(type='str', default='drop', choices=['drop', 'accept']),
@@ -281,26 +326,30 @@ def main():
             ignore_chains=dict(type='list', elements='str', default=[]),
             cni=dict(type='bool', default=False),
             boot_state=dict(type='path'),
+            family=dict(type='int', default=4, choices=[4, 6]),
         ),
         supports_check_mode=True,
     )
     p = module.params
+    family = p['family']
+    cni = p['cni'] and family == 4  # the CNI plugin is IPv4 only
     try:
         desired = chains.render(p['endpoints'], pool=p['pool'], failsafe_inbound=p['failsafe_inbound_ports'],
                                 endpoint_to_host_action=p['endpoint_to_host_action'],
-                                nat_outgoing=p['nat_outgoing'], interface_prefix=p['interface_prefix'], cni=p['cni'])
+                                nat_outgoing=p['nat_outgoing'], interface_prefix=p['interface_prefix'], cni=cni,
+                                family=family)
     except chains.ChainsError as exc:
         module.fail_json(msg=str(exc))
     try:
         if p['backend'] == 'auto':
-            backend, ipt, before_text = detect_backend(module)
+            backend, ipt, before_text = detect_backend(module, family=family)
         else:
             backend = p['backend']
-            ipt = make_iptables(module, backend)
+            ipt = make_iptables(module, backend, family)
             before_text = ipt.save()
         result = chains_restore.converge(ipt, before_text, desired, module.check_mode,
                                          insert=p['insert_mode'] == 'insert', ignore=frozenset(p['ignore_chains']),
-                                         cni=p['cni'])
+                                         cni=cni)
     except RuntimeError as exc:
         module.fail_json(msg=str(exc), backend=locals().get('backend'))
     if result.pop('mismatch'):
@@ -309,7 +358,7 @@ def main():
     if p['boot_state'] and not module.check_mode:
         try:
             result['changed'] = boot.record_chains(p['boot_state'], backend, desired, p['insert_mode'] == 'insert',
-                                                   p['ignore_chains'], p['cni']) or result['changed']
+                                                   p['ignore_chains'], cni, family) or result['changed']
         except OSError as exc:
             module.fail_json(msg='boot_state: cannot write %s: %s' % (p['boot_state'], exc.strerror))
     out = dict(changed=result['changed'], backend=backend, tables=result['tables'],

@@ -12,10 +12,10 @@ module: calico_node_facts
 short_description: Read what a Calico-style node currently has (blocks, workloads, addresses, tools)
 version_added: 0.1.0
 description:
-  - Read-only. Returns the host's current block(s) (the blackhole routes tagged with I(protocol)), its
-    workload endpoints (from the ownership alias of the veths made by M(netfleet.calico.calico_workloads) and
-    their C(/32) routes), its IPv4 addresses, whether it has a default route, and the BIRD version and iptables
-    backend installed.
+  - Read-only. Returns the host's current block(s) (the blackhole routes tagged with I(protocol), IPv4 and IPv6),
+    its workload endpoints (from the ownership alias of the veths made by M(netfleet.calico.calico_workloads) and
+    their C(/32) and C(/128) routes), its IPv4 and global IPv6 addresses, whether it has a default route, and
+    the BIRD version and iptables backend installed.
   - The fabric is the datastore; these facts let the controller keep block and workload address allocations
     stable across runs.
   - One C(ip -j -batch) process reads all kernel state.
@@ -96,23 +96,46 @@ calico_node_facts:
       elements: str
       returned: always
       sample: [172.17.8.0/24]
+    blocks6:
+      description: The IPv6 blackhole routes tagged with I(protocol) in the main table (the host's IPv6 blocks), sorted.
+      type: list
+      elements: str
+      returned: always
+      sample: ["2001:db8:8::/122"]
+      version_added: 0.1.0
     workloads:
       description: Workload name to IPv4 address, for endpoints that have both the ownership alias and a C(/32) route.
       type: dict
       returned: always
       sample: {web-1: 172.17.8.2}
+    workloads6:
+      description: Workload name to IPv6 address, for endpoints that have both the ownership alias and a C(/128) route.
+      type: dict
+      returned: always
+      sample: {web-1: "2001:db8:8::2"}
+      version_added: 0.1.0
     endpoints:
-      description: Every endpoint veth with the ownership alias (also those without a route, ip null).
+      description:
+        - Every endpoint veth with the ownership alias (also those without a route, ip null); C(ip6) is the address of
+          its C(/128) route (null without one).
       type: list
       elements: dict
       returned: always
-      sample: [{name: web-1, ifname: cali1c6e7b6ce3b, ip: 172.17.8.2, netns: calico-web-1, owned_netns: true}]
+      sample: [{name: web-1, ifname: cali1c6e7b6ce3b, ip: 172.17.8.2, ip6: "2001:db8:8::2", netns: calico-web-1,
+                owned_netns: true}]
     addresses:
       description: Every IPv4 address on the host.
       type: list
       elements: dict
       returned: always
       sample: [{ifname: eth0, address: 192.168.100.100, prefixlen: 24}]
+    addresses6:
+      description: Every global IPv6 address on the host.
+      type: list
+      elements: dict
+      returned: always
+      sample: [{ifname: eth0, address: "2001:db8:100::100", prefixlen: 64}]
+      version_added: 0.1.0
     default_route:
       description: Whether the main table has an IPv4 default route (proxy-ARP for the workloads' gateway needs one).
       type: bool
@@ -176,35 +199,50 @@ from ansible_collections.netfleet.calico.plugins.module_utils.bird import read_s
 
 def collect(ip, protocol, prefix):
     """Kernel part of the facts, from one ``ip -j -batch`` call."""
-    routes, addrs, defaults, links, tunnels = ip.json_batch([
+    routes, routes6, addrs, defaults, links, tunnels = ip.json_batch([
         'route show table main proto %d' % protocol,
+        # "table main" lists IPv4 only; "table all" prints a table for every route outside main
+        'route show table all root ::/0 proto %d' % protocol,
         'addr show',
         'route show table main exact 0.0.0.0/0',
         'link show type veth',
         'link show type ipip',
     ])
     owned = [iproute.route_from_kernel(entry, 4) for entry in routes]
+    owned6 = [iproute.route_from_kernel(entry, 6) for entry in routes6 if 'table' not in entry]
     blocks = sorted({r.dst for r in owned if r.type == 'blackhole'}, key=_net_key)
-    host_routes = {}
-    for route in owned:
-        if route.type == 'unicast' and route.dev and route.dst.endswith('/32') and not route.via:
-            host_routes.setdefault(route.dev, route.dst[:-3])
-    endpoints, workloads = [], {}
+    blocks6 = sorted({r.dst for r in owned6 if r.type == 'blackhole'}, key=_net_key)
+    host_routes, host_routes6 = {}, {}
+    for route in owned + owned6:
+        if route.type == 'unicast' and route.dev and not route.via:
+            if route.dst.endswith('/32'):
+                host_routes.setdefault(route.dev, route.dst[:-3])
+            elif route.dst.endswith('/128'):
+                host_routes6.setdefault(route.dev, route.dst[:-4])
+    endpoints, workloads, workloads6 = [], {}, {}
     for link in sorted(links, key=lambda item: item.get('ifname', '')):
         ifname = link.get('ifname', '')
         owner = iproute.decode_owner_alias(link.get('ifalias')) if ifname.startswith(prefix) else None
         if owner is None:
             continue
-        ip_addr = host_routes.get(ifname)
-        endpoints.append({'name': owner['name'], 'ifname': ifname, 'ip': ip_addr, 'netns': owner['netns'],
+        ip_addr, ip6 = host_routes.get(ifname), host_routes6.get(ifname)
+        endpoints.append({'name': owner['name'], 'ifname': ifname, 'ip': ip_addr, 'ip6': ip6, 'netns': owner['netns'],
                           'owned_netns': owner['owned']})
         if ip_addr:
             workloads[owner['name']] = ip_addr
+        if ip6:
+            workloads6[owner['name']] = ip6
     addresses = [{'ifname': link.get('ifname'), 'address': info.get('local'), 'prefixlen': info.get('prefixlen')}
                  for link in addrs for info in link.get('addr_info') or [] if info.get('family') == 'inet']
+    addresses6 = [{'ifname': link.get('ifname'), 'address': info.get('local'), 'prefixlen': info.get('prefixlen')}
+                  for link in addrs for info in link.get('addr_info') or []
+                  if info.get('family') == 'inet6' and info.get('scope') == 'global']
     return {
         'blocks': blocks,
+        'blocks6': blocks6,
         'workloads': workloads,
+        'workloads6': workloads6,
+        'addresses6': addresses6,
         'endpoints': endpoints,
         'addresses': addresses,
         'default_route': bool(defaults),

@@ -97,7 +97,8 @@ options:
     elements: dict
     suboptions:
       name: {description: Workload id., type: str, required: true}
-      ip: {description: IPv4 address of the workload (a /32)., type: str, required: true}
+      ip: {description: 'IPv4 address of the workload (a /32); an endpoint has ip, ip6 or both.', type: str}
+      ip6: {description: IPv6 address of the workload (a /128)., type: str, version_added: 0.1.0}
       netns: {description: Namespace name., type: str}
       netns_path: {description: Namespace path (never created or deleted)., type: path}
       mtu: {description: MTU of this endpoint's veth., type: int}
@@ -243,6 +244,15 @@ EXAMPLES = r"""
     bird:
       config: "{{ lookup('ansible.builtin.template', 'bird.conf.j2') }}"
       group: bird
+
+- name: Dual stack (the IPv6 block's blackhole next to the IPv4 one; IPv6 forwarding on)
+  netfleet.calico.calico_node_state:
+    sysctls: {net.ipv4.ip_forward: 1, net.ipv6.conf.all.forwarding: 1}
+    routes:
+      - {dest: 172.17.8.0/24, type: blackhole}
+      - {dest: "2001:db8:8::/122", type: blackhole}
+    endpoints:
+      - {name: web-1, ip: 172.17.8.2, ip6: "2001:db8:8::2"}
 
 - name: The same with an IPIP tunnel (workload veths get its MTU)
   netfleet.calico.calico_node_state:
@@ -489,6 +499,8 @@ def main():
         if diff:
             diffs.extend(diff if isinstance(diff, list) else [diff])
         result[part] = part_result
+        for warning in part_result.get('warnings') or []:
+            module.warn(warning)
         if part_result['changed']:
             changed_parts.append(part)
 

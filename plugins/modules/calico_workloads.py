@@ -19,8 +19,10 @@ description:
     the endpoint name (Calico's rule, 15 characters with C(cali)), has MAC I(mac) (C(ee:ee:ee:ee:ee:ee)),
     is up, carries an ownership alias C(netfleet:ep:<name>:<netns>:<own|ext>), and gets the per-interface
     sysctls C(net.ipv4.conf.<if>.proxy_arp=1), C(net.ipv4.neigh.<if>.proxy_delay=0),
-    C(net.ipv4.conf.<if>.forwarding=1) and C(net.ipv4.conf.<if>.route_localnet=1), written directly under
-    C(/proc/sys). The host routes C(<ip>/32 dev <if> scope link proto <protocol>).
+    C(net.ipv4.conf.<if>.forwarding=1), C(net.ipv4.conf.<if>.route_localnet=1) and strict reverse-path
+    filtering C(net.ipv4.conf.<if>.rp_filter=1) (a workload cannot send from an address that is not its own),
+    written directly under C(/proc/sys); on a host with IPv6 also C(net.ipv6.conf.<if>.accept_ra=0). The host
+    routes C(<ip>/32 dev <if> scope link proto <protocol>).
   - Workload side is C(eth0) with C(<ip>/32), up, C(lo) up, the routes C(<gateway> dev eth0 scope link) and
     C(default via <gateway> dev eth0). Nothing owns I(gateway); the host answers ARP for it by proxy-ARP.
     The host needs a route to I(gateway) (normally its default route) for proxy-ARP to answer.
@@ -56,8 +58,20 @@ options:
       ip:
         description:
           - IPv4 address of the workload (C(172.17.8.2) or C(172.17.8.2/32)); it always becomes a C(/32).
+          - An endpoint has I(ip), I(ip6) or both (dual stack).
         type: str
-        required: true
+      ip6:
+        description:
+          - IPv6 address of the workload (C(2001:db8:8::2) or C(2001:db8:8::2/128)); it becomes a C(/128) on
+            C(eth0) (without duplicate address detection) with C(default via <link-local of mac> dev eth0), and the
+            host routes C(<ip6>/128 dev <if> proto <protocol>).
+          - "The host side gets the sysctls C(net.ipv6.conf.<if>.disable_ipv6=0), C(addr_gen_mode=0) (its
+            link-local, the workload's gateway, is derived from I(mac): C(fe80::ecee:eeff:feee:eeee)),
+            C(accept_dad=0), C(accept_ra=0), C(forwarding=1) and C(proxy_ndp=1), as Felix does."
+          - The host needs C(net.ipv6.conf.all.forwarding=1) (M(netfleet.calico.calico_sysctl)); the module warns
+            when it is not set.
+        type: str
+        version_added: 0.1.0
       netns:
         description:
           - Name of the network namespace (under C(/run/netns)). Default I(netns_prefix) + I(name).
@@ -121,6 +135,12 @@ EXAMPLES = r"""
         ip: 172.17.8.3
         mtu: 1480
 
+- name: A dual-stack and an IPv6-only workload
+  netfleet.calico.calico_workloads:
+    endpoints:
+      - {name: web-1, ip: 172.17.8.2, ip6: "2001:db8:8::2"}
+      - {name: web-6, ip6: "2001:db8:8::6"}
+
 - name: Attach a running container's namespace (never created or deleted by the module)
   netfleet.calico.calico_workloads:
     endpoints:
@@ -141,14 +161,17 @@ endpoints:
   elements: dict
   contains:
     name: {description: Workload id., type: str, returned: always}
-    ip: {description: Workload IPv4 address (no prefix length)., type: str, returned: always}
+    ip: {description: 'Workload IPv4 address (no prefix length), null for an IPv6-only endpoint.', type: str,
+         returned: always}
+    ip6: {description: 'Workload IPv6 address (no prefix length), null without one.', type: str, returned: always,
+          version_added: 0.1.0}
     ifname: {description: Host-side interface name., type: str, returned: always}
     netns: {description: 'Namespace name, or null when O(endpoints[].netns_path) is set.', type: str, returned: always}
     netns_path: {description: Namespace path (C(/run/netns/NAME) for named namespaces)., type: str, returned: always}
     mac: {description: Host-side MAC address., type: str, returned: always}
     mtu: {description: 'Managed MTU, or null if not managed.', type: int, returned: always}
   sample:
-    - {name: web-1, ip: 172.17.8.2, ifname: cali1c6e7b6ce3b, netns: calico-web-1,
+    - {name: web-1, ip: 172.17.8.2, ip6: "2001:db8:8::2", ifname: cali1c6e7b6ce3b, netns: calico-web-1,
        netns_path: /run/netns/calico-web-1, mac: "ee:ee:ee:ee:ee:ee", mtu: null}
 created:
   description: Names of the endpoints created.
@@ -184,6 +207,12 @@ commands:
   returned: always
   type: list
   elements: str
+warnings:
+  description: Problems of the host the module does not fix (also shown as warnings).
+  returned: always
+  type: list
+  elements: str
+  version_added: 0.1.0
 stats:
   description: Counters of the run.
   returned: always
@@ -238,6 +267,8 @@ def main():
         module.fail_json(**exc.to_dict())
     except OSError as exc:
         module.fail_json(msg='cannot write sysctl: %s' % exc)
+    for warning in result['warnings']:
+        module.warn(warning)
     exit_with_diff(module, result)
 
 

@@ -1,18 +1,18 @@
 # -*- coding: utf-8 -*-
 # Copyright: netfleet.calico developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Blocks of the pool per host: pinned, running and new ones, allocated so that growing the fleet (or a
-host outgrowing its block) moves no existing block."""
+"""Blocks of a pool per host (``calico_pool``, and ``calico_pool_v6`` of a dual-stack fleet): pinned, running
+and new ones, allocated so that growing the fleet (or a host outgrowing its block) moves no existing block."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import BlocksFull, FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.family import network_of, width
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
     is_unset,
     netaddr,
-    network_or_none,
     parse_network,
 )
 
@@ -52,12 +52,12 @@ def allocate_blocks(pool, block_prefix, hosts):
     in the same run (unless the pool has nothing else left). A pin on the running block of an
     unpinned host is an overlap error: that host's block would have to move.
     """
-    size = 1 << (32 - block_prefix)
+    size = 1 << (width(pool) - block_prefix)
     count = 1 << (block_prefix - pool.prefixlen)
     base = int(pool.first)
 
     def to_cidr(idx):
-        return f'{netaddr.IPAddress(base + idx * size, 4)}/{block_prefix}'
+        return f'{netaddr.IPAddress(base + idx * size, pool.version)}/{block_prefix}'
 
     def index_of(net):
         if net is None or net.prefixlen != block_prefix or net.ip != net.network:
@@ -101,7 +101,7 @@ def allocate_blocks(pool, block_prefix, hosts):
     current = {}
     everything_current = set()
     for entry in hosts:
-        found = (index_of(network_or_none(b)) for b in normalize_current_blocks(entry.get('current')))
+        found = (index_of(network_of(b, pool.version)) for b in normalize_current_blocks(entry.get('current')))
         idxs = sorted({i for i in found if i is not None})
         current[entry['name']] = idxs
         everything_current.update(idxs)
@@ -159,15 +159,15 @@ def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit):
     never a block before one in use: a running workload is never renumbered). Hosts are visited in list
     order; no other host's block moves.
     """
-    size = 1 << (32 - block_prefix)
+    size = 1 << (width(pool) - block_prefix)
     count = 1 << (block_prefix - pool.prefixlen)
     base = int(pool.first)
 
     def net_of(idx):
-        return netaddr.IPNetwork(f'{netaddr.IPAddress(base + idx * size, 4)}/{block_prefix}')
+        return netaddr.IPNetwork(f'{netaddr.IPAddress(base + idx * size, pool.version)}/{block_prefix}')
 
     def index_of(value):
-        net = network_or_none(value)
+        net = network_of(value, pool.version)
         if net is None or net.prefixlen != block_prefix or net.ip != net.network:
             return None
         if net.first < pool.first or net.last > pool.last:

@@ -50,7 +50,9 @@ hosts and racks are always visited in natural name order, ``host-2`` before ``ho
    free block above its first one until they fit: more than ``calico_max_blocks_per_host``, or
    none left, is an error; so is a host whose workloads hold more blocks than that); then
    duplicate workload IPs across the fleet;
-8. then floating IPs and policies, and per host its ``calico_bgp_peers`` against the fleet (a router's address
+8. dual stack (``calico_pool_v6``, module ``v6``): the IPv6 pool and block size, per host ``calico_node_ip_v6``
+   (and a reflector's ``calico_rr_spine_ip_v6``), IPv6 blocks and workload ``ip6``; without the pool, any ``ip6``;
+9. then floating IPs and policies, and per host its ``calico_bgp_peers`` against the fleet (a router's address
    is no host's, not in the pool, not a floating IP; no import prefix inside the pool).
 """
 
@@ -106,6 +108,7 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.spines import (
     plan_spines,
     spine_speakers,
 )
+from ansible_collections.netfleet.calico.plugins.plugin_utils.v6 import plan_dual_stack
 from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import (
     assign_workload_ips,
     current_addresses,
@@ -448,6 +451,8 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
             'workloads': workloads[name],
             'peers': peers[name],
         }
+    # dual stack (calico_pool_v6): IPv6 blocks, workload ip6 (policy peers too), the sessions' ipv6 channel
+    dual_stack = plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spines)
     cni_members = plan_cni(reader, hosts, plan_hosts, prefix_len, facts)  # per host: cni (networks, ranges)
     floating_ips = plan_policy(reader, hosts, plan_hosts, pool_net, cni_members)  # per host: policy, floating_ips
     plan_ipip(reader, hosts, plan_hosts, ipip_mode)  # per host: ipip (tunnel next hops, allowed sources)
@@ -474,6 +479,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
         'hosts': plan_hosts,
         'racks': plan_racks,
         'floating_ips': floating_ips,
+        **(dual_stack or {}),
     }
     if spines:  # per spine router (calico_spines): its FRR configuration
         plan['spines'] = plan_spines(reader, spines, plan_hosts, plan_racks, str(pool_net), prefix_len,

@@ -247,10 +247,13 @@ def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=()):
         return ([e['ip'] + '/32' for _h, e, labels in members if match_selector(selector, labels)]
                 + [cidr for _h, cidr, labels in cni_members if match_selector(selector, labels)])
 
+    def ips6_of(selector):  # dual stack: the selected workloads' IPv6 addresses (ip6tables' rules)
+        return [e['ip6'] + '/128' for _h, e, labels in members if e.get('ip6') and match_selector(selector, labels)]
+
     def resolve(rule):
         peers = None
         if rule['selector'] is not None:
-            peers = ips_of(rule['selector'])
+            peers = ips_of(rule['selector']) + ips6_of(rule['selector'])
             if rule['cidrs'] is not None:  # both: the selected workloads (and ranges) inside the CIDRs
                 peers = _intersect(peers, rule['cidrs'])
         elif rule['cidrs'] is not None:
@@ -267,6 +270,8 @@ def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=()):
                 continue
             ep = {'name': entry['name'], 'ip': entry['ip'], 'ifname': entry['ifname'], 'ingress': None,
                   'egress': None, 'policies': []}
+            if entry.get('ip6'):
+                ep['ip6'] = entry['ip6']
             for pol in resolved:
                 if not match_selector(pol['selector'], labels):
                     continue

@@ -195,6 +195,10 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
             netns_prefix = reader.get(host, 'ansible_netns_prefix')
             netns = f"{netns_prefix}{reader.get(host, 'ansible_host') or host}" if netns_prefix else f'{prefix}-{host}'
         entry = {'name': host, 'netns': str(netns), 'address': str(ip), 'segment': rack}
+        # dual stack: the host's IPv6 address on its segment (the planner checks it; lab_fabric makes it a /64)
+        address6 = reader.get(host, 'calico_node_ip_v6')
+        if address6 is not None:
+            entry['address6'] = str(address6).strip()
         if spine and host in reflectors:
             # a reflector is its rack's gateway (ToR): one leg on the rack segment, one on the spine
             value = reader.get(host, 'calico_rr_spine_ip')
@@ -211,6 +215,9 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
                     raise LabSpecError(subject, f'calico_rr_spine_ip {value} is not an address inside '
                                        f'lab_spine_segment {spine_net}', fix + edge)
             entry['spine_address'] = str(spine_ip)
+            spine6 = reader.get(host, 'calico_rr_spine_ip_v6')
+            if spine6 is not None:
+                entry['spine_address6'] = str(spine6).strip()
             segments[rack].setdefault('reflectors', []).append((host, str(ip)))
         out_hosts.append(entry)
 

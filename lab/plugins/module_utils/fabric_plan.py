@@ -28,8 +28,9 @@ class NsState:
         return 'UP' in self.links[dev].get('flags', ())
 
     def inet(self, dev):
+        """The device's IPv4 addresses and its global IPv6 ones (the kernel's link-local ones are not the lab's)."""
         return [f"{a['local']}/{a['prefixlen']}" for a in self.links[dev].get('addr_info', ())
-                if a.get('family') == 'inet']
+                if a.get('family') == 'inet' or (a.get('family') == 'inet6' and a.get('scope') == 'global')]
 
     def peer(self, dev):
         """(namespace name, ifindex) of a veth's peer, or None; the name is None unless nsids were read."""
@@ -126,10 +127,12 @@ def describe_desired(spec, gc_thresh):
     for host in spec.hosts.values():
         fabric.append(f"veth {host['fabric_port']} master {host['bridge']} peer {host['netns']}/eth0 up")
         lines = ['lo up', f"veth eth0 peer {spec.fabric}/{host['fabric_port']} up", f"address eth0 {host['address']}"]
+        lines += [f"address eth0 {host['address6']}"] if host['address6'] else []
         if host['spine_address']:
             fabric.append(f"veth {host['spine_port']} master {spec.spine['bridge']} peer {host['netns']}/eth1 up")
             lines += [f"veth eth1 peer {spec.fabric}/{host['spine_port']} up",
                       f"address eth1 {host['spine_address']}"]
+            lines += [f"address eth1 {host['spine_address6']}"] if host['spine_address6'] else []
         if host['gateway'] is not None:
             lines.append(f"route default via {host['gateway']} dev {host['gateway_dev']}")
         lines += [f'route {cidr} via {gw} dev {dev} proto {ROUTE_PROTO}' for cidr, gw, dev in host['routes']]
@@ -376,9 +379,10 @@ def plan_present(spec, states, gc_now, state_dir_exists):
                 plan.add(plan.post, ns, f'route del {_route_selector(route)}')
                 plan.removed.append(f'route {ns} {_route_text(route)}')
         _plan_lo(plan, hst)
-        _plan_iface(plan, hst, 'eth0', [str(host['address'])], is_fresh)
+        _plan_iface(plan, hst, 'eth0', _addresses(host['address'], host['address6']), is_fresh)
         if host['spine_address']:
-            _plan_iface(plan, hst, 'eth1', [str(host['spine_address'])], (ns, 'eth1') in fresh)
+            _plan_iface(plan, hst, 'eth1', _addresses(host['spine_address'], host['spine_address6']),
+                        (ns, 'eth1') in fresh)
             _plan_routes(plan, hst, set(host['routes']), gone)
         if gw is not None and not good:
             plan.add(plan.post, ns, f'route add default via {gw} dev {dev}')
@@ -398,8 +402,13 @@ def _plan_lo(plan, st):
         plan.updated.append(f'link {st.name}/lo up')
 
 
+def _addresses(address, address6):
+    return [str(address)] + ([str(address6)] if address6 else [])
+
+
 def _plan_iface(plan, st, dev, addresses, fresh):
-    """Bring dev up and make its IPv4 addresses exactly `addresses` (dev exists or is being created)."""
+    """Bring dev up and make its IPv4 and global IPv6 addresses exactly `addresses` (dev exists or is being
+    created). An IPv6 one is added without duplicate address detection (usable at once, as BGP next hop)."""
     have = [] if fresh or dev not in st.links else st.inet(dev)
     if fresh or dev not in st.links or not st.up(dev):
         plan.add(plan.post, st.name, f'link set {dev} up')
@@ -411,7 +420,8 @@ def _plan_iface(plan, st, dev, addresses, fresh):
             plan.removed.append(f'address {st.name}/{dev} {addr}')
     for addr in addresses:
         if addr not in have:
-            plan.add(plan.post, st.name, f'address add {addr} brd + dev {dev}')
+            plan.add(plan.post, st.name, f'address add {addr} dev {dev} nodad' if ':' in addr
+                     else f'address add {addr} brd + dev {dev}')
             plan.created.append(f'address {st.name}/{dev} {addr}')
 
 

@@ -154,8 +154,25 @@ class Spec:
             raise LabError(f"{what} {iface.ip} is the segment's network or broadcast address ({net})")
         return ipaddress.IPv4Interface(f'{iface.ip}/{net.prefixlen}')
 
+    @staticmethod
+    def _address6(what, text, taken, name):
+        """A host's IPv6 address (dual stack) as an interface, /64 unless given; unique in the lab."""
+        if not text:
+            return None
+        text = str(text).strip()
+        try:
+            iface = ipaddress.IPv6Interface(text if '/' in text else f'{text}/64')
+        except ValueError as ex:
+            raise LabError(f'{what} {text!r} is not an IPv6 address ({ex})') from None
+        if iface.ip.is_link_local or iface.ip.is_multicast or iface.ip.is_unspecified or iface.ip.is_loopback:
+            raise LabError(f'{what} {iface.ip} is not a unicast address a segment can carry')
+        if iface.ip in taken:
+            raise LabError(f'hosts {taken[iface.ip]!r} and {name!r} share the IPv6 address {iface.ip}')
+        taken[iface.ip] = name
+        return iface
+
     def _hosts(self, hosts):
-        addresses, spine_addresses, netnses = {}, {}, {}
+        addresses, spine_addresses, netnses, addresses6 = {}, {}, {}, {}
         for name, router in (self.spine or {}).get('routers', {}).items():
             spine_addresses[router['address'].ip] = name
             netnses[router['netns']] = name
@@ -199,8 +216,12 @@ class Spec:
             if netns in netnses:
                 raise LabError(f'hosts {netnses[netns]!r} and {name!r} share the netns {netns!r}')
             netnses[netns] = name
+            address6 = self._address6(f'host {name!r}: address6', host.get('address6'), addresses6, name)
+            spine6 = self._address6(f'host {name!r}: spine_address6', host.get('spine_address6'), addresses6, name)
+            if spine6 and not spine_addr:
+                raise LabError(f"host {name!r}: spine_address6 needs spine_address")
             self.hosts[name] = {
-                'netns': netns, 'address': addr, 'segment': seg,
+                'netns': netns, 'address': addr, 'segment': seg, 'address6': address6, 'spine_address6': spine6,
                 'gateway': segment['gateway'].ip, 'gateway_dev': 'eth0',
                 'bridge': segment['bridge'], 'fabric_port': ifname(KIND_HOST, name),
                 'spine_address': spine_addr, 'spine_port': ifname(KIND_SPINE, name) if spine_addr else None,
@@ -322,9 +343,13 @@ class Spec:
             hosts[name] = {'netns': h['netns'], 'address': str(h['address']),
                            'gateway': None if h['gateway'] is None else str(h['gateway']),
                            'segment': h['segment'], 'bridge': h['bridge'], 'fabric_port': h['fabric_port']}
+            if h['address6']:
+                hosts[name]['address6'] = str(h['address6'])
             if h['spine_address']:
                 hosts[name].update(spine_address=str(h['spine_address']), spine_port=h['spine_port'],
                                    routes=[f'{cidr} via {gw} dev {dev}' for cidr, gw, dev in h['routes']])
+                if h['spine_address6']:
+                    hosts[name]['spine_address6'] = str(h['spine_address6'])
         spine = None
         if self.spine:
             spine = {'cidr': str(self.spine['cidr']), 'gateway': str(self.spine['gateway']) if self.router_wanted

@@ -162,6 +162,15 @@ options:
           - A route reflector's address on the spine (its C(eth1)), with or without the spine's prefix length.
             Needs O(spine).
         type: str
+      address6:
+        description:
+          - Dual stack (C(calico_node_ip_v6)) - an IPv6 address of the host's C(eth0) besides O(hosts[].address), with
+            a prefix length or as a C(/64); added without duplicate address detection (C(nodad)).
+        type: str
+      spine_address6:
+        description:
+          - Dual stack (C(calico_rr_spine_ip_v6)) - a reflector's IPv6 address on the spine, as O(hosts[].address6).
+        type: str
   mgmt:
     description:
       - "The management namespace C(<prefix>-mgmt) of an SSH lab (C(lab_ssh: true)): the controller's place in the
@@ -360,7 +369,7 @@ spine:
   type: dict
   sample: {cidr: 10.255.0.0/24, gateway: null, bridge: spine, router_port: null}
 hosts:
-  description: The hosts as built, by name.
+  description: The hosts as built, by name (C(address6), C(spine_address6) where given).
   returned: when O(state=present)
   type: dict
   sample: {host-a: {netns: nf-host-a, address: 192.168.100.100/24, gateway: 192.168.100.1, segment: rack1,
@@ -406,8 +415,10 @@ def main():
                 name=dict(type='str', required=True),
                 netns=dict(type='str'),
                 address=dict(type='str', required=True),
+                address6=dict(type='str'),
                 segment=dict(type='str', required=True),
                 spine_address=dict(type='str'),
+                spine_address6=dict(type='str'),
             )),
             mgmt=dict(type='dict', options=dict(
                 legs=dict(type='list', elements='dict', required=True, options=dict(

@@ -313,6 +313,88 @@ def test_site_first_check_refuses_spine_role_variables_alone(host, var, value, m
     assert message in str(err.value) and f"host '{host}'" in str(err.value), str(err.value)
 
 
+
+def fleet_v6():
+    """fleet() in dual stack: an IPv6 pool, every host and reflector an IPv6 node address."""
+    hostvars, groups = fleet()
+    for name in hostvars:
+        hostvars[name]['calico_pool_v6'] = 'fd00:10::/48'
+    for name, addr in (('rr1', 'fd00:101::1'), ('h1', 'fd00:101::11'), ('rr2', 'fd00:102::1'), ('h2', 'fd00:102::11')):
+        hostvars[name]['calico_node_ip_v6'] = addr
+    hostvars['rr1']['calico_rr_spine_ip_v6'] = 'fd00:255::11'
+    hostvars['rr2']['calico_rr_spine_ip_v6'] = 'fd00:255::21'
+    return hostvars, groups
+
+
+# dual stack ('*': every host)
+V6_VALUES = [
+    ('*', 'calico_pool_v6', 'fd00:10::/48\n', "calico_pool_v6 'fd00:10::/48\\n' is not a valid IPv6 CIDR"),
+    ('*', 'calico_pool_v6', 'fd00:10::/٤٨', 'is not a valid IPv6 CIDR'),
+    ('*', 'calico_pool_v6', '172.18.0.0/16', 'is not a valid IPv6 CIDR'),
+    ('*', 'calico_pool_v6', '::ffff:172.18.0.0/112', 'is not a valid IPv6 CIDR'),
+    ('*', 'calico_pool_v6', 'fd00:10::1/48', 'has host bits set — use fd00:10::/48'),
+    ('*', 'calico_pool_v6', 'fe80::/64', 'is not a global unicast or unique local network'),
+    ('*', 'calico_pool_v6', 'ff02::/16', 'is not a global unicast or unique local network'),
+    ('*', 'calico_pool_v6', 'fd00:10::/129', 'is not a valid IPv6 CIDR'),
+    ('*', 'calico_pool_v6', ['fd00:10::/48'], 'is not a valid IPv6 CIDR'),
+    ('h1', 'calico_pool_v6', 'fd00:11::/48', "calico_pool_v6 fd00:10::/48 differs from fd00:11::/48 on host 'h1'"),
+    ('*', 'calico_block_prefix_v6', '12²', "calico_block_prefix_v6 '12²' is not an integer"),
+    ('*', 'calico_block_prefix_v6', True, 'is not an integer'),
+    ('*', 'calico_block_prefix_v6', 64, 'makes blocks of more than 4096 addresses'),
+    ('*', 'calico_block_prefix_v6', 128, 'leaves no workload addresses in a block'),
+    ('h1', 'calico_node_ip_v6', None, "has no calico_node_ip_v6 but calico_pool_v6 is set"),
+    ('h1', 'calico_node_ip_v6', 'fd00:101::11\n', "calico_node_ip_v6 'fd00:101::11\\n' is not an IPv6 address"),
+    ('h1', 'calico_node_ip_v6', 'fd00:101::11%eth0', 'is not an IPv6 address'),
+    ('h1', 'calico_node_ip_v6', 'fd00:101::11/64', 'is not an IPv6 address'),
+    ('h1', 'calico_node_ip_v6', '192.168.101.11', 'is not an IPv6 address'),
+    ('h1', 'calico_node_ip_v6', 'fe80::11', 'is not a global unicast or unique local address'),
+    ('h1', 'calico_node_ip_v6', 'fd00:10::11', 'is inside calico_pool_v6 fd00:10::/48'),
+    ('h2', 'calico_node_ip_v6', 'fd00:101::11', "calico_node_ip_v6 fd00:101::11 is also used by host 'h1'"),
+    ('rr1', 'calico_rr_spine_ip_v6', 'fd00:255::11"; x', "calico_rr_spine_ip_v6 'fd00:255::11\"; x' is not allowed"),
+    ('rr1', 'calico_rr_spine_ip_v6', None, 'has calico_rr_spine_ip but no calico_rr_spine_ip_v6'),
+    ('rr1', 'calico_rr_spine_ip_v6', 'fe80::1', 'is not allowed'),
+    ('h1', 'calico_rr_spine_ip_v6', 'fd00:255::99', 'calico_rr_spine_ip_v6 is set but the host is not a route'),
+    ('rr2', 'calico_rr_spine_ip_v6', 'fd00:101::11', "calico_rr_spine_ip_v6 fd00:101::11 is also used by host 'h1'"),
+]
+
+
+@pytest.mark.parametrize('host, var, value, message', V6_VALUES, ids=[f'{v[1]}={v[2]!r}'[:60] for v in V6_VALUES])
+def test_bad_v6_value_is_one_preflight_line(host, var, value, message):
+    hostvars, groups = fleet_v6()
+    for name in (hostvars if host == '*' else [host]):
+        hostvars[name][var] = value
+    text = refused(hostvars, groups)
+    assert message in text, text
+    assert "host '" in text, text
+
+
+def test_the_dual_stack_fleet_plans():
+    plan = fabric(*fleet_v6(), racks=RACKS)
+    assert plan['pool_v6'] == 'fd00:10::/48' and plan['hosts']['h1']['workloads'][0]['ip6'] == 'fd00:10::1'
+
+
+@pytest.mark.parametrize('entry, message', [
+    ({'name': 'w', 'ip6': 'fd00:10::1\n'}, "workload 'w' ip6 'fd00:10::1\\n' is not an IPv6 address"),
+    ({'name': 'w', 'ip6': '::ffff:10.0.0.1'}, 'is not an IPv6 address'),
+    ({'name': 'w', 'ip6': 'fd00:99::1'}, "workload 'w' ip6 fd00:99::1 is outside the host's IPv6 block"),
+    ({'name': 'w', 'ip6': 'fd00:10::'}, 'is the Subnet-Router anycast address of block fd00:10::/122'),
+])
+def test_bad_workload_ip6_is_one_preflight_line(entry, message):
+    hostvars, groups = fleet_v6()
+    hostvars['h1']['calico_workloads'] = [entry]
+    text = refused(hostvars, groups)
+    assert message in text and "host 'h1'" in text, text
+
+
+@pytest.mark.parametrize('host, var, value, message', [
+    ('h1', 'calico_workloads', [{'name': 'w', 'ip6': 'fd00:10::2'}], "workload 'w' has ip6 but calico_pool_v6 is not"),
+    ('h1', 'calico_block_prefix_v6', 120, 'calico_block_prefix_v6 is set but calico_pool_v6 is not'),
+])
+def test_v6_values_without_a_v6_pool_are_refused(host, var, value, message):
+    hostvars, groups = fleet()
+    hostvars[host][var] = value
+    assert message in refused(hostvars, groups)
+
 # (workload entry, what the one line must say)
 WORKLOADS = [
     ({'name': 'web\n'}, "workload name 'web\\n' is not allowed"),
@@ -450,7 +532,7 @@ def test_the_inventory_variables_table_is_read():
 
 
 def corpus_variables():
-    covered = {var for _host, var, _value, _message in VALUES + SPINE_VALUES}
+    covered = {var for _host, var, _value, _message in VALUES + SPINE_VALUES + V6_VALUES}
     covered |= {'calico_workloads'} | {'calico_policies', 'calico_cni_networks'}
     rollout_tests = (REPO / 'tests/unit/filter/test_rollout.py').read_text()
     covered |= {var for var in ROLLOUT if var in rollout_tests}

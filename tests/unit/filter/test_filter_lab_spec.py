@@ -222,6 +222,27 @@ def test_lab_racks_inventory_through_ansible(tmp_path):
     assert {h['name']: h['netns'] for h in spec['hosts']}['rr1a'] == 'nf-rr1a'
 
 
+def test_lab_dualstack_inventory_puts_the_ipv6_addresses_on_the_hosts(tmp_path):
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.hostvars import HostVars
+    from ansible.vars.manager import VariableManager
+
+    source = ROOT / 'inventories' / 'lab-dualstack'
+    (tmp_path / 'group_vars' / 'all').mkdir(parents=True)
+    (tmp_path / 'hosts.yml').write_text((source / 'hosts.yml').read_text())
+    (tmp_path / 'group_vars' / 'all' / 'lab.yml').write_text('lab_prefix: nf\nlab_state_dir: /run/netfleet/nf\n')
+    loader = DataLoader()
+    inventory = InventoryManager(loader=loader, sources=[str(tmp_path)])
+    hostvars = HostVars(inventory, VariableManager(loader=loader, inventory=inventory), loader)
+    hosts = {h['name']: h for h in lab_spec(hostvars, inventory.get_groups_dict())['hosts']}
+    assert {name: h['address6'] for name, h in hosts.items()} == {
+        'r1h1': 'fd00:101::11', 'r1h2': 'fd00:101::12', 'r2h1': 'fd00:102::11', 'r2h2': 'fd00:102::12',
+        'rr1': 'fd00:101::1', 'rr2': 'fd00:102::1'}
+    assert {name: h.get('spine_address6') for name, h in hosts.items() if name.startswith('rr')} == {
+        'rr1': 'fd00:255::11', 'rr2': 'fd00:255::21'}
+
+
 # --- lab_ssh: a management leg per segment and an sshd per host -----------------------------------------------
 
 def _ssh_fleet(**overrides):

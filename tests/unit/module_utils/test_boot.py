@@ -36,20 +36,34 @@ def test_record_chains(tmp_path):
     assert json.load(open(path))['chains'] == {'backend': 'nft', 'desired': desired, 'insert': True,
                                                'ignore': ['cali-INPUT-ipip'], 'cni': False}
     assert not boot.record_chains(path, 'nft', desired, True, ['cali-INPUT-ipip'], False)
+    # the IPv6 run keeps the IPv4 record, and the other way round
+    desired6 = {'raw': {'chains': {'cali-PREROUTING': ['-i cali+ -m rpfilter --invert -j DROP']},
+                        'jumps': {'PREROUTING': ['-j cali-PREROUTING']}}}
+    assert boot.record_chains(path, 'legacy', desired6, True, [], False, family=6)
+    doc = json.load(open(path))
+    assert doc['chains']['desired'] == desired and doc['chains6']['desired'] == desired6
+    assert doc['chains6']['backend'] == 'legacy'
+    assert not boot.record_chains(path, 'nft', desired, True, ['cali-INPUT-ipip'], False)
+    assert not boot.record_chains(path, 'legacy', desired6, True, [], False, family=6)
 
 
 def test_restore_applies_the_node_record_then_the_chains(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(boot, 'restore_node', lambda node, check=False: calls.append(('node', node, check)) or
                         {'routes': True})
-    monkeypatch.setattr(boot, 'restore_chains', lambda doc, check=False: calls.append(('chains', doc, check)) or
-                        {'chains': False})
+    monkeypatch.setattr(boot, 'restore_chains', lambda doc, check=False, family=4: calls.append(
+        ('chains%d' % family, doc, check)) or {boot.CHAINS_KEYS[family]: False})
     assert boot.restore(str(tmp_path)) == {}  # nothing recorded, nothing to do
     boot.record_node(str(tmp_path / 'node.json'), NODE)
     boot.record_chains(str(tmp_path / 'chains.json'), 'legacy', {}, False, [], True)
     assert boot.restore(str(tmp_path), check=True) == {'routes': True, 'chains': False}
-    assert [c[0] for c in calls] == ['node', 'chains'] and calls[0][2] is True
+    assert [c[0] for c in calls] == ['node', 'chains4'] and calls[0][2] is True
     assert calls[0][1]['routes'] == NODE['routes'] and calls[1][1]['backend'] == 'legacy'
+    boot.record_chains(str(tmp_path / 'chains.json'), 'nft', {}, False, [], False, family=6)
+    calls.clear()
+    assert boot.restore(str(tmp_path)) == {'routes': True, 'chains': False, 'chains6': False}
+    assert [(c[0], c[1].get('backend')) for c in calls] == [('node', None), ('chains4', 'legacy'),
+                                                            ('chains6', 'nft')]
 
 
 def test_restore_node_runs_the_converge_parts(monkeypatch):

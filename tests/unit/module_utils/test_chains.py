@@ -367,3 +367,97 @@ def test_prefix_set():
     names = cr._PrefixSet({'cali-INPUT-ipip'}, 'cali-cni-')
     assert 'cali-INPUT-ipip' in names and 'cali-cni-x' in names and 'cali-cni-' in names
     assert 'cali-fw-x' not in names and 'cali-cn' not in names and None not in names
+
+
+# ---------------------------------------------------------------------------------------------- IPv6
+
+def test_render_rule_keeps_the_part_of_its_family():
+    rule = {'action': 'allow', 'protocol': 'tcp', 'ports': ['80'],
+            'peers': ['172.17.9.0/24', '2001:db8:9::/64', '2001:db8:9::2']}
+    assert c.render_rule(rule, 'ingress', 'ACCEPT') == ['-s 172.17.9.0/24 -p tcp -m tcp --dport 80 -j ACCEPT']
+    assert c.render_rule(rule, 'ingress', 'ACCEPT', family=6) == [
+        '-s 2001:db8:9::/64 -p tcp -m tcp --dport 80 -j ACCEPT',
+        '-s 2001:db8:9::2/128 -p tcp -m tcp --dport 80 -j ACCEPT']
+    # only IPv4 peers: the rule matches nothing in IPv6 (as an empty peer list)
+    assert c.render_rule(dict(rule, peers=['172.17.9.0/24']), 'egress', 'RETURN', family=6) == []
+    assert c.render_rule({'protocol': 'icmp'}, 'egress', 'RETURN', family=6) == []
+    assert c.render_rule({'protocol': 'ipv6-icmp'}, 'egress', 'RETURN', family=6) == ['-p 58 -j RETURN']
+    assert c.render_rule({'protocol': 'icmpv6'}, 'egress', 'RETURN') == []
+    assert c.render_rule({'protocol': 'tcp', 'set': 'cali-s-web'}, 'egress', 'RETURN', family=6) == []
+    with pytest.raises(c.ChainsError, match='not an IPv6 CIDR'):
+        c.render_rule({'peers': ['2001:db8:9::1/64']}, 'ingress', 'ACCEPT', family=6)
+    # a bad peer of the other family is an error too, not left out
+    with pytest.raises(c.ChainsError, match='not an IPv6 CIDR'):
+        c.render_rule({'peers': ['10.0.0.0/8', 'x:y -j ACCEPT']}, 'ingress', 'ACCEPT')
+    with pytest.raises(c.ChainsError, match='not an IPv4 CIDR'):
+        c.render_rule({'peers': ['2001:db8::/64', '10.0.0.1/8']}, 'ingress', 'ACCEPT', family=6)
+
+
+def test_ipv6_validators():
+    assert c.ipv6_address('2001:DB8:0::2/128', 'ip6') == '2001:db8::2'
+    assert c.ipv6_network('2001:db8::', 'peer') == '2001:db8::/128'
+    for bad in ('172.17.8.2', '2001:db8::/64', 'x', '2001:db8::1\n-A INPUT -j ACCEPT'):
+        with pytest.raises(c.ChainsError):
+            c.ipv6_address(bad, 'ip6')
+
+
+def test_render_family6_tables_and_anti_spoofing():
+    eps = [{'name': 'a', 'ip': '172.17.8.2', 'ip6': '2001:db8:8::2', 'ifname': 'calia', 'floating_ip': '10.0.0.1'},
+           {'name': 'b', 'ip6': '2001:db8:8::3', 'ifname': 'calib', 'ingress': []}]
+    want = c.render(eps, pool='172.17.0.0/16', nat_outgoing=True, family=6)
+    assert set(want) == {'raw', 'filter'}
+    assert want['raw'] == {'chains': {'cali-PREROUTING': ['-i cali+ -m rpfilter --invert -j DROP']},
+                           'jumps': {'PREROUTING': ['-j cali-PREROUTING']}}
+    assert want['filter']['chains']['cali-wl-to-host'][0] == '-p 58 -m icmp6 --icmpv6-type 130 -j ACCEPT'
+    assert want['filter']['chains']['cali-tw-calib'][-1] == '-j DROP'
+    four = c.render(eps, pool='172.17.0.0/16', nat_outgoing=True)
+    assert set(four) == {'filter', 'nat'} and four['nat']['chains']['cali-fip-dnat']
+    assert not [r for r in four['filter']['chains']['cali-wl-to-host'] if 'icmp6' in r]
+    with pytest.raises(c.ChainsError, match='family'):
+        c.render(eps, family=5)
+
+
+@pytest.mark.parametrize('endpoints, expect', [
+    ([{'name': 'a', 'ifname': 'calia'}], 'ip is missing'),
+    ([{'name': 'a', 'ip6': '2001:db8::1', 'ifname': 'calia'},
+      {'name': 'b', 'ip6': '2001:db8:0::1', 'ifname': 'calib'}], 'ip6 2001:db8::1 is also used by endpoint a'),
+    ([{'name': 'a', 'ip6': '2001:db8::1', 'ifname': 'calia', 'floating_ip': '10.0.0.1'}], 'floating_ip needs ip'),
+])
+def test_bad_ipv6_endpoints(endpoints, expect):
+    with pytest.raises(c.ChainsError, match=expect):
+        c.render(endpoints, family=6)
+
+
+def test_normalize_rule_ipv6_host_address():
+    assert c.normalize_rule('-s 2001:db8::5 -p ipv6-icmp -j ACCEPT') == '-s 2001:db8::5/128 -p 58 -j ACCEPT'
+    assert c.normalize_rule('-d 172.17.8.2 -j ACCEPT') == '-d 172.17.8.2/32 -j ACCEPT'
+
+
+def test_iptables_binaries_per_family():
+    found = {'ip6tables-legacy-save', 'ip6tables-legacy-restore', 'ip6tables-save', 'ip6tables-restore',
+             'iptables-save', 'iptables-restore'}
+
+    def bin_path(name, required=False):
+        return '/usr/sbin/' + name if name in found else None
+
+    ipt = cr.Iptables('legacy', None, bin_path, family=6)
+    assert (ipt.save_bin, ipt.restore_bin) == ('/usr/sbin/ip6tables-legacy-save', '/usr/sbin/ip6tables-legacy-restore')
+    ipt = cr.Iptables('nft', None, bin_path, family=6)  # no ip6tables-nft-*: the plain tools
+    assert (ipt.save_bin, ipt.restore_bin) == ('/usr/sbin/ip6tables-save', '/usr/sbin/ip6tables-restore')
+    assert cr.Iptables('nft', None, bin_path).save_bin == '/usr/sbin/iptables-save'
+
+
+def test_converge_restores_raw_before_filter():
+    desired = c.render([{'ip6': '2001:db8::1', 'ifname': 'calia'}], family=6)
+
+    class Ipt:
+        texts = []
+
+        def restore(self, text, test=False):
+            self.texts.append(text.split('\n', 1)[0])
+
+        def save(self):
+            return ''
+
+    result = cr.converge(Ipt(), '', desired, check_mode=False)
+    assert Ipt.texts == ['*raw', '*filter'] and result['tables'] == ['raw', 'filter']

@@ -135,6 +135,25 @@ def test_route_matches_ignores_unspecified_dev_and_linkdown():
                                                                       'scope': 'link'}))
 
 
+def test_route_matches_ipv6_has_no_scope():
+    """ip prints no scope for IPv6 routes: a /128 dev route (implied scope link for IPv4) still matches."""
+    current = iproute.route_from_kernel({'dst': '2001:db8::2', 'dev': 'cali1', 'metric': 1024, 'flags': []}, 6)
+    desired = iproute.make_route('2001:db8::2/128', dev='cali1')
+    assert current.scope == 'global' and desired.scope is None
+    assert iproute.route_matches(desired, current)
+    assert iproute.plan_routes([desired], [current]) == ([], [], [])
+    # IPv4 keeps comparing the scope
+    v4 = iproute.route_from_kernel({'dst': '172.17.8.2', 'dev': 'cali1', 'flags': []}, 4)
+    assert not iproute.route_matches(iproute.make_route('172.17.8.2/32', dev='cali1'), v4)
+
+
+def test_eui64_link_local():
+    assert iproute.eui64_link_local('ee:ee:ee:ee:ee:ee') == iproute.CALICO_GATEWAY6 == 'fe80::ecee:eeff:feee:eeee'
+    assert iproute.eui64_link_local('52:54:00:12:34:56') == 'fe80::5054:ff:fe12:3456'
+    with pytest.raises(ValueError):
+        iproute.eui64_link_local('01:00:5e:00:00:01')
+
+
 def test_plan_routes():
     block = iproute.make_route('172.17.8.0/24', type='blackhole')
     remote = iproute.make_route('172.17.9.0/24', via='10.0.0.2')

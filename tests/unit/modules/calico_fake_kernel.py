@@ -22,6 +22,9 @@ SYSCTL_DEFAULTS = {
     ('conf', 'forwarding'): '0',
     ('conf', 'route_localnet'): '0',
 }
+# net.ipv6.conf.<if>.* of a new interface (only on a FakeKernel made with ipv6=True)
+SYSCTL6_DEFAULTS = {'disable_ipv6': '0', 'addr_gen_mode': '0', 'accept_dad': '1', 'accept_ra': '1',
+                    'forwarding': '0', 'proxy_ndp': '0'}
 ROUTE_TYPES = ('unicast', 'blackhole', 'unreachable', 'prohibit')
 
 
@@ -40,8 +43,9 @@ class Namespace:
 
 
 class FakeKernel:
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, ipv6=False):
         self.host = Namespace('host')
+        self.ipv6 = ipv6
         self.netns = {}
         self.paths = {}
         self.calls = []
@@ -50,6 +54,8 @@ class FakeKernel:
         self.run_dir = str(tmp_path / 'run_netns')
         os.makedirs(self.sysctl_root, exist_ok=True)
         os.makedirs(self.run_dir, exist_ok=True)
+        if ipv6:
+            self.set_sysctl6('all', 'forwarding', '0')
         self.host.links['eth1'] = {'ifname': 'eth1', 'ifindex': 2, 'flags': ['BROADCAST', 'MULTICAST', 'UP'],
                                    'mtu': 1500, 'address': '52:54:00:00:00:01', 'kind': None,
                                    'addrs': ['192.168.100.100/24'], 'group': 'default'}
@@ -90,6 +96,16 @@ class FakeKernel:
     def sysctl(self, ifname, kind, key):
         with open(os.path.join(self.sysctl_root, 'net', 'ipv4', kind, ifname, key)) as handle:
             return handle.read().strip()
+
+    def sysctl6(self, ifname, key):
+        with open(os.path.join(self.sysctl_root, 'net', 'ipv6', 'conf', ifname, key)) as handle:
+            return handle.read().strip()
+
+    def set_sysctl6(self, ifname, key, value):
+        directory = os.path.join(self.sysctl_root, 'net', 'ipv6', 'conf', ifname)
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, key), 'w') as handle:
+            handle.write(value + '\n')
 
     def set_sysctl(self, ifname, kind, key, value):
         with open(os.path.join(self.sysctl_root, 'net', 'ipv4', kind, ifname, key), 'w') as handle:
@@ -213,6 +229,9 @@ class FakeKernel:
                 os.makedirs(directory, exist_ok=True)
                 with open(os.path.join(directory, key), 'w') as handle:
                     handle.write(value + '\n')
+            if self.ipv6:
+                for key, value in SYSCTL6_DEFAULTS.items():
+                    self.set_sysctl6(ifname, key, value)
         return link
 
     def _destroy(self, ns, link):
@@ -224,8 +243,8 @@ class FakeKernel:
             space.links.pop(item['ifname'], None)
             space.routes = [r for r in space.routes if r['dev'] != item['ifname']]
             if space is self.host:
-                for kind in ('conf', 'neigh'):
-                    shutil.rmtree(os.path.join(self.sysctl_root, 'net', 'ipv4', kind, item['ifname']),
+                for kind in ('ipv4/conf', 'ipv4/neigh', 'ipv6/conf'):
+                    shutil.rmtree(os.path.join(self.sysctl_root, 'net', kind, item['ifname']),
                                   ignore_errors=True)
 
     def _kv(self, rest, flags=()):
@@ -305,7 +324,8 @@ class FakeKernel:
             for cidr in link['addrs']:
                 iface = ipaddress.ip_interface(cidr)
                 out['addr_info'].append({'family': 'inet' if iface.version == 4 else 'inet6', 'local': str(iface.ip),
-                                         'prefixlen': iface.network.prefixlen})
+                                         'prefixlen': iface.network.prefixlen,
+                                         'scope': 'link' if iface.ip.is_link_local else 'global'})
         return out
 
     def link_show(self, ns, rest, opts):
@@ -327,6 +347,9 @@ class FakeKernel:
                            sorted(ns.links.values(), key=lambda item: item['ifindex'])]) + '\n'
 
     def addr_replace(self, ns, rest, opts):
+        if rest[-1] == 'nodad':
+            assert ':' in rest[0], 'nodad on an IPv4 address'
+            rest = rest[:-1]
         cidr, _dev, name = rest
         link = self._link(ns, name)
         if cidr not in link['addrs']:
@@ -348,6 +371,8 @@ class FakeKernel:
             rtype = rest.pop(0)
         dst = rest.pop(0)
         dst = '0.0.0.0/0' if dst == 'default' else dst
+        if 'via' in rest and ':' in rest[rest.index('via') + 1]:
+            assert ':' in dst, 'an IPv6 gateway for an IPv4 destination %s' % dst
         if '/' not in dst:
             dst += '/128' if ':' in dst else '/32'
         kv = self._kv(rest, flags=('onlink',))
@@ -411,12 +436,17 @@ class FakeKernel:
         out = []
         for route in ns.routes:
             family = 6 if ':' in route['dst'] else 4
-            if family != opts['family'] or route['table'] != table:
+            # as ip: "table main" without -6 lists IPv4 only, "table all" both families
+            if table != 'all' and (family != opts['family'] or route['table'] != table):
                 continue
             if 'proto' in kv and route['proto'] != kv['proto']:
                 continue
             if 'exact' in kv and route['dst'] != ipaddress.ip_network(kv['exact']).with_prefixlen:
                 continue
+            if 'root' in kv:
+                root, net = ipaddress.ip_network(kv['root']), ipaddress.ip_network(route['dst'])
+                if net.version != root.version or not net.subnet_of(root):
+                    continue
             item = {}
             if route['type'] != 'unicast':
                 item['type'] = route['type']
@@ -427,6 +457,8 @@ class FakeKernel:
                 item['dst'] = str(net.network_address)
             else:
                 item['dst'] = route['dst']
+            if table == 'all' and route['table'] != 'main':
+                item['table'] = route['table']
             if route['gateway']:
                 item['gateway'] = route['gateway']
             if route['dev'] and route['type'] == 'unicast':

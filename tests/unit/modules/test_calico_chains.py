@@ -9,7 +9,8 @@ from calico_fake_kernel import run_module
 
 from ansible_collections.netfleet.calico.plugins.modules import calico_chains as mod
 
-BUILTINS = {'filter': ['INPUT', 'FORWARD', 'OUTPUT'], 'nat': ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING']}
+BUILTINS = {'filter': ['INPUT', 'FORWARD', 'OUTPUT'], 'nat': ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'],
+            'raw': ['PREROUTING', 'OUTPUT']}
 A1 = {'name': 'a1', 'ip': '172.17.8.2', 'ifname': 'calif29bc91bbda', 'floating_ip': '10.99.0.10',
       'ingress': [{'action': 'allow', 'protocol': 'tcp', 'ports': ['80'], 'peers': ['172.17.9.2/32']}]}
 A2 = {'name': 'a2', 'ip': '172.17.8.3', 'ifname': 'calib9f85daa6f8'}
@@ -65,13 +66,14 @@ class FakeTables:
 
 @pytest.fixture
 def kernel(monkeypatch):
-    fakes = {'nft': FakeTables('nft'), 'legacy': FakeTables('legacy')}
+    # iptables as 'nft'/'legacy', ip6tables as 'nft6'/'legacy6'
+    fakes = {name: FakeTables(name.rstrip('6')) for name in ('nft', 'legacy', 'nft6', 'legacy6')}
     fakes['nft'].tables['filter']['FORWARD'].append('-s 203.0.113.7/32 -j DROP')  # the admin's own rule
 
     class FakeIptables:
-        def __init__(self, module, backend):
+        def __init__(self, module, backend, family=4):
             self.backend = backend
-            self.fake = fakes[backend]
+            self.fake = fakes[backend + ('6' if family == 6 else '')]
 
         def save(self):
             self.fake.calls.append('save')
@@ -154,3 +156,48 @@ def test_restore_failure_is_reported(kernel, monkeypatch):
     monkeypatch.setattr(FakeTables, 'restore', boom)
     result = run(monkeypatch, endpoints=[A2])
     assert result['failed'] and 'line 3 failed' in result['msg']
+
+
+# ---------------------------------------------------------------------------------------------- IPv6
+
+A1_6 = dict(A1, ip6='2001:db8:8::2', ingress=[
+    {'action': 'allow', 'protocol': 'tcp', 'ports': ['80'], 'peers': ['172.17.9.2/32', '2001:db8:9::2/128']},
+    {'action': 'allow', 'protocol': 'icmp'}, {'action': 'allow', 'protocol': 'icmpv6'}])
+ND = ['-p 58 -m icmp6 --icmpv6-type %d -j ACCEPT' % t for t in (130, 131, 132, 133, 135, 136)]
+
+
+def test_family6_programs_ip6tables_only(kernel, monkeypatch):
+    before4 = {name: kernel[name].save() for name in ('nft', 'legacy')}
+    first = run(monkeypatch, endpoints=[A1_6, A2], family=6, nat_outgoing=True)
+    assert first['changed'] is True and first['tables'] == ['raw', 'filter']
+    # no IPv6 rule anywhere yet: the IPv4 rules (nft) decide, so both families share a backend
+    assert first['backend'] == 'nft' and {name: kernel[name].save() for name in ('nft', 'legacy')} == before4
+    six = kernel['nft6'].tables
+    assert six['raw']['PREROUTING'] == ['-j cali-PREROUTING']
+    assert six['raw']['cali-PREROUTING'] == ['-i cali+ -m rpfilter --invert -j DROP']
+    assert six['filter']['cali-wl-to-host'] == ND + ['-j cali-from-wl-dispatch', '-j DROP']
+    assert six['filter']['cali-OUTPUT'] == ['-o cali+ ' + rule for rule in ND] + ['-o cali+ -j RETURN']
+    # the IPv6 peer and the ICMPv6 rule; the IPv4 peer and the icmp rule are IPv4's
+    assert six['filter']['cali-tw-calif29bc91bbda'][2:] == [
+        '-s 2001:db8:9::2/128 -p tcp -m tcp --dport 80 -j ACCEPT', '-p 58 -j ACCEPT', '-j DROP']
+    assert 'cali-tw-calib9f85daa6f8' in six['filter'] and 'cali-fip-dnat' not in six['nat']
+    second = run(monkeypatch, endpoints=[A1_6, A2], family=6, nat_outgoing=True)
+    assert second['changed'] is False and second['backend'] == 'nft'
+    # and the IPv4 run still renders its own rules from the same endpoints
+    v4 = run(monkeypatch, endpoints=[A1_6, A2])
+    assert kernel['nft'].tables['filter']['cali-tw-calif29bc91bbda'][2:] == [
+        '-s 172.17.9.2/32 -p tcp -m tcp --dport 80 -j ACCEPT', '-p icmp -j ACCEPT', '-j DROP']
+    assert v4['changed'] is True and 'cali-PREROUTING' not in kernel['nft'].tables['raw']
+
+
+def test_family6_backend_follows_its_own_rules(kernel, monkeypatch):
+    kernel['legacy6'].tables['filter']['INPUT'].append('-s 2001:db8::1/128 -j DROP')
+    result = run(monkeypatch, endpoints=[A2], family=6)
+    assert result['backend'] == 'legacy' and 'cali-INPUT' in kernel['legacy6'].tables['filter']
+
+
+def test_family6_bad_address(kernel, monkeypatch):
+    result = run(monkeypatch, endpoints=[dict(A2, ip6='2001:db8::/64')], family=6)
+    assert result['failed'] and "endpoint a2: ip6 '2001:db8::/64' is not an IPv6 address" in result['msg']
+    result = run(monkeypatch, endpoints=[{'name': 'x', 'ifname': 'calix'}])
+    assert result['failed'] and 'one of the following is required: ip, ip6' in result['msg']

@@ -43,12 +43,15 @@ def test_facts(kernel, monkeypatch):
     assert result['changed'] is False and result['ansible_facts'] == {'calico_node_facts': facts}
     assert facts == {
         'blocks': ['172.17.8.0/24', '172.17.200.0/26'],
+        'blocks6': [],
+        'workloads6': {},
+        'addresses6': [],
         'ipip_devices': [],
         'cali_chains': {},
         'workloads': {'web-1': '172.17.8.2'},
-        'endpoints': [{'name': 'idle', 'ifname': iproute.workload_ifname('idle'), 'ip': None,
+        'endpoints': [{'name': 'idle', 'ifname': iproute.workload_ifname('idle'), 'ip': None, 'ip6': None,
                        'netns': 'calico-idle', 'owned_netns': False},
-                      {'name': 'web-1', 'ifname': web, 'ip': '172.17.8.2', 'netns': 'calico-web-1',
+                      {'name': 'web-1', 'ifname': web, 'ip': '172.17.8.2', 'ip6': None, 'netns': 'calico-web-1',
                        'owned_netns': True}],
         'addresses': [{'ifname': 'lo', 'address': '127.0.0.1', 'prefixlen': 8},
                       {'ifname': 'eth1', 'address': '192.168.100.100', 'prefixlen': 24}],
@@ -130,3 +133,25 @@ def test_count_attachments(tmp_path):
     for name in ('a_eth0.json', 'b_eth0.json', 'c_eth0.json.tmp'):
         (tmp_path / 'endpoints' / name).write_text('{}')
     assert count_attachments(str(tmp_path)) == 2
+
+
+def test_facts_ipv6(kernel, monkeypatch):
+    """IPv6 blocks, /128 workload routes and global addresses are read by the same one ip process."""
+    kernel.add_route(dst='172.17.8.0/24', rtype='blackhole', proto='80')
+    kernel.add_route(dst='2001:db8:8::/122', rtype='blackhole', proto='80')
+    kernel.add_route(dst='2001:db8:9::/122', rtype='blackhole', proto='bird')      # not ours
+    kernel.add_route(dst='2001:db8:7::/122', rtype='blackhole', proto='80', table='100')  # not the main table
+    dual = add_endpoint(kernel, 'dual', '172.17.8.2')
+    kernel.add_route(dst='2001:db8:8::2/128', dev=dual, proto='80')
+    six = add_endpoint(kernel, 'six', '172.17.8.3', route=False)
+    kernel.add_route(dst='2001:db8:8::3/128', dev=six, proto='80')
+    kernel.host.links['eth1']['addrs'] += ['2001:db8:100::100/64', 'fe80::1/64']
+    calls = len(kernel.calls)
+    facts = run_module(monkeypatch, mod, {})['calico_node_facts']
+    assert facts['blocks'] == ['172.17.8.0/24'] and facts['blocks6'] == ['2001:db8:8::/122']
+    assert facts['workloads'] == {'dual': '172.17.8.2'}
+    assert facts['workloads6'] == {'dual': '2001:db8:8::2', 'six': '2001:db8:8::3'}
+    assert [(e['name'], e['ip'], e['ip6']) for e in facts['endpoints']] == [
+        ('dual', '172.17.8.2', '2001:db8:8::2'), ('six', None, '2001:db8:8::3')]
+    assert facts['addresses6'] == [{'ifname': 'eth1', 'address': '2001:db8:100::100', 'prefixlen': 64}]
+    assert len(kernel.calls) == calls + 1

@@ -69,7 +69,7 @@ def test_create_three_endpoints(kernel, monkeypatch):
     assert result['diff']['before'] == ''
     assert 'web-1: ip=172.17.8.2/32 if=%s netns=calico-web-1 mac=ee:ee:ee:ee:ee:ee\n' % ifname('web-1') \
         in result['diff']['after']
-    assert result['endpoints'][0] == {'name': 'db-1', 'ip': '172.17.8.4', 'ifname': ifname('db-1'),
+    assert result['endpoints'][0] == {'name': 'db-1', 'ip': '172.17.8.4', 'ip6': None, 'ifname': ifname('db-1'),
                                       'netns': 'calico-db-1', 'netns_path': kernel.run_dir + '/calico-db-1',
                                       'mac': 'ee:ee:ee:ee:ee:ee', 'mtu': 1400}
     assert result['routes']['add'] == ['172.17.8.2/32 dev %s' % ifname('web-1'), '172.17.8.3/32 dev %s'
@@ -322,7 +322,8 @@ def test_build_endpoints_defaults():
                   netns_prefix='calico-', interface_prefix='cali', protocol=80, mac='EE-EE-EE-EE-EE-EE',
                   gateway='169.254.1.1', mtu=1450)
     endpoints, settings = mod.build_endpoints(params)
-    assert settings == {'prefix': 'cali', 'protocol': 80, 'mac': 'ee:ee:ee:ee:ee:ee', 'gateway': '169.254.1.1'}
+    assert settings == {'prefix': 'cali', 'protocol': 80, 'mac': 'ee:ee:ee:ee:ee:ee', 'gateway': '169.254.1.1',
+                        'gateway6': 'fe80::ecee:eeff:feee:eeee'}
     ep = endpoints[0]
     assert (ep.ifname, ep.netns, ep.nsref, ep.mtu, ep.default_netns, ep.cidr) == (
         iproute.workload_ifname('web-1'), 'calico-web-1', 'calico-web-1', 1450, True, '172.17.8.2/32')

@@ -337,3 +337,52 @@ def test_bad_mgmt_spine_address(address, message):
     p = params(mgmt={'legs': [{'segment': 'rack1', 'address': '192.168.100.254'}], 'spine_address': '10.0.0.1'})
     with pytest.raises(fabric_spec.LabError, match='mgmt: spine_address needs the spine option'):
         fabric_spec.Spec(p, 'present')
+
+
+def test_dual_stack_addresses():
+    """IPv6 addresses (calico_node_ip_v6, calico_rr_spine_ip_v6) go next to the IPv4 ones, /64 unless given,
+    without DAD; a second run over what the first built plans nothing for them."""
+    p = racks_params()
+    p['hosts'][0].update(address6='fd00:101::1', spine_address6='fd00:255::11/112')
+    p['hosts'][2].update(address6='fd00:101::11')
+    spec = fabric_spec.Spec(p, 'present')
+    assert str(spec.hosts['h1']['address6']) == 'fd00:101::11/64' and spec.hosts['h2']['address6'] is None
+    plan = fabric_plan.plan_present(spec, _kernel_blank(spec), [1, 2, 3], False)
+    assert 'address add fd00:101::11/64 dev eth0 nodad' in plan.post['nf-h1']
+    assert 'address add fd00:255::11/112 dev eth1 nodad' in plan.post['nf-rr1a']
+    assert not any('fd00' in line for line in plan.post['nf-h2'])
+    hosts = spec.result()[1]
+    assert hosts['rr1a']['address6'] == 'fd00:101::1/64' and hosts['rr1a']['spine_address6'] == 'fd00:255::11/112'
+    assert 'address6' not in hosts['h2']
+    assert 'address eth0 fd00:101::11/64' in fabric_plan.describe_desired(spec, [1, 2, 3])['nf-h1']
+    # built: the kernel's link-local address is not the lab's, the global one is kept
+    built = fabric_plan.NsState('nf-h1', [
+        {'ifindex': 1, 'ifname': 'lo', 'flags': ['LOOPBACK', 'UP']},
+        {'ifindex': 2, 'ifname': 'eth0', 'flags': ['UP'], 'addr_info': [
+            {'family': 'inet', 'local': '192.168.101.11', 'prefixlen': 24},
+            {'family': 'inet6', 'local': 'fd00:101::11', 'prefixlen': 64, 'scope': 'global'},
+            {'family': 'inet6', 'local': 'fe80::1', 'prefixlen': 64, 'scope': 'link'}]}])
+    assert built.inet('eth0') == ['192.168.101.11/24', 'fd00:101::11/64']
+    plan = fabric_plan.Plan()
+    fabric_plan._plan_iface(plan, built, 'eth0', ['192.168.101.11/24', 'fd00:101::11/64'], False)
+    assert not plan.post
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'address6': 'fe80::1'}, "host 'h1': address6 fe80::1 is not a unicast address"),
+    ({'address6': 'fd00:101::1x'}, "host 'h1': address6 'fd00:101::1x' is not an IPv6 address"),
+    ({'address6': 'fd00:101::1', 'spine_address6': 'fd00:255::1'}, "host 'h1': spine_address6 needs spine_address"),
+])
+def test_bad_dual_stack_addresses(change, message):
+    p = racks_params()
+    p['hosts'][2].update(change)
+    with pytest.raises(fabric_spec.LabError, match=message):
+        fabric_spec.Spec(p, 'present')
+
+
+def test_hosts_sharing_an_ipv6_address():
+    p = racks_params()
+    p['hosts'][2].update(address6='fd00:101::11')
+    p['hosts'][4].update(address6='fd00:101::11/64')
+    with pytest.raises(fabric_spec.LabError, match="hosts 'h1' and 'h2' share the IPv6 address fd00:101::11"):
+        fabric_spec.Spec(p, 'present')

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,11 @@ VARIANTS = {
                                               'calico_bgp_bfd': {'interval': 50, 'multiplier': 4},
                                               'calico_node_bgp_hold_time': 9}),
     'lab-ipip+always': ('lab-ipip', {'calico_ipip_mode': 'always'}),
+    # dual stack in a full mesh (inventories/lab-dualstack has racks): an IPv6 address per host from its IPv4 one,
+    # /126 blocks (three automatic addresses), so four workloads take two of them
+    'lab+v6': ('lab', {'calico_pool_v6': 'fd00:17::/48', 'calico_block_prefix_v6': 126, 'calico_max_blocks_per_host': 2,
+                       'calico_node_ip_v6': "fd00:100::{{ calico_node_ip.split('.')[-1] }}",
+                       'calico_workloads': [{'name': f'w{i}'} for i in range(4)]}),
     # 30 workloads on every host, /28 blocks (13 automatic addresses each): three blocks per host
     'lab+3blocks': ('lab', {'calico_block': '', 'calico_block_prefix': 28, 'calico_max_blocks_per_host': 3,
                             'calico_workloads': [{'name': f'w{i}'} for i in range(30)]}),
@@ -34,6 +40,11 @@ VARIANTS = {
         {'ip': '192.168.101.254', 'as_number': 65100, 'name': 'dc-router', 'password': "r0uter p@ss'{}#;",
          'bfd': True, 'import_default': True, 'import_prefixes': ['198.51.100.0/24'], 'multihop': True},
         {'ip': '10.99.0.1', 'as_number': 65101, 'multihop': 4}]}),
+    # dual stack, a reflector's kept session from its spine address: its ipv6 channel keeps that next hop
+    'lab-dualstack+lingering': ('lab-dualstack', {'_calico_node_bgp_lingering': [
+        {'name': 'Global_10_255_0_99', 'description': 'old', 'ip': '10.255.0.99', 'as_number': 65009,
+         'local_as': 65002, 'passive': False, 'connect_delay_offset': 0, 'local_ip': '10.255.0.21', 'type': 'ebgp',
+         'direct': True}]}),
     # moving to the spine: a reflector's old eBGP sessions kept as they ran (spine address, direct or multihop)
     'lab-spine+lingering': ('lab-spine', {'_calico_node_bgp_lingering': [
         {'name': 'Global_10_255_0_11', 'description': 'rr1a', 'ip': '10.255.0.11', 'as_number': 65001,
@@ -84,15 +95,33 @@ def test_every_host_config_passes_bird_p(rendered, variant):
     if VARIANTS[variant][1].get('calico_bgp_bfd'):
         assert 'protocol bfd calico_bfd' in text and 'bfd on;' in text and 'interval 50 ms;' in text
         assert 'hold time 9;' in text and 'keepalive time 3;' in text
-    if VARIANTS[variant][1].get('calico_max_blocks_per_host'):
+    if variant == 'lab+3blocks':
         for conf in configs:  # one blackhole per block, and every peer may announce its three blocks
             static = conf.read_text().split('protocol static calico_block {', 1)[1].split('}', 1)[0]
             assert static.count(' blackhole;') == 3, f'{conf.name}: {static}'
             accepted = [line for line in conf.read_text().splitlines() if line.strip().startswith('if net ~ [')]
             assert len(accepted) == 2 and all(line.count('/28') == 3 for line in accepted), accepted
+    if variant in ('lab+v6', 'lab-dualstack'):  # every session of the fleet carries IPv6 too
+        for conf in configs:
+            one = conf.read_text()
+            assert 'define CALICO_POOL6 = [ fd00:17::/48+ ];' in one and 'protocol kernel kernel6 {' in one
+            assert one.count('\n  ipv6 {\n') == one.count('\nprotocol bgp ') + 2, conf.name  # + template, kernel6
+    if variant == 'lab+v6':
+        for conf in configs:  # two IPv6 blocks per host, both accepted from it by each peer
+            static = conf.read_text().split('protocol static calico_block6 {', 1)[1].split('}', 1)[0]
+            assert static.count(' blackhole;') == 2, f'{conf.name}: {static}'
+            assert len(re.findall(r'if net ~ \[ fd00:17::\w*/126, fd00:17::\w+/126 \] then accept;',
+                                  conf.read_text())) == 2, conf.name
+    if variant == 'lab-dualstack+lingering':
+        kept = (base / variant / 'rr2.conf').read_text().split('protocol bgp Global_10_255_0_99', 1)[1]
+        assert 'ipv6 {\n    next hop address fd00:255::21;\n  };' in kept.split('\n}', 1)[0], kept
+    if variant == 'lab-dualstack':  # a reflector's eBGP session: its spine address as the IPv6 next hop
+        rr2 = (base / variant / 'rr2.conf').read_text()
+        assert 'local 10.255.0.21 as 65002;' in rr2 and 'next hop address fd00:255::21;' in rr2
+        assert 'if net ~ [ fd00:17::/48{122,122} ] then accept;' in rr2
     if variant == 'example':  # a rack whose ToR is a router of the data centre, directly connected (GTSM)
         assert 'protocol bgp External_10_10_2_1 from calico_external' in text and 'ttl security on;' in text
-    if VARIANTS[variant][1].get('_calico_node_bgp_lingering'):
+    if variant == 'lab-spine+lingering':
         assert 'protocol bgp Global_10_254_0_31 from calico_peer {' in text and 'local 10.255.0.21 as 65002;' in text
         assert 'multihop;\n  ipv4 {\n    gateway recursive;' in text and 'passive on;\n  ttl security on;' in text
     if VARIANTS[variant][1].get('calico_bgp_password'):

@@ -1,0 +1,261 @@
+# -*- coding: utf-8 -*-
+# Copyright: netfleet.calico developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Dual stack: the IPv6 part of the plan, added to the IPv4 plan when the fleet sets ``calico_pool_v6``.
+
+Each host holds IPv6 blocks of ``calico_pool_v6`` (``calico_block_prefix_v6``, default /122), allocated like its
+IPv4 blocks (kept from its running IPv6 blackholes, else the lowest free one), and each workload gets an ``ip6``
+from them (kept from its running address, or given in ``calico_workloads``). BGP sessions stay one per peer over
+the IPv4 node addresses and carry an ``ipv6`` channel whose next hop is the host's ``calico_node_ip_v6`` (a
+reflector's eBGP sessions from its spine address: ``calico_rr_spine_ip_v6``). A fleet without ``calico_pool_v6``
+plans exactly as before: no key of this module appears in its plan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import plan_imports
+from ansible_collections.netfleet.calico.plugins.plugin_utils.blocks import (
+    allocate_blocks,
+    grow_blocks,
+    normalize_current_blocks,
+)
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import BlocksFull, FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.family import (
+    DEFAULT_BLOCK_PREFIX_V6,
+    address6_or_none,
+    is_global,
+    network6_or_none,
+    parse_block_prefix_v6,
+    parse_node_ip_v6,
+    parse_pool_v6,
+)
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import is_unset, netaddr
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import fleet_setting
+
+# the variables a fleet without calico_pool_v6 must not set (they would be silently ignored)
+_V6_ONLY = ('calico_block_prefix_v6', 'calico_rr_spine_ip_v6')
+# a session that may announce any block takes at most this many IPv6 ones (a /48 pool holds 2^74 /122s)
+MAX_ANY_BLOCKS_V6 = 1 << 16
+
+
+# ---------------------------------------------------------------------------------------------
+# what the hosts run today (calico_node_facts): IPv6 blocks and workload addresses
+# ---------------------------------------------------------------------------------------------
+
+def current_blocks_v6(facts):
+    """The IPv6 blackholes a host owns today (calico_node_facts ``blocks6``)."""
+    found = normalize_current_blocks(facts.get('blocks6'))
+    return [b for b in found if network6_or_none(b) is not None]
+
+
+def current_ip6(facts):
+    """Workload name -> IPv6 address a host runs today (calico_node_facts ``workloads6``, ``{name: ip6}``, and the
+    ``ip6`` of ``endpoints``, ``[{name, ip6}]``); anything not an IPv6 address is left out."""
+    out = {}
+    endpoints = facts.get('endpoints')
+    if isinstance(endpoints, list):
+        for item in endpoints:
+            if isinstance(item, Mapping) and isinstance(item.get('name'), str):
+                out[item['name']] = item.get('ip6')
+    workloads = facts.get('workloads6')
+    if isinstance(workloads, Mapping):
+        out.update(workloads)
+    plain = {name: _plain6(value) for name, value in out.items()}
+    return {name: addr for name, addr in plain.items() if addr is not None}
+
+
+def _plain6(value, allow_slash128=True):
+    """An IPv6 IPAddress from ``x`` or ``x/128``, else None."""
+    if allow_slash128 and isinstance(value, str) and value.endswith('/128'):
+        value = value[:-4]
+    return address6_or_none(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# workload addresses
+# ---------------------------------------------------------------------------------------------
+
+def assign_ip6(blocks, workloads, current, subject):
+    """``[{name, ip}]`` for every workload of one host, ``ip`` its IPv6 address in ``blocks`` (IPv6 networks, the
+    first block first): explicit ``ip6`` > running address (inside a block, free) > next free.
+
+    Automatic addresses start at a block's network + 1 (the network itself is the Subnet-Router anycast address,
+    refused as an explicit ``ip6`` too) and fill the blocks in order; full blocks raise :class:`BlocksFull`."""
+    listing = ', '.join(str(b) for b in blocks)
+    where = f"the host's IPv6 block{'s' if len(blocks) > 1 else ''} {listing}"
+    used = {}
+    out = [{'name': w['name']} for w in workloads]
+
+    def block_of(addr):
+        return next((b for b in blocks if addr in b), None)
+
+    for entry, workload in zip(out, workloads):
+        value = workload.get('ip6')
+        if is_unset(value):
+            continue
+        name = entry['name']
+        addr = _plain6(value)
+        if addr is None:
+            raise FabricError(subject, f"workload '{name}' ip6 {value!r} is not an IPv6 address",
+                              'fix ip6, or drop it to get the next free address of the IPv6 block')
+        net = block_of(addr)
+        if net is None:
+            raise FabricError(subject, f"workload '{name}' ip6 {addr} is outside {where}",
+                              f'pick an address inside {listing} or drop ip6')
+        if addr == net.network:
+            raise FabricError(subject, f"workload '{name}' ip6 {addr} is the Subnet-Router anycast address of block "
+                                       f'{net}', 'pick another address of the block or drop ip6')
+        if int(addr) in used:
+            raise FabricError(subject, f"workload '{name}' ip6 {addr} is also used by workload '{used[int(addr)]}'",
+                              'give each workload its own ip6, or drop ip6 to get the next free address')
+        used[int(addr)] = name
+        entry['ip'] = str(addr)
+
+    for entry in out:
+        if 'ip' in entry:
+            continue
+        addr = current.get(entry['name'])
+        net = None if addr is None else block_of(addr)
+        if net is not None and addr != net.network and int(addr) not in used:
+            used[int(addr)] = entry['name']
+            entry['ip'] = str(addr)
+
+    free = (ip for net in blocks for ip in range(int(net.first) + 1, int(net.last) + 1) if ip not in used)
+    for entry in out:
+        if 'ip' in entry:
+            continue
+        cursor = next(free, None)
+        if cursor is None:
+            what = f'IPv6 block {listing} is full' if len(blocks) == 1 else f'IPv6 blocks {listing} are full'
+            raise BlocksFull(subject, f"{what}, no address left for workload '{entry['name']}'",
+                             'run fewer workloads on this host or use bigger IPv6 blocks '
+                             '(lower calico_block_prefix_v6)')
+        used[cursor] = entry['name']
+        entry['ip'] = str(netaddr.IPAddress(cursor, 6))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan
+# ---------------------------------------------------------------------------------------------
+
+def _in_v6_words(err):
+    """A block allocation error of the IPv6 pool, naming the IPv6 variables (blocks.py words them for IPv4)."""
+    def words(text):
+        return re.sub(r'\b(calico_pool|calico_block_prefix)\b', r'\1_v6', text)
+    return type(err)(err.subject, words(err.problem), words(err.fix), prefix=err.prefix)
+
+
+def check_v4_only(reader, hosts, plan_hosts):
+    """A fleet without ``calico_pool_v6``: a workload ``ip6`` or an IPv6-only variable would be ignored, refused."""
+    for name in hosts:
+        for var in _V6_ONLY:
+            if not is_unset(reader.get(name, var)):
+                raise FabricError(host_subject(name), f'{var} is set but calico_pool_v6 is not',
+                                  f'set calico_pool_v6 for a dual-stack fleet, or drop {var}')
+        for workload in plan_hosts[name]['workloads']:
+            if not is_unset(workload.get('ip6')):
+                raise FabricError(host_subject(name), f"workload '{workload['name']}' has ip6 but calico_pool_v6 "
+                                                      'is not set',
+                                  'set calico_pool_v6 for a dual-stack fleet, or drop ip6')
+
+
+def _node_addresses(reader, hosts, plan_hosts, pool):
+    """``{name: (node_ip_v6, spine_ip_v6 or None)}``, each unique in the fleet."""
+    out, owner = {}, {}
+    for name in hosts:
+        node = parse_node_ip_v6(reader, name, pool)
+        spine = None
+        host = plan_hosts[name]
+        raw = reader.get(name, 'calico_rr_spine_ip_v6')
+        if host['spine_ip'] is None:
+            if not is_unset(raw):
+                raise FabricError(host_subject(name), 'calico_rr_spine_ip_v6 is set but the host is not a route '
+                                                      'reflector',
+                                  'drop calico_rr_spine_ip_v6, or add the host to calico_route_reflectors')
+        elif is_unset(raw):
+            if host['spine_ip'] != host['node_ip']:
+                raise FabricError(host_subject(name), 'has calico_rr_spine_ip but no calico_rr_spine_ip_v6',
+                                  "set calico_rr_spine_ip_v6 to the reflector's IPv6 address toward other racks' "
+                                  'reflectors')
+            spine = node
+        else:
+            spine = _plain6(raw, allow_slash128=False)
+            if spine is None or spine in pool or not is_global(netaddr.IPNetwork(f'{spine}/128')):
+                raise FabricError(host_subject(name), f'calico_rr_spine_ip_v6 {raw!r} is not allowed',
+                                  "set it to the reflector's IPv6 address toward other racks' reflectors "
+                                  '(unique local or global, outside calico_pool_v6)')
+        for addr, kind in ((node, 'calico_node_ip_v6'), (spine, 'calico_rr_spine_ip_v6')):
+            if addr is None or (kind == 'calico_rr_spine_ip_v6' and addr == node):
+                continue
+            if addr in owner:
+                raise FabricError(host_subject(name), f"{kind} {addr} is also used by host '{owner[addr]}'",
+                                  f'give each host its own {kind}')
+            owner[addr] = name
+        out[name] = (node, spine)
+    return out
+
+
+def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spines=None):
+    """The IPv6 part of the plan, in place: per host ``node_ip_v6``, ``blocks_v6``, ``imports_v6`` (what each
+    peer may announce in the ``ipv6`` channel), per peer ``next_hop_v6`` and per workload ``ip6``; a reflector's
+    ``spine_ip_v6``. Returns the plan's fleet keys (``pool_v6``, ``block_prefix_v6``), or None (IPv4 only)."""
+    value, source = fleet_setting(reader, hosts, 'calico_pool_v6', None)
+    if is_unset(value):
+        check_v4_only(reader, hosts, plan_hosts)
+        return None
+    pool = parse_pool_v6(value, host_subject(source))
+    value, where = fleet_setting(reader, hosts, 'calico_block_prefix_v6', DEFAULT_BLOCK_PREFIX_V6)
+    prefix = parse_block_prefix_v6(value, pool, host_subject(where or source))
+    if spines:
+        raise FabricError(host_subject(source), 'calico_pool_v6 is set but the spines (calico_spines) route IPv4 only',
+                          'drop calico_pool_v6, or peer the racks without calico_spines')
+    addresses = _node_addresses(reader, hosts, plan_hosts, pool)
+
+    nodes = [name for name in hosts if plan_hosts[name]['block'] is not None]
+    running = {name: current_ip6(facts[name]) for name in nodes}
+    block_hosts = [{'name': name, 'block': None, 'current': current_blocks_v6(facts[name]),
+                    'addresses': [str(a) for a in running[name].values()]} for name in nodes]
+
+    def fit(name, nets):
+        return assign_ip6(nets, plan_hosts[name]['workloads'], running[name], host_subject(name))
+
+    try:
+        first = allocate_blocks(pool, prefix, block_hosts)
+        grown = grow_blocks(pool, prefix, block_hosts, first, max_blocks, fit)
+    except FabricError as err:
+        raise _in_v6_words(err) from None
+
+    owner = {}
+    for name in hosts:
+        host = plan_hosts[name]
+        host['node_ip_v6'] = str(addresses[name][0])
+        if host['spine_ip'] is not None:
+            host['spine_ip_v6'] = str(addresses[name][1])
+        blocks, planned = grown.get(name, ([], []))
+        host['blocks_v6'] = blocks
+        for workload, entry in zip(host['workloads'], planned):
+            if entry['ip'] in owner:
+                raise FabricError(host_subject(name), f"workload '{entry['name']}' ip6 {entry['ip']} is also used by "
+                                                      f"workload '{owner[entry['ip']][1]}' on host "
+                                                      f"'{owner[entry['ip']][0]}'",
+                                  'give each workload its own ip6, or drop ip6 to get the next free address')
+            owner[entry['ip']] = (name, entry['name'])
+            workload['ip6'] = entry['ip']
+        for peer in host['peers']:
+            from_spine = peer['local_ip'] != host['node_ip']
+            peer['next_hop_v6'] = host['spine_ip_v6'] if from_spine else host['node_ip_v6']
+
+    # what each peer may announce in the ipv6 channel: the IPv4 rule, applied to the IPv6 blocks
+    view = {name: dict(host, blocks=host['blocks_v6'], block=(host['blocks_v6'] or [None])[0], floating_ips=[])
+            for name, host in plan_hosts.items()}
+    plan_imports(view, topology, str(pool), prefix, [])
+    for name, host in plan_hosts.items():
+        host['imports_v6'] = view[name]['imports']
+        for imports in host['imports_v6'].values():
+            if imports['any_block']:
+                imports['receive_limit'] = min(imports['receive_limit'], MAX_ANY_BLOCKS_V6 + 64)
+    return {'pool_v6': str(pool), 'block_prefix_v6': prefix}

@@ -1,0 +1,216 @@
+"""Dual stack (plugins/plugin_utils/v6.py, family.py) through the fabric filter: IPv6 blocks and workload
+addresses, stable across runs like the IPv4 ones; the ipv6 channel's next hops and imports; an IPv4-only fleet
+plans exactly as before."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import BlocksFull, FabricError
+from ansible_collections.netfleet.calico.plugins.plugin_utils.family import network6_or_none
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import netaddr
+from ansible_collections.netfleet.calico.plugins.plugin_utils.v6 import assign_ip6, current_blocks_v6, current_ip6
+
+V6_KEYS = {'pool_v6', 'block_prefix_v6', 'node_ip_v6', 'spine_ip_v6', 'blocks_v6', 'imports_v6', 'next_hop_v6',
+           'ip6'}
+
+
+def mesh(v6=True, workloads=2, **extra):
+    """Three full-mesh hosts on one segment; ``v6``: dual stack."""
+    hostvars = {}
+    for i, name in enumerate(('h1', 'h2', 'h3'), start=1):
+        hv = {'calico_pool': '172.17.0.0/16', 'calico_block_prefix': 24, 'calico_node_ip': f'192.168.100.{i}',
+              'calico_node_prefixlen': 24, 'calico_workloads': [{'name': f'{name}w{k}'} for k in range(workloads)]}
+        if v6:
+            hv.update(calico_pool_v6='fd00:10::/48', calico_node_ip_v6=f'fd00:100::{i}')
+        hv.update(extra.get(name, {}))
+        hostvars[name] = hv
+    return hostvars, {'calico_nodes': ['h1', 'h2', 'h3']}
+
+
+def racks():
+    """Two racks with a reflector each (the second from its own spine address)."""
+    common = {'calico_pool': '172.17.0.0/16', 'calico_block_prefix': 24, 'calico_bgp_topology': 'route_reflector',
+              'calico_node_prefixlen': 24, 'calico_pool_v6': 'fd00:10::/48'}
+    hostvars = {
+        'rr1': dict(common, calico_as_number=65001, calico_node_ip='192.168.101.1', calico_node_ip_v6='fd00:101::1'),
+        'h1': dict(common, calico_as_number=65001, calico_node_ip='192.168.101.11', calico_node_ip_v6='fd00:101::11',
+                   calico_workloads=[{'name': 'web1'}]),
+        'rr2': dict(common, calico_as_number=65002, calico_node_ip='192.168.102.1', calico_node_ip_v6='fd00:102::1',
+                    calico_rr_spine_ip='192.168.101.21', calico_rr_spine_ip_v6='fd00:101::21'),
+        'h2': dict(common, calico_as_number=65002, calico_node_ip='192.168.102.11', calico_node_ip_v6='fd00:102::11',
+                   calico_workloads=[{'name': 'db1'}]),
+    }
+    groups = {'calico_nodes': ['h1', 'h2'], 'calico_route_reflectors': ['rr1', 'rr2'], 'rack1': ['rr1', 'h1'],
+              'rack2': ['rr2', 'h2']}
+    return hostvars, groups
+
+
+def strip_v6(value):
+    if isinstance(value, dict):
+        return {k: strip_v6(v) for k, v in value.items() if k not in V6_KEYS}
+    if isinstance(value, list):
+        return [strip_v6(v) for v in value]
+    return value
+
+
+def keys(value):
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in keys(v)}
+    return set()
+
+
+def test_an_ipv4_fleet_plans_as_before_and_its_v4_keys_do_not_change_in_dual_stack():
+    v4 = fabric(*mesh(v6=False))
+    assert not keys(v4) & V6_KEYS
+    # the IPv6 node addresses alone (a lab puts them on the hosts) change nothing
+    hostvars, groups = mesh(v6=False, **{n: {'calico_node_ip_v6': f'fd00:100::{i}'} for i, n in
+                                         enumerate(('h1', 'h2', 'h3'), start=1)})
+    assert fabric(hostvars, groups) == v4
+    dual = fabric(*mesh())
+    assert keys(dual) & V6_KEYS == V6_KEYS - {'spine_ip_v6'}
+    assert strip_v6(dual) == v4
+
+
+def test_blocks_and_addresses_of_both_families():
+    plan = fabric(*mesh())
+    assert plan['pool_v6'] == 'fd00:10::/48' and plan['block_prefix_v6'] == 122
+    hosts = plan['hosts']
+    assert [hosts[n]['blocks_v6'] for n in ('h1', 'h2', 'h3')] == [['fd00:10::/122'], ['fd00:10::40/122'],
+                                                                   ['fd00:10::80/122']]
+    assert [(w['ip'], w['ip6']) for w in hosts['h2']['workloads']] == [('172.17.1.2', 'fd00:10::41'),
+                                                                       ('172.17.1.3', 'fd00:10::42')]
+    assert hosts['h1']['node_ip_v6'] == 'fd00:100::1'
+    assert {p['name']: p['next_hop_v6'] for p in hosts['h1']['peers']} == {'h2': 'fd00:100::1', 'h3': 'fd00:100::1'}
+    assert hosts['h1']['imports_v6']['h2'] == {'prefixes': ['fd00:10::40/122'], 'any_block': None,
+                                               'any_floating': False, 'except': [], 'receive_limit': 68}
+
+
+def test_running_blocks_and_addresses_are_kept():
+    """A host keeps its running IPv6 blackhole and each workload its running address (calico_node_facts: the
+    endpoints' ip6, workloads6); a new host takes the lowest free block."""
+    facts = {'h2': {'calico_node_facts': {'blocks': ['172.17.1.0/24'], 'blocks6': ['fd00:10::1:0/122'],
+                                          'endpoints': [{'name': 'h2w1', 'ip': '172.17.1.3', 'ip6': 'fd00:10::1:7'}]}},
+             'h3': {'calico_node_facts': {'blocks6': ['fd00:10::/122'], 'workloads6': {'h3w0': 'fd00:10::9'}}}}
+    hosts = fabric(*mesh(**facts))['hosts']
+    assert hosts['h2']['blocks_v6'] == ['fd00:10::1:0/122']
+    assert [w['ip6'] for w in hosts['h2']['workloads']] == ['fd00:10::1:1', 'fd00:10::1:7']
+    assert hosts['h3']['blocks_v6'] == ['fd00:10::/122']
+    assert [w['ip6'] for w in hosts['h3']['workloads']] == ['fd00:10::9', 'fd00:10::1']
+    assert hosts['h1']['blocks_v6'] == ['fd00:10::40/122']
+
+
+def test_second_run_from_its_own_state_plans_the_same():
+    first = fabric(*mesh())
+    hostvars, groups = mesh()
+    for name, host in first['hosts'].items():
+        hostvars[name]['calico_node_facts'] = {
+            'blocks': host['blocks'], 'blocks6': host['blocks_v6'],
+            'endpoints': [{'name': w['name'], 'ip': w['ip'], 'ip6': w['ip6']} for w in host['workloads']]}
+    hostvars['h1']['calico_workloads'].insert(0, {'name': 'new'})
+    hosts = fabric(hostvars, groups)['hosts']
+    assert [w['ip6'] for w in hosts['h1']['workloads']] == ['fd00:10::3', 'fd00:10::1', 'fd00:10::2']
+    assert dict(hosts['h2'], block_source='allocated') == first['hosts']['h2']
+
+
+def test_explicit_ip6_and_a_host_that_outgrows_its_block():
+    hostvars, groups = mesh(workloads=0)
+    for hv in hostvars.values():
+        hv.update(calico_block_prefix_v6=126, calico_max_blocks_per_host=2)
+    hostvars['h1']['calico_workloads'] = [{'name': 'a', 'ip6': 'fd00:10::2'}, {'name': 'b'}, {'name': 'c'},
+                                          {'name': 'd'}]
+    hosts = fabric(hostvars, groups)['hosts']
+    # /126: three automatic addresses (::0 is the anycast address); the fourth workload takes the lowest free
+    # block once every host has its first
+    assert hosts['h1']['blocks_v6'] == ['fd00:10::/126', 'fd00:10::c/126']
+    assert [w['ip6'] for w in hosts['h1']['workloads']] == ['fd00:10::2', 'fd00:10::1', 'fd00:10::3', 'fd00:10::d']
+    assert hosts['h2']['blocks_v6'] == ['fd00:10::4/126']
+    hostvars['h1']['calico_workloads'].append({'name': 'e'})
+    hostvars['h1']['calico_workloads'] += [{'name': f'x{i}'} for i in range(3)]
+    with pytest.raises(FabricError, match=r"host 'h1': IPv6 blocks fd00:10::/126, fd00:10::c/126 are full, no "
+                                          r"address left for workload 'x1' \(calico_max_blocks_per_host 2\)"):
+        fabric(hostvars, groups)
+
+
+def test_a_full_ipv6_pool_names_the_ipv6_variables():
+    hostvars, groups = mesh()
+    for hv in hostvars.values():
+        hv.update(calico_pool_v6='fd00:10::/121')
+    with pytest.raises(FabricError, match=r"host 'h3': no free /122 left in calico_pool_v6 fd00:10::/121 .* — "
+                                          r'enlarge calico_pool_v6 or raise calico_block_prefix_v6'):
+        fabric(hostvars, groups)
+
+
+def test_reflectors_next_hops_and_imports():
+    plan = fabric(*racks(), racks=['rack1', 'rack2'])
+    hosts = plan['hosts']
+    assert hosts['rr2']['spine_ip_v6'] == 'fd00:101::21' and hosts['rr1']['spine_ip_v6'] == 'fd00:101::1'
+    assert 'spine_ip_v6' not in hosts['h1']
+    hops = {p['name']: p['next_hop_v6'] for p in hosts['rr2']['peers']}
+    assert hops == {'rr1': 'fd00:101::21', 'h2': 'fd00:102::1'}
+    assert hosts['rr1']['imports_v6']['rr2'] == {'prefixes': [], 'any_block': 'fd00:10::/48{122,122}',
+                                                 'any_floating': False, 'except': ['fd00:10::/122+'],
+                                                 'receive_limit': 65600}
+    assert hosts['h2']['imports_v6']['rr2']['except'] == ['fd00:10::40/122+']
+
+
+def test_spines_route_ipv4_only():
+    hostvars, groups = racks()
+    for hv in hostvars.values():
+        hv['calico_spine_as_number'] = 65100
+    hostvars['sp1'] = {'calico_node_ip': '192.168.101.254', 'calico_spine_as_number': 65100}
+    groups['calico_spines'] = ['sp1']
+    with pytest.raises(FabricError, match='calico_pool_v6 is set but the spines'):
+        fabric(hostvars, groups, racks=['rack1', 'rack2'])
+
+
+def test_assign_ip6_alone():
+    blocks = [netaddr.IPNetwork('fd00::/127')]
+    assert assign_ip6(blocks, [{'name': 'a'}], {}, 'input') == [{'name': 'a', 'ip': 'fd00::1'}]
+    with pytest.raises(BlocksFull):
+        assign_ip6(blocks, [{'name': 'a'}, {'name': 'b'}], {}, 'input')
+    # a running address outside the blocks, or the anycast one, is not kept
+    kept = assign_ip6(blocks, [{'name': 'a'}], {'a': netaddr.IPAddress('fd00::')}, 'input')
+    assert kept == [{'name': 'a', 'ip': 'fd00::1'}]
+
+
+def test_facts_readers_ignore_junk():
+    facts = {'blocks': ['fd00::80/122'], 'blocks6': ['172.17.0.0/24', 'junk', 'fd00::/122', 'fd00::40/122', 3],
+             'endpoints': [{'name': 'a', 'ip6': 'x'}, {'name': 'b', 'ip6': 'fd00::2'}, 'junk', {'ip6': 'fd00::3'}]}
+    assert current_blocks_v6(facts) == ['fd00::/122', 'fd00::40/122']
+    assert current_ip6(facts) == {'b': netaddr.IPAddress('fd00::2')}
+    assert network6_or_none('fd00::/122 ') is None and network6_or_none('fd00::/122') is not None
+
+
+def test_the_plan_is_not_changed_by_planning_twice():
+    hostvars, groups = mesh()
+    again = copy.deepcopy(hostvars)
+    assert fabric(hostvars, groups) == fabric(again, groups)
+
+
+def test_policy_endpoints_and_peers_of_both_families():
+    """ip6tables gets the same policy: each endpoint its ip6, a selector's peers their /128 next to their /32; a
+    rule limited to IPv4 CIDRs keeps IPv4 peers only."""
+    policy = [{'name': 'db', 'selector': "app == 'db'", 'ingress': [
+        {'action': 'allow', 'from': {'selector': "app == 'web'"}},
+        {'action': 'allow', 'from': {'selector': "app == 'web'", 'cidr': ['172.17.0.0/16']}}]}]
+    hostvars, groups = mesh(workloads=0)
+    hostvars['h1']['calico_workloads'] = [{'name': 'web', 'labels': {'app': 'web'}}]
+    hostvars['h2']['calico_workloads'] = [{'name': 'db', 'labels': {'app': 'db'}}]
+    for hv in hostvars.values():
+        hv['calico_policies'] = policy
+    hosts = fabric(hostvars, groups)['hosts']
+    (db,) = hosts['h2']['policy']
+    assert (db['ip'], db['ip6']) == ('172.17.1.2', 'fd00:10::41')
+    assert [rule['peers'] for rule in db['ingress']] == [['172.17.0.2/32', 'fd00:10::1/128'], ['172.17.0.2/32']]
+    hostvars, groups = mesh(v6=False, workloads=0)
+    hostvars['h2']['calico_workloads'] = [{'name': 'db', 'labels': {'app': 'db'}}]
+    hostvars['h1']['calico_workloads'] = [{'name': 'web', 'labels': {'app': 'web'}}]
+    for hv in hostvars.values():
+        hv['calico_policies'] = policy
+    assert 'ip6' not in fabric(hostvars, groups)['hosts']['h2']['policy'][0]
