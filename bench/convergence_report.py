@@ -279,9 +279,9 @@ def spine_report(info, cases, args):
         'files), their routes (`proto bird`, zebra\'s `proto bgp`) and the neighbour tables flushed, then all are',
         'started at once (in their namespaces by `nsenter --net`) with the command lines read back from the running',
         'daemons: each BIRD as role calico_node starts it, each spine\'s FRR as module calico_frr does (zebra,',
-        'then bgpd once zebra\'s pid file and vty',
-        'socket exist). Converged: every host and reflector holds the routes the fabric plan gives it (site.yml\'s',
-        '`calico_fabric`, read through status.yml\'s analysis: what it would call missing from an empty table), and',
+        'then bgpd once zebra\'s pid file and vty socket exist). Converged: every host and reflector holds the',
+        'routes the fabric plan gives it (site.yml\'s `calico_fabric`, read through status.yml\'s analysis: what it',
+        'would call missing from an empty table), and',
         'every spine each prefix its prefix lists accept from the racks; seen through one rtnetlink socket per',
         'namespace, cross-checked with `ip -j route show proto bird|bgp`. Routes per host: the `proto bird` routes',
         'every host and reflector holds once converged. Median of %d runs (min-max); naive: BIRD\'s default timers' % (
