@@ -29,6 +29,12 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import f
 
 GROUP_SPINES = 'calico_spines'
 PREFIX_LIST_OUT = 'calico-out'
+# A spine session runs the timers of the reflector at its other end, as every other session of the fleet does:
+# that reflector's calico_node_bgp_hold_time (unset: BIRD's 240 s, keepalives every third of it) and
+# calico_node_bgp_connect_retry (role calico_node's default 5 s). FRR's `datacenter` profile alone would
+# hold these sessions to 9 s (the smaller hold time wins), and retry a refused connection after 10 s.
+BIRD_HOLD_TIME = 240
+CONNECT_RETRY = 5
 
 
 def prefix_list_in(rack):
@@ -142,6 +148,16 @@ def spine_speakers(spines):
             for name, r in spines['routers'].items()}
 
 
+def session_timers(reader, name):
+    """``(keepalive, hold, connect_retry)`` in seconds of a spine's session to reflector ``name`` (its own timers,
+    checked by the preflight's role variables)."""
+    raw = reader.get(name, 'calico_node_bgp_hold_time')
+    hold = BIRD_HOLD_TIME if is_unset(raw) else as_int(raw)
+    raw = reader.get(name, 'calico_node_bgp_connect_retry')
+    retry = CONNECT_RETRY if is_unset(raw) else as_int(raw)
+    return max(hold // 3, 1), hold, retry
+
+
 def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floating_ips, bfd):
     """Per spine: what role ``spine`` writes into frr.conf, ``{}`` without spines.
 
@@ -150,7 +166,8 @@ def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floa
     reflectors announce (its blocks and floating IPs, exact prefixes), and ``calico-out``, what the spine sends
     (any block of the pool at block length, and the fleet's floating IPs). ``neighbors``: every reflector of every
     rack at its spine address ``{name, ip, local_ip, as_number, rack, direct, ttl_security, bfd, password,
-    passive, prefix_list_in, prefix_list_out}``. ``maximum_paths``: ECMP over a rack's reflectors."""
+    passive, keepalive_time, hold_time, connect_retry, prefix_list_in, prefix_list_out}`` (timers: the
+    reflector's, :func:`session_timers`). ``maximum_paths``: ECMP over a rack's reflectors."""
     if not spines:
         return {}
     net = ipaddress.ip_network(pool)
@@ -177,6 +194,7 @@ def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floa
                 # GTSM as the reflector's BIRD renders it (calico_node_bgp_ttl_security, default on)
                 raw = reader.get(name, 'calico_node_bgp_ttl_security')
                 gtsm = is_unset(raw) or parse_bool(raw, host_subject(name), 'calico_node_bgp_ttl_security')
+                keepalive, hold, retry = session_timers(reader, name)
                 neighbors.append({
                     'name': name,
                     'ip': host['spine_ip'],
@@ -188,6 +206,9 @@ def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floa
                     'bfd': bool(bfd),
                     'password': bool(router['password']),
                     'passive': session_timing(router['ip'], host['spine_ip'], spread=False)[0],
+                    'keepalive_time': keepalive,
+                    'hold_time': hold,
+                    'connect_retry': retry,
                     'prefix_list_in': prefix_list_in(rack),
                     'prefix_list_out': PREFIX_LIST_OUT,
                 })

@@ -100,12 +100,23 @@ def test_each_spine_plan():
     for n in sp1['neighbors']:
         assert n['direct'] is True and n['ttl_security'] is True and n['bfd'] is False
         assert n['prefix_list_out'] == 'calico-out'
+        # the reflector's timers: BIRD's hold time 240 s (keepalive 80 s), the role's connect retry 5 s
+        assert (n['keepalive_time'], n['hold_time'], n['connect_retry']) == (80, 240, 5)
     # exactly one end of every session dials: the spine's side is the reflector's opposite
     for spine in ('sp1', 'sp2'):
         for n in p['spines'][spine]['neighbors']:
             theirs = next(x for x in p['hosts'][n['name']]['peers'] if x['name'] == spine)
             assert n['passive'] != theirs['passive']
             assert n['passive'] == session_timing(n['local_ip'], n['ip'], spread=False)[0]
+
+
+def test_a_spine_session_takes_the_timers_of_its_reflector():
+    hostvars, groups = fleet()
+    hostvars['rr2'].update(calico_node_bgp_hold_time=9, calico_node_bgp_connect_retry='3')
+    hostvars['rr3'].update(calico_node_bgp_hold_time='')
+    timers = {n['name']: (n['keepalive_time'], n['hold_time'], n['connect_retry'])
+              for n in plan(hostvars, groups)['spines']['sp2']['neighbors']}
+    assert timers == {'rr1a': (80, 240, 5), 'rr1b': (80, 240, 5), 'rr2': (3, 9, 3), 'rr3': (80, 240, 5)}
 
 
 def test_prefix_lists_accept_a_racks_own_prefixes_and_send_every_block():
