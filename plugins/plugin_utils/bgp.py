@@ -55,7 +55,8 @@ def plan_imports(plan_hosts, topology, pool, block_prefix, floating_ips, shares=
     - ``any_block``: the BIRD prefix pattern of any block of the pool (exactly the block length), or None;
       ``any_floating``: any floating IP of the fleet -- both but ``except`` (prefixes refused with everything
       inside them);
-    - ``origin_check``: the route's origin AS must be that of the rack it belongs to (``plan['origins']``);
+    - ``origin_check`` (sessions from a reflector or a spine only): the route's origin AS must be that of the
+      rack it belongs to (``plan['origins']``);
     - ``receive_limit``: a bound on what the session may send at all.
 
     A reflector takes from its client, and a full-mesh host from its peer, what that peer announces itself. A
@@ -88,7 +89,7 @@ def plan_imports(plan_hosts, topology, pool, block_prefix, floating_ips, shares=
             else:
                 prefixes = _sorted(announced(other))
                 imports = {'prefixes': prefixes, 'any_block': None, 'any_floating': False, 'except': [],
-                           'origin_check': False, 'receive_limit': 4 * len(prefixes) + 64}
+                           'receive_limit': 4 * len(prefixes) + 64}
             host['imports'][peer['name']] = imports
 
 
