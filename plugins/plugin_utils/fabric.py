@@ -42,10 +42,11 @@ hosts and racks are always visited in natural name order, ``host-2`` before ``ho
    (``calico_spines``): spines without route_reflector,
    ``calico_spine_as_number`` (set, agreed, valid, not a rack's AS), per spine its address, router id and
    password; then a reflector whose BGP password is not the spines';
-6. blocks: (``calico_rack_block_pool``) more racks than shares, a pin outside its rack's share; pinned ``calico_block`` (valid, aligned, inside the pool, right size, not
-   overlapping another pin, not taking the running block of an unpinned host), ``calico_block``
-   or ``calico_workloads`` on a host that is not in ``calico_nodes``; then pool exhaustion; then
-   a pin on another running block of an unpinned host; a rack whose share is full;
+6. blocks: ``calico_block`` or ``calico_workloads`` on a host that is not in ``calico_nodes``; then
+   (``calico_rack_block_pool``) more racks than shares, a new pin outside its rack's share; pinned
+   ``calico_block`` (valid, aligned, inside the pool, right size, not overlapping another pin, not taking the
+   running block of an unpinned host); then pool exhaustion (a rack's full share); then a pin on another
+   running block of an unpinned host;
 7. workloads, per host: list shape, names (valid, unique), explicit IPs (valid, inside the
    host's blocks, not a network/broadcast address, unique), full blocks (the host takes the lowest
    free block above its first one until they fit: more than ``calico_max_blocks_per_host``, or
