@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
+from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs, rack_shares
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import plan_imports
 from ansible_collections.netfleet.calico.plugins.plugin_utils.blocks import allocate_blocks, grow_blocks
 from ansible_collections.netfleet.calico.plugins.plugin_utils.cni import plan_cni, workload_shares
@@ -100,13 +100,6 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.peers import (
     default_cluster_ids,
 )
 from ansible_collections.netfleet.calico.plugins.plugin_utils.policy import plan_policy
-from ansible_collections.netfleet.calico.plugins.plugin_utils.rack_shares import (
-    check_racks,
-    parse_rack_block_pool,
-    plan_aggregates,
-    plan_origins,
-    plan_shares,
-)
 from ansible_collections.netfleet.calico.plugins.plugin_utils.spines import (
     GROUP_SPINES,
     check_passwords,
@@ -266,7 +259,8 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     value, source = fleet_setting(reader, hosts, 'calico_max_blocks_per_host', DEFAULT_MAX_BLOCKS)
     max_blocks = parse_max_blocks(value, subject_of(source, 'calico_max_blocks_per_host'))
     value, share_source = fleet_setting(reader, hosts, 'calico_rack_block_pool', None)
-    share_len = parse_rack_block_pool(value, pool_net, prefix_len, subject_of(share_source, 'calico_rack_block_pool'))
+    share_len = rack_shares.parse_rack_block_pool(value, pool_net, prefix_len,
+                                                  subject_of(share_source, 'calico_rack_block_pool'))
 
     # 3. racks
     rack_of = {}
@@ -285,7 +279,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
             if rack_of[name] is None:
                 raise FabricError(host_subject(name), 'is not in any rack',
                                   'add it to a child group of calico_racks (route_reflector topology)')
-    check_racks(share_len, topology, share_source, {rack for rack in rack_of.values() if rack})
+    rack_shares.check_racks(share_len, topology, share_source, {rack for rack in rack_of.values() if rack})
 
     # 4. addressing and identity
     node_ip, node_prefixlen, router_id = {}, {}, {}
@@ -406,8 +400,9 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     block_hosts = [{'name': name, 'block': reader.get(name, 'calico_block'), 'current': facts[name].get('blocks'),
                     'addresses': current_addresses(facts[name].get('workloads'))}
                    for name in hosts if name in is_node]
-    rack_shares, regions = plan_shares(share_len, pool_net, prefix_len,
-                                  {rack: info['hosts'] for rack, info in rack_info.items()}, rack_of, block_hosts)
+    shares_of_racks, regions = rack_shares.plan_shares(share_len, pool_net, prefix_len,
+                                                   {rack: info['hosts'] for rack, info in rack_info.items()}, rack_of,
+                                                   block_hosts)
     first_blocks = allocate_blocks(pool_net, prefix_len, block_hosts, regions)
 
     # 7. workloads, per host in its blocks (a host whose workloads do not fit gets more, up to max_blocks)
@@ -476,10 +471,10 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
         }
         for rack, info in ((r, rack_info[r]) for r in natural_sorted(rack_info))
     }
-    plan_aggregates(plan_hosts, plan_racks, rack_shares)  # per rack: share, exceptions; per reflector: its aggregate
+    rack_shares.plan_aggregates(plan_hosts, plan_racks, shares_of_racks)  # per rack: share; per reflector: aggregate
     # per session: what that peer may announce (nothing else is imported)
     plan_imports(plan_hosts, topology, str(pool_net), prefix_len, floating_ips,
-                 {rack: str(share) for rack, share in rack_shares.items()})
+                 {rack: str(share) for rack, share in shares_of_racks.items()})
     plan = {
         'pool': str(pool_net),
         'block_prefix': prefix_len,
@@ -492,7 +487,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
         'floating_ips': floating_ips,
     }
     if topology == 'route_reflector':  # the origin AS a reflector requires of a rack's prefixes from outside it
-        plan['origins'] = plan_origins(plan_hosts, plan_racks, rack_shares)
+        plan['origins'] = rack_shares.plan_origins(plan_hosts, plan_racks, shares_of_racks)
     if share_len is not None:
         plan['rack_block_pool'] = share_len
     if spines:  # per spine router (calico_spines): its FRR configuration

@@ -118,7 +118,7 @@ VALUES = [
                                         'calico_block_prefix /24'),
     ('*', 'calico_rack_block_pool', 24, 'is not between'),
     ('*', 'calico_rack_block_pool', 33, 'is not between'),
-    ('h2', 'calico_rack_block_pool', 21, 'calico_rack_block_pool 21 differs from'),
+    ('h2', 'calico_rack_block_pool', '20; x', "calico_rack_block_pool '20; x' is not an integer"),
     ('h1', 'calico_block_prefix', '25', "host 'h2': calico_block_prefix 24 differs from 25 on host 'h1'"),
     ('h1', 'calico_as_number', -5, 'differs from'),
     # addresses
