@@ -89,7 +89,8 @@ def _compact(analysis):
     reached = [n for n, h in hosts.items() if h["reached"]]
     fleetwide = {}
     for b, where in missing_on.items():
-        others = len([n for n in reached if n != analysis["block_owner"].get(b)])
+        others = len([n for n in reached if n != analysis["block_owner"].get(b)
+                      and hosts[n]["rack"] != analysis["aggregate_owner"].get(b)])
         if len(where) >= 2 and 2 * len(where) > others:
             fleetwide[b] = (where, others)
     # The same for a stale BGP route most hosts have (a removed host whose BIRD still announces its block).
@@ -102,7 +103,7 @@ def _compact(analysis):
     listed = []
     for name in analysis["problem_hosts"]:
         h = hosts[name]
-        route = {"%s: no route to %s (block of %s)" % (name, b, o): b for b, o in h["missing_owners"].items()}
+        route = {"%s: no route to %s (%s)" % (name, b, what): b for b, what in h["missing_owners"].items()}
         own = [route[p] for p in h["problems"] if p in route and route[p] not in fleetwide]
         grouped = {"%s: stale route %s" % (name, r) for r in stale_wide}
         what = [p.split(": ", 1)[1] if p.startswith(name + ": ") else p for p in h["problems"]
@@ -117,10 +118,13 @@ def _compact(analysis):
         lines.extend(listed)
     if fleetwide:
         lines.append("blocks missing on most hosts:")
-        for b in sorted(fleetwide, key=lambda b: natural_key(analysis["block_owner"].get(b) or "")):
+        for b in sorted(fleetwide, key=lambda b: natural_key(analysis["block_owner"].get(b)
+                                                             or analysis["aggregate_owner"].get(b) or "")):
             where, others = fleetwide[b]
-            lines.append("  %s (block of %s): no route on %d of %d hosts (%s)" % (
-                b, analysis["block_owner"].get(b), len(where), others, brief_list(where, 4)))
+            owner = ("block of %s" % analysis["block_owner"][b] if b in analysis["block_owner"]
+                     else "aggregate of %s" % analysis["aggregate_owner"].get(b))
+            lines.append("  %s (%s): no route on %d of %d hosts (%s)" % (
+                b, owner, len(where), others, brief_list(where, 4)))
     if stale_wide:
         lines.append("stale routes on most hosts:")
         for r in sorted(stale_wide):

@@ -48,35 +48,43 @@ def host_blocks(host):
     return [host['block']] if host.get('block') else []
 
 
-def plan_imports(plan_hosts, topology, pool, block_prefix, floating_ips):
+def plan_imports(plan_hosts, topology, pool, block_prefix, floating_ips, shares=None):
     """Per host and session, what the plan lets that peer announce, as ``host['imports'][peer]``:
 
     - ``prefixes``: exact prefixes accepted (nothing more specific);
     - ``any_block``: the BIRD prefix pattern of any block of the pool (exactly the block length), or None;
       ``any_floating``: any floating IP of the fleet -- both but ``except`` (prefixes refused with everything
       inside them);
+    - ``origin_check`` (sessions from a reflector or a spine only): the route's origin AS must be that of the
+      rack it belongs to (``plan['origins']``);
     - ``receive_limit``: a bound on what the session may send at all.
 
     A reflector takes from its client, and a full-mesh host from its peer, what that peer announces itself. A
     host takes from its rack's reflector (and a reflector from one of its own rack) any block and floating
     IP but its own; a reflector from another rack's reflector, or from a spine, any but its own rack's (a third
-    rack's too, as a transit path). So a host that announces a block it does not own, or a /32 inside one, is
-    refused by every session, and adding a host changes the configuration of its peers only."""
+    rack's too, as a transit path), each with its rack's origin AS. So a host that announces a block it does not
+    own, or a /32 inside one, is refused by every session, and adding a host changes the configuration of its
+    peers only. With ``shares`` (``{rack: share}``, ``calico_rack_block_pool``) every session from a reflector or
+    a spine also takes the other racks' shares (their aggregates), never the host's own rack's."""
+    shares = shares or {}
     by_rack = {}
     for host in plan_hosts.values():
         by_rack.setdefault(host.get('rack'), []).extend(announced(host))
     net = ipaddress.ip_network(pool)
-    any_count = 2 ** (block_prefix - net.prefixlen) + len(floating_ips)
+    any_count = 2 ** (block_prefix - net.prefixlen) + len(floating_ips) + len(shares)
     for host in plan_hosts.values():
         host['imports'] = {}
+        own_share = [shares[host['rack']]] if host.get('rack') in shares else []
+        aggregates = _sorted(s for rack, s in shares.items() if rack != host.get('rack'))
         for peer in host['peers']:
             other = plan_hosts.get(peer['name']) if not peer.get('spine') else None
             if peer.get('spine') or (topology == 'route_reflector' and other['role'] == 'reflector'):
                 same = other is not None and other.get('rack') == host.get('rack')
                 refused = announced(host) if same else by_rack.get(host.get('rack'), [])
-                imports = {'prefixes': [], 'any_block': f'{net}{{{block_prefix},{block_prefix}}}',
+                imports = {'prefixes': aggregates, 'any_block': f'{net}{{{block_prefix},{block_prefix}}}',
                            'any_floating': bool(floating_ips),
-                           'except': [p if p.endswith('/32') else p + '+' for p in _sorted(refused)],
+                           'except': [p if p.endswith('/32') else p + '+' for p in _sorted(refused)] + own_share,
+                           'origin_check': not same,
                            'receive_limit': any_count + 64}
             else:
                 prefixes = _sorted(announced(other))

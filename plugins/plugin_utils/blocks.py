@@ -40,7 +40,7 @@ def normalize_current_blocks(value):
 # blocks
 # ---------------------------------------------------------------------------------------------
 
-def allocate_blocks(pool, block_prefix, hosts):
+def allocate_blocks(pool, block_prefix, hosts, regions=None):
     """Give every host one block of ``pool``; return ``{name: (block_cidr_str, source)}`` in input order.
 
     ``hosts`` is a list (in a stable order) of ``{name, block?, current?}``: ``block`` the pinned
@@ -51,7 +51,11 @@ def allocate_blocks(pool, block_prefix, hosts):
     free block, handed out in list order. Blocks any host still owns are never handed to a new host
     in the same run (unless the pool has nothing else left). A pin on the running block of an
     unpinned host is an overlap error: that host's block would have to move.
+
+    ``regions`` (``{name: (first, end, full)}``, block indexes of the pool: a rack's share) confines a host's
+    new block to ``range(first, end)``; ``full()`` is the error when nothing there is free.
     """
+    regions = regions or {}
     size = 1 << (width(pool) - block_prefix)
     count = 1 << (block_prefix - pool.prefixlen)
     base = int(pool.first)
@@ -122,16 +126,21 @@ def allocate_blocks(pool, block_prefix, hosts):
         result[name] = (free[0], 'current')
 
     # 3. new hosts: lowest free block, in list order
-    cursor = 0
+    cursors = {}  # per region (the whole pool: 0): the lowest block that may still be free
     for entry in hosts:
         name = entry['name']
         if name in result:
             continue
-        while cursor < count and (cursor in owner or cursor in everything_current):
+        first, end, full = regions.get(name, (0, count, None))
+        cursor = cursors.get(first, first)
+        while cursor < end and (cursor in owner or cursor in everything_current):
             cursor += 1
+        cursors[first] = cursor
         idx = cursor
-        if idx >= count:  # nothing left but blocks some host still holds: take the lowest unowned one
-            idx = next((i for i in sorted(everything_current) if i not in owner), None)
+        if idx >= end:  # nothing left but blocks some host still holds: take the lowest unowned one
+            idx = next((i for i in sorted(everything_current) if first <= i < end and i not in owner), None)
+        if idx is None and full is not None:
+            raise full()
         if idx is None:
             raise FabricError(host_subject(name),
                               f'no free /{block_prefix} left in calico_pool {pool} ({count} blocks, all in use)',
@@ -142,7 +151,7 @@ def allocate_blocks(pool, block_prefix, hosts):
     return {name: (to_cidr(result[name][0]), result[name][1]) for name in names}
 
 
-def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit):
+def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit, regions=None):
     """Give a host whose workloads do not fit in its first block further blocks, up to ``max_blocks``.
 
     ``hosts`` is the list :func:`allocate_blocks` took (``addresses``: the current workload addresses of a
@@ -157,8 +166,10 @@ def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit):
     the running blocks read back from the kernel give the same list. A block any host still holds is
     never taken. Then trailing blocks that hold no workload address are released (never the first one,
     never a block before one in use: a running workload is never renumbered). Hosts are visited in list
-    order; no other host's block moves.
+    order; no other host's block moves. ``regions`` (see :func:`allocate_blocks`) confines further blocks to a
+    host's region (still above its first block).
     """
+    regions = regions or {}
     size = 1 << (width(pool) - block_prefix)
     count = 1 << (block_prefix - pool.prefixlen)
     base = int(pool.first)
@@ -225,8 +236,11 @@ def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit):
                     raise FabricError(err.subject, f'{err.problem} (calico_max_blocks_per_host {max_blocks})',
                                       'raise calico_max_blocks_per_host, lower calico_block_prefix, or move '
                                       'workloads to another host') from None
-                idx = next((i for i in range(start + 1, count) if i not in owner and i not in everything_running),
-                           None)
+                low, end, full = regions.get(name, (0, count, None))
+                idx = next((i for i in range(max(start + 1, low), end)
+                            if i not in owner and i not in everything_running), None)
+                if idx is None and full is not None:
+                    raise full() from None
                 if idx is None:
                     raise FabricError(host_subject(name), f'needs another /{block_prefix} for its workloads but '
                                                           f'calico_pool {pool} has none free above its first block '

@@ -9,7 +9,8 @@ here, on the controller, from the inventory, and checked before any host is touc
 This module composes the planner's parts, each of its own concern (imports go one way, from here down):
 ``inputs`` (strict values and parsers), ``inventory`` (variables, groups, racks), ``blocks``,
 ``workloads``, ``peers`` and ``bgp`` (sessions and what each may import), ``external_peers`` (routers outside
-the fleet), ``spines`` (the L3 spine's FRR plan), ``cni``, ``policy``, ``ipip``,
+the fleet), ``spines`` (the L3 spine's FRR plan), ``rack_shares`` (one aggregate per rack, origin AS), ``cni``,
+``policy``, ``ipip``,
 all raising ``errors.FabricError``. The filter plugins in ``plugins/filter/`` are thin wrappers around them.
 
 Errors are :class:`FabricError` (an ``AnsibleFilterError``) whose message is ONE line::
@@ -28,9 +29,9 @@ hosts and racks are always visited in natural name order, ``host-2`` before ``ho
    (:func:`check_inputs`, also run alone by site.yml first); then a spine that is also a Calico host or reflector;
 2. fleet-wide settings, each one first for agreement between hosts and then for validity:
    ``calico_bgp_topology``, ``calico_ipip_mode``, ``calico_bgp_bfd``, ``calico_pool``, ``calico_block_prefix``,
-   ``calico_max_blocks_per_host``;
+   ``calico_max_blocks_per_host``, ``calico_rack_block_pool``;
 3. rack membership: a host in two racks; then (route_reflector) a reflector in no rack,
-   then any other host in no rack;
+   then any other host in no rack; then ``calico_rack_block_pool`` without route_reflector or racks;
 4. per host: node IP, node prefix length, router id; then duplicate node IPs, then duplicate
    router ids; then per host the spine address (``calico_rr_spine_ip`` on a host that is not a
    reflector; a reflector's spine IP and its prefix length, ``calico_rr_spine_prefixlen`` else
@@ -41,10 +42,11 @@ hosts and racks are always visited in natural name order, ``host-2`` before ``ho
    (``calico_spines``): spines without route_reflector,
    ``calico_spine_as_number`` (set, agreed, valid, not a rack's AS), per spine its address, router id and
    password; then a reflector whose BGP password is not the spines';
-6. blocks: pinned ``calico_block`` (valid, aligned, inside the pool, right size, not
-   overlapping another pin, not taking the running block of an unpinned host), ``calico_block``
-   or ``calico_workloads`` on a host that is not in ``calico_nodes``; then pool exhaustion; then
-   a pin on another running block of an unpinned host;
+6. blocks: ``calico_block`` or ``calico_workloads`` on a host that is not in ``calico_nodes``; then
+   (``calico_rack_block_pool``) more racks than shares, a new pin outside its rack's share; pinned
+   ``calico_block`` (valid, aligned, inside the pool, right size, not overlapping another pin, not taking the
+   running block of an unpinned host); then pool exhaustion (a rack's full share); then a pin on another
+   running block of an unpinned host;
 7. workloads, per host: list shape, names (valid, unique), explicit IPs (valid, inside the
    host's blocks, not a network/broadcast address, unique), full blocks (the host takes the lowest
    free block above its first one until they fit: more than ``calico_max_blocks_per_host``, or
@@ -60,7 +62,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
+from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs, rack_shares
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import plan_imports
 from ansible_collections.netfleet.calico.plugins.plugin_utils.blocks import allocate_blocks, grow_blocks
 from ansible_collections.netfleet.calico.plugins.plugin_utils.cni import plan_cni, workload_shares
@@ -259,6 +261,9 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     prefix_len = parse_block_prefix(value, pool_net, subject_of(source, 'calico_block_prefix'))
     value, source = fleet_setting(reader, hosts, 'calico_max_blocks_per_host', DEFAULT_MAX_BLOCKS)
     max_blocks = parse_max_blocks(value, subject_of(source, 'calico_max_blocks_per_host'))
+    value, share_source = fleet_setting(reader, hosts, 'calico_rack_block_pool', None)
+    share_len = rack_shares.parse_rack_block_pool(value, pool_net, prefix_len,
+                                                  subject_of(share_source, 'calico_rack_block_pool'))
 
     # 3. racks
     rack_of = {}
@@ -277,6 +282,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
             if rack_of[name] is None:
                 raise FabricError(host_subject(name), 'is not in any rack',
                                   'add it to a child group of calico_racks (route_reflector topology)')
+    rack_shares.check_racks(share_len, topology, share_source, {rack for rack in rack_of.values() if rack})
 
     # 4. addressing and identity
     node_ip, node_prefixlen, router_id = {}, {}, {}
@@ -397,7 +403,10 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     block_hosts = [{'name': name, 'block': reader.get(name, 'calico_block'), 'current': facts[name].get('blocks'),
                     'addresses': current_addresses(facts[name].get('workloads'))}
                    for name in hosts if name in is_node]
-    first_blocks = allocate_blocks(pool_net, prefix_len, block_hosts)
+    shares_of_racks, regions = rack_shares.plan_shares(share_len, pool_net, prefix_len,
+                                                   {rack: info['hosts'] for rack, info in rack_info.items()}, rack_of,
+                                                   block_hosts)
+    first_blocks = allocate_blocks(pool_net, prefix_len, block_hosts, regions)
 
     # 7. workloads, per host in its blocks (a host whose workloads do not fit gets more, up to max_blocks)
     shares = workload_shares(reader, hosts, prefix_len)  # CNI hosts: their workloads' part of the first block
@@ -407,7 +416,7 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
                                    subject=host_subject(name), namespaces=workload_namespaces(reader, name),
                                    first_share=shares.get(name))
 
-    grown = grow_blocks(pool_net, prefix_len, block_hosts, first_blocks, max_blocks, fit)
+    grown = grow_blocks(pool_net, prefix_len, block_hosts, first_blocks, max_blocks, fit, regions)
     workloads = {}
     owner_of_ip = {}
     for name in hosts:
@@ -458,8 +467,6 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     plan_ipip(reader, hosts, plan_hosts, ipip_mode)  # per host: ipip (tunnel next hops, allowed sources)
     # per host: sessions to routers outside the fleet (calico_bgp_peers) and the BFD protocol's timers
     plan_external_peers(reader, hosts, plan_hosts, pool_net, floating_ips, bfd)
-    # per session: what that peer may announce (nothing else is imported)
-    plan_imports(plan_hosts, topology, str(pool_net), prefix_len, floating_ips)
     plan_racks = {
         rack: {
             'as_number': info['as_number'],
@@ -469,6 +476,10 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
         }
         for rack, info in ((r, rack_info[r]) for r in natural_sorted(rack_info))
     }
+    rack_shares.plan_aggregates(plan_hosts, plan_racks, shares_of_racks)  # per rack: share; per reflector: aggregate
+    # per session: what that peer may announce (nothing else is imported)
+    plan_imports(plan_hosts, topology, str(pool_net), prefix_len, floating_ips,
+                 {rack: str(share) for rack, share in shares_of_racks.items()})
     plan = {
         'pool': str(pool_net),
         'block_prefix': prefix_len,
@@ -481,6 +492,10 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
         'floating_ips': floating_ips,
         **(dual_stack or {}),
     }
+    if topology == 'route_reflector':  # the origin AS a reflector requires of a rack's prefixes from outside it
+        plan['origins'] = rack_shares.plan_origins(plan_hosts, plan_racks, shares_of_racks)
+    if share_len is not None:
+        plan['rack_block_pool'] = share_len
     if spines:  # per spine router (calico_spines): its FRR configuration
         plan['spines'] = plan_spines(reader, spines, plan_hosts, plan_racks, str(pool_net), prefix_len,
                                      floating_ips, bfd)

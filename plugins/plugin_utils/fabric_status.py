@@ -23,6 +23,11 @@ the fleet (``calico_bgp_peers``, kind ``external``) has one end, the host's: it 
 fleet's sessions (``external_up``/``external_total``), is a problem unless Established, and what the router
 announced beyond what the host imports (kept as filtered) is not a problem.
 
+With ``calico_rack_block_pool`` (racks with a ``share``) a host wants its own rack's blocks one by one and every
+other rack's aggregate (its share) plus the blocks other racks hold outside their shares; a reflector also holds
+its rack's aggregate itself (a ``proto bird`` blackhole, not counted as learned). A block inside another rack's
+share, or a host's own rack's aggregate, is stale there.
+
 Stale routes (plan given): a ``proto bird`` route to a destination that is neither another planned
 host's block, a planned floating IP nor a prefix the host imports from a router outside the fleet; a
 blackhole of the owned protocol other than the host's planned blocks; a workload route to an address the
@@ -169,6 +174,14 @@ def analyse(statuses, plan=None):
             for b in (st_of[h].get("routes") or {}).get("blackholes") or []:
                 block_owner[_dest(b)] = h
     floating = {_dest(f) for f in (plan.get("floating_ips") or [])}
+    # calico_rack_block_pool: each rack's aggregate, and which rack's share a block lies in
+    aggregate_owner = {_dest(info["share"]): rack for rack, info in (plan.get("racks") or {}).items()
+                       if isinstance(info, dict) and info.get("share")} if planned else {}
+    shares = [(ipaddress.ip_network(a), rack) for a, rack in aggregate_owner.items()]
+
+    def inside_share(dest):
+        net = ipaddress.ip_network(dest)
+        return next((rack for share, rack in shares if net.subnet_of(share)), None)
 
     sessions = {}  # (a, b) natural order -> session
 
@@ -281,15 +294,30 @@ def analyse(statuses, plan=None):
                     probs.append("%s: %s announced %d route(s) it may not (rejected: a block it does not own, or a "
                                  "prefix inside one)" % (h, who, e["filtered"]))
         learned = [_dest(r.get("dest")) for r in routes.get("bird") or [] if isinstance(r, dict)]
+        rack = p.get("rack")
+        own_aggregate = next((a for a, r in aggregate_owner.items() if r == rack), None)
+        unholed = own_aggregate if p.get("role") == "reflector" and reached and st.get("bird_running") else None
+        if own_aggregate and p.get("role") == "reflector" and own_aggregate in learned:
+            learned.remove(own_aggregate)  # its own static blackhole, not learned
+            unholed = None
+        # a block of another rack inside that rack's share arrives as the rack's aggregate
+        aggregated = {b: inside_share(b) for b, o in blocks_in_order if shares
+                      and (phosts.get(o) or {}).get("rack") != rack and inside_share(b) not in (None, rack)}
         missing, stale = [], []
         if reached:
             have = set(learned)
-            missing = [(b, o) for b, o in blocks_in_order if o != h and b not in have]
+            wanted = [(b, "block of %s" % o) for b, o in blocks_in_order if o != h and b not in aggregated]
+            wanted += [(a, "aggregate of %s" % r) for a, r in aggregate_owner.items() if r != rack]
+            missing = [(b, what) for b, what in wanted if b not in have]
             if planned:
                 external = {_dest(x) for peer in p.get("external_peers") or [] for x in peer.get("imports") or []}
                 stale.extend("%s proto bird (no host in the plan owns it)" % d for d in learned
-                             if d not in block_owner and d not in floating and d not in external)
+                             if d not in block_owner and d not in floating and d not in external
+                             and d not in aggregate_owner)
                 stale.extend("%s proto bird (%s's own block)" % (d, h) for d in learned if block_owner.get(d) == h)
+                stale.extend("%s proto bird (a block inside %s's aggregate)" % (d, aggregated[d]) for d in learned
+                             if d in aggregated)
+                stale.extend("%s proto bird (its own rack's aggregate)" % d for d in learned if d == own_aggregate)
                 own = [_dest(b) for b in host_blocks(p)]
                 holes = [_dest(b) for b in routes.get("blackholes") or []]
                 stale.extend("blackhole %s (planned block%s: %s)" % (b, "s" if len(own) > 1 else "",
@@ -306,8 +334,10 @@ def analyse(statuses, plan=None):
                 stale.extend("%s %s (owned protocol, not in the plan)" % (
                     _dest(r.get("dest")), ("via %s" % r["gateway"]) if r.get("gateway") else "dev %s" % r.get("dev"))
                     for r in routes.get("owned") or [] if isinstance(r, dict))
-        probs.extend("%s: no route to %s (block of %s)" % (h, b, o) for b, o in missing)
+        probs.extend("%s: no route to %s (%s)" % (h, b, what) for b, what in missing)
         probs.extend("%s: stale route %s" % (h, r) for r in stale)
+        if unholed:
+            probs.append("%s: its rack's aggregate %s is not blackholed" % (h, unholed))
         problems.extend(probs)
         blocks_running = list(routes.get("blackholes") or [])
         hosts[h] = {
@@ -381,6 +411,7 @@ def analyse(statuses, plan=None):
         "external_established": external_up,
         "blocks": len(block_owner),
         "block_owner": block_owner,
+        "aggregate_owner": aggregate_owner,
         "brief": _brief_problems(problems, problem_hosts),
     }
 

@@ -164,20 +164,31 @@ def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floa
     ``{router_id, as_number, ip, prefixlen, maximum_paths, bfd, password, prefix_lists, neighbors}``:
     ``prefix_lists`` maps a name to its entries ``{seq, action, prefix, ge?, le?}``: per rack what its
     reflectors announce (its blocks and floating IPs, exact prefixes), and ``calico-out``, what the spine sends
-    (any block of the pool at block length, and the fleet's floating IPs). ``neighbors``: every reflector of every
+    (any block of the pool at block length, and the fleet's floating IPs). With ``calico_rack_block_pool`` (racks
+    with ``share``/``exceptions``) a rack announces its share (aggregate), its exceptions and floating IPs, and
+    the spine sends every rack's share, the exceptions and the floating IPs. ``neighbors``: every reflector of every
     rack at its spine address ``{name, ip, local_ip, as_number, rack, direct, ttl_security, bfd, password,
     passive, keepalive_time, hold_time, connect_retry, prefix_list_in, prefix_list_out}`` (timers: the
     reflector's, :func:`session_timers`). ``maximum_paths``: ECMP over a rack's reflectors."""
     if not spines:
         return {}
     net = ipaddress.ip_network(pool)
-    out_list = [{'action': 'permit', 'prefix': str(net), 'ge': block_prefix, 'le': block_prefix}]
-    out_list += [{'action': 'permit', 'prefix': p} for p in floating_ips]
+    aggregated = any('share' in info for info in plan_racks.values())
+    if aggregated:  # calico_rack_block_pool: every rack's aggregate and exceptions, no block inside a share
+        out_list = [{'action': 'permit', 'prefix': p} for p in _sorted(
+            [info['share'] for info in plan_racks.values()]
+            + [p for info in plan_racks.values() for p in info['exceptions']] + list(floating_ips))]
+    else:
+        out_list = [{'action': 'permit', 'prefix': str(net), 'ge': block_prefix, 'le': block_prefix}]
+        out_list += [{'action': 'permit', 'prefix': p} for p in floating_ips]
     lists = {PREFIX_LIST_OUT: out_list}
     for rack, info in plan_racks.items():
         own = []
         for name in info['hosts']:
             own += announced(plan_hosts[name])
+        if aggregated:
+            share = ipaddress.ip_network(info['share'])
+            own = [info['share']] + [p for p in own if not ipaddress.ip_network(p).subnet_of(share)]
         lists[prefix_list_in(rack)] = [{'action': 'permit', 'prefix': p} for p in _sorted(own)]
     for name, entries in lists.items():
         entries.append({'action': 'deny', 'prefix': '0.0.0.0/0', 'le': 32})  # nothing else, even when empty

@@ -1,9 +1,11 @@
-"""The L3 spine on a real netns lab: inventories/lab-spine (four racks, rack1 with two reflectors, two FRR spines).
+"""The L3 spine on a real netns lab: inventories/lab-spine (four racks, rack1 with two reflectors, two FRR spines,
+one aggregate per rack: calico_rack_block_pool 20).
 
 Needs root. site.yml configures the spines (FRR per namespace: its own config, pid files, vty and zserv sockets
 in the spine's state directory), then the reflectors and hosts. Every workload reaches every other one, a host
-reaches other racks through its reflector, each spine's BGP table holds exactly the fleet's blocks (ECMP over
-rack1's two reflectors), a second run changes nothing, and lab_down stops every FRR daemon by its pid file.
+reaches other racks through its reflector, each spine's BGP table holds exactly the racks' aggregates (ECMP over
+rack1's two reflectors), each reflector blackholes its rack's share, a second run changes nothing, and lab_down
+stops every FRR daemon by its pid file.
 A running fleet of racks moves to the spine without an outage (make-before-break on the reflectors).
 
 One router outside the fleet (FRR's zebra and bgpd started by hand, netfleet_frr.Router) sits on rack3's segment
@@ -12,12 +14,14 @@ than the spine segment: the spines' FRR config is the collection's, and on a rac
 plain host peer with the router. It announces a default route and an outside prefix (a workload reaches the
 router's lo address) and, from the wrong place, rack3's own block and rack2's block: rack3's hosts keep them
 filtered (calico_bgp_peers imports only what the inventory allows), neither is installed from it, and cross-rack
-routes still go via the reflector (the spine path). A spine announcing rack3's block by hand is refused by rack3.
-A host's cross-rack routes (one per block) are counted and reported.
+routes still go via the reflector (the spine path). A spine announcing rack3's aggregate by hand (a shorter path
+than the real one) is refused by every reflector: by rack3 as its own, by the others for its origin AS.
+A host's cross-rack routes (one per other rack) are counted and reported.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -120,22 +124,41 @@ def spine(tmp_path_factory):
         assert pids and not [p for p in pids if alive(p)], f"lab_down left FRR daemons running: {pids}"
 
 
-def blocks(lab):
-    return {h: lab.block(h) for h in lab.nodes}
+def share(lab, host):
+    """The aggregate of a host's rack: the share of calico_rack_block_pool its block lies in."""
+    length = int(lab.hostvars[host]["calico_rack_block_pool"])
+    return str(ipaddress.ip_network(lab.block(host)).supernet(new_prefix=length))
 
 
-def test_spines_hold_exactly_the_fleets_blocks(spine):
-    want = sorted(blocks(spine).values())
-    assert None not in want
+def _dest(dst):
+    return "0.0.0.0/0" if dst == "default" else dst
+
+
+def route_get(lab, host, address):
+    return sh(["ip", "-n", lab.netns(host), "route", "get", address]).stdout
+
+
+def test_spines_hold_exactly_the_racks_aggregates(spine):
+    want = sorted({share(spine, h) for h in spine.nodes}, key=ipaddress.ip_network)
+    assert len(want) == 4, want  # one share per rack, each of its blocks inside it
     for name in SPINES:
-        wait(lambda n=name: sorted(bgp_table(spine, n)) == want, 60, f"{name}'s BGP table to hold {want}")
+        wait(lambda n=name: sorted(bgp_table(spine, n), key=ipaddress.ip_network) == want, 60,
+             f"{name}'s BGP table to hold {want}")
         table = bgp_table(spine, name)
-        # rack1's block arrives from both of its reflectors, both used (ECMP)
-        rack1 = table[spine.block("r1h1")]
+        # rack1's aggregate arrives from both of its reflectors, both used (ECMP)
+        rack1 = table[share(spine, "r1h1")]
         assert sorted(p["peerId"] for p in rack1) == ["10.255.0.11", "10.255.0.12"], rack1
         assert all(p.get("multipath") or p.get("bestpath") for p in rack1), rack1
-        routes = ns_json(spine.netns(name), "route", "show", spine.block("r1h1"))
+        routes = ns_json(spine.netns(name), "route", "show", share(spine, "r1h1"))
         assert routes and len(routes[0].get("nexthops", [])) == 2, routes
+    # each reflector drops unused addresses of its rack's share (no loop back to the spine)
+    for rr, host in (("rr1a", "r1h1"), ("rr1b", "r1h1"), ("rr2", "r2h1"), ("rr3", "r3h1"), ("rr4", "r4h1")):
+        holes = ns_json(spine.netns(rr), "route", "show", share(spine, host), "proto", "bird")
+        assert [r.get("type") for r in holes] == ["blackhole"], (rr, holes)
+        unused = str(ipaddress.ip_network(share(spine, host))[-2])
+        covering = ns_json(spine.netns(rr), "route", "show", "match", unused)
+        best = max(covering, key=lambda r: ipaddress.ip_network(_dest(r["dst"])).prefixlen)
+        assert (best["dst"], best.get("type")) == (share(spine, host), "blackhole"), (rr, unused, covering)
 
 
 def test_every_workload_pair_pings(spine):
@@ -149,18 +172,22 @@ def test_cross_rack_routes_go_via_the_reflector(spine, report):
         for other in spine.nodes:
             if other == host:
                 continue
-            routes = ns_json(spine.netns(host), "route", "show", spine.block(other), "proto", "bird")
-            assert routes, f"{host} has no route to {other}'s block"
+            wait(lambda h=host, o=other: ns_json(spine.netns(h), "route", "show", share(spine, o), "proto", "bird"),
+                 60, f"{host} to route the aggregate of {other}'s rack")
+            routes = ns_json(spine.netns(host), "route", "show", share(spine, other), "proto", "bird")
             hops = {routes[0]["gateway"]} if routes[0].get("gateway") else {
                 nh["gateway"] for nh in routes[0].get("nexthops", [])}
             assert hops and hops <= gateway[host], f"{host} -> {other}: {hops}"
-    # the kernel holds one route per block of another rack (no aggregation per rack today)
-    own = spine.block("r1h1")
-    cross = [r for r in ns_json(spine.netns("r1h1"), "route", "show", "root", "172.17.0.0/16", "proto", "bird")
-             if r["dst"] != own]
-    assert len(cross) == len(spine.nodes) - 1, cross
-    report(f"test_spine: r1h1 holds {len(cross)} cross-rack routes (one per block of the other racks' "
-           f"{len(spine.nodes) - 1} hosts)")
+    # the kernel holds exactly one route per other rack: its aggregate, never a block of another rack
+    cross = [r["dst"] for r in ns_json(spine.netns("r1h1"), "route", "show", "root", "172.17.0.0/16", "proto",
+                                       "bird")]
+    others = sorted(share(spine, h) for h in ("r2h1", "r3h1", "r4h1"))
+    assert sorted(cross) == others, cross
+    report(f"test_spine: r1h1 holds {len(cross)} cross-rack routes (one aggregate per other rack: "
+           f"{', '.join(others)})")
+    # status.yml wants exactly that: a rack's blocks inside it, the other racks' aggregates, each share blackholed
+    status = spine.playbook("playbooks/status.yml", "-e", "calico_node_status_wait=0")
+    assert "fabric converged" in status.stdout and ", 4 blocks" in status.stdout, status.stdout[-3000:]
 
 
 def test_rack3_takes_the_default_route_from_its_router_only(spine, report):
@@ -186,7 +213,8 @@ def test_rack3_takes_the_default_route_from_its_router_only(spine, report):
             assert ROUTER_IP not in sh(["ip", "-n", ns, "route", "show", prefix]).stdout, (host, prefix)
     # rack2's block still reaches rack3 over the spine; rack3's host owns its block (blackhole), its reflector
     # reaches it via the host
-    assert "via 192.168.103.1" in sh(["ip", "-n", spine.netns("r3h1"), "route", "show", spine.hijack[1]]).stdout
+    rack2_address = str(ipaddress.ip_network(spine.hijack[1])[2])
+    assert "via 192.168.103.1" in route_get(spine, "r3h1", rack2_address)
     assert f"via {spine.node_ip('r3h1')}" in sh(
         ["ip", "-n", spine.netns("rr3"), "route", "show", spine.hijack[0]]).stdout
     # hosts of other racks never see the router's routes
@@ -207,40 +235,46 @@ def test_reflectors_peer_with_the_spines_only(spine):
         assert all(sessions[name][0] == "up" for name in ebgp), sessions
 
 
-def test_a_spine_announcing_a_racks_own_block_is_refused_by_that_rack(spine, report):
-    """sp1 announces rack3's block by hand (vtysh, not in its config; prepended so that the other racks keep
-    preferring the real path via sp2: FRR does not install a prefix it originates by a network statement). A
-    spine passes other racks' blocks, never a rack's own: rack3's reflector keeps it as filtered, no kernel of
-    rack3 takes it, and every workload pair still pings. The announcement is withdrawn afterwards."""
-    block = spine.block("r3h1")
+def test_a_spine_announcing_a_racks_aggregate_is_refused_for_its_origin_as(spine, report):
+    """sp1 announces rack3's aggregate by hand (vtysh, not in its config): its path (sp1's AS alone) is shorter
+    than the real one (sp2, then rack3's AS), so without the origin-AS check the other racks would send rack3's
+    traffic to sp1, which has no route for it (FRR does not install a prefix it originates by a network
+    statement). Every reflector keeps it as filtered: rr3 as its own share, the others because its origin AS is
+    not rack3's; no host routes rack3's share via sp1, and every workload pair still pings. Withdrawn afterwards."""
+    aggregate = share(spine, "r3h1")
     as_number = spine.hostvars["sp1"]["calico_spine_as_number"]
     proto = "Global_" + spine.hostvars["sp1"]["calico_node_ip"].replace(".", "_")
     before = vtysh(spine, "sp1", "show running-config")
-    # the network statement needs no route in the RIB (sp1 withdraws its route from rr3 once it originates it)
+    # the network statement needs no route in the RIB (sp1 withdraws its route from the racks once it originates it)
     bgp = ["configure terminal", f"router bgp {as_number}"]
+    reflectors = ("rr1a", "rr1b", "rr2", "rr3", "rr4")
     try:
-        vtysh(spine, "sp1", "configure terminal", "route-map by-hand permit 10",
-              f"set as-path prepend {as_number} {as_number}", "exit", f"router bgp {as_number}",
-              "no bgp network import-check", "address-family ipv4 unicast", f"network {block} route-map by-hand")
-        wait(lambda: block in spine.birdc("rr3", "show", "route", "filtered", "protocol", proto), 30,
-             f"rr3 to keep {block} from sp1 as filtered")
-        for host in RACK3:
-            routes = sh(["ip", "-n", spine.netns(host), "route", "show", block]).stdout
-            assert "10.255.0." not in routes, (host, routes)  # never via a spine
-        assert f"via {spine.node_ip('r3h1')}" in sh(["ip", "-n", spine.netns("rr3"), "route", "show", block]).stdout
+        vtysh(spine, "sp1", *bgp, "no bgp network import-check", "address-family ipv4 unicast",
+              f"network {aggregate}")
+        for rr in reflectors:
+            wait(lambda rr=rr: aggregate in spine.birdc(rr, "show", "route", "filtered", "protocol", proto), 30,
+                 f"{rr} to keep {aggregate} from sp1 as filtered")
+        sp1 = spine.hostvars["sp1"]["calico_node_ip"]
+        for rr in ("rr1a", "rr2", "rr4"):  # rack3's share only from sp2, the path with rack3's AS at its end
+            for host in ("sp1", "sp2"):
+                table = spine.birdc(rr, "show", "route", "for", aggregate, "protocol", proto.replace(
+                    sp1.replace(".", "_"), spine.hostvars[host]["calico_node_ip"].replace(".", "_")))
+                assert (aggregate in table) == (host == "sp2"), (rr, host, table)
+            assert f"via {sp1} " not in route_get(spine, rr, str(ipaddress.ip_network(spine.block("r3h1"))[2]))
         wait(lambda: not spine.ping_matrix(), 30, "every workload pair to ping with sp1's hand announcement")
     finally:
-        vtysh(spine, "sp1", *bgp, "address-family ipv4 unicast", f"no network {block} route-map by-hand", "exit",
-              "exit", "no route-map by-hand permit 10")
+        vtysh(spine, "sp1", *bgp, "address-family ipv4 unicast", f"no network {aggregate}")
         if vtysh(spine, "sp1", "show running-config") != before:  # the import check was on (FRR's default)
             vtysh(spine, "sp1", *bgp, "bgp network import-check")
     assert vtysh(spine, "sp1", "show running-config") == before
-    wait(lambda: block not in spine.birdc("rr3", "show", "route", "filtered", "protocol", proto), 30,
-         f"sp1 to withdraw {block}")
+    for rr in reflectors:
+        wait(lambda rr=rr: aggregate not in spine.birdc(rr, "show", "route", "filtered", "protocol", proto), 30,
+             f"sp1 to withdraw {aggregate}")
     via_rr3 = spine.hostvars["rr3"]["calico_rr_spine_ip"]
-    wait(lambda: f"via {via_rr3}" in sh(["ip", "-n", spine.netns("sp1"), "route", "show", block]).stdout, 30,
-         f"sp1 to route {block} via rr3 again")
-    report(f"test_spine: {block} announced by hand on sp1 refused by rack3 (kept filtered on rr3)")
+    wait(lambda: f"via {via_rr3}" in sh(["ip", "-n", spine.netns("sp1"), "route", "show", aggregate]).stdout, 30,
+         f"sp1 to route {aggregate} via rr3 again")
+    report(f"test_spine: {aggregate} announced by hand on sp1 (shorter path) refused by all "
+           f"{len(reflectors)} reflectors (origin AS, rack3's own share)")
 
 
 def test_second_run_changes_nothing(spine):

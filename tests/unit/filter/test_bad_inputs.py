@@ -109,6 +109,16 @@ VALUES = [
     ('*', 'calico_max_blocks_per_host', True, 'is not an integer 1-64'),
     ('*', 'calico_max_blocks_per_host', [2], 'is not an integer 1-64'),
     ('h1', 'calico_max_blocks_per_host', '7\n', "calico_max_blocks_per_host '7\\n' is not an integer 1-64"),
+    # a rack's share of the pool (prefix length between the pool's /16 and the blocks' /24)
+    ('*', 'calico_rack_block_pool', '20\n', "calico_rack_block_pool '20\\n' is not an integer"),
+    ('*', 'calico_rack_block_pool', '２０', 'is not an integer'),
+    ('*', 'calico_rack_block_pool', True, 'is not an integer'),
+    ('*', 'calico_rack_block_pool', '/20', 'is not an integer'),
+    ('*', 'calico_rack_block_pool', 16, 'calico_rack_block_pool 16 is not between calico_pool /16 and '
+                                        'calico_block_prefix /24'),
+    ('*', 'calico_rack_block_pool', 24, 'is not between'),
+    ('*', 'calico_rack_block_pool', 33, 'is not between'),
+    ('h2', 'calico_rack_block_pool', '20; x', "calico_rack_block_pool '20; x' is not an integer"),
     ('h1', 'calico_block_prefix', '25', "host 'h2': calico_block_prefix 24 differs from 25 on host 'h1'"),
     ('h1', 'calico_as_number', -5, 'differs from'),
     # addresses

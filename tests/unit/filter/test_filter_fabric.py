@@ -326,13 +326,15 @@ def test_lab_racks_inventory_through_ansible():
     ]
     # what each session may bring in: a reflector from its client that client's block; a host from its rack's
     # reflector any block but its own, a reflector from another rack's any block but its rack's (exactly the
-    # block length: never a prefix inside a block), so adding a host changes its peers' configuration only
+    # block length: never a prefix inside a block) with the origin AS of the block's rack, so adding a host
+    # changes its peers' configuration (and the origin check of other racks' reflectors) only
     blocks = {name: host['block'] for name, host in hosts.items() if host['block']}
     assert hosts['rr1a']['imports']['r1h2'] == {'prefixes': [blocks['r1h2']], 'any_block': None,
                                                 'any_floating': False, 'except': [], 'receive_limit': 68}
     assert hosts['r1h1']['imports']['rr1a'] == {'prefixes': [], 'any_block': '172.17.0.0/16{24,24}',
                                                 'any_floating': False, 'except': [blocks['r1h1'] + '+'],
-                                                'receive_limit': 256 + 64}
+                                                'origin_check': False, 'receive_limit': 256 + 64}
+    assert hosts['rr1a']['imports']['rr2']['origin_check'] is True
     assert hosts['rr1a']['imports']['rr2']['except'] == [blocks[h] + '+' for h in ('r1h1', 'r1h2', 'r1h3')]
     assert hosts['rr1a']['imports']['rr1b']['except'] == []
     for name, host in hosts.items():
@@ -874,8 +876,8 @@ def test_duplicate_workload_ip_across_the_fleet_safety_net(monkeypatch):
     """Blocks never overlap, so this can only trip if allocation is broken; the net is still there."""
     real = plan_utils.allocate_blocks
 
-    def overlapping(pool, prefix, hosts):
-        return {name: ('172.17.8.0/24', 'pinned') for name in real(pool, prefix, hosts)}
+    def overlapping(pool, prefix, hosts, regions=None):
+        return {name: ('172.17.8.0/24', 'pinned') for name in real(pool, prefix, hosts, regions)}
 
     monkeypatch.setattr(plan_utils, 'allocate_blocks', overlapping)
     assert error_of(lab) == (

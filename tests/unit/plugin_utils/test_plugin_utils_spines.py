@@ -69,10 +69,11 @@ def test_reflectors_peer_with_the_spines_instead_of_each_other():
     assert spine_peer['spine'] is True and spine_peer['direct'] is True and spine_peer['connect_delay_offset'] == 0
     # hosts are untouched: their rack's reflectors only
     assert [x[0] for x in peers_of(p, 'h1')] == ['rr1a', 'rr1b']
-    # a reflector takes from a spine any block of the pool and any floating IP but its own rack's
+    # a reflector takes from a spine any block of the pool and any floating IP but its own rack's, each with the
+    # origin AS of its rack
     assert p['hosts']['rr2']['imports']['sp1'] == {
         'prefixes': [], 'any_block': '172.17.0.0/16{24,24}', 'any_floating': True, 'except': ['172.17.1.0/24+'],
-        'receive_limit': 256 + 1 + 64}
+        'origin_check': True, 'receive_limit': 256 + 1 + 64}
     assert p['hosts']['rr1a']['imports']['sp2']['except'] == ['10.99.0.1/32', '172.17.0.0/24+']
 
 

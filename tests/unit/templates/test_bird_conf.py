@@ -53,7 +53,13 @@ VARIANTS = {
         {'name': 'Global_10_254_0_31', 'description': 'rr3', 'ip': '10.254.0.31', 'as_number': 65003,
          'local_as': 65002, 'passive': False, 'connect_delay_offset': 0, 'local_ip': '10.255.0.21', 'type': 'ebgp',
          'direct': False}]}),
+    # one aggregate per rack between reflectors (no spine), and on a spine fleet with a router outside it
+    'lab-racks+aggregates': ('lab-racks', {'calico_rack_block_pool': 20}),
+    'lab-spine+peers': ('lab-spine', {'calico_bgp_peers': [{'ip': '10.99.0.1', 'as_number': 65101, 'multihop': 4}]}),
 }
+# the reflectors' racks and the /20 share each rack gets (calico_rack_block_pool 20 of 172.17.0.0/16)
+SHARES = {'rack1': '172.17.0.0/20', 'rack2': '172.17.16.0/20', 'rack3': '172.17.32.0/20', 'rack4': '172.17.48.0/20'}
+REFLECTOR_RACK = {'rr1a': 'rack1', 'rr1b': 'rack1', 'rr2': 'rack2', 'rr3': 'rack3', 'rr4': 'rack4'}
 
 
 def bird():
@@ -126,7 +132,7 @@ def test_every_host_config_passes_bird_p(rendered, variant):
         assert 'multihop;\n  ipv4 {\n    gateway recursive;' in text and 'passive on;\n  ttl security on;' in text
     if VARIANTS[variant][1].get('calico_bgp_password'):
         assert 'password CALICO_BGP_PASSWORD;' in text and list((base / variant).glob('*.secrets'))
-    if VARIANTS[variant][1].get('calico_bgp_peers'):
+    if variant == 'lab-racks+peers':
         for conf in configs:
             one = conf.read_text()
             assert 'protocol bgp External_192_168_101_254 from calico_external' in one, conf.name
@@ -138,6 +144,60 @@ def test_every_host_config_passes_bird_p(rendered, variant):
             assert "r0uter p@ss" not in one and 'password CALICO_BGP_PASSWORD;' not in one
             assert conf.with_suffix('.secrets').read_text() == \
                 'define CALICO_PEER_PASSWORD_192_168_101_254 = "r0uter p@ss\'{}#;";\n'
+
+
+def origin_rules(text):
+    body = text.split('function calico_origin_ok()\n{\n', 1)[1].split('\n}', 1)[0]
+    return [line.split('#')[0].strip() for line in body.splitlines()]
+
+
+@pytest.mark.parametrize('variant', ['lab-spine', 'lab-racks+aggregates', 'lab-spine+peers'])
+def test_a_racks_reflectors_announce_its_aggregate_outside_it(rendered, variant):
+    base, _procs = rendered
+    configs = {conf.stem: conf.read_text() for conf in sorted((base / variant).glob('*.conf'))}
+    racks = sorted({REFLECTOR_RACK[name] for name in configs if name in REFLECTOR_RACK})
+    for name, text in configs.items():
+        if name not in REFLECTOR_RACK:  # a host: its blocks, no aggregate, no origin check (its reflector's job)
+            assert 'calico_aggregate' not in text and 'calico_origin_ok' not in text, name
+            continue
+        share = SHARES[REFLECTOR_RACK[name]]
+        assert f'protocol static calico_aggregate {{\n  ipv4;\n  route {share} blackhole;\n}}' in text, name
+        assert 'if proto = "calico_aggregate" then accept;   # the rack\'s share' in text  # into the kernel
+        out = text.split('filter calico_export_out {\n', 1)[1].split('\n}', 1)[0]
+        assert f'if net ~ [ {share}{{21,32}} ] then reject;' in out, out
+        assert out.index('calico_aggregate') < out.index('{21,32}') < out.index('CALICO_POOL'), out
+        # the rack's own hosts never get the aggregate
+        export = text.split('filter calico_export {\n', 1)[1].split('\n}', 1)[0]
+        assert export.index('if proto = "calico_aggregate" then reject;') < export.index('CALICO_POOL'), export
+        # every session to a spine or another rack sends the aggregate; sessions inside the rack do not
+        for proto in text.split('protocol bgp ')[1:]:
+            outward = proto.startswith('Global_') or proto.startswith('External_')
+            assert ('export filter calico_export_out;' in proto) == outward, proto
+            assert ('if ! calico_origin_ok() then reject;' in proto) == proto.startswith('Global_'), proto
+            if proto.startswith('Global_'):  # the other racks' aggregates, never its own
+                others = ', '.join(SHARES[r] for r in racks if r != REFLECTOR_RACK[name])
+                assert f'if net ~ [ {others} ] then accept;' in proto, proto
+                assert f'{share} ] then reject;' in proto, proto
+        # the first match decides: each rack's share with everything inside it from that rack's AS only
+        assert origin_rules(text) == [
+            f'if net ~ [ {SHARES[r]}+ ] then return bgp_path.last = {65000 + int(r[-1])};' for r in racks
+        ] + ['return true;'], text
+
+
+def test_without_aggregates_blocks_come_from_their_racks_as(rendered):
+    base, _procs = rendered
+    for conf in sorted((base / 'lab-racks').glob('*.conf')):
+        text = conf.read_text()
+        assert 'calico_aggregate' not in text and 'calico_export_out' not in text
+        if conf.stem not in REFLECTOR_RACK:
+            assert 'calico_origin_ok' not in text
+            continue
+        rules = origin_rules(text)
+        assert rules[-1] == 'return true;' and len(rules) == 4, rules  # three racks
+        for rule in rules[:-1]:  # a rack's blocks, exactly, from its AS
+            assert rule.startswith('if net ~ [ 172.17.') and '/24 ] then return bgp_path.last = 6500' in rule, rule
+        sessions = text.split('protocol bgp ')[1:]
+        assert all(('if ! calico_origin_ok() then reject;' in p) == p.startswith('Global_') for p in sessions)
 
 
 def test_bird_p_refuses_a_broken_config(rendered, tmp_path):

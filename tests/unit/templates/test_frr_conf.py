@@ -22,6 +22,8 @@ VARIANTS = {
     'lab-spine': {},
     'lab-spine+password+bfd+no-gtsm': {'calico_bgp_password': PASSWORD, 'calico_bgp_bfd': {'interval': 50},
                                        'calico_node_bgp_ttl_security': False},
+    # without calico_rack_block_pool: every block of the pool, one by one
+    'lab-spine+blocks': {'calico_rack_block_pool': ''},
 }
 
 
@@ -77,9 +79,21 @@ def test_the_lab_spine_config(rendered):
         assert f' neighbor {ip} ttl-security hops 1' in lines
         assert f'  neighbor {ip} prefix-list calico-in-{rack} in' in lines
         assert f'  neighbor {ip} prefix-list calico-out out' in lines
+    # calico_rack_block_pool 20: a rack announces its /20 only, the spine sends every rack's /20
+    shares = ['172.17.0.0/20', '172.17.16.0/20', '172.17.32.0/20', '172.17.48.0/20']
+    assert [line for line in lines if line.startswith('ip prefix-list calico-out ')] == [
+        f'ip prefix-list calico-out seq {5 * (i + 1)} permit {share}' for i, share in enumerate(shares)] + [
+        'ip prefix-list calico-out seq 25 deny 0.0.0.0/0 le 32']
+    assert [line for line in lines if line.startswith('ip prefix-list calico-in-rack2 ')] == [
+        'ip prefix-list calico-in-rack2 seq 5 permit 172.17.16.0/20',
+        'ip prefix-list calico-in-rack2 seq 10 deny 0.0.0.0/0 le 32']
+    assert 'password' not in text and 'bfd' not in text
+
+
+def test_without_rack_shares_every_block(rendered):
+    lines = rendered['lab-spine+blocks']['sp1'].read_text().splitlines()
     assert 'ip prefix-list calico-out seq 5 permit 172.17.0.0/16 ge 24 le 24' in lines
     assert 'ip prefix-list calico-in-rack2 seq 5 permit 172.17.1.0/24' in lines
-    assert 'password' not in text and 'bfd' not in text
 
 
 def test_password_and_bfd(rendered):
