@@ -256,6 +256,8 @@ def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spin
     for name, host in plan_hosts.items():
         host['imports_v6'] = view[name]['imports']
         for imports in host['imports_v6'].values():
+            # the origin-AS check covers IPv4 routes only (the rack's origins are IPv4 blocks and shares)
+            imports.pop('origin_check', None)
             if imports['any_block']:
                 imports['receive_limit'] = min(imports['receive_limit'], MAX_ANY_BLOCKS_V6 + 64)
     return {'pool_v6': str(pool), 'block_prefix_v6': prefix}
