@@ -27,6 +27,10 @@ Stale routes (plan given): a ``proto bird`` route to a destination that is neith
 host's block, a planned floating IP nor a prefix the host imports from a router outside the fleet; a
 blackhole of the owned protocol other than the host's planned blocks; a workload route to an address the
 plan gives no workload of the host; any other route of the owned protocol.
+
+Dual stack (a plan with ``pool_v6``; without a plan, a host reporting IPv6 blackholes): the IPv6 routes
+(``routes6``) are held against the IPv6 blocks (``blocks_v6``) and workload ``ip6`` the same way, and the fabric
+has converged only when both families have. An IPv4-only fleet's analysis has no IPv6 key.
 """
 
 from __future__ import annotations
@@ -113,7 +117,10 @@ def _dest_text(text):
     if text == "default":  # ip -j route's name of 0.0.0.0/0
         return "0.0.0.0/0"
     try:
-        return str(ipaddress.ip_network(text if "/" in text else text + "/32", strict=False))
+        if "/" not in text:  # a host route: /32 or /128
+            addr = ipaddress.ip_address(text)
+            return "%s/%d" % (addr, addr.max_prefixlen)
+        return str(ipaddress.ip_network(text, strict=False))
     except ValueError:
         return text
 
@@ -140,6 +147,57 @@ def _pseudo_plan(statuses):
     return {"topology": None, "hosts": hosts, "racks": {}, "floating_ips": None}
 
 
+def _families(plan, planned, names, phosts, st_of):
+    """What each address family's routes are held against: its routes key in a status, its blocks in a host's
+    plan, its workload address key and who owns each block. IPv6 only in a dual-stack fleet."""
+    families = [{"version": 4, "routes": "routes", "blocks": host_blocks, "ip": "ip"}]
+    if plan.get("pool_v6") if planned else any(
+            (st_of[h].get("routes6") or {}).get("blackholes") for h in names):
+        families.append({"version": 6, "routes": "routes6", "blocks": lambda p: list(p.get("blocks_v6") or []),
+                         "ip": "ip6"})
+    for fam in families:
+        owner = {}
+        for h in names:
+            held = fam["blocks"](phosts.get(h) or {}) if planned else (
+                (st_of[h].get(fam["routes"]) or {}).get("blackholes") or [])
+            for b in held:
+                owner[_dest(b)] = h
+        fam["owner"] = owner
+        fam["in_order"] = sorted(owner.items(), key=lambda kv: natural_key(kv[1]))
+    return families
+
+
+def _held_routes(h, p, routes, fam, planned, floating):
+    """One family's routes of host ``h`` against the plan: (learned, missing [(block, owner)], stale, problems)."""
+    learned = [_dest(r.get("dest")) for r in routes.get("bird") or [] if isinstance(r, dict)]
+    have = set(learned)
+    missing = [(b, o) for b, o in fam["in_order"] if o != h and b not in have]
+    stale, probs = [], []
+    if not planned:
+        return learned, missing, stale, probs
+    block_owner = fam["owner"]
+    external = {_dest(x) for peer in p.get("external_peers") or [] for x in peer.get("imports") or []}
+    stale.extend("%s proto bird (no host in the plan owns it)" % d for d in learned
+                 if d not in block_owner and d not in floating and d not in external)
+    stale.extend("%s proto bird (%s's own block)" % (d, h) for d in learned if block_owner.get(d) == h)
+    own = [_dest(b) for b in fam["blocks"](p)]
+    holes = [_dest(b) for b in routes.get("blackholes") or []]
+    stale.extend("blackhole %s (planned block%s: %s)" % (b, "s" if len(own) > 1 else "", ", ".join(own) or "none")
+                 for b in holes if b not in own)
+    probs.extend("%s: its block %s is not blackholed" % (h, b) for b in own if b not in holes)
+    wl_ips = {_dest(w.get(fam["ip"])) for w in p.get("workloads") or [] if isinstance(w, dict) and w.get(fam["ip"])}
+    # containers of the CNI plugin: host routes inside one of this host's container network ranges
+    networks = ((p.get("cni") or {}).get("networks") or {}).values()
+    ranges = [ipaddress.ip_network(n["range"]) for n in networks if isinstance(n, dict) and n.get("range")]
+    stale.extend("%s dev %s (no planned workload)" % (_dest(r.get("dest")), r.get("dev"))
+                 for r in routes.get("workloads") or [] if isinstance(r, dict)
+                 and _dest(r.get("dest")) not in wl_ips and not _inside(r.get("dest"), ranges))
+    stale.extend("%s %s (owned protocol, not in the plan)" % (
+        _dest(r.get("dest")), ("via %s" % r["gateway"]) if r.get("gateway") else "dev %s" % r.get("dev"))
+        for r in routes.get("owned") or [] if isinstance(r, dict))
+    return learned, missing, stale, probs
+
+
 def analyse(statuses, plan=None):
     """Hold ``statuses`` ({host: calico_bgp_status}) against ``plan``; see the module docstring."""
     planned = isinstance(plan, dict) and isinstance(plan.get("hosts"), dict)
@@ -159,15 +217,9 @@ def analyse(statuses, plan=None):
         for key in ("node_ip", "spine_ip"):
             if p.get(key):
                 ip_owner.setdefault(_addr(p[key]), h)
-    block_owner = {}
-    if planned:
-        for h in names:
-            for b in host_blocks(phosts.get(h) or {}):
-                block_owner[_dest(b)] = h
-    else:
-        for h in names:
-            for b in (st_of[h].get("routes") or {}).get("blackholes") or []:
-                block_owner[_dest(b)] = h
+    families = _families(plan, planned, names, phosts, st_of)
+    dual = len(families) > 1
+    block_owner = families[0]["owner"]
     floating = {_dest(f) for f in (plan.get("floating_ips") or [])}
 
     sessions = {}  # (a, b) natural order -> session
@@ -249,7 +301,6 @@ def analyse(statuses, plan=None):
     for s in out_sessions:
         for h in s["ends"]:
             by_host.setdefault(h, []).append(s)
-    blocks_in_order = sorted(block_owner.items(), key=lambda kv: natural_key(kv[1]))
     for h in names:
         st = st_of[h]
         p = phosts.get(h) or {}
@@ -280,32 +331,14 @@ def analyse(statuses, plan=None):
                     # the import filter admits exactly what the plan lets that peer announce
                     probs.append("%s: %s announced %d route(s) it may not (rejected: a block it does not own, or a "
                                  "prefix inside one)" % (h, who, e["filtered"]))
-        learned = [_dest(r.get("dest")) for r in routes.get("bird") or [] if isinstance(r, dict)]
-        missing, stale = [], []
-        if reached:
-            have = set(learned)
-            missing = [(b, o) for b, o in blocks_in_order if o != h and b not in have]
-            if planned:
-                external = {_dest(x) for peer in p.get("external_peers") or [] for x in peer.get("imports") or []}
-                stale.extend("%s proto bird (no host in the plan owns it)" % d for d in learned
-                             if d not in block_owner and d not in floating and d not in external)
-                stale.extend("%s proto bird (%s's own block)" % (d, h) for d in learned if block_owner.get(d) == h)
-                own = [_dest(b) for b in host_blocks(p)]
-                holes = [_dest(b) for b in routes.get("blackholes") or []]
-                stale.extend("blackhole %s (planned block%s: %s)" % (b, "s" if len(own) > 1 else "",
-                                                                     ", ".join(own) or "none")
-                             for b in holes if b not in own)
-                probs.extend("%s: its block %s is not blackholed" % (h, b) for b in own if b not in holes)
-                wl_ips = {_dest(w.get("ip")) for w in p.get("workloads") or [] if isinstance(w, dict) and w.get("ip")}
-                # containers of the CNI plugin: /32s inside one of this host's container network ranges
-                networks = ((p.get("cni") or {}).get("networks") or {}).values()
-                ranges = [ipaddress.ip_network(n["range"]) for n in networks if isinstance(n, dict) and n.get("range")]
-                stale.extend("%s dev %s (no planned workload)" % (_dest(r.get("dest")), r.get("dev"))
-                             for r in routes.get("workloads") or [] if isinstance(r, dict)
-                             and _dest(r.get("dest")) not in wl_ips and not _inside(r.get("dest"), ranges))
-                stale.extend("%s %s (owned protocol, not in the plan)" % (
-                    _dest(r.get("dest")), ("via %s" % r["gateway"]) if r.get("gateway") else "dev %s" % r.get("dev"))
-                    for r in routes.get("owned") or [] if isinstance(r, dict))
+        held = [_held_routes(h, p, st.get(fam["routes"]) or {}, fam, planned, floating) if reached
+                else ([_dest(r.get("dest")) for r in (st.get(fam["routes"]) or {}).get("bird") or []
+                       if isinstance(r, dict)], [], [], []) for fam in families]
+        learned = held[0][0]
+        missing = [m for fam_held in held for m in fam_held[1]]
+        stale = [r for fam_held in held for r in fam_held[2]]
+        for fam_held in held:
+            probs.extend(fam_held[3])
         probs.extend("%s: no route to %s (block of %s)" % (h, b, o) for b, o in missing)
         probs.extend("%s: stale route %s" % (h, r) for r in stale)
         problems.extend(probs)
@@ -335,6 +368,16 @@ def analyse(statuses, plan=None):
             "problems": probs,
             "in_plan": h in phosts if planned else True,
         }
+        for fam, (fam_learned, fam_missing, _stale, _probs) in zip(families, held):
+            others = sum(1 for o in fam["owner"].values() if o != h) if reached else 0
+            fam["expected"] = fam.get("expected", 0) + others
+            fam["held"] = fam.get("held", 0) + others - len(fam_missing)
+            if fam["version"] == 6:
+                routes6 = st.get("routes6") or {}
+                running6 = list(routes6.get("blackholes") or [])
+                hosts[h].update({"blocks_v6": fam["blocks"](p) or running6, "blocks_v6_running": running6,
+                                 "workloads_v6": len(routes6.get("workloads") or []), "learned_v6": len(fam_learned),
+                                 "missing_blocks_v6": [b for b, _o in fam_missing]})
 
     # 5. per rack
     racks = {}
@@ -351,6 +394,9 @@ def analyse(statuses, plan=None):
         r["sessions_up"] += hosts[h]["sessions_up"]
         r["sessions_total"] += hosts[h]["sessions_total"]
         r["hosts_missing_blocks"] += 1 if hosts[h]["missing_blocks"] else 0
+        if dual:
+            r["hosts_missing_blocks_v6"] = r.get("hosts_missing_blocks_v6", 0) + (
+                1 if hosts[h]["missing_blocks_v6"] else 0)
         r["stale_routes"] += len(hosts[h]["stale_routes"])
         if hosts[h]["problems"]:
             r["problem_hosts"].append(h)
@@ -360,6 +406,10 @@ def analyse(statuses, plan=None):
     total = sum(h["sessions_total"] for h in hosts.values())
     up = sum(h["sessions_up"] for h in hosts.values())
     summary = "%d hosts, %d/%d BGP sessions Established, %d blocks" % (len(names), up, total, len(block_owner))
+    if dual:
+        v4, v6 = families
+        summary += ", %d IPv6 blocks; routes to other hosts' blocks: IPv4 %d/%d, IPv6 %d/%d" % (
+            len(v6["owner"]), v4["held"], v4["expected"], v6["held"], v6["expected"])
     external_total = sum(h["external_total"] for h in hosts.values())
     external_up = sum(h["external_up"] for h in hosts.values())
     if external_total:
@@ -380,8 +430,9 @@ def analyse(statuses, plan=None):
         "external_total": external_total,
         "external_established": external_up,
         "blocks": len(block_owner),
-        "block_owner": block_owner,
+        "block_owner": {b: o for fam in families for b, o in fam["owner"].items()},
         "brief": _brief_problems(problems, problem_hosts),
+        **({"dual_stack": True, "blocks_v6": len(families[1]["owner"])} if dual else {}),
     }
 
 
