@@ -6,10 +6,12 @@
 1. Routes: in a fresh network namespace with 10 cali veths, program 1,000 and 10,000 /32
    routes through iproute.reconcile_routes (one `ip -j` read + one `ip -batch`), re-run with
    nothing to change, and compare with one `ip route add` process per route (measured for
-   1,000; the 10,000 figure is extrapolated from that sample and labelled so).
+   1,000; the 10,000 figure is extrapolated from that sample and labelled so). The same for
+   IPv6 /128 routes (`ip -6 route add` per route for the naive way).
 2. Workloads: run the calico_workloads module (as Ansible runs it on a host: one Python
    process) to create 100 and 500 endpoints, re-run it unchanged, remove them; compare with a
-   plain shell loop of `ip` commands doing the same per-endpoint work for 100 endpoints.
+   plain shell loop of `ip` commands doing the same per-endpoint work for 100 endpoints. The
+   same for dual-stack endpoints (an IPv4 and an IPv6 address each).
 
 Everything happens inside a namespace named nfbench-<random hex> (this process enters it with
 setns, so every `ip` runs there as it would on a host) and in workload namespaces named
@@ -91,31 +93,44 @@ def host_routes(count, base):
     return routes
 
 
-def bench_routes(ip):
+def host_routes6(count, base):
+    """``count`` /128 routes spread over the cali veths, as calico_workloads writes them (metric 1024, no scope)."""
+    return [iproute.Route('%s::%x/128' % (base, i + 1), 'unicast', None, 'cali%011d' % (i % VETHS), False, 1024, None)
+            for i in range(count)]
+
+
+def bench_routes(ip, family=4):
     def owned(route):
         return bool(route.dev and route.dev.startswith('cali'))
 
+    def make(count, naive=False):
+        if family == 6:
+            return host_routes6(count, 'fd00:201' if naive else 'fd00:200')
+        return host_routes(count, '10.201' if naive else '10.200')
+
+    families = (family,)
     rows = {}
     for count in (1000, 10000):
-        desired = host_routes(count, '10.200')
-        secs, result = timed(iproute.reconcile_routes, ip, desired, include=owned)
+        desired = make(count)
+        secs, result = timed(iproute.reconcile_routes, ip, desired, include=owned, families=families)
         assert result['changed'] and len(result['add']) == count, result['commands'][:3]
         rows['new_%d' % count] = secs
-        secs, result = timed(iproute.reconcile_routes, ip, desired, include=owned)
-        assert not result['changed']
+        secs, result = timed(iproute.reconcile_routes, ip, desired, include=owned, families=families)
+        assert not result['changed'], result['commands'][:3]
         rows['nochange_%d' % count] = secs
-        secs, result = timed(iproute.reconcile_routes, ip, [], include=owned)
+        secs, result = timed(iproute.reconcile_routes, ip, [], include=owned, families=families)
         assert len(result['delete']) == count
         rows['delete_%d' % count] = secs
     # naive: one `ip route add` process per route
-    naive = host_routes(1000, '10.201')
+    naive = make(1000, naive=True)
     start = time.perf_counter()
     for route in naive:
-        subprocess.run(['ip', 'route', 'add', route.dst, 'dev', route.dev, 'scope', 'link', 'proto', '80'],
+        scope = ['scope', 'link'] if family == 4 else []
+        subprocess.run(['ip', '-%d' % family, 'route', 'add', route.dst, 'dev', route.dev, *scope, 'proto', '80'],
                        check=True)
     rows['naive_1000'] = time.perf_counter() - start
     rows['naive_10000_extrapolated'] = rows['naive_1000'] * 10
-    iproute.reconcile_routes(ip, [], include=owned)
+    iproute.reconcile_routes(ip, [], include=owned, families=families)
     return rows
 
 
@@ -134,12 +149,18 @@ def run_workloads_module(endpoints, prefix, tmpdir):
     return secs, result
 
 
-def endpoints(count, third):
-    return [{'name': 'w%d' % i, 'ip': '172.%d.%d.%d' % (third, i // 250, i % 250 + 1)} for i in range(count)]
+def endpoints(count, third, dual=False):
+    return [dict({'name': 'w%d' % i, 'ip': '172.%d.%d.%d' % (third, i // 250, i % 250 + 1)},
+                 **({'ip6': 'fd00:%d::%x' % (third, i + 1)} if dual else {})) for i in range(count)]
 
 
-def naive_workloads_script(count, prefix):
-    """What one would write by hand: a shell loop of ip commands and sysctl writes, per endpoint."""
+# the workloads' IPv6 gateway: the EUI-64 link-local address of the host veth's fixed MAC ee:ee:ee:ee:ee:ee
+GATEWAY6 = 'fe80::ecee:eeff:feee:eeee'
+
+
+def naive_workloads_script(count, prefix, dual=False):
+    """What one would write by hand: a shell loop of ip commands and sysctl writes, per endpoint (``dual``: the
+    IPv6 veth sysctls right after the veth exists, then the IPv6 address, default route and host route)."""
     lines = ['set -e']
     for i in range(count):
         name = 'n%d' % i
@@ -147,6 +168,11 @@ def naive_workloads_script(count, prefix):
         lines += [
             'ip netns add %s' % ns,
             'ip link add %s address ee:ee:ee:ee:ee:ee type veth peer name eth0 netns %s' % (ifname, ns),
+        ]
+        if dual:
+            lines += ['echo %s > /proc/sys/%s' % (value, key.format(ifname=ifname))
+                      for key, value in iproute.WORKLOAD_SYSCTLS6]
+        lines += [
             'ip link set %s up' % ifname,
             'echo 1 > /proc/sys/net/ipv4/conf/%s/proxy_arp' % ifname,
             'echo 0 > /proc/sys/net/ipv4/neigh/%s/proxy_delay' % ifname,
@@ -159,13 +185,18 @@ def naive_workloads_script(count, prefix):
             'ip -n %s route add default via 169.254.1.1 dev eth0' % ns,
             'ip route add %s/32 dev %s scope link proto 80' % (ip, ifname),
         ]
+        if dual:
+            ip6 = 'fd00:30::%x' % (i + 1)
+            lines += ['ip -n %s -6 addr add %s/128 dev eth0 nodad' % (ns, ip6),
+                      'ip -n %s -6 route add default via %s dev eth0' % (ns, GATEWAY6),
+                      'ip -6 route add %s/128 dev %s proto 80' % (ip6, ifname)]
     return '\n'.join(lines) + '\n'
 
 
-def bench_workloads(prefix, tmpdir):
+def bench_workloads(prefix, tmpdir, dual=False):
     rows = {}
     for count, third in ((100, 20), (500, 21)):
-        eps = endpoints(count, third)
+        eps = endpoints(count, third, dual)
         secs, result = run_workloads_module(eps, prefix, tmpdir)
         assert len(result['created']) == count, result.get('msg')
         rows['create_%d' % count] = (secs, result['stats']['ip_calls'])
@@ -177,10 +208,13 @@ def bench_workloads(prefix, tmpdir):
         rows['remove_%d' % count] = (secs, result['stats']['ip_calls'])
         wait_netns_cleanup()
     script = Path(tmpdir) / 'naive.sh'
-    script.write_text(naive_workloads_script(100, prefix))
+    script.write_text(naive_workloads_script(100, prefix, dual))
     start = time.perf_counter()
     subprocess.run(['sh', str(script)], check=True)
-    rows['naive_create_100'] = (time.perf_counter() - start, 100 * 9)
+    rows['naive_create_100'] = (time.perf_counter() - start, 100 * (12 if dual else 9))
+    for ns in namespaces(prefix + 'n'):
+        subprocess.run(['ip', 'netns', 'del', ns], check=False, capture_output=True)
+    wait_netns_cleanup()
     return rows
 
 
@@ -193,10 +227,41 @@ def machine():
             'python': platform.python_version()}
 
 
-def report(info, routes, workloads):
+def route_rows(r, unit):
     def rate(count, secs):
         return f"{count / secs:,.0f}" if secs else "-"
 
+    return [
+        '| work | reconcile | routes/s | naive | routes/s | speed-up |',
+        '|---|---|---|---|---|---|',
+        '| 1,000 new %s routes | %.3f s | %s | %.2f s | %s | %.0fx |' % (
+            unit, r['new_1000'], rate(1000, r['new_1000']), r['naive_1000'], rate(1000, r['naive_1000']),
+            r['naive_1000'] / r['new_1000']),
+        '| 10,000 new %s routes | %.3f s | %s | %.1f s (extrapolated from the 1,000 sample) | %s | %.0fx |' % (
+            unit, r['new_10000'], rate(10000, r['new_10000']), r['naive_10000_extrapolated'],
+            rate(10000, r['naive_10000_extrapolated']), r['naive_10000_extrapolated'] / r['new_10000']),
+        '| 1,000 routes, nothing to change | %.3f s | | | | |' % r['nochange_1000'],
+        '| 10,000 routes, nothing to change | %.3f s | | | | |' % r['nochange_10000'],
+        '| delete 1,000 / 10,000 owned routes | %.3f s / %.3f s | | | | |' % (r['delete_1000'], r['delete_10000']),
+    ]
+
+
+def workload_rows(w):
+    return [
+        '| work | module | ip processes | naive shell loop | speed-up |',
+        '|---|---|---|---|---|',
+        '| create 100 endpoints | %.2f s | %d | %.2f s | %.1fx |' % (
+            w['create_100'][0], w['create_100'][1], w['naive_create_100'][0],
+            w['naive_create_100'][0] / w['create_100'][0]),
+        '| create 500 endpoints | %.2f s | %d | | |' % w['create_500'],
+        '| 100 endpoints, nothing to change | %.2f s | %d | | |' % w['nochange_100'],
+        '| 500 endpoints, nothing to change | %.2f s | %d | | |' % w['nochange_500'],
+        '| remove 100 / 500 endpoints | %.2f s / %.2f s | %d / %d | | |' % (
+            w['remove_100'][0], w['remove_500'][0], w['remove_100'][1], w['remove_500'][1]),
+    ]
+
+
+def report(info, routes, workloads, routes6, workloads6):
     r, w = routes, workloads
     lines = [
         SECTION,
@@ -208,37 +273,31 @@ def report(info, routes, workloads):
         '`iproute.reconcile_routes` (the path of calico_routes and calico_workloads): one `ip -j route show`',
         'read, the plan, one `ip -batch`. "naive" is one `ip route add` process per route.',
         '',
-        '| work | reconcile | routes/s | naive | routes/s | speed-up |',
-        '|---|---|---|---|---|---|',
-        '| 1,000 new routes | %.3f s | %s | %.2f s | %s | %.0fx |' % (
-            r['new_1000'], rate(1000, r['new_1000']), r['naive_1000'], rate(1000, r['naive_1000']),
-            r['naive_1000'] / r['new_1000']),
-        '| 10,000 new routes | %.3f s | %s | %.1f s (extrapolated from the 1,000 sample) | %s | %.0fx |' % (
-            r['new_10000'], rate(10000, r['new_10000']), r['naive_10000_extrapolated'],
-            rate(10000, r['naive_10000_extrapolated']), r['naive_10000_extrapolated'] / r['new_10000']),
-        '| 1,000 routes, nothing to change | %.3f s | | | | |' % r['nochange_1000'],
-        '| 10,000 routes, nothing to change | %.3f s | | | | |' % r['nochange_10000'],
-        '| delete 1,000 / 10,000 owned routes | %.3f s / %.3f s | | | | |' % (r['delete_1000'], r['delete_10000']),
+        *route_rows(r, '/32'),
+        '',
+        'IPv6 (dual stack): /128 routes the same way (metric 1024, as calico_workloads writes them); "naive" is',
+        'one `ip -6 route add` process per route.',
+        '',
+        *route_rows(routes6, '/128'),
         '',
         'Workloads: the calico_workloads module run as one Python process, as on a managed host (no',
         'Ansible transport), each endpoint a namespace + veth + 4 sysctls + workload addresses/routes + host',
         '/32 route. "naive" is a shell loop of the same `ip` commands and sysctl writes (13 per endpoint).',
         '',
-        '| work | module | ip processes | naive shell loop | speed-up |',
-        '|---|---|---|---|---|',
-        '| create 100 endpoints | %.2f s | %d | %.2f s | %.1fx |' % (
-            w['create_100'][0], w['create_100'][1], w['naive_create_100'][0],
-            w['naive_create_100'][0] / w['create_100'][0]),
-        '| create 500 endpoints | %.2f s | %d | | |' % w['create_500'],
-        '| 100 endpoints, nothing to change | %.2f s | %d | | |' % w['nochange_100'],
-        '| 500 endpoints, nothing to change | %.2f s | %d | | |' % w['nochange_500'],
-        '| remove 100 / 500 endpoints | %.2f s / %.2f s | %d / %d | | |' % (
-            w['remove_100'][0], w['remove_500'][0], w['remove_100'][1], w['remove_500'][1]),
+        *workload_rows(w),
         '',
-        'Targets: >= 20,000 routes/s for 10,000 new routes (%s), no-change re-run of 10,000 < 1 s (%s), '
-        '500 endpoints < 5 s (%s).' % (
-            'met' if 10000 / r['new_10000'] >= 20000 else 'MISSED', 'met' if r['nochange_10000'] < 1 else 'MISSED',
-            'met' if w['create_500'][0] < 5 else 'MISSED'),
+        'Dual-stack workloads: each endpoint also has an IPv6 address (/128 on eth0, default route via the',
+        "host veth's link-local address, /128 host route, 6 IPv6 veth sysctls). \"naive\" adds those 9",
+        'commands and writes per endpoint (22).',
+        '',
+        *workload_rows(workloads6),
+        '',
+        'Targets: >= 20,000 routes/s for 10,000 new routes (IPv4 %s, IPv6 %s), no-change re-run of 10,000 < 1 s '
+        '(IPv4 %s, IPv6 %s), 500 endpoints < 5 s (%s; dual stack %s).' % (
+            'met' if 10000 / r['new_10000'] >= 20000 else 'MISSED',
+            'met' if 10000 / routes6['new_10000'] >= 20000 else 'MISSED',
+            'met' if r['nochange_10000'] < 1 else 'MISSED', 'met' if routes6['nochange_10000'] < 1 else 'MISSED',
+            'met' if w['create_500'][0] < 5 else 'MISSED', 'met' if workloads6['create_500'][0] < 5 else 'MISSED'),
         '',
         'Notes: one process for many changes is the whole gain (process start-up and, with `ip -n`, a mount',
         'namespace per call dominate the naive figures). Removing endpoints moves their veths into one',
@@ -268,11 +327,13 @@ def main():
         info = machine()
         print('bench: namespace %s, %s CPUs, kernel %s, %s' % (name, info['nproc'], info['kernel'], info['cpu']))
         routes = bench_routes(ip)
-        print(json.dumps({'routes': routes}, indent=1))
+        routes6 = bench_routes(ip, family=6)
+        print(json.dumps({'routes': routes, 'routes6': routes6}, indent=1))
         with tempfile.TemporaryDirectory(prefix='nfbench-') as tmpdir:
             workloads = bench_workloads(prefix, tmpdir)
-        print(json.dumps({'workloads': workloads}, indent=1))
-        section = report(info, routes, workloads)
+            workloads6 = bench_workloads(prefix, tmpdir, dual=True)
+        print(json.dumps({'workloads': workloads, 'workloads6': workloads6}, indent=1))
+        section = report(info, routes, workloads, routes6, workloads6)
         print(section)
         benchdoc.write_section(SECTION, section, DOC)
         print('bench: results written to %s' % DOC.relative_to(REPO))

@@ -62,9 +62,19 @@ def _detail(statuses, analysis):
         lines.append("  routes: %d workload /32s, %d blackholed blocks, %d learned by BGP%s" % (
             len(routes.get("workloads") or []), len(h["blocks_running"]), h["learned"],
             ("; MISSING " + ", ".join(h["missing_blocks"])) if h["missing_blocks"] else ""))
+        if analysis.get("dual_stack"):
+            lines.append("  IPv6: block %s; %d workload /128s, %d learned by BGP" % (
+                ", ".join(h["blocks_v6_running"]) or "-", h["workloads_v6"], h["learned_v6"]))
         lines.append("")
     lines.append(analysis["summary"])
     return "\n".join(lines)
+
+
+def _missing_cell(rack):
+    """Hosts missing a block; in a dual-stack fleet, how many of them miss an IPv6 one."""
+    if "hosts_missing_blocks_v6" not in rack:
+        return rack["hosts_missing_blocks"]
+    return "%d (IPv6 %d)" % (rack["hosts_missing_blocks"], rack["hosts_missing_blocks_v6"])
 
 
 def _compact(analysis):
@@ -74,7 +84,7 @@ def _compact(analysis):
     for r in analysis["racks"].values():
         rows.append([r["name"], r["as_number"] if r["as_number"] is not None else "-", len(r["hosts"]),
                      len(r["reflectors"]), "%d/%d" % (r["sessions_up"], r["sessions_total"]),
-                     r["sessions_total"] - r["sessions_up"], r["hosts_missing_blocks"], r["stale_routes"],
+                     r["sessions_total"] - r["sessions_up"], _missing_cell(r), r["stale_routes"],
                      "converged" if r["converged"] else "NOT CONVERGED (%d host%s)" % (
                          len(r["problem_hosts"]), "" if len(r["problem_hosts"]) == 1 else "s")])
     lines = _table(["RACK", "AS", "HOSTS", "RRS", "SESSIONS UP", "DOWN", "HOSTS MISSING BLOCKS", "STALE ROUTES",

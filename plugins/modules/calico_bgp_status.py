@@ -13,7 +13,8 @@ version_added: 0.1.0
 description:
   - Asks the host's BIRD (C(birdc show protocols all)) for every BGP session with its state, the time of
     its last state change and its route counts, and reads the kernel's routing table for the routes BIRD
-    installed (C(proto bird)), the workload routes and the blackholed blocks this collection owns.
+    installed (C(proto bird)), the workload routes and the blackholed blocks this collection owns, in both
+    families (IPv6 in RV(routes6)).
   - Read-only; never reports a change.
 author:
   - netfleet.calico contributors (!UNKNOWN)
@@ -84,6 +85,16 @@ routes:
     bird: [{dest: 172.17.9.0/24, gateway: 192.168.100.101, dev: eth0}]
     workloads: [{dest: 172.17.8.2, dev: cali1a2b3c4d5e6}]
     blackholes: [172.17.8.0/24]
+routes6:
+  description:
+    - The IPv6 kernel routes by owner, in the shape of RV(routes) (dual stack); empty lists on a host without
+      IPv6 routes or with IPv6 disabled.
+  returned: always
+  type: dict
+  sample:
+    bird: [{dest: "fd00:17::40/122", gateway: "fd00:101::12", dev: eth0}]
+    workloads: [{dest: "fd00:17::1", dev: cali1a2b3c4d5e6}]
+    blackholes: ["fd00:17::/122"]
 """
 
 import json
@@ -93,12 +104,14 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netfleet.calico.plugins.module_utils.bird import read_sessions
 
 
-def read_routes(module, protocol, prefix):
+def read_routes(module, protocol, prefix, family=4):
     ip = module.get_bin_path("ip", required=True)
-    rc, out, err = module.run_command([ip, "-j", "-4", "route", "show", "table", "main"])
-    if rc != 0:
-        module.fail_json(msg="ip route show failed: %s" % err.strip())
+    rc, out, err = module.run_command([ip, "-j", "-%d" % family, "route", "show", "table", "main"])
     routes = {"bird": [], "workloads": [], "blackholes": [], "owned": []}
+    if rc != 0:
+        if family == 6 and "not supported" in err:  # IPv6 disabled on this host: it holds no IPv6 route
+            return routes
+        module.fail_json(msg="ip -%d route show failed: %s" % (family, err.strip()))
     for r in json.loads(out or "[]"):
         proto = str(r.get("protocol", ""))
         entry = {"dest": r.get("dst"), "gateway": r.get("gateway"), "dev": r.get("dev")}
@@ -128,6 +141,7 @@ def main():
     result = dict(changed=False, **read_sessions(module.run_command, module.get_bin_path(p["birdc_binary"]),
                                                  p["socket"]))
     result["routes"] = read_routes(module, p["protocol"], p["interface_prefix"])
+    result["routes6"] = read_routes(module, p["protocol"], p["interface_prefix"], family=6)
     module.exit_json(**result)
 
 

@@ -103,6 +103,15 @@ options:
     type: list
     elements: str
     default: ['tcp:22', 'udp:68', 'tcp:179', 'tcp:2379', 'tcp:2380', 'tcp:5473', 'tcp:6443', 'tcp:6666', 'tcp:6667']
+  state:
+    description:
+      - C(present) programs the chains. C(absent) removes every C(cali-*) chain of O(family) and the jumps to them
+        (the other options but O(backend) are not used); role calico_node does so with the IPv6 chains of a host
+        whose fleet no longer sets C(calico_pool_v6).
+    type: str
+    choices: [present, absent]
+    default: present
+    version_added: 0.1.0
   family:
     description:
       - C(4) programs C(iptables), C(6) C(ip6tables) (see the description for what differs).
@@ -327,6 +336,7 @@ def main():
             cni=dict(type='bool', default=False),
             boot_state=dict(type='path'),
             family=dict(type='int', default=4, choices=[4, 6]),
+            state=dict(type='str', default='present', choices=['present', 'absent']),
         ),
         supports_check_mode=True,
     )
@@ -340,6 +350,8 @@ def main():
                                 family=family)
     except chains.ChainsError as exc:
         module.fail_json(msg=str(exc))
+    if p['state'] == 'absent':  # every table of the family without a cali-* chain or jump
+        desired = {table: {'chains': {}, 'jumps': {}} for table in desired}
     try:
         if p['backend'] == 'auto':
             backend, ipt, before_text = detect_backend(module, family=family)

@@ -175,6 +175,13 @@ calico_node_facts:
       type: dict
       returned: always
       sample: {filter: [cali-FORWARD, cali-INPUT], nat: [cali-fip-dnat]}
+    cali_chains6:
+      description:
+        - The C(cali-*) ip6tables chains on the host per table (from C(ip6tables-save) of both backends), like
+          RV(calico_node_facts.cali_chains); empty without any.
+      type: dict
+      returned: always
+      sample: {filter: [cali-FORWARD, cali-INPUT], raw: [cali-PREROUTING]}
     bgp:
       description:
         - BIRD's sessions, in the shape of M(netfleet.calico.calico_bgp_status)'s result (C(bird_running),
@@ -351,6 +358,10 @@ def main():
     if not any(saves):
         saves = [tool_output(module, 'iptables-save', [])]
     facts['cali_chains'] = parse_owned_chains(''.join(s for s in saves if s))
+    saves6 = [tool_output(module, name, []) for name in ('ip6tables-nft-save', 'ip6tables-legacy-save')]
+    if not any(saves6):
+        saves6 = [tool_output(module, 'ip6tables-save', [])]
+    facts['cali_chains6'] = parse_owned_chains(''.join(s for s in saves6 if s))
     if module.params['cni_data_dir']:
         facts['cni_attachments'] = count_attachments(module.params['cni_data_dir'])
     if module.params['bird_socket']:

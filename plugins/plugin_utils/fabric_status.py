@@ -32,18 +32,21 @@ Stale routes (plan given): a ``proto bird`` route to a destination that is neith
 host's block, a planned floating IP nor a prefix the host imports from a router outside the fleet; a
 blackhole of the owned protocol other than the host's planned blocks; a workload route to an address the
 plan gives no workload of the host; any other route of the owned protocol.
+
+Dual stack (a plan with ``pool_v6``; without a plan, a host reporting IPv6 blackholes): the IPv6 routes
+(``routes6``) are held against the IPv6 blocks (``blocks_v6``) and workload ``ip6`` the same way, and the fabric
+has converged only when both families have. An IPv4-only fleet's analysis has no IPv6 key.
 """
 
 from __future__ import annotations
-
-import functools
-import ipaddress
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import host_blocks, protocol_name
 from ansible_collections.netfleet.calico.plugins.plugin_utils.external_peers import external_protocol
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import natural_key, natural_sorted
+from ansible_collections.netfleet.calico.plugins.plugin_utils.status_routes import dest_of as _dest
+from ansible_collections.netfleet.calico.plugins.plugin_utils.status_routes import families, held_routes
 
 STATES = ("established", "connecting", "down", "missing")
 CONNECTING = ("Connect", "Active", "OpenSent", "OpenConfirm")
@@ -99,30 +102,6 @@ def session_state(ends):
     return "missing"
 
 
-def _inside(dest, networks):
-    """Whether a route destination lies inside one of ``networks``."""
-    try:
-        net = ipaddress.ip_network(_dest(dest))
-    except ValueError:
-        return False
-    return any(net.version == n.version and net.subnet_of(n) for n in networks)
-
-
-def _dest(value):
-    """Normalised destination (``10.0.0.1`` -> ``10.0.0.1/32``), or the raw text when unparseable."""
-    return _dest_text(str(value or ""))
-
-
-@functools.lru_cache(maxsize=65536)
-def _dest_text(text):
-    if text == "default":  # ip -j route's name of 0.0.0.0/0
-        return "0.0.0.0/0"
-    try:
-        return str(ipaddress.ip_network(text if "/" in text else text + "/32", strict=False))
-    except ValueError:
-        return text
-
-
 def _addr(value):
     return _dest(value).split("/", maxsplit=1)[0] if value else None
 
@@ -164,24 +143,11 @@ def analyse(statuses, plan=None):
         for key in ("node_ip", "spine_ip"):
             if p.get(key):
                 ip_owner.setdefault(_addr(p[key]), h)
-    block_owner = {}
-    if planned:
-        for h in names:
-            for b in host_blocks(phosts.get(h) or {}):
-                block_owner[_dest(b)] = h
-    else:
-        for h in names:
-            for b in (st_of[h].get("routes") or {}).get("blackholes") or []:
-                block_owner[_dest(b)] = h
+    fams = families(plan, planned, names, phosts, st_of)
+    dual = len(fams) > 1
+    block_owner = fams[0]["owner"]
+    aggregate_owner = fams[0]["aggregates"]
     floating = {_dest(f) for f in (plan.get("floating_ips") or [])}
-    # calico_rack_block_pool: each rack's aggregate, and which rack's share a block lies in
-    aggregate_owner = {_dest(info["share"]): rack for rack, info in (plan.get("racks") or {}).items()
-                       if isinstance(info, dict) and info.get("share")} if planned else {}
-    shares = [(ipaddress.ip_network(a), rack) for a, rack in aggregate_owner.items()]
-
-    def inside_share(dest):
-        net = ipaddress.ip_network(dest)
-        return next((rack for share, rack in shares if net.subnet_of(share)), None)
 
     sessions = {}  # (a, b) natural order -> session
 
@@ -262,7 +228,6 @@ def analyse(statuses, plan=None):
     for s in out_sessions:
         for h in s["ends"]:
             by_host.setdefault(h, []).append(s)
-    blocks_in_order = sorted(block_owner.items(), key=lambda kv: natural_key(kv[1]))
     for h in names:
         st = st_of[h]
         p = phosts.get(h) or {}
@@ -293,51 +258,22 @@ def analyse(statuses, plan=None):
                     # the import filter admits exactly what the plan lets that peer announce
                     probs.append("%s: %s announced %d route(s) it may not (rejected: a block it does not own, or a "
                                  "prefix inside one)" % (h, who, e["filtered"]))
-        learned = [_dest(r.get("dest")) for r in routes.get("bird") or [] if isinstance(r, dict)]
-        rack = p.get("rack")
-        own_aggregate = next((a for a, r in aggregate_owner.items() if r == rack), None)
-        unholed = own_aggregate if p.get("role") == "reflector" and reached and st.get("bird_running") else None
-        if own_aggregate and p.get("role") == "reflector" and own_aggregate in learned:
-            learned.remove(own_aggregate)  # its own static blackhole, not learned
-            unholed = None
-        # a block of another rack inside that rack's share arrives as the rack's aggregate
-        aggregated = {b: inside_share(b) for b, o in blocks_in_order if shares
-                      and (phosts.get(o) or {}).get("rack") != rack and inside_share(b) not in (None, rack)}
-        missing, stale = [], []
-        if reached:
-            have = set(learned)
-            wanted = [(b, "block of %s" % o) for b, o in blocks_in_order if o != h and b not in aggregated]
-            wanted += [(a, "aggregate of %s" % r) for a, r in aggregate_owner.items() if r != rack]
-            missing = [(b, what) for b, what in wanted if b not in have]
-            if planned:
-                external = {_dest(x) for peer in p.get("external_peers") or [] for x in peer.get("imports") or []}
-                stale.extend("%s proto bird (no host in the plan owns it)" % d for d in learned
-                             if d not in block_owner and d not in floating and d not in external
-                             and d not in aggregate_owner)
-                stale.extend("%s proto bird (%s's own block)" % (d, h) for d in learned if block_owner.get(d) == h)
-                stale.extend("%s proto bird (a block inside %s's aggregate)" % (d, aggregated[d]) for d in learned
-                             if d in aggregated)
-                stale.extend("%s proto bird (its own rack's aggregate)" % d for d in learned if d == own_aggregate)
-                own = [_dest(b) for b in host_blocks(p)]
-                holes = [_dest(b) for b in routes.get("blackholes") or []]
-                stale.extend("blackhole %s (planned block%s: %s)" % (b, "s" if len(own) > 1 else "",
-                                                                     ", ".join(own) or "none")
-                             for b in holes if b not in own)
-                probs.extend("%s: its block %s is not blackholed" % (h, b) for b in own if b not in holes)
-                wl_ips = {_dest(w.get("ip")) for w in p.get("workloads") or [] if isinstance(w, dict) and w.get("ip")}
-                # containers of the CNI plugin: /32s inside one of this host's container network ranges
-                networks = ((p.get("cni") or {}).get("networks") or {}).values()
-                ranges = [ipaddress.ip_network(n["range"]) for n in networks if isinstance(n, dict) and n.get("range")]
-                stale.extend("%s dev %s (no planned workload)" % (_dest(r.get("dest")), r.get("dev"))
-                             for r in routes.get("workloads") or [] if isinstance(r, dict)
-                             and _dest(r.get("dest")) not in wl_ips and not _inside(r.get("dest"), ranges))
-                stale.extend("%s %s (owned protocol, not in the plan)" % (
-                    _dest(r.get("dest")), ("via %s" % r["gateway"]) if r.get("gateway") else "dev %s" % r.get("dev"))
-                    for r in routes.get("owned") or [] if isinstance(r, dict))
+        held = [held_routes(h, p, st.get(fam["routes"]) or {}, fam, planned, floating, phosts) if reached
+                else ([_dest(r.get("dest")) for r in (st.get(fam["routes"]) or {}).get("bird") or []
+                       if isinstance(r, dict)], [], [], [], 0) for fam in fams]
+        learned = held[0][0]
+        missing = [m for fam_held in held for m in fam_held[1]]
+        stale = [r for fam_held in held for r in fam_held[2]]
+        for fam_held in held:
+            probs.extend(fam_held[3])
         probs.extend("%s: no route to %s (%s)" % (h, b, what) for b, what in missing)
         probs.extend("%s: stale route %s" % (h, r) for r in stale)
-        if unholed:
-            probs.append("%s: its rack's aggregate %s is not blackholed" % (h, unholed))
+        # a reflector's own rack aggregate is its static blackhole, a proto bird route in its kernel
+        own_aggregate = next((a for a, r in aggregate_owner.items() if r == p.get("rack")), None)
+        bird_routes = {_dest(r.get("dest")) for r in routes.get("bird") or [] if isinstance(r, dict)}
+        if (own_aggregate and p.get("role") == "reflector" and reached and st.get("bird_running")
+                and own_aggregate not in bird_routes):
+            probs.append("%s: its rack's aggregate %s is not blackholed" % (h, own_aggregate))
         problems.extend(probs)
         blocks_running = list(routes.get("blackholes") or [])
         hosts[h] = {
@@ -365,6 +301,15 @@ def analyse(statuses, plan=None):
             "problems": probs,
             "in_plan": h in phosts if planned else True,
         }
+        for fam, (fam_learned, fam_missing, _stale, _probs, wanted) in zip(fams, held):
+            fam["expected"] = fam.get("expected", 0) + wanted
+            fam["held"] = fam.get("held", 0) + wanted - len(fam_missing)
+            if fam["version"] == 6:
+                routes6 = st.get("routes6") or {}
+                running6 = list(routes6.get("blackholes") or [])
+                hosts[h].update({"blocks_v6": fam["blocks"](p) or running6, "blocks_v6_running": running6,
+                                 "workloads_v6": len(routes6.get("workloads") or []), "learned_v6": len(fam_learned),
+                                 "missing_blocks_v6": [b for b, _o in fam_missing]})
 
     # 5. per rack
     racks = {}
@@ -381,6 +326,9 @@ def analyse(statuses, plan=None):
         r["sessions_up"] += hosts[h]["sessions_up"]
         r["sessions_total"] += hosts[h]["sessions_total"]
         r["hosts_missing_blocks"] += 1 if hosts[h]["missing_blocks"] else 0
+        if dual:
+            r["hosts_missing_blocks_v6"] = r.get("hosts_missing_blocks_v6", 0) + (
+                1 if hosts[h]["missing_blocks_v6"] else 0)
         r["stale_routes"] += len(hosts[h]["stale_routes"])
         if hosts[h]["problems"]:
             r["problem_hosts"].append(h)
@@ -390,6 +338,10 @@ def analyse(statuses, plan=None):
     total = sum(h["sessions_total"] for h in hosts.values())
     up = sum(h["sessions_up"] for h in hosts.values())
     summary = "%d hosts, %d/%d BGP sessions Established, %d blocks" % (len(names), up, total, len(block_owner))
+    if dual:
+        v4, v6 = fams
+        summary += ", %d IPv6 blocks; routes to other hosts' blocks: IPv4 %d/%d, IPv6 %d/%d" % (
+            len(v6["owner"]), v4["held"], v4["expected"], v6["held"], v6["expected"])
     external_total = sum(h["external_total"] for h in hosts.values())
     external_up = sum(h["external_up"] for h in hosts.values())
     if external_total:
@@ -410,9 +362,10 @@ def analyse(statuses, plan=None):
         "external_total": external_total,
         "external_established": external_up,
         "blocks": len(block_owner),
-        "block_owner": block_owner,
+        "block_owner": {b: o for fam in fams for b, o in fam["owner"].items()},
         "aggregate_owner": aggregate_owner,
         "brief": _brief_problems(problems, problem_hosts),
+        **({"dual_stack": True, "blocks_v6": len(fams[1]["owner"])} if dual else {}),
     }
 
 

@@ -4,7 +4,8 @@
 """The fabric picture: Graphviz source and a self-contained HTML page from one fabric_status analysis.
 
 - racks are clusters (``id="rack-<rack>"``), reflectors and hosts nodes (``id="host-<host>"``,
-  class ``host node|reflector ok|problem``), with node IP, block(s) and workload count;
+  class ``host node|reflector ok|problem``), with node IP, block(s) (IPv6 ones too in dual stack) and workload
+  count;
 - every BGP session is one edge (``id="session-<a>--<b>"``, class ``session up|down state-<state>``
   and ``planned|unplanned``), each half coloured by what that end's BIRD says: Established green,
   connecting (Connect/Active/OpenSent/OpenConfirm) amber, any other state red, a missing end grey;
@@ -86,6 +87,8 @@ def _host_lines(h):
     blocks = h.get("blocks") or ([h["block"]] if h["block"] else [])
     if blocks:
         lines.append("block%s %s" % ("s" if len(blocks) > 1 else "", ", ".join(blocks)))
+    if h.get("blocks_v6"):
+        lines.append("IPv6 block%s %s" % ("s" if len(h["blocks_v6"]) > 1 else "", ", ".join(h["blocks_v6"])))
     if h["workloads"]:
         lines.append("%d workload%s" % (h["workloads"], "" if h["workloads"] == 1 else "s"))
     lines.append("sessions %d/%d" % (h["sessions_up"], h["sessions_total"]))
@@ -203,7 +206,7 @@ def render_html(model, svg, title="netfleet.calico fabric", generated=None):
     rows = []
     for name, h in hosts.items():
         missing = ", ".join(h["missing_blocks"]) or "-"
-        blocks = ", ".join(h.get("blocks") or [h["block"] or "-"])
+        blocks = ", ".join((h.get("blocks") or [h["block"] or "-"]) + (h.get("blocks_v6") or []))
         rows.append(
             '<tr id="%s" class="host-row %s" data-host="%s"><td class="host">%s</td><td class="rack">%s</td>'
             '<td class="as num">%s</td><td class="block">%s</td><td class="sessions num">%d/%d</td>'

@@ -4,15 +4,21 @@ built and converged by site.yml, nothing mocked.
 Shown: every workload reaches every other one in both families (ping and ping -6); the IPv6 routes have the
 shape of the IPv4 ones (per host its IPv6 block's blackhole and one /128 per workload, proto 80; per other host
 its IPv6 block learned by BGP, proto bird, through the host's rack reflector for another rack); a workload
-sending from another workload's IPv6 address reaches nobody (ip6tables rpfilter); a second site.yml changes
-nothing. The lab's prefix is ``<NETFLEET_LAB_PREFIX or t>d``; it is removed at the end.
+sending from another workload's IPv6 address reaches nobody (ip6tables rpfilter); the policy set of
+group_vars/all/policy.yml (inventories/lab-policy's) allows and denies the same TCP connections over IPv4 and
+IPv6; status.yml judges both families (converged, then failing on the host whose IPv6 routes are gone); a second
+site.yml changes nothing; a converge without calico_pool_v6 removes the cali-* ip6tables chains. The lab's
+prefix is ``<NETFLEET_LAB_PREFIX or t>d``; it is removed at the end.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import ipaddress
 import os
+import subprocess
+import sys
 
 import netfleet_lab
 import pytest
@@ -33,6 +39,10 @@ def dual(tmp_path_factory):
         lab.playbook("site.yml")
         out = lab.playbook("playbooks/status.yml")  # waits until every session is Established
         assert "fabric converged" in out.stdout, out.stdout[-4000:]
+        # both families counted: 4 nodes' blocks, each route held on 5 other speakers
+        assert "4 blocks, 4 IPv6 blocks; routes to other hosts' blocks: IPv4 20/20, IPv6 20/20" in out.stdout, \
+            out.stdout[-4000:]
+        lab.doc = doc
         yield lab
 
 
@@ -119,8 +129,108 @@ def test_a_workload_cannot_send_from_another_workloads_ipv6_address(dual):
         sh(["ip", "-n", netns, "-6", "addr", "del", f"{other}/128", "dev", "eth0"])
 
 
+# every workload listens on 80 and 5432 in both families (one IPv6 socket taking IPv4 too), says "up" when bound
+LISTENER = r'''
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+for port in (80, 5432):
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", port))
+    s.listen(16)
+    sel.register(s, selectors.EVENT_READ)
+print("up", flush=True)
+while True:
+    for key, _ in sel.select():
+        key.fileobj.accept()[0].close()
+'''
+CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5)"
+WL = {"web": ("r1h1", "r1h1w1"), "db": ("r1h1", "r1h1w2"), "admin": ("r1h2", "r1h2w1"),
+      "client": ("r2h1", "r2h1w1"), "other": ("r2h2", "r2h2w1"), "none": ("r2h1", "r2h1w2")}
+# (source, destination, port) -> allowed, by group_vars/all/policy.yml
+TCP = {
+    ("client", "web", 80): True,    # a client, from the other rack
+    ("admin", "web", 80): False,    # a client but admin: denied by the order-10 policy
+    ("other", "web", 80): False,    # not a client
+    ("db", "web", 80): True,        # db egress allows web:80, web ingress allows db
+    ("web", "db", 5432): True,
+    ("client", "db", 5432): False,  # db accepts 5432 from web only
+    ("web", "db", 80): False,
+    ("db", "client", 80): False,    # db egress: web only
+    ("other", "none", 80): True,    # nobody selects either: allow all
+}
+
+
+def test_policy_outcomes_hold_in_both_families(dual):
+    lab = dual
+    procs = []
+    try:
+        for host, wl in WL.values():
+            proc = subprocess.Popen(["ip", "netns", "exec", lab.workload_netns(host, wl), sys.executable, "-c",
+                                     LISTENER], stdout=subprocess.PIPE, text=True)
+            procs.append(proc)
+            assert proc.stdout.readline().strip() == "up", f"listener in {host}/{wl} did not start"
+        ip = {name: {4: lab.workload_ip(*WL[name]), 6: workload_ip6(lab, *WL[name])} for name in WL}
+
+        def reached(case):
+            (src, dst, port), family = case
+            argv = ["ip", "netns", "exec", lab.workload_netns(*WL[src]), sys.executable, "-c", CONNECT,
+                    ip[dst][family], str(port)]
+            return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+        cases = [(pair, family) for pair in TCP for family in (4, 6)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            got = dict(zip(cases, pool.map(reached, cases)))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=5)
+    wrong = ["IPv%d %s -> %s:%d %s" % (family, *pair, "reached" if ok else "refused")
+             for (pair, family), ok in got.items() if ok != TCP[pair]]
+    assert not wrong, "policy outcomes differ from the policy:\n" + "\n".join(wrong)
+
+
+def test_status_fails_naming_the_host_without_its_ipv6_routes(dual):
+    """r1h1's BIRD stops installing IPv6 routes (kernel6 disabled withdraws them; IPv4 is untouched): status.yml
+    fails on r1h1's missing IPv6 blocks only."""
+    lab = dual
+    lab.birdc("r1h1", "disable", "kernel6")
+    try:
+        assert not v6_routes(lab, "r1h1", "proto", "bird") and lab.sessions("r1h1")
+        out = lab.playbook("playbooks/status.yml", "-e", "calico_node_status_wait=0", check=False)
+        assert out.returncode != 0 and "fabric not converged" in out.stdout, out.stdout[-4000:]
+        assert "r1h1 [rack1] sessions 1/1: no route to 3 blocks: fd00:17:" in out.stdout, out.stdout[-4000:]
+        assert "IPv4 20/20, IPv6 17/20" in out.stdout and "r1h2 [" not in out.stdout, out.stdout[-4000:]
+    finally:
+        lab.birdc("r1h1", "enable", "kernel6")
+    out = lab.playbook("playbooks/status.yml")
+    assert "fabric converged" in out.stdout, out.stdout[-4000:]
+
+
 def test_second_converge_changes_nothing(dual):
     lab = dual
     proc = lab.playbook("site.yml")
     changed = {host: recap["changed"] for host, recap in proc.recap.items() if recap["changed"]}
     assert not changed, f"a second site.yml changed {changed}:\n{proc.stdout[-6000:]}"
+
+
+def test_a_converge_without_ipv6_removes_the_ipv6_chains(dual, tmp_path):
+    """The fleet drops calico_pool_v6 (and what only IPv6 needs): site.yml removes every cali-* ip6tables chain
+    (and the IPv6 workload routes) while IPv4 keeps working."""
+    lab = dual
+    doc = copy.deepcopy(lab.doc)
+    for key in ("calico_pool_v6", "calico_block_prefix_v6"):
+        doc["all"]["vars"].pop(key)
+    for rack in doc["all"]["children"]["calico_racks"]["children"].values():
+        for host in rack["hosts"].values():
+            host.pop("calico_rr_spine_ip_v6", None)
+            for workload in host.get("calico_workloads", []):
+                workload.pop("ip6", None)
+    inventory = netfleet_lab.write_inventory(tmp_path / "v4", doc, DUAL)
+    lab.playbook("site.yml", inventory=str(inventory))
+    for host in lab.nodes:
+        six = sh(["ip", "netns", "exec", lab.netns(host), "ip6tables-save"]).stdout
+        assert "cali-" not in six, (host, six)
+        assert not v6_routes(lab, host, "proto", "80"), host
+    assert not lab.ping_matrix(), "IPv4 pairs unreachable"

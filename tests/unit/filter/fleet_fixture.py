@@ -9,9 +9,10 @@ from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import protocol_name
 
 
-def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=None, extra=None):
+def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=None, extra=None, dual=False):
     """racks × (reflector(s) + hosts), route_reflector topology, rack i on 10.<i>.0.0/24; ``extra``: more variables
-    of every host."""
+    of every host; ``dual``: dual stack (IPv6 pool fd00:17::/48, rack i's hosts on fd00:<i>::/64, one reflector
+    per rack)."""
     hostvars, groups = {}, {"all": [], "calico_nodes": [], "calico_route_reflectors": [], "calico_racks": []}
     rack_names = []
     for r in range(1, racks + 1):
@@ -28,6 +29,10 @@ def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=
                   "calico_rr_spine_ip": "10.255.%d.%d" % (r // 250, r % 250) if is_rr and i == 0 else None}
             if is_rr and i > 0:
                 hv["calico_rr_spine_ip"] = "10.254.%d.%d" % (r % 250, i)
+            if dual:
+                hv.update(calico_pool_v6="fd00:17::/48", calico_node_ip_v6="fd00:%x::%x" % (r, i + 1))
+                if is_rr:
+                    hv["calico_rr_spine_ip_v6"] = "fd00:255::%x" % r
             if not is_rr:
                 workload = {"name": "r%dw%d" % (r, i)}
                 if floating:
@@ -57,6 +62,12 @@ def converged_statuses(plan):
         routes["bird"] += [{"dest": f.split("/")[0], "gateway": "10.0.0.1", "dev": "eth0"}
                            for f in plan["floating_ips"] if f not in p.get("floating_ips", [])]
         out[h] = {"bird_running": True, "sessions": sessions, "routes": routes, "changed": False}
+        if plan.get("pool_v6"):
+            out[h]["routes6"] = {
+                "bird": [{"dest": b, "gateway": "fd00:1::1", "dev": "eth0"}
+                         for o, q in plan["hosts"].items() if o != h for b in q["blocks_v6"]],
+                "workloads": [{"dest": w["ip6"], "dev": w["ifname"], "gateway": None} for w in p["workloads"]],
+                "blackholes": list(p["blocks_v6"]), "owned": []}
     return out
 
 

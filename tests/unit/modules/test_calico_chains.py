@@ -196,6 +196,22 @@ def test_family6_backend_follows_its_own_rules(kernel, monkeypatch):
     assert result['backend'] == 'legacy' and 'cali-INPUT' in kernel['legacy6'].tables['filter']
 
 
+def test_family6_absent_removes_every_ipv6_chain_and_keeps_ipv4(kernel, monkeypatch):
+    run(monkeypatch, endpoints=[A1_6, A2])
+    run(monkeypatch, endpoints=[A1_6, A2], family=6)
+    kernel['nft6'].tables['filter']['INPUT'].append('-s 2001:db8::1/128 -j DROP')  # the admin's own rule
+    before4 = kernel['nft'].save()
+    gone = run(monkeypatch, endpoints=[A1_6], family=6, state='absent')
+    assert gone['changed'] is True and gone['backend'] == 'nft'
+    six = kernel['nft6'].tables
+    assert not [c for t in six.values() for c in t if c.startswith('cali-')], six
+    assert six['raw']['PREROUTING'] == [] and six['filter']['FORWARD'] == []
+    assert six['filter']['INPUT'] == ['-s 2001:db8::1/128 -j DROP']
+    assert kernel['nft'].save() == before4
+    again = run(monkeypatch, endpoints=[], family=6, state='absent')
+    assert again['changed'] is False and again['restore'] == {}
+
+
 def test_family6_bad_address(kernel, monkeypatch):
     result = run(monkeypatch, endpoints=[dict(A2, ip6='2001:db8::/64')], family=6)
     assert result['failed'] and "endpoint a2: ip6 '2001:db8::/64' is not an IPv6 address" in result['msg']

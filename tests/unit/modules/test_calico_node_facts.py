@@ -48,6 +48,7 @@ def test_facts(kernel, monkeypatch):
         'addresses6': [],
         'ipip_devices': [],
         'cali_chains': {},
+        'cali_chains6': {},
         'workloads': {'web-1': '172.17.8.2'},
         'endpoints': [{'name': 'idle', 'ifname': iproute.workload_ifname('idle'), 'ip': None, 'ip6': None,
                        'netns': 'calico-idle', 'owned_netns': False},
@@ -123,6 +124,20 @@ def test_bird_binary_and_rule_counts(kernel, monkeypatch):
     assert facts['iptables_rules'] == {'nft': 1, 'legacy': 0}
     missing = run_module(monkeypatch, mod, {'bird_binary': '/nonexistent/bird'})['calico_node_facts']
     assert missing['bird_version'] is None
+
+
+def test_ipv6_chains_of_both_backends(kernel, monkeypatch):
+    kernel.tools.update({'ip6tables-nft-save': '*filter\n:INPUT ACCEPT [0:0]\n:cali-INPUT - [0:0]\nCOMMIT\n',
+                         'ip6tables-legacy-save': '*raw\n:PREROUTING ACCEPT [0:0]\n:cali-PREROUTING - [0:0]\n'
+                                                  'COMMIT\n'})
+    facts = run_module(monkeypatch, mod, {})['calico_node_facts']
+    assert facts['cali_chains6'] == {'filter': ['cali-INPUT'], 'raw': ['cali-PREROUTING']}
+    assert facts['cali_chains'] == {}
+    # a host with only the plain ip6tables-save
+    for name in ('ip6tables-nft-save', 'ip6tables-legacy-save'):
+        del kernel.tools[name]
+    kernel.tools['ip6tables-save'] = '*filter\n:FORWARD ACCEPT [0:0]\n:cali-FORWARD - [0:0]\nCOMMIT\n'
+    assert run_module(monkeypatch, mod, {})['calico_node_facts']['cali_chains6'] == {'filter': ['cali-FORWARD']}
 
 
 def test_count_attachments(tmp_path):
