@@ -386,6 +386,7 @@ def cross_check(speakers):
     if bad:
         raise RuntimeError('cross-check with ip route failed: %s' % dict(list(bad.items())[:5]))
 
+
 def tcp_counters(birds):
     """TcpExt ListenOverflows (SYNs dropped: BIRD's listen backlog is 8) and TCPSynRetrans summed over the
     hosts' namespaces, read through each running BIRD's /proc/<pid>/net/netstat (the counters of its netns)."""
@@ -423,5 +424,3 @@ def cpu_busy():
     fields = [int(x) for x in Path('/proc/stat').read_text().split('\n', 1)[0].split()[1:]]
     idle = fields[3] + fields[4]
     return sum(fields) - idle, sum(fields)
-
-

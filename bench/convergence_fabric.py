@@ -167,5 +167,3 @@ def expectations(plan, birds, spines):
         lists = plan['spines'][spine.host]['prefix_lists']
         spine.expect = {e['prefix'] for n in plan['spines'][spine.host]['neighbors'] for e in lists[n['prefix_list_in']]
                         if e['action'] == 'permit' and 'le' not in e and 'ge' not in e}
-
-

@@ -28,8 +28,8 @@ def lab_name(c, short=False):
         return 'full mesh %d hosts' % c['size']
     if c['topology'] == 'rr':
         return '%s %d hosts' % ('2 racks + 2 reflectors' if short else '2 racks, 1 reflector each', c['size'])
-    return '%d hosts, %d racks x %d reflectors, %d spines' % (c['size'], c.get('racks', 0),
-                                                             c.get('reflectors_per_rack', 0), c.get('spines', 0))
+    return '%d hosts, %d racks x %d reflectors, %d spines' % (
+        c['size'], c.get('racks', 0), c.get('reflectors_per_rack', 0), c.get('spines', 0))
 
 
 def med(runs, key='seconds'):
@@ -231,9 +231,6 @@ def common_tail(cases, runs, args):
         lines += ['site.yml wall times depend on the machine being otherwise idle too (they are CPU-bound: '
                   'CPU seconds above are those of the playbook and everything it ran).', '']
     return lines
-
-
-
 
 
 def spine_table(cases):

@@ -374,8 +374,8 @@ def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endp
     f['cali-OUTPUT'] = ['-o %s %s' % (wildcard, rule) for rule in nd_rules] + f['cali-OUTPUT']
     f['cali-failsafe-in'] = [' '.join(_match_proto_ports(proto, [port]) + ['-j', 'ACCEPT'])
                              for proto, port in failsafe]
-    f['cali-wl-to-host'] = nd_rules + ['-j cali-from-wl-dispatch',
-                            '-j ' + ('ACCEPT' if endpoint_to_host_action == 'accept' else 'DROP')]
+    f['cali-wl-to-host'] = nd_rules + [
+        '-j cali-from-wl-dispatch', '-j ' + ('ACCEPT' if endpoint_to_host_action == 'accept' else 'DROP')]
     from_dispatch, to_dispatch = [], []
     endpoint_rules = {}
     for ep in eps:

@@ -10,7 +10,7 @@ import os
 import random
 
 from ansible_collections.netfleet.calico.plugins.module_utils import iproute
-from ansible_collections.netfleet.calico.plugins.module_utils.workload_spec import (  # noqa: F401 (re-exported)
+from ansible_collections.netfleet.calico.plugins.module_utils.workload_spec import (  # noqa: F401 (re-exported)  # pylint: disable=unused-import
     ENDPOINTS_SPEC,
     WORKLOAD_IFNAME,
     Endpoint,

@@ -403,9 +403,9 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     block_hosts = [{'name': name, 'block': reader.get(name, 'calico_block'), 'current': facts[name].get('blocks'),
                     'addresses': current_addresses(facts[name].get('workloads'))}
                    for name in hosts if name in is_node]
-    shares_of_racks, regions = rack_shares.plan_shares(share_len, pool_net, prefix_len,
-                                                   {rack: info['hosts'] for rack, info in rack_info.items()}, rack_of,
-                                                   block_hosts)
+    shares_of_racks, regions = rack_shares.plan_shares(
+        share_len, pool_net, prefix_len, {rack: info['hosts'] for rack, info in rack_info.items()}, rack_of,
+        block_hosts)
     first_blocks = allocate_blocks(pool_net, prefix_len, block_hosts, regions)
 
     # 7. workloads, per host in its blocks (a host whose workloads do not fit gets more, up to max_blocks)

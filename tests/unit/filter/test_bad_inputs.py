@@ -323,7 +323,6 @@ def test_site_first_check_refuses_spine_role_variables_alone(host, var, value, m
     assert message in str(err.value) and f"host '{host}'" in str(err.value), str(err.value)
 
 
-
 def fleet_v6():
     """fleet() in dual stack: an IPv6 pool, every host and reflector an IPv6 node address."""
     hostvars, groups = fleet()
@@ -404,6 +403,7 @@ def test_v6_values_without_a_v6_pool_are_refused(host, var, value, message):
     hostvars, groups = fleet()
     hostvars[host][var] = value
     assert message in refused(hostvars, groups)
+
 
 # (workload entry, what the one line must say)
 WORKLOADS = [
