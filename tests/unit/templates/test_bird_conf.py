@@ -57,7 +57,8 @@ VARIANTS = {
     'lab-racks+aggregates': ('lab-racks', {'calico_rack_block_pool': 20}),
     'lab-spine+peers': ('lab-spine', {'calico_bgp_peers': [{'ip': '10.99.0.1', 'as_number': 65101, 'multihop': 4}]}),
     # BFD on the spine's sessions (GTSM, direct): FRR runs it multihop, so the reflectors' sessions run multihop 1
-    'lab-spine+bfd': ('lab-spine', {'calico_bgp_bfd': {'interval': 50, 'multiplier': 4}, 'calico_node_bgp_hold_time': 9}),
+    'lab-spine+bfd': ('lab-spine', {'calico_bgp_bfd': {'interval': 50, 'multiplier': 4},
+                                    'calico_node_bgp_hold_time': 9}),
 }
 # the reflectors' racks and the /20 share each rack gets (calico_rack_block_pool 20 of 172.17.0.0/16)
 SHARES = {'rack1': '172.17.0.0/20', 'rack2': '172.17.16.0/20', 'rack3': '172.17.32.0/20', 'rack4': '172.17.48.0/20'}
