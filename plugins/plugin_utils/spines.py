@@ -158,6 +158,14 @@ def session_timers(reader, name):
     return max(hold // 3, 1), hold, retry
 
 
+def bfd_multihop(direct, gtsm):
+    """Whether FRR's bgpd asks bfdd for a multihop BFD session (UDP 4784) on a spine's session: across a router
+    (``ebgp-multihop``), and with GTSM too (``ttl-security hops 1`` sets the peer's TTL to 255, so bgpd counts it as
+    multihop). BIRD runs single-hop BFD (UDP 3784) on a ``direct`` session, and neither end would ever come up: the
+    reflector's side of such a session is rendered ``multihop 1`` (GTSM still wants TTL 255 there)."""
+    return direct is False or bool(gtsm)
+
+
 def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floating_ips, bfd):
     """Per spine: what role ``spine`` writes into frr.conf, ``{}`` without spines.
 
@@ -167,9 +175,14 @@ def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floa
     (any block of the pool at block length, and the fleet's floating IPs). With ``calico_rack_block_pool`` (racks
     with ``share``/``exceptions``) a rack announces its share (aggregate), its exceptions and floating IPs, and
     the spine sends every rack's share, the exceptions and the floating IPs. ``neighbors``: every reflector of every
-    rack at its spine address ``{name, ip, local_ip, as_number, rack, direct, ttl_security, bfd, password,
-    passive, keepalive_time, hold_time, connect_retry, prefix_list_in, prefix_list_out}`` (timers: the
-    reflector's, :func:`session_timers`). ``maximum_paths``: ECMP over a rack's reflectors."""
+    rack at its spine address ``{name, ip, local_ip, as_number, rack, direct, ttl_security, bfd, bfd_multihop,
+    password, passive, keepalive_time, hold_time, connect_retry, prefix_list_in, prefix_list_out}`` (timers: the
+    reflector's, :func:`session_timers`; ``bfd_multihop``: :func:`bfd_multihop`). ``maximum_paths``: ECMP over a
+    rack's reflectors.
+
+    With BFD, a reflector's session to a spine whose BFD FRR runs multihop on a shared subnet gets
+    ``bfd_multihop: True`` in ``plan_hosts`` (its BIRD runs that session as multihop, one hop), and the reflector
+    ``spine_bfd_multihop: True`` (BIRD then resolves those routes' next hops through its spine leg's subnet)."""
     if not spines:
         return {}
     net = ipaddress.ip_network(pool)
@@ -205,6 +218,7 @@ def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floa
                 # GTSM as the reflector's BIRD renders it (calico_node_bgp_ttl_security, default on)
                 raw = reader.get(name, 'calico_node_bgp_ttl_security')
                 gtsm = is_unset(raw) or parse_bool(raw, host_subject(name), 'calico_node_bgp_ttl_security')
+                gtsm = gtsm and direct is not False
                 keepalive, hold, retry = session_timers(reader, name)
                 neighbors.append({
                     'name': name,
@@ -213,8 +227,9 @@ def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floa
                     'as_number': info['as_number'],
                     'rack': rack,
                     'direct': direct,
-                    'ttl_security': gtsm and direct is not False,
+                    'ttl_security': gtsm,
                     'bfd': bool(bfd),
+                    'bfd_multihop': bool(bfd) and bfd_multihop(direct, gtsm),
                     'password': bool(router['password']),
                     'passive': session_timing(router['ip'], host['spine_ip'], spread=False)[0],
                     'keepalive_time': keepalive,
@@ -223,6 +238,11 @@ def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floa
                     'prefix_list_in': prefix_list_in(rack),
                     'prefix_list_out': PREFIX_LIST_OUT,
                 })
+        for n in neighbors:
+            if n['bfd_multihop'] and n['direct'] is not False:
+                host = plan_hosts[n['name']]
+                next(p for p in host['peers'] if p.get('spine') and p['name'] == spine)['bfd_multihop'] = True
+                host['spine_bfd_multihop'] = True
         out[spine] = {
             'router_id': router['router_id'],
             'as_number': spines['as_number'],

@@ -5,7 +5,8 @@ Needs root. site.yml configures the spines (FRR per namespace: its own config, p
 in the spine's state directory), then the reflectors and hosts. Every workload reaches every other one, a host
 reaches other racks through its reflector, each spine's BGP table holds exactly the racks' aggregates (ECMP over
 rack1's two reflectors), each reflector blackholes its rack's share, a second run changes nothing, and lab_down
-stops every FRR daemon by its pid file.
+stops every FRR daemon by its pid file. With BFD on, every spine-reflector BFD session is Up on both ends, and a
+reflector whose spine leg is cut (iptables, BIRD running) loses its rack's aggregate on both spines within 1.5 s.
 A running fleet of racks moves to the spine without an outage (make-before-break on the reflectors).
 
 One router outside the fleet (FRR's zebra and bgpd started by hand, netfleet_frr.Router) sits on rack3's segment
@@ -26,6 +27,7 @@ import json
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -281,6 +283,61 @@ def test_second_run_changes_nothing(spine):
     proc = spine.playbook("site.yml")
     changed = {h: r["changed"] for h, r in proc.recap.items() if r["changed"]}
     assert changed == {}, proc.stdout[-4000:]
+
+
+def _bfd_up(lab, spine, reflector):
+    """Whether the BFD session between ``spine`` and ``reflector`` is Up on both ends."""
+    rr_ip = lab.hostvars[reflector]["calico_rr_spine_ip"]
+    peers = json.loads(vtysh(lab, spine, "show bfd peers json"))
+    frr = any(p.get("peer") == rr_ip and p.get("status") == "up" for p in peers)
+    sp_ip = lab.hostvars[spine]["calico_node_ip"]
+    bird = any(line.split()[:1] == [sp_ip] and " Up " in line
+               for line in lab.birdc(reflector, "show", "bfd", "sessions").splitlines())
+    return frr and bird
+
+
+def test_bfd_between_spines_and_reflectors(spine, report):
+    """With calico_bgp_bfd (100 ms x 3) every spine-reflector BFD session is Up on both ends, GTSM kept on the
+    BGP sessions (FRR runs their BFD as multihop, so does BIRD). rr2's spine leg cut by iptables in its namespace
+    (its BIRD keeps running): both spines withdraw rack2's aggregate within 1.5 s. Leaves BFD on."""
+    lab = spine
+    path = Path(lab.inventory) / "hosts.yml"
+    doc = yaml.safe_load(path.read_text())
+    doc["all"]["vars"]["calico_bgp_bfd"] = {"interval": 100, "multiplier": 3}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    lab.reload()
+    lab.playbook("site.yml")
+    pairs = [(sp, rr) for sp in SPINES for rr in lab.reflectors]
+    wait(lambda: all(_bfd_up(lab, sp, rr) for sp, rr in pairs), 30, "every spine-reflector BFD session to be Up")
+    assert "ttl-security hops 1" in vtysh(lab, "sp1", "show running-config")
+    rack2 = share(lab, "r2h1")
+    assert all(rack2 in bgp_table(lab, sp) for sp in SPINES)
+    drop = [["INPUT", "-i", _spine_if(lab, "rr2")], ["OUTPUT", "-o", _spine_if(lab, "rr2")]]
+    for rule in drop:
+        sh(["ip", "netns", "exec", lab.netns("rr2"), "iptables", "-w", "-I", *rule, "-j", "DROP"])
+    start = time.monotonic()
+    try:
+        while any(rack2 in bgp_table(lab, sp) for sp in SPINES):  # polled back to back (vtysh: ~50 ms each)
+            assert time.monotonic() - start < 30, f"the spines kept {rack2} with rr2's spine leg cut"
+        gone = time.monotonic() - start
+        assert alive(int(open(os.path.join(lab.state_dir("rr2"), "bird.pid")).read().split()[0]))
+    finally:
+        for rule in drop:
+            sh(["ip", "netns", "exec", lab.netns("rr2"), "iptables", "-w", "-D", *rule, "-j", "DROP"])
+    wait(lambda: all(_bfd_up(lab, sp, "rr2") for sp in SPINES) and all(
+        rack2 in bgp_table(lab, sp) for sp in SPINES), 60, f"rr2's BFD sessions and {rack2} back on both spines")
+    report(f"test_spine: BFD (100 ms x 3) Up on all {len(pairs)} spine-reflector sessions; rr2's spine leg cut, "
+           f"both spines withdrew {rack2} after {gone:.2f} s")
+    assert gone <= 1.5, gone
+
+
+def _spine_if(lab, host):
+    """The interface of a reflector's spine leg (the one with its calico_rr_spine_ip)."""
+    spine_ip = lab.hostvars[host]["calico_rr_spine_ip"]
+    for link in ns_json(lab.netns(host), "-4", "addr", "show"):
+        if any(a.get("local") == spine_ip for a in link.get("addr_info", [])):
+            return link["ifname"]
+    raise AssertionError(f"{host} has no interface with {spine_ip}")
 
 
 def test_a_running_fleet_moves_to_the_spine_without_outage(tmp_path, report):

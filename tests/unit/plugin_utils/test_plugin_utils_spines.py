@@ -11,6 +11,7 @@ import pytest
 from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import bgp_sessions, session_timing
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError
+from ansible_collections.netfleet.calico.plugins.plugin_utils.spines import bfd_multihop
 
 RACKS = ('rack1', 'rack2', 'rack3')
 
@@ -99,7 +100,7 @@ def test_each_spine_plan():
                                   ('rr2', '10.255.0.21', '10.255.0.1', 65002, 'rack2', 'calico-in-rack2'),
                                   ('rr3', '10.255.0.31', '10.255.0.1', 65003, 'rack3', 'calico-in-rack3')]
     for n in sp1['neighbors']:
-        assert n['direct'] is True and n['ttl_security'] is True and n['bfd'] is False
+        assert n['direct'] is True and n['ttl_security'] is True and n['bfd'] is False and n['bfd_multihop'] is False
         assert n['prefix_list_out'] == 'calico-out'
         # the reflector's timers: BIRD's hold time 240 s (keepalive 80 s), the role's connect retry 5 s
         assert (n['keepalive_time'], n['hold_time'], n['connect_retry']) == (80, 240, 5)
@@ -109,6 +110,8 @@ def test_each_spine_plan():
             theirs = next(x for x in p['hosts'][n['name']]['peers'] if x['name'] == spine)
             assert n['passive'] != theirs['passive']
             assert n['passive'] == session_timing(n['local_ip'], n['ip'], spread=False)[0]
+            assert 'bfd_multihop' not in theirs  # without BFD every reflector's session stays `direct`
+    assert not any('spine_bfd_multihop' in host for host in p['hosts'].values())
 
 
 def test_a_spine_session_takes_the_timers_of_its_reflector():
@@ -153,6 +156,28 @@ def test_password_bfd_gtsm_and_multihop():
     assert by_name['rr3']['direct'] is True and by_name['rr3']['ttl_security'] is False
     assert next(x for x in p['hosts']['rr2']['peers'] if x['name'] == 'sp1')['direct'] is False
     assert 's3cr#t!' not in repr(p)  # the secret itself never enters the plan
+    # BFD: FRR runs it multihop with GTSM (rr1a) and across a router (rr2), single hop on rr3's plain session;
+    # a reflector whose BIRD would run single hop with a multihop spine (rr1a: direct, GTSM) runs `multihop 1`
+    for spine in ('sp1', 'sp2'):
+        by_name = {n['name']: n for n in p['spines'][spine]['neighbors']}
+        assert [by_name[r]['bfd_multihop'] for r in ('rr1a', 'rr1b', 'rr2', 'rr3')] == [True, True, True, False]
+        theirs = {r: next(x for x in p['hosts'][r]['peers'] if x['name'] == spine) for r in ('rr1a', 'rr2', 'rr3')}
+        assert theirs['rr1a']['bfd_multihop'] is True and theirs['rr1a']['direct'] is True
+        assert 'bfd_multihop' not in theirs['rr2'] and 'bfd_multihop' not in theirs['rr3']
+    assert [p['hosts'][r].get('spine_bfd_multihop') for r in ('rr1a', 'rr1b', 'rr2', 'rr3', 'h1')] == [
+        True, True, None, None, None]
+    assert not any(x.get('bfd_multihop') for x in p['hosts']['rr1a']['peers'] if not x.get('spine'))
+
+
+@pytest.mark.parametrize('direct, gtsm, multihop', [
+    (True, True, True),     # ttl-security hops 1: FRR sets the peer's TTL to 255, bgpd asks bfdd for multihop
+    (None, True, True),
+    (False, False, True),   # ebgp-multihop
+    (True, False, False),
+    (None, False, False),
+])
+def test_frr_runs_bfd_multihop_with_gtsm_or_across_a_router(direct, gtsm, multihop):
+    assert bfd_multihop(direct, gtsm) is multihop
 
 
 @pytest.mark.parametrize('change, message', [

@@ -56,6 +56,9 @@ VARIANTS = {
     # one aggregate per rack between reflectors (no spine), and on a spine fleet with a router outside it
     'lab-racks+aggregates': ('lab-racks', {'calico_rack_block_pool': 20}),
     'lab-spine+peers': ('lab-spine', {'calico_bgp_peers': [{'ip': '10.99.0.1', 'as_number': 65101, 'multihop': 4}]}),
+    # BFD on the spine's sessions (GTSM, direct): FRR runs it multihop, so the reflectors' sessions run multihop 1
+    'lab-spine+bfd': ('lab-spine', {'calico_bgp_bfd': {'interval': 50, 'multiplier': 4},
+                                    'calico_node_bgp_hold_time': 9}),
 }
 # the reflectors' racks and the /20 share each rack gets (calico_rack_block_pool 20 of 172.17.0.0/16)
 SHARES = {'rack1': '172.17.0.0/20', 'rack2': '172.17.16.0/20', 'rack3': '172.17.32.0/20', 'rack4': '172.17.48.0/20'}
@@ -130,6 +133,19 @@ def test_every_host_config_passes_bird_p(rendered, variant):
     if variant == 'lab-spine+lingering':
         assert 'protocol bgp Global_10_254_0_31 from calico_peer {' in text and 'local 10.255.0.21 as 65002;' in text
         assert 'multihop;\n  ipv4 {\n    gateway recursive;' in text and 'passive on;\n  ttl security on;' in text
+    if variant == 'lab-spine+bfd':
+        for conf in configs:
+            one = conf.read_text()
+            spine_sessions = [one.split(f'protocol bgp {p} from calico_peer {{', 1)[1].split('\n}', 1)[0]
+                              for p in ('Global_10_255_0_1', 'Global_10_255_0_2') if p in one]
+            assert len(spine_sessions) == (2 if conf.stem in REFLECTOR_RACK else 0), conf.name
+            for body in spine_sessions:
+                assert 'multihop 1;' in body and 'direct;' not in body and 'ttl security on;' in body, body
+                assert 'gateway recursive;\n    igp table calico_spine4;' in body, body
+            assert ('protocol direct calico_spine_leg' in one) == (conf.stem in REFLECTOR_RACK), conf.name
+        rr2 = (base / variant / 'rr2.conf').read_text()
+        assert 'ipv4 { table calico_spine4; import where 10.255.0.21 ~ net; };' in rr2
+        assert rr2.count('\n  direct;\n') == 1  # its session with its rack's host stays direct
     if VARIANTS[variant][1].get('calico_bgp_password'):
         assert 'password CALICO_BGP_PASSWORD;' in text and list((base / variant).glob('*.secrets'))
     if variant == 'lab-racks+peers':
