@@ -22,7 +22,7 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.blocks import (
     grow_blocks,
     normalize_current_blocks,
 )
-from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import BlocksFull, FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
 from ansible_collections.netfleet.calico.plugins.plugin_utils.family import (
     DEFAULT_BLOCK_PREFIX_V6,
     address6_or_none,
@@ -34,6 +34,7 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.family import (
 )
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import is_unset, netaddr
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import fleet_setting
+from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import fill_free
 
 # the variables a fleet without calico_pool_v6 must not set (they would be silently ignored)
 _V6_ONLY = ('calico_block_prefix_v6', 'calico_rr_spine_ip_v6')
@@ -124,18 +125,9 @@ def assign_ip6(blocks, workloads, current, subject):
             entry['ip'] = str(addr)
 
     free = (ip for net in blocks for ip in range(int(net.first) + 1, int(net.last) + 1) if ip not in used)
-    for entry in out:
-        if 'ip' in entry:
-            continue
-        cursor = next(free, None)
-        if cursor is None:
-            what = f'IPv6 block {listing} is full' if len(blocks) == 1 else f'IPv6 blocks {listing} are full'
-            raise BlocksFull(subject, f"{what}, no address left for workload '{entry['name']}'",
-                             'run fewer workloads on this host or use bigger IPv6 blocks '
-                             '(lower calico_block_prefix_v6)')
-        used[cursor] = entry['name']
-        entry['ip'] = str(netaddr.IPAddress(cursor, 6))
-    return out
+    full = f'IPv6 block {listing} is full' if len(blocks) == 1 else f'IPv6 blocks {listing} are full'
+    return fill_free(out, free, used, 6, subject, full,
+                     'run fewer workloads on this host or use bigger IPv6 blocks (lower calico_block_prefix_v6)')
 
 
 # ---------------------------------------------------------------------------------------------

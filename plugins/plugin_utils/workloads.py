@@ -147,19 +147,25 @@ def assign_workload_ips(block, workloads, current=None, subject='input', namespa
         return range(int(net.first) + 2, last + 1)
 
     free = (ip for pos, net in enumerate(blocks) for ip in automatic(pos, net) if ip not in used)
+    what = f'block {listing} is full' if len(blocks) == 1 else f'blocks {listing} are full'
+    if first_share is not None:
+        what += (f' (calico_workloads have {netaddr.IPNetwork(f"{blocks[0].network}/{first_share}")} of '
+                 'the first block on a CNI host)')
+    return fill_free(entries, free, used, 4, subject, what,
+                     'run fewer workloads on this host or use bigger blocks (lower calico_block_prefix)')
+
+
+def fill_free(entries, free, used, version, subject, full, fix):
+    """Give each entry without an ``ip`` the next address of ``free`` (integers, in order) and record it in ``used``
+    (``{int: workload name}``); when ``free`` runs out, :class:`BlocksFull` says ``full`` (which blocks) and ``fix``."""
     for entry in entries:
         if 'ip' in entry:
             continue
         cursor = next(free, None)
         if cursor is None:
-            what = f'block {listing} is full' if len(blocks) == 1 else f'blocks {listing} are full'
-            if first_share is not None:
-                what += (f' (calico_workloads have {netaddr.IPNetwork(f"{blocks[0].network}/{first_share}")} of '
-                         'the first block on a CNI host)')
-            raise BlocksFull(subject, f"{what}, no address left for workload '{entry['name']}'",
-                             'run fewer workloads on this host or use bigger blocks (lower calico_block_prefix)')
+            raise BlocksFull(subject, f"{full}, no address left for workload '{entry['name']}'", fix)
         used[cursor] = entry['name']
-        entry['ip'] = str(netaddr.IPAddress(cursor, 4))
+        entry['ip'] = str(netaddr.IPAddress(cursor, version))
     return entries
 
 
