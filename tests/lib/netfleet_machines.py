@@ -14,6 +14,7 @@ from netfleet_lab import ControllerLab, namespaces, sh
 from ansible_collections.netfleet.calico_lab.plugins.module_utils import lab_machine
 
 COUNTERS = re.compile(r"\[\d+:\d+\]")
+NHID = re.compile(r"nhid \d+ ")  # zebra's next-hop object ids: numbered anew at every start of FRR
 
 
 class MachineLab(ControllerLab):
@@ -97,7 +98,8 @@ class MachineLab(ControllerLab):
         ns = ["ip", "netns", "exec", self.netns(host)]
         rules = sh([*ns, "iptables-save"]).stdout
         return {
-            "routes": sorted(sh(["ip", "-n", self.netns(host), "-4", "route", "show"]).stdout.splitlines()),
+            "routes": sorted(NHID.sub("", line)
+                             for line in sh(["ip", "-n", self.netns(host), "-4", "route", "show"]).stdout.splitlines()),
             "cali": sorted(COUNTERS.sub("", line) for line in rules.splitlines() if "cali-" in line),
             "ip_forward": sh([*ns, "cat", "/proc/sys/net/ipv4/ip_forward"]).stdout.strip(),
         }
