@@ -244,9 +244,9 @@ class ControllerLab(Lab):
         argv = [str(VENV_BIN / "ansible-playbook"), "-i", self.inventory, str(REPO / playbook), *args]
         return self._run(argv, check, f"{playbook} {' '.join(args)} (in {self.mgmt})")
 
-    def adhoc(self, module, args, *extra):
-        """One module on every host over ssh; {host: result} from the one-line output."""
-        argv = [str(VENV_BIN / "ansible"), "-i", self.inventory, "calico_nodes", "-o", "-m", module, "-a", args, *extra]
+    def adhoc(self, module, args, *extra, pattern="calico_nodes"):
+        """One module on every host of pattern over ssh; {host: result} from the one-line output."""
+        argv = [str(VENV_BIN / "ansible"), "-i", self.inventory, pattern, "-o", "-m", module, "-a", args, *extra]
         proc = self._run(argv, True, f"ansible -m {module} -a {args!r}")
         out = {}
         for line in proc.stdout.splitlines():

@@ -1,9 +1,10 @@
-"""The machine lab from a test's side: commands inside a machine, reboots, BIRD sessions and workload pings seen
-through each machine's leader (tests/integration/test_machines.py, test_machines_spine.py)."""
+"""The machine lab from a test's side: commands inside a machine, reboots, BIRD sessions, the spine's FRR and
+workload pings seen through each machine's leader (tests/integration/test_machines.py)."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import re
 import time
@@ -13,9 +14,18 @@ from netfleet_lab import ControllerLab, namespaces, sh
 from ansible_collections.netfleet.calico_lab.plugins.module_utils import lab_machine
 
 COUNTERS = re.compile(r"\[\d+:\d+\]")
+NHID = re.compile(r"nhid \d+ ")  # zebra's next-hop object ids: numbered anew at every start of FRR
 
 
 class MachineLab(ControllerLab):
+    def reload(self):
+        super().reload()
+        self.spines = sorted(self._members("calico_spines"))
+
+    def machines(self):
+        """Every machine of the lab: the BIRD hosts and the spine routers."""
+        return self.speakers() + self.spines
+
     def machine_dir(self, host):
         return f"/run/netfleet/{self.prefix}/machines/{host}"
 
@@ -88,22 +98,60 @@ class MachineLab(ControllerLab):
         ns = ["ip", "netns", "exec", self.netns(host)]
         rules = sh([*ns, "iptables-save"]).stdout
         return {
-            "routes": sorted(sh(["ip", "-n", self.netns(host), "-4", "route", "show"]).stdout.splitlines()),
+            "routes": sorted(NHID.sub("", line)
+                             for line in sh(["ip", "-n", self.netns(host), "-4", "route", "show"]).stdout.splitlines()),
             "cali": sorted(COUNTERS.sub("", line) for line in rules.splitlines() if "cali-" in line),
             "ip_forward": sh([*ns, "cat", "/proc/sys/net/ipv4/ip_forward"]).stdout.strip(),
         }
 
 
+    # --- the spine (FRR), seen from inside its machine ----------------------
+    def vtysh(self, spine, *commands):
+        return self.inside(spine, "vtysh", *(arg for c in commands for arg in ("-c", c))).stdout
+
+    def spine_peers(self, spine):
+        """{reflector's spine address: (state, times the session was Established)} seen by the spine."""
+        peers = json.loads(self.vtysh(spine, "show bgp summary json")).get("ipv4Unicast", {}).get("peers", {})
+        return {ip: (p["state"], p.get("connectionsEstablished")) for ip, p in peers.items()}
+
+    def spine_table(self, spine):
+        return sorted(json.loads(self.vtysh(spine, "show bgp ipv4 unicast json")).get("routes", {}))
+
+    def blocks(self):
+        """The racks' blocks: each host's proto-80 blackhole, inside its machine's namespace."""
+        out = set()
+        for host in self.nodes:
+            routes = self.inside(host, "ip", "-4", "route", "show", "proto", "80", "type", "blackhole").stdout
+            out |= {line.split()[1] for line in routes.splitlines() if line.startswith("blackhole")}
+        return sorted(out)
+
+    def frr_daemons(self, spine):
+        """Which of FRR's daemons run on the spine (staticd, Debian's default, is left out)."""
+        return {name for name in ("zebra", "bgpd", "bfdd", "watchfrr")
+                if self.inside(spine, "pgrep", "-x", name, check=False).returncode == 0}
+
+    def spines_converged(self):
+        """Every spine's sessions Established and its table exactly the racks' blocks."""
+        blocks = self.blocks()
+        for spine in self.spines:
+            peers = self.spine_peers(spine) if self.leader(spine) else {}
+            if not peers or {s for s, _n in peers.values()} != {"Established"} or self.spine_table(spine) != blocks:
+                return False
+        return True
+
+
 def converge_time(lab, t0, timeout=90):
-    """Seconds from t0 until every BGP session is Established and every workload pair answers (checked every
-    0.2 s)."""
+    """Seconds from t0 until every BGP session (BIRD's and the spines') is Established, every spine's table holds
+    exactly the racks' blocks and every workload pair answers (checked every 0.2 s)."""
     deadline = t0 + timeout
     while time.monotonic() < deadline:
-        if lab.established() and not lab.ping_matrix():
+        if lab.established() and lab.spines_converged() and not lab.ping_matrix():
             return time.monotonic() - t0
         time.sleep(0.2)
-    raise AssertionError(f"not converged {timeout} s after the reboot: sessions "
-                         f"{ {h: lab.sessions(h) for h in lab.speakers()} }, failed pings {lab.ping_matrix()[:5]}")
+    spines = {s: (lab.spine_peers(s), lab.spine_table(s)) for s in lab.spines if lab.leader(s)}
+    raise AssertionError(f"not converged within {timeout} s: sessions "
+                         f"{ {h: lab.sessions(h) for h in lab.speakers()} }, spines (peers, table) {spines} "
+                         f"(blocks {lab.blocks()}), failed pings {lab.ping_matrix()[:5]}")
 
 
 def free_prefix(tag):
