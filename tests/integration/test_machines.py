@@ -130,7 +130,7 @@ def test_site_runs_frr_from_apt_under_systemd_on_the_spine(lab):
     assert lab.spine_table(SPINE) == lab.blocks()
 
 
-def test_a_new_frr_conf_is_reloaded_without_resetting_sessions(lab, report):
+def test_frr_conf_is_reloaded_and_turning_bfd_on_resets_no_session(lab, report):
     before = lab.spine_peers(SPINE)
     assert {s for s, _n in before.values()} == {"Established"}, before
     t0 = time.monotonic()
@@ -147,15 +147,17 @@ def test_a_new_frr_conf_is_reloaded_without_resetting_sessions(lab, report):
     assert "Restart FRR" not in off.stdout
     assert "bfdd" not in lab.frr_daemons(SPINE)
     assert " bfd" not in lab.vtysh(SPINE, "show running-config bgpd")
-    # the same sessions all along: never dropped, established once
-    assert lab.spine_peers(SPINE) == before
-    # BIRD's side: a reflector drops BFD before its clients do, whose BFD sessions then go down and take their
-    # BGP sessions to it along (the spine's are kept, above); they come back by themselves
+    # Turning BFD off is not hitless: the spine stops bfdd before the reflectors drop BFD, and a reflector drops
+    # it before its clients, so the far ends' BFD goes down and takes those BGP sessions along once (docs/
+    # topologies.md). They come back by themselves, each established at most once more.
     t0 = time.monotonic()
     took = converge_time(lab, t0, timeout=30)
+    after = lab.spine_peers(SPINE)
+    assert {s for s, _n in after.values()} == {"Established"}, after
+    assert all(n <= before[ip][1] + 1 for ip, (_s, n) in after.items()), (before, after)
     report(f"test_machines: BFD on by `systemctl reload frr` (bfdd started) in a site.yml of {on_s:.1f} s, "
-           f"then off (bfdd stopped): both spine sessions kept (established once); every session Established and "
-           f"30/30 pings {took:.1f} s after the second site.yml")
+           f"then off (bfdd stopped): every session Established again and 30/30 pings {took:.1f} s after the second "
+           f"site.yml (spine sessions established {sorted(n for _s, n in after.values())} times)")
 
 
 def test_reboot_of_a_host_and_its_reflector_comes_back_without_site(lab, report):
