@@ -104,8 +104,8 @@ class MachineLab(ControllerLab):
             "ip_forward": sh([*ns, "cat", "/proc/sys/net/ipv4/ip_forward"]).stdout.strip(),
         }
 
-
     # --- the spine (FRR), seen from inside its machine ----------------------
+
     def vtysh(self, spine, *commands):
         return self.inside(spine, "vtysh", *(arg for c in commands for arg in ("-c", c))).stdout
 
