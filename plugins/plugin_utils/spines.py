@@ -162,8 +162,7 @@ def bfd_multihop(direct, gtsm):
     """Whether FRR's bgpd asks bfdd for a multihop BFD session (UDP 4784) on a spine's session: across a router
     (``ebgp-multihop``), and with GTSM too (``ttl-security hops 1`` sets the peer's TTL to 255, so bgpd counts it as
     multihop). BIRD runs single-hop BFD (UDP 3784) on a ``direct`` session, and neither end would ever come up: the
-    reflector's side of such a session is rendered ``multihop 1`` (GTSM still wants TTL 255 there), with or
-    without BFD, so that turning BFD on or off never changes the session and BIRD never resets it."""
+    reflector's side of such a session is rendered ``multihop 1`` (GTSM still wants TTL 255 there)."""
     return direct is False or bool(gtsm)
 
 
@@ -181,10 +180,9 @@ def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floa
     reflector's, :func:`session_timers`; ``bfd_multihop``: :func:`bfd_multihop`). ``maximum_paths``: ECMP over a
     rack's reflectors.
 
-    A reflector's session to a spine on a shared subnet whose BFD FRR would run multihop (GTSM) gets
-    ``bfd_multihop: True`` in ``plan_hosts`` (its BIRD runs that session as multihop, one hop, whether BFD is on or
-    not), and the reflector ``spine_bfd_multihop: True`` (BIRD then resolves those routes' next hops through its
-    spine leg's subnet)."""
+    With BFD, a reflector's session to a spine whose BFD FRR runs multihop on a shared subnet gets
+    ``bfd_multihop: True`` in ``plan_hosts`` (its BIRD runs that session as multihop, one hop), and the reflector
+    ``spine_bfd_multihop: True`` (BIRD then resolves those routes' next hops through its spine leg's subnet)."""
     if not spines:
         return {}
     net = ipaddress.ip_network(pool)
@@ -231,7 +229,7 @@ def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floa
                     'direct': direct,
                     'ttl_security': gtsm,
                     'bfd': bool(bfd),
-                    'bfd_multihop': bfd_multihop(direct, gtsm),
+                    'bfd_multihop': bool(bfd) and bfd_multihop(direct, gtsm),
                     'password': bool(router['password']),
                     'passive': session_timing(router['ip'], host['spine_ip'], spread=False)[0],
                     'keepalive_time': keepalive,

@@ -100,7 +100,7 @@ def test_each_spine_plan():
                                   ('rr2', '10.255.0.21', '10.255.0.1', 65002, 'rack2', 'calico-in-rack2'),
                                   ('rr3', '10.255.0.31', '10.255.0.1', 65003, 'rack3', 'calico-in-rack3')]
     for n in sp1['neighbors']:
-        assert n['direct'] is True and n['ttl_security'] is True and n['bfd'] is False and n['bfd_multihop'] is True
+        assert n['direct'] is True and n['ttl_security'] is True and n['bfd'] is False and n['bfd_multihop'] is False
         assert n['prefix_list_out'] == 'calico-out'
         # the reflector's timers: BIRD's hold time 240 s (keepalive 80 s), the role's connect retry 5 s
         assert (n['keepalive_time'], n['hold_time'], n['connect_retry']) == (80, 240, 5)
@@ -110,10 +110,8 @@ def test_each_spine_plan():
             theirs = next(x for x in p['hosts'][n['name']]['peers'] if x['name'] == spine)
             assert n['passive'] != theirs['passive']
             assert n['passive'] == session_timing(n['local_ip'], n['ip'], spread=False)[0]
-            # GTSM on a shared subnet: `multihop 1` on the reflector's side with or without BFD, so that turning
-            # BFD on or off never changes (and resets) the session
-            assert theirs['bfd_multihop'] is True and theirs['direct'] is True
-    assert {h for h, host in p['hosts'].items() if host.get('spine_bfd_multihop')} == {'rr1a', 'rr1b', 'rr2', 'rr3'}
+            assert 'bfd_multihop' not in theirs  # without BFD every reflector's session stays `direct`
+    assert not any('spine_bfd_multihop' in host for host in p['hosts'].values())
 
 
 def test_a_spine_session_takes_the_timers_of_its_reflector():
