@@ -8,6 +8,7 @@ configuration only after BIRD accepted it. Stdlib only (runs on target hosts).""
 from __future__ import annotations
 
 import grp
+import ipaddress
 import os
 import re
 import signal
@@ -24,6 +25,9 @@ _PROTO_LINE = re.compile(
     r"(?P<since>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?|\S+)\s*(?P<info>.*?)\s*$"
 )
 _ROUTES = re.compile(r"Routes:\s+(\d+) imported, (?:(\d+) filtered, )?(\d+) exported")
+# `show route`: "<prefix>  <type> [<protocol> <since>] ..." and, for further routes to the same prefix,
+# the same line without the prefix; next hops follow on lines that start with a tab.
+_ROUTE_LINE = re.compile(r"^(?P<prefix>\S+)?\s+(?:unicast|blackhole|unreachable|prohibited)\s+\[(?P<proto>\S+)\s")
 
 # birdc 'configure' answers; see BIRD 2 documentation, "Remote control".
 CONFIGURE_OK = ("Reconfigured", "Reconfiguration in progress", "Reconfiguration already in progress")
@@ -118,6 +122,42 @@ def bgp_sessions(protocols):
     return sessions
 
 
+def parse_route_sources(text):
+    """Every route of `birdc show route` (the master tables) as ``(prefix, protocol)``, best or not."""
+    routes = []
+    prefix = None
+    for line in text.splitlines():
+        if line.startswith("\t"):
+            continue
+        m = _ROUTE_LINE.match(line)
+        if not m:
+            continue
+        if m.group("prefix"):
+            prefix = m.group("prefix")
+        if prefix:
+            routes.append((prefix, m.group("proto")))
+    return routes
+
+
+def uncovered(routes, old, others):
+    """Prefixes that protocols in ``old`` bring and that no protocol in ``others`` covers (the same prefix or a
+    shorter one containing it; a default route covers nothing): what traffic would lose if ``old`` went now."""
+    cover = set()
+    for prefix, proto in routes:
+        if proto in others:
+            net = ipaddress.ip_network(prefix, strict=False)
+            if net.prefixlen:
+                cover.add(net)
+    lost = set()
+    for prefix, proto in routes:
+        if proto not in old or prefix in lost:
+            continue
+        net = ipaddress.ip_network(prefix, strict=False)
+        if not any(c.version == net.version and net.subnet_of(c) for c in cover):
+            lost.add(prefix)
+    return sorted(lost)
+
+
 def read_sessions(run_command, birdc, socket):
     """``{bird_running, sessions[, bird_error]}`` from `birdc -s socket show protocols all`
     (``run_command`` is AnsibleModule.run_command; ``birdc`` None when it is not installed)."""
@@ -204,6 +244,19 @@ class Bird:
             if not down or time.monotonic() > deadline:
                 return down
             time.sleep(0.5)
+
+    def wait_covered(self, old, timeout):
+        """Wait until every prefix the BGP protocols ``old`` bring is brought by another Established BGP
+        session too (see uncovered()); return the prefixes still only behind ``old`` (none: [])."""
+        deadline = time.monotonic() + timeout
+        old = set(old)
+        while True:
+            others = {s["name"] for s in self.sessions() if s["established"]} - old
+            rc, out, _unused = self.m.run_command([self.birdc, "-s", self.p["socket"], "show", "route"])
+            lost = uncovered(parse_route_sources(out), old, others) if rc == 0 else ["(birdc show route failed)"]
+            if not lost or time.monotonic() > deadline:
+                return lost
+            time.sleep(0.2)
 
     def answers(self):
         rc, out, _unused = self.m.run_command([self.birdc, "-s", self.p["socket"], "show", "status"])

@@ -180,9 +180,26 @@ options:
         elements: str
         default: []
       wait_timeout:
-        description: Seconds to wait for O(bird.wait_for).
+        description:
+          - Seconds to wait for O(bird.wait_for), and then for the routes of O(bird.lingering) to be brought by
+            other sessions too. When the routes do not come in time, the module warns and goes on.
         type: float
         default: 60
+      lingering:
+        description:
+          - The old BGP protocols that O(bird.transition_config) keeps beside the new ones. Before O(bird.config)
+            drops them, every prefix they bring must also come through another Established session (the same
+            prefix or a shorter one containing it; not a default route).
+        type: list
+        elements: str
+        default: []
+      transition_only:
+        description:
+          - Stop after the make-before-break step, old and new sessions side by side. A later run with
+            O(bird.config) drops the old ones. Run it on every host of a batch before any host drops its old
+            sessions, because dropping a session also cuts it for the peer.
+        type: bool
+        default: false
       manager:
         description: C(systemd) (the distribution's unit) or C(pidfile) (a daemon tracked by its pid file; the lab).
         type: str
@@ -312,6 +329,11 @@ bird:
     config_changed: {description: bird.conf was (or would be) rewritten., type: bool, returned: always}
     secrets_changed: {description: The secrets file was (or would be) rewritten., type: bool, returned: always}
     transition: {description: The make-before-break step ran and its sessions came up., type: bool, returned: always}
+    uncovered:
+      description: Prefixes the old sessions brought that no new session brought when they were dropped.
+      type: list
+      elements: str
+      returned: when the make-before-break step timed out waiting for them
     pid: {description: Pid of the daemon (pid-file manager)., type: int, returned: always}
   sample: {action: reload, config_changed: true, secrets_changed: false, transition: false, pid: 4242}
 changed_parts:
@@ -324,6 +346,7 @@ changed_parts:
 
 import os
 import tempfile
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -417,12 +440,26 @@ def converge_bird(module, params, check_mode):
             bird.start()
         elif changed or result['secrets_changed']:
             bird.reload()
+        deadline = time.monotonic() + params['wait_timeout']
         down = bird.wait_established(params['wait_for'], params['wait_timeout'])
         if down:
             module.fail_json(msg='make-before-break: sessions %s not Established after %ss; the old sessions are '
                                  'still configured (%s holds both)' % (', '.join(down), params['wait_timeout'], path))
+        # Established is not enough: the new sessions must bring what the old ones do before those go
+        # (a peer may send its routes a while after the session came up).
+        lost = bird.wait_covered(params['lingering'], max(0.0, deadline - time.monotonic()))
+        if lost:
+            result['uncovered'] = lost
+            result['warnings'] = ['make-before-break: %d prefixes the old sessions bring have no path through the '
+                                  'new ones after %ss (%s); the old sessions go anyway'
+                                  % (len(lost), params['wait_timeout'], ', '.join(lost[:5]))]
         result['transition'] = True
         pid = bird.running_pid()
+        if params['transition_only']:
+            result['config_changed'] = True
+            diffs.append({'before_header': path, 'after_header': path, 'before': before_conf or '',
+                          'after': transition})
+            return result, diffs
     changed, before = install_file(path, params['config'], 0o640, group, validate=validate,
                                    check_mode=check_mode)
     if before_conf is None:
@@ -478,6 +515,8 @@ def main():
                 transition_config=dict(type='str'),
                 wait_for=dict(type='list', elements='str', default=[]),
                 wait_timeout=dict(type='float', default=60),
+                lingering=dict(type='list', elements='str', default=[]),
+                transition_only=dict(type='bool', default=False),
                 manager=dict(type='str', default='systemd', choices=['systemd', 'pidfile']),
                 service=dict(type='str', default='bird'),
                 enabled=dict(type='bool', default=True),

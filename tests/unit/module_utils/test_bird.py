@@ -69,3 +69,45 @@ def test_pid_alive(tmp_path):
     assert bird.pid_alive(str(pf)) is None
     pf.write_text("garbage")
     assert bird.pid_alive(str(pf)) is None
+
+
+ROUTES = """BIRD 2.0.12 ready.
+Table master4:
+172.17.0.0/20        unicast [Global_10_255_0_11 10:09:29.260] * (100) [AS65001i]
+\tvia 10.255.0.11 on eth1
+                     unicast [Global_10_255_0_1 10:09:28.100] (100) [AS65100 65001i]
+\tvia 10.255.0.11 on eth1
+172.17.48.0/24       unicast [Global_10_255_0_41 10:09:26.312] * (100) [AS65004i]
+\tvia 10.255.0.41 on eth1
+172.17.16.0/20       blackhole [calico_aggregate 10:09:16.001] * (200)
+172.17.32.0/24       unicast [Global_10_255_0_31 10:09:26.235] * (100) [AS65003i]
+\tvia 10.255.0.31 on eth1
+0.0.0.0/0            unicast [Global_10_255_0_2 10:09:28.300] * (100) [AS65100i]
+\tvia 10.255.0.2 on eth1
+
+Table master6:
+fd00:1::/122         unicast [Global_10_255_0_41 10:09:26.312] * (100) [AS65004i]
+\tvia fd00::41 on eth1
+fd00::/16            unicast [Global_10_255_0_1 10:09:26.312] * (100) [AS65100 65004i]
+\tvia fd00::1 on eth1
+"""
+
+
+def test_parse_route_sources_reads_every_route_best_or_not():
+    routes = bird.parse_route_sources(ROUTES)
+    assert ("172.17.0.0/20", "Global_10_255_0_1") in routes and ("172.17.0.0/20", "Global_10_255_0_11") in routes
+    assert ("172.17.16.0/20", "calico_aggregate") in routes and ("fd00:1::/122", "Global_10_255_0_41") in routes
+    assert len(routes) == 8
+
+
+def test_uncovered_names_what_the_old_sessions_alone_bring():
+    routes = bird.parse_route_sources(ROUTES)
+    new = {"Global_10_255_0_1", "Global_10_255_0_2"}
+    # the spine brings rack1's aggregate; rack4's block and rack3's block only come from the old sessions (the
+    # default route from sp2 covers nothing); the v6 block is inside the v6 route the spine brings
+    old = {"Global_10_255_0_11", "Global_10_255_0_31", "Global_10_255_0_41"}
+    assert bird.uncovered(routes, old, new) == ["172.17.32.0/24", "172.17.48.0/24"]
+    assert bird.uncovered(routes, {"Global_10_255_0_11"}, new) == []
+    assert bird.uncovered(routes, set(), new) == []
+    # a static route of the host itself does not count as a path through a session
+    assert bird.uncovered(routes, {"Global_10_255_0_41"}, {"Global_10_255_0_1"}) == ["172.17.48.0/24"]

@@ -275,14 +275,12 @@ def test_concurrent_adds_get_distinct_addresses(tmp_path):
     data_dir = str(tmp_path / 'data')
     n = 50
     barrier, results = ctx.Barrier(n), ctx.Queue()
-    started = time.monotonic()
     procs = [ctx.Process(target=_add_one, args=(data_dir, i, barrier, results)) for i in range(n)]
     for proc in procs:
         proc.start()
     addrs = [results.get(timeout=10) for _index in range(n)]
     for proc in procs:
         proc.join(10)
-    elapsed = time.monotonic() - started
     assert [p.exitcode for p in procs] == [0] * n
     assert len(set(addrs)) == n
     assert '10.0.0.0' not in addrs
@@ -291,4 +289,3 @@ def test_concurrent_adds_get_distinct_addresses(tmp_path):
     assert sorted(r['ip'] for r in records.values()) == sorted(addrs)
     # round robin under the lock: exactly the first n addresses, each once
     assert set(addrs) == {'10.0.0.%d' % i for i in range(1, n + 1)}
-    assert elapsed < 3, elapsed

@@ -46,6 +46,10 @@ class FakeBird:
         self.w['actions'].append(('wait', tuple(names)))
         return sorted(self.w['never_up'] & set(names))
 
+    def wait_covered(self, old, timeout):
+        self.w['actions'].append(('covered', tuple(old)))
+        return self.w['uncovered']
+
 
 @pytest.fixture
 def world(tmp_path, monkeypatch):
@@ -54,7 +58,7 @@ def world(tmp_path, monkeypatch):
     (proc / 'net/ipv4').mkdir(parents=True, exist_ok=True)
     (proc / 'net/ipv4/ip_forward').write_text('0\n')
     state = {'kernel': fake, 'pid': None, 'validated': [], 'actions': [], 'rejects': None, 'never_up': set(),
-             'dir': tmp_path / 'bird'}
+             'uncovered': [], 'dir': tmp_path / 'bird'}
     monkeypatch.setattr(mod, 'SYSCTL_ROOT', str(proc))
     monkeypatch.setattr(mod, 'make_ip', lambda module: iproute.IpCommand(
         ip_bin='/sbin/ip', nsenter_bin='/usr/bin/nsenter', runner=fake.runner, workers=1))
@@ -138,7 +142,34 @@ def test_make_before_break_runs_both_sessions_until_the_new_are_up(world, monkey
     both, final = CONF + '# old and new\n', CONF + '# new only\n'
     result = run(monkeypatch, args(world, config=final, transition_config=both, wait_for=['RR_10_0_0_1']))
     assert result['bird']['transition'] is True
-    assert world['actions'][1:] == [('reload', both), ('wait', ('RR_10_0_0_1',)), ('reload', final)]
+    assert world['actions'][1:] == [('reload', both), ('wait', ('RR_10_0_0_1',)), ('covered', ()), ('reload', final)]
+
+
+def test_make_before_break_can_stop_with_both_sessions_for_the_batch(world, monkeypatch):
+    """transition_only: the host keeps old and new sessions; the next run (after every host of the batch got
+    there) drops the old ones without a second wait for anything but what is still missing."""
+    run(monkeypatch, args(world))
+    both, final = CONF + '# old and new\n', CONF + '# new only\n'
+    step = dict(config=final, transition_config=both, wait_for=['Global_10_255_0_1'], lingering=['Global_10_255_0_21'])
+    result = run(monkeypatch, args(world, transition_only=True, **step))
+    assert result['changed'] is True and result['bird']['transition'] is True
+    assert (world['dir'] / 'bird.conf').read_text() == both
+    wait, covered = ('wait', ('Global_10_255_0_1',)), ('covered', ('Global_10_255_0_21',))
+    assert world['actions'][1:] == [('reload', both), wait, covered]
+    world['actions'].clear()
+    result = run(monkeypatch, args(world, **step))
+    assert world['actions'] == [wait, covered, ('reload', final)]
+    assert (world['dir'] / 'bird.conf').read_text() == final
+
+
+def test_make_before_break_warns_when_the_new_sessions_never_bring_a_prefix(world, monkeypatch):
+    run(monkeypatch, args(world))
+    world['uncovered'] = ['172.17.48.0/24']
+    result = run(monkeypatch, args(world, config=CONF + '# new\n', transition_config=CONF + '# both\n',
+                                   wait_for=['Global_10_255_0_1'], lingering=['Global_10_255_0_21'], wait_timeout=0))
+    assert result['bird']['uncovered'] == ['172.17.48.0/24']
+    assert any('172.17.48.0/24' in w and 'old sessions go anyway' in w for w in result['bird']['warnings']), result
+    assert (world['dir'] / 'bird.conf').read_text() == CONF + '# new\n'
 
 
 def test_make_before_break_stops_when_new_sessions_stay_down(world, monkeypatch):
