@@ -16,6 +16,7 @@ from ansible_collections.netfleet.calico.plugins.module_utils.iproute import NET
 # sysctl
 # --------------------------------------------------------------------------------------------
 
+
 def sysctl_path(name, root=PROC_SYS):
     """'net.ipv4.ip_forward' or 'net/ipv4/conf/eth0.100/forwarding' -> path under /proc/sys.
 

@@ -32,7 +32,7 @@ def build_routes(params):
     for index, spec in enumerate(params['routes'] or []):
         try:
             route = iproute_routes.make_route(spec.get('dest'), type=spec.get('type'), via=spec.get('via'),
-                                       dev=spec.get('dev'), onlink=spec.get('onlink'), metric=spec.get('metric'))
+                                              dev=spec.get('dev'), onlink=spec.get('onlink'), metric=spec.get('metric'))
         except ValueError as exc:
             raise ValueError('routes[%d]: %s' % (index, exc)) from None
         if route.dev and any(route.dev.startswith(prefix) for prefix in ignore):
@@ -52,7 +52,7 @@ def reconcile(ip, routes, protocol, table, ignore, check_mode=False):
         return not (route.dev and any(route.dev.startswith(prefix) for prefix in ignore))
 
     result = iproute_routes.reconcile_routes(ip, routes, protocol=protocol, table=table, include=include,
-                                      families=(4, 6), check_mode=check_mode)
+                                             families=(4, 6), check_mode=check_mode)
     return {
         'changed': result['changed'],
         'added': result['add'],

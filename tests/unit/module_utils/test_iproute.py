@@ -115,25 +115,25 @@ def test_route_from_kernel_shapes():
     assert iproute_routes.route_from_kernel({'dst': '172.17.8.2', 'dev': 'cali1', 'scope': 'link', 'flags': []}) == \
         Route('172.17.8.2/32', 'unicast', None, 'cali1', False, 0, 'link')
     assert iproute_routes.route_from_kernel({'type': 'blackhole', 'dst': 'fd00::/64', 'dev': 'lo', 'metric': 1024,
-                                      'flags': [], 'pref': 'medium'}, 6) == \
+                                             'flags': [], 'pref': 'medium'}, 6) == \
         Route('fd00::/64', 'blackhole', None, None, False, 1024, 'global')
     assert iproute_routes.route_from_kernel({'dst': '172.17.9.0/24', 'gateway': '192.168.1.2', 'dev': 'tun0',
-                                      'flags': ['onlink']}).onlink is True
+                                             'flags': ['onlink']}).onlink is True
     assert iproute_routes.route_from_kernel({'dst': 'default', 'via': {'family': 'inet6', 'host': 'fe80::1'},
-                                      'dev': 'eth0', 'flags': []}).via == 'fe80::1'
+                                             'dev': 'eth0', 'flags': []}).via == 'fe80::1'
 
 
 def test_route_matches_ignores_unspecified_dev_and_linkdown():
     want = iproute_routes.make_route('172.17.9.0/24', via='192.168.100.101')
     have = iproute_routes.route_from_kernel({'dst': '172.17.9.0/24', 'gateway': '192.168.100.101', 'dev': 'eth0',
-                                      'flags': ['linkdown']})
+                                             'flags': ['linkdown']})
     assert iproute_routes.route_matches(want, have)
     assert not iproute_routes.route_matches(want._replace(onlink=True, dev='eth0'), have)
     host = Route('172.17.8.2/32', 'unicast', None, 'cali1', False, 0, 'link')
     assert iproute_routes.route_matches(host, iproute_routes.route_from_kernel({'dst': '172.17.8.2', 'dev': 'cali1',
-                                                                  'scope': 'link'}))
+                                                                                'scope': 'link'}))
     assert not iproute_routes.route_matches(host, iproute_routes.route_from_kernel({'dst': '172.17.8.2', 'dev': 'cali2',
-                                                                      'scope': 'link'}))
+                                                                                    'scope': 'link'}))
 
 
 def test_route_matches_ipv6_has_no_scope():
@@ -220,7 +220,7 @@ def test_reconcile_routes_reads_per_family_and_writes_once():
     ip = iproute.IpCommand(ip_bin='ip', runner=rec)
     block = iproute_routes.make_route('172.17.8.0/24', type='blackhole')
     result = iproute_routes.reconcile_routes(ip, [block], include=lambda r: not (r.dev or '').startswith('cali'),
-                                      families=(4, 6))
+                                             families=(4, 6))
     assert result['changed'] is True
     assert result['add'] == ['blackhole 172.17.8.0/24'] and result['delete'] == ['blackhole 172.17.7.0/24']
     assert result['before'] == ['blackhole 172.17.7.0/24'] and result['after'] == ['blackhole 172.17.8.0/24']
@@ -231,7 +231,7 @@ def test_reconcile_routes_reads_per_family_and_writes_once():
     # check mode: same answer, no write
     rec.calls.clear()
     result = iproute_routes.reconcile_routes(ip, [block], include=lambda r: not (r.dev or '').startswith('cali'),
-                                      families=(4, 6), check_mode=True)
+                                             families=(4, 6), check_mode=True)
     assert result['changed'] and not [call for call in rec.calls if '-batch' in call[0]]
 
 
