@@ -10,7 +10,8 @@ inventories/lab-spine's, plus a generated hosts.yml: bench/convergence_fabric.py
 lab/playbooks/lab_up.yml under a fresh prefix (NETFLEET_LAB_PREFIX=cv<hex>, --prefix) and provisions it with
 site.yml (wall clock and CPU seconds, cold; the fabric plan it rolled out is kept by
 bench/callback_plugins/bench_plan.py). On the 60-host cases (every case with --site) site.yml runs a second
-time with nothing to change. Then, with the real kernel, real BIRD and real FRR (bench/convergence_daemons.py):
+time with nothing to change. Then, with the real kernel, real BIRD and real FRR (bench/convergence_measure.py
+and bench/convergence_daemons.py):
 
 1. stop every BIRD of the lab and, with spines, every spine's zebra and bgpd (SIGTERM to the pid of its pid
    file, wait until it is gone), flush the kernel routes they left (`proto bird`, zebra's `proto bgp`) and the
@@ -40,40 +41,18 @@ prefix is left.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import re
-import resource
 import secrets
-import select
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import benchdoc  # noqa: E402 (bench/ is on sys.path when a bench runs)
-from convergence_daemons import (
-    RouteWatch,
-    cpu_busy,
-    cross_check,
-    discover,
-    discover_frr,
-    flush,
-    own_cpu_ticks,
-    proc_cpu_ticks,
-    read_blocks,
-    rss_kib,
-    sessions,
-    sh,
-    start_all,
-    stop_all,
-    tcp_counters,
-)
+from convergence_daemons import discover, discover_frr, read_blocks
 from convergence_fabric import (
     POOL,
     expectations,
@@ -82,256 +61,15 @@ from convergence_fabric import (
     spine_inventory,
     write_inventory,
 )
+from convergence_lab import CPU_USED, lab_down, log, machine, playbook, profile, recap
+from convergence_measure import device_scan_2s, measure, naive_timers, variant
 from convergence_report import report, section_of
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / 'docs' / 'benchmarks.md'
-# the venv's (the repository's .venv, else the one running this script: a worktree has none)
-BIN = REPO / '.venv' / 'bin' if (REPO / '.venv' / 'bin').is_dir() else Path(sys.executable).parent
-PLAYBOOK = BIN / 'ansible-playbook'
-CALLBACKS = REPO / 'bench' / 'callback_plugins'
-
-TIMER_LINE = re.compile(r'^\s*(connect delay time|connect retry time|error wait time)\b')
-DEVICE_SCAN_DEFAULT = 60   # BIRD's default scan time of protocol device
-
-
-def log(msg):
-    print('bench: ' + msg, flush=True)
-
-
-# ------------------------------------------------------------------------------------------ playbooks
-
-CPU_USED = {}   # tag -> CPU seconds (user + system) of the playbook and everything it ran
-
-
-def playbook(name, inventory, prefix, logdir, tag, forks=None, repo=REPO, extra=()):
-    """Run a playbook of checkout ``repo`` (its ansible.cfg, so its collections) with ``extra`` arguments;
-    returns (wall seconds, PLAY RECAP totals, timing record of bench_timing). The fabric plan of a site.yml run
-    is left in <logdir>/<tag>.plan.json (bench_plan)."""
-    timing = logdir / ('%s.timing.json' % tag)
-    env = dict(os.environ, NETFLEET_LAB_PREFIX=prefix, ANSIBLE_CALLBACK_PLUGINS=str(CALLBACKS),
-               ANSIBLE_CALLBACKS_ENABLED='bench_timing,bench_plan', BENCH_TIMING_FILE=str(timing),
-               BENCH_PLAN_FILE=str(logdir / ('%s.plan.json' % tag)),
-               ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', ANSIBLE_CONFIG=str(repo / 'ansible.cfg'))
-    if forks:
-        env['ANSIBLE_FORKS'] = str(forks)
-    out = logdir / ('%s.log' % tag)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    with open(out, 'w') as handle:
-        rc = subprocess.run([str(PLAYBOOK), '-i', str(inventory), *extra, name], cwd=repo, env=env, check=False,
-                            stdout=handle, stderr=subprocess.STDOUT).returncode
-    secs = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    CPU_USED[str(logdir / tag)] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    text = out.read_text()
-    if rc != 0:
-        raise RuntimeError('%s failed (rc %d), log %s:\n%s' % (name, rc, out, text[-3000:]))
-    totals = {}
-    for m in re.finditer(r'^\S+\s+:\s+(ok=.*)$', text, re.M):
-        for key, value in re.findall(r'(\w+)=(\d+)', m.group(1)):
-            totals[key] = totals.get(key, 0) + int(value)
-    record = json.loads(timing.read_text()) if timing.exists() else None
-    return secs, totals, record
-
-
-def profile(record):
-    """Per task of a run: wall time (first host starting it to the last host finishing it), median time a
-    host's run of it was in flight, and how many hosts ran (ok/changed) or skipped it."""
-    rows = []
-    for task in record['tasks'] if record else []:
-        runs = [(s, e) for s, e, _status in task['hosts'].values() if s is not None and e is not None]
-        if not runs:
-            continue
-        statuses = {}
-        for _s, _e, status in task['hosts'].values():
-            statuses[status] = statuses.get(status, 0) + 1
-        rows.append({'task': task['task'].split(' : ', 1)[-1], 'action': task['action'],
-                     'wall': max(e for _s, e in runs) - min(s for s, _e in runs),
-                     'per_host': statistics.median(e - s for s, e in runs),
-                     'ran': statuses.get('ok', 0) + statuses.get('changed', 0), 'statuses': statuses})
-    return {'total': (record['end'] - record['start']) if record else 0.0, 'tasks': rows}
-
-
-def converge_once(birds, spines, watches, timeout):
-    """Stop, flush, start all BIRDs and the spines' FRRs; seconds from start until every host (and spine) holds
-    every route the plan gives it."""
-    speakers = birds + spines
-    tcp0 = tcp_counters(speakers)
-    stopped, killed = stop_all(speakers)
-    flush(speakers)
-    for w in watches:
-        w.dump()
-    settle = time.monotonic() + 1.0
-    while time.monotonic() < settle:       # drain dumps; the tables must be empty of the daemons' routes
-        select.select(watches, [], [], 0.1)
-        for w in watches:
-            w.read()
-    stale = sum(len(w.routes) for w in watches)
-    if stale:
-        raise RuntimeError('%d proto bird/bgp routes left after stopping the daemons and flushing' % stale)
-    loadavg = os.getloadavg()[0]
-    cpu0 = cpu_busy()
-    own0 = own_cpu_ticks()
-    poller = select.poll()
-    by_fd = {}
-    for speaker, w in zip(speakers, watches):
-        poller.register(w.fileno(), select.POLLIN)
-        by_fd[w.fileno()] = (speaker, w)
-    for w in watches:
-        w.seen.clear()                       # arrival times count from the start
-    done = {}
-    wall0 = time.time()
-    t0 = time.perf_counter()
-    spawn = start_all(birds, spines)
-    pending = {s.host for s in speakers}
-    for speaker, w in zip(speakers, watches):       # events that arrived while the daemons were being spawned
-        w.read()
-        if speaker.expect <= w.routes:
-            done[speaker.host] = time.perf_counter() - t0
-            pending.discard(speaker.host)
-    while pending:
-        left = timeout - (time.perf_counter() - t0)
-        if left <= 0:
-            break
-        for fd, _ev in poller.poll(min(left, 0.5) * 1000):
-            speaker, w = by_fd[fd]
-            if w.read() and speaker.host in pending and speaker.expect <= w.routes:
-                done[speaker.host] = time.perf_counter() - t0
-                pending.discard(speaker.host)
-    elapsed = max(done.values()) if not pending else None
-    cpu1 = cpu_busy()
-    own1 = own_cpu_ticks()
-    # the daemons started in this window: all their CPU is in it
-    daemon_ticks = {kind: sum(proc_cpu_ticks(p) for s in speakers if s.kind == kind for p in s.pids())
-                    for kind in ('BIRD', 'FRR')}
-    busy, total = cpu1[0] - cpu0[0], max(cpu1[1] - cpu0[1], 1)
-    arrivals = sorted(t - t0 for s, w in zip(speakers, watches) for key, t in w.seen.items() if key in s.expect)
-    held = [len(w.routes) for s, w in zip(speakers, watches) if s.kind == 'BIRD']
-    result = {'seconds': elapsed, 'spawn': spawn, 'pending': sorted(pending),
-              'host_median': statistics.median(done.values()) if done else None,
-              'spines_done': max((done[s.host] for s in spines if s.host in done), default=None),
-              'stopped': stopped, 'killed': killed, 'loadavg_before': loadavg,
-              'cpu_busy': busy / total,
-              'cpu_daemons': {k: v / os.sysconf('SC_CLK_TCK') for k, v in daemon_ticks.items()},
-              # CPU used by anything but this lab's daemons and this benchmark (other labs, tests) in the window
-              'cpu_others': max(0, busy - sum(daemon_ticks.values()) - (own1 - own0)) / total,
-              'overruns': sum(w.overruns for w in watches),
-              'routes': len(arrivals),
-              'routes_per_host': (min(held), statistics.median(held), max(held)) if held else None,
-              'route_p50': arrivals[len(arrivals) // 2] if arrivals else None,
-              'route_p99': arrivals[min(len(arrivals) - 1, int(len(arrivals) * 0.99))] if arrivals else None,
-              'routes_late': sum(1 for a in arrivals if a > (elapsed or 0) - 1.0 and a > 3.0)}
-    if not pending:
-        cross_check(speakers)
-    total, est, ups = sessions(speakers)
-    tcp1 = tcp_counters(speakers)
-    # when each kind of session came up (s after the start; BIRD gives whole seconds): median, max
-    session_up = {kind: (statistics.median(t) - wall0, max(t) - wall0) for kind, t in sorted(ups.items())}
-    result.update(bgp_protocols=total, established=est, rss_kib=rss_kib(birds), frr_rss_kib=rss_kib(spines),
-                  session_up=session_up,
-                  listen_overflows=tcp1['ListenOverflows'] - tcp0['ListenOverflows'],
-                  syn_retrans=tcp1['TCPSynRetrans'] - tcp0['TCPSynRetrans'])
-    return result
-
-
-def naive_timers(text):
-    """BIRD's default timers: drop the role's connect delay/retry and error wait lines."""
-    text = ''.join(line for line in text.splitlines(keepends=True) if not TIMER_LINE.match(line))
-    return device_scan(text, DEVICE_SCAN_DEFAULT)
-
-
-def device_scan(text, seconds):
-    """`scan time <seconds>` in `protocol device` (the role ships 1; Calico's templates 2)."""
-    out, in_device = [], False
-    for line in text.splitlines(keepends=True):
-        if line.startswith('protocol device'):
-            in_device = True
-        elif in_device and line.startswith('}'):
-            in_device = False
-        if in_device and re.match(r'\s*scan time \d+;', line):
-            line = re.sub(r'scan time \d+;', 'scan time %d;' % seconds, line)
-        out.append(line)
-    return ''.join(out)
-
-
-def device_scan_2s(text):
-    """Ablation: the role's timers with Calico's `scan time 2` in `protocol device` (the role ships 1). The
-    scan timer bounds BIRD 2.0.12's idle poll() (3 s otherwise); work scheduled from a firing timer (a connect
-    delay, say) waits for the next wake-up, so the period of the fastest timer is the tail of a cold start."""
-    return device_scan(text, 2)
-
-
-def rewrite_confs(birds, transform, originals):
-    """Rewrite every bird.conf with transform (originals keeps the role's files); checked by bird -p."""
-    for bird in birds:
-        text = originals.setdefault(bird.conf, Path(bird.conf).read_text())
-        Path(bird.conf).write_text(transform(text))
-    sh(['bird', '-p', '-c', birds[0].conf])
-
-
-def restore_confs(originals):
-    for path, text in originals.items():
-        Path(path).write_text(text)
-
-
-def variant(birds, spines, transform, repeat, timeout):
-    originals = {}
-    try:
-        rewrite_confs(birds, transform, originals)
-        return measure(birds, spines, repeat, timeout)
-    finally:
-        restore_confs(originals)
-
-
-def measure(birds, spines, repeat, timeout):
-    runs = []
-    watches = [RouteWatch(s.netns, s.proto) for s in birds + spines]
-    try:
-        for i in range(repeat):
-            run = converge_once(birds, spines, watches, timeout)
-            log('  run %d: %s' % (i + 1, fmt_run(run)))
-            runs.append(run)
-    finally:
-        for w in watches:
-            w.close()
-    return runs
-
-
-def fmt_run(run):
-    secs = '%.2f s' % run['seconds'] if run['seconds'] is not None else 'NOT converged (%d hosts pending)' % len(
-        run['pending'])
-    return ('%s (median host %.2f s, routes p50/p99 %.2f/%.2f s, spawn %.2f s%s), %d/%d BGP protocols Established, '
-            'BIRD RSS %.0f MiB%s, SYNs dropped %d / retransmitted %d, load before %.2f, CPU busy %.0f %% '
-            '(BIRD %.1f CPU s, FRR %.1f CPU s, others %.0f %%)%s' % (
-                secs, run['host_median'] or 0, run['route_p50'] or 0, run['route_p99'] or 0, run['spawn'],
-                ', spines %.2f s' % run['spines_done'] if run['spines_done'] is not None else '',
-                run['established'], run['bgp_protocols'],
-                run['rss_kib'] / 1024, ', FRR RSS %.0f MiB' % (run['frr_rss_kib'] / 1024) if run['frr_rss_kib'] else '',
-                run['listen_overflows'], run['syn_retrans'], run['loadavg_before'],
-                100 * run['cpu_busy'], run['cpu_daemons']['BIRD'], run['cpu_daemons']['FRR'], 100 * run['cpu_others'],
-                ', %d netlink overruns' % run['overruns'] if run['overruns'] else '')) + (
-        '; sessions up (median/max s): ' + ', '.join(
-            '%s %.1f/%.1f' % (k, m, x) for k, (m, x) in run.get('session_up', {}).items()))
 
 
 # ------------------------------------------------------------------------------------------ one case
-
-def lab_namespaces(prefix):
-    out = sh(['ip', 'netns', 'list']).stdout
-    return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(prefix + '-')]
-
-
-def lab_down(inv, prefix, logdir):
-    """Remove a bench lab with lab_down.yml; warn about (and return) any namespace of its prefix left."""
-    try:
-        playbook('lab/playbooks/lab_down.yml', inv, prefix, logdir, 'lab_down')
-    finally:
-        left = lab_namespaces(prefix)
-        if left:
-            log('  WARNING: namespaces of %s left after lab_down: %s' % (prefix, ' '.join(left[:10])))
-    return left
-
 
 def ensure_gc_thresh(size, topology):
     """The neighbour table is shared by all namespaces: a full mesh of N hosts holds
@@ -433,22 +171,6 @@ def run_case(topology, size, args, workdir):
     if args.keep_logs:
         log('  logs kept in %s' % logdir)
     return case
-
-
-def recap(totals):
-    return ', '.join('%s=%d' % (k, totals.get(k, 0)) for k in ('ok', 'changed', 'failed', 'skipped'))
-
-
-def machine():
-    cpu = benchdoc.cpu_model()
-    bird = sh(['bird', '--version']).stderr.strip() or sh(['bird', '--version']).stdout.strip()
-    frr = subprocess.run(['/usr/lib/frr/bgpd', '--version'], capture_output=True, text=True, check=False).stdout
-    ansible = sh([str(PLAYBOOK), '--version']).stdout.splitlines()[0]
-    return {'nproc': os.cpu_count(), 'kernel': platform.release(), 'cpu': cpu, 'bird': bird,
-            'frr': 'FRR ' + frr.split()[2] if frr.startswith('bgpd version') else 'FRR (not found)',
-            'ansible': ansible.replace('ansible-playbook ', 'ansible-core ').strip(),
-            'python': platform.python_version(), 'load': os.getloadavg()[0],
-            'date': datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}
 
 
 def main():

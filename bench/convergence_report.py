@@ -50,23 +50,33 @@ def secs_range(runs):
     return '%.2f s (%.2f-%.2f)' % (statistics.median(values), min(values), max(values))
 
 
+def measured(cases):
+    """(case, its last run, median converge as shipped, naive / shipped) for every case that was measured."""
+    for c in cases:
+        if 'tuned' not in c:
+            continue
+        tuned = med(c['tuned'])
+        naive = med(c['naive']) if c.get('naive') else None
+        ratio = ('%.1fx' % (naive / tuned)) if naive and tuned else ('' if not c.get('naive') else '-')
+        yield c, c['tuned'][-1], tuned, ratio
+
+
+def target_cell(target, tuned):
+    """A table cell: the target in seconds and whether the median met it (empty without a target)."""
+    if not target:
+        return ''
+    return '<= %.0f s: %s' % (target, 'met' if tuned is not None and tuned <= target else 'NOT met')
+
+
 def table(cases):
     rows = ['| lab | BIRDs | BGP sessions (Established) | converge, role as shipped | BIRD default timers (naive) | '
             'naive / role | ablation: device scan time 2 (Calico) | hand-built (article) | target | total BIRD RSS |',
             '|---|---|---|---|---|---|---|---|---|---|']
-    for c in cases:
-        if 'tuned' not in c:
-            continue
-        last = c['tuned'][-1]
-        tuned = med(c['tuned'])
-        naive = med(c['naive']) if c.get('naive') else None
-        ratio = ('%.1fx' % (naive / tuned)) if naive and tuned else ('' if not c.get('naive') else '-')
+    for c, last, tuned, ratio in measured(cases):
         design = DESIGN.get((c['topology'], c['size']))
         dn = DESIGN_NAIVE.get((c['topology'], c['size']))
         design_s = ('%.1f s' % design if design else '') + (' (naive %.1f s)' % dn if dn else '')
-        target = TARGET_CONVERGE.get(c['topology']) if c['size'] == 120 else None
-        target_s = ('<= %.0f s: %s' % (target, 'met' if tuned is not None and tuned <= target else 'NOT met')
-                    if target else '')
+        target_s = target_cell(TARGET_CONVERGE.get(c['topology']) if c['size'] == 120 else None, tuned)
         name = lab_name(c)
         rows.append('| %s | %d | %d (%d) | %s | %s | %s | %s | %s | %s | %.0f MiB |' % (
             name, c['birds'], last['bgp_protocols'] // 2, last['established'] // 2, secs_range(c['tuned']),
@@ -238,16 +248,8 @@ def spine_table(cases):
             '| converge, as shipped | spines converged | BIRD default timers (naive) | naive / ours | target '
             '| BIRD RSS | FRR RSS |',
             '|---|---|---|---|---|---|---|---|---|---|---|']
-    for c in cases:
-        if 'tuned' not in c:
-            continue
-        last = c['tuned'][-1]
-        tuned = med(c['tuned'])
-        naive = med(c['naive']) if c.get('naive') else None
-        ratio = ('%.1fx' % (naive / tuned)) if naive and tuned else ('' if not c.get('naive') else '-')
-        target = TARGET_SPINE.get(c['size'])
-        target_s = ('<= %.0f s: %s' % (target, 'met' if tuned is not None and tuned <= target else 'NOT met')
-                    if target else '')
+    for c, last, tuned, ratio in measured(cases):
+        target_s = target_cell(TARGET_SPINE.get(c['size']), tuned)
         held = last['routes_per_host']
         spines_done = [r['spines_done'] for r in c['tuned'] if r['spines_done'] is not None]
         rows.append('| %s | %d BIRD + %d FRR | %d (%d) | %s | %s | %s | %s | %s | %s | %.0f MiB | %.0f MiB |' % (

@@ -4,7 +4,7 @@
     .venv/bin/python bench/routes.py            (root; about a minute)
 
 1. Routes: in a fresh network namespace with 10 cali veths, program 1,000 and 10,000 /32
-   routes through iproute.reconcile_routes (one `ip -j` read + one `ip -batch`), re-run with
+   routes through iproute_routes.reconcile_routes (one `ip -j` read + one `ip -batch`), re-run with
    nothing to change, and compare with one `ip route add` process per route (measured for
    1,000; the 10,000 figure is extrapolated from that sample and labelled so). The same for
    IPv6 /128 routes (`ip -6 route add` per route for the naive way).
@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / 'collections'))
 
 import benchdoc  # noqa: E402 (bench/ is on sys.path when a bench runs)
 
-from ansible_collections.netfleet.calico.plugins.module_utils import iproute  # noqa: E402
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute, iproute_routes  # noqa: E402
 
 DOC = REPO / 'docs' / 'benchmarks.md'
 SECTION = '## bench/routes'
@@ -89,14 +89,14 @@ def host_routes(count, base):
     routes = []
     for i in range(count):
         dst = '%s.%d.%d/32' % (base, i // 256, i % 256)
-        routes.append(iproute.Route(dst, 'unicast', None, 'cali%011d' % (i % VETHS), False, 0, 'link'))
+        routes.append(iproute_routes.Route(dst, 'unicast', None, 'cali%011d' % (i % VETHS), False, 0, 'link'))
     return routes
 
 
 def host_routes6(count, base):
     """``count`` /128 routes spread over the cali veths, as calico_workloads writes them (metric 1024, no scope)."""
-    return [iproute.Route('%s::%x/128' % (base, i + 1), 'unicast', None, 'cali%011d' % (i % VETHS), False, 1024, None)
-            for i in range(count)]
+    return [iproute_routes.Route('%s::%x/128' % (base, i + 1), 'unicast', None, 'cali%011d' % (i % VETHS), False,
+                                 1024, None) for i in range(count)]
 
 
 def bench_routes(ip, family=4):
@@ -112,13 +112,13 @@ def bench_routes(ip, family=4):
     rows = {}
     for count in (1000, 10000):
         desired = make(count)
-        secs, result = timed(iproute.reconcile_routes, ip, desired, include=owned, families=families)
+        secs, result = timed(iproute_routes.reconcile_routes, ip, desired, include=owned, families=families)
         assert result['changed'] and len(result['add']) == count, result['commands'][:3]
         rows['new_%d' % count] = secs
-        secs, result = timed(iproute.reconcile_routes, ip, desired, include=owned, families=families)
+        secs, result = timed(iproute_routes.reconcile_routes, ip, desired, include=owned, families=families)
         assert not result['changed'], result['commands'][:3]
         rows['nochange_%d' % count] = secs
-        secs, result = timed(iproute.reconcile_routes, ip, [], include=owned, families=families)
+        secs, result = timed(iproute_routes.reconcile_routes, ip, [], include=owned, families=families)
         assert len(result['delete']) == count
         rows['delete_%d' % count] = secs
     # naive: one `ip route add` process per route
@@ -130,7 +130,7 @@ def bench_routes(ip, family=4):
                        check=True)
     rows['naive_1000'] = time.perf_counter() - start
     rows['naive_10000_extrapolated'] = rows['naive_1000'] * 10
-    iproute.reconcile_routes(ip, [], include=owned, families=families)
+    iproute_routes.reconcile_routes(ip, [], include=owned, families=families)
     return rows
 
 
@@ -270,7 +270,7 @@ def report(info, routes, workloads, routes6, workloads6):
         % (info['date'], info['nproc'], info['kernel'], info['cpu'], info['iproute2'], info['python']),
         '',
         'Routes: /32 routes on 10 cali veths inside a fresh namespace. "reconcile" is',
-        '`iproute.reconcile_routes` (the path of calico_routes and calico_workloads): one `ip -j route show`',
+        '`iproute_routes.reconcile_routes` (the path of calico_routes and calico_workloads): one `ip -j route show`',
         'read, the plan, one `ip -batch`. "naive" is one `ip route add` process per route.',
         '',
         *route_rows(r, '/32'),

@@ -6,7 +6,7 @@
 
 For every size and for both checkouts (the baseline is exported with `git archive REV` into a temporary
 directory: its own ansible.cfg, roles and plugins; the lab collection and the bench helpers are this
-checkout's) it builds a fresh full-mesh lab with bench/convergence.py's helpers (temporary inventory,
+checkout's) it builds a fresh full-mesh lab with bench/convergence_lab.py's helpers (temporary inventory,
 lab/playbooks/lab_up.yml under a fresh NETFLEET_LAB_PREFIX=sc<hex>), runs site.yml cold and once more
 with nothing to change, and removes the lab with lab_down (also on failure). For each site.yml run:
 
@@ -42,7 +42,9 @@ import tempfile
 from pathlib import Path
 
 import benchdoc  # noqa: E402 (bench/ is on sys.path when a bench runs)
-from convergence import BIN, CPU_USED, REPO, lab_down, log, mesh_inventory, playbook, sh, write_inventory
+from convergence_daemons import sh
+from convergence_fabric import mesh_inventory, write_inventory
+from convergence_lab import BIN, CPU_USED, REPO, lab_down, log, machine, playbook
 
 SECTION = '## bench/site_cpu'
 RECAP = re.compile(r'^(\S+)\s+:\s+(ok=.*)$', re.M)
@@ -218,7 +220,6 @@ def main():
     if args.baseline is None:
         args.baseline = sh(['git', 'merge-base', 'HEAD', 'main'], cwd=REPO).stdout.strip()
     sizes = [int(s) for s in args.sizes.split(',') if s.strip()]
-    from convergence import machine  # noqa: PLC0415 (reads bird and ansible versions)
     info = machine()
     info['iptables'] = sh(['iptables', '--version']).stdout.strip()
     info['load'] = '%.2f' % os.getloadavg()[0]

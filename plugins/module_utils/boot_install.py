@@ -17,6 +17,8 @@ from ansible_collections.netfleet.calico.plugins.module_utils import (
     files,
     host_state,
     iproute,
+    iproute_routes,
+    procfs,
     procs,
     routes,
     sysctl,
@@ -25,8 +27,8 @@ from ansible_collections.netfleet.calico.plugins.module_utils import (
     workloads,
 )
 
-RESTORE_MODULES = (boot, chains, chains_restore, host_state, iproute, procs, routes, sysctl, tunnel, workload_spec,
-                   workloads)
+RESTORE_MODULES = (boot, chains, chains_restore, host_state, iproute, iproute_routes, procfs, procs, routes, sysctl,
+                   tunnel, workload_spec, workloads)
 UNIT_NAME = 'netfleet-calico-restore.service'
 UNIT_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9@_.:-]{0,200}\Z')
 LAUNCHER = """#!{python} -IS

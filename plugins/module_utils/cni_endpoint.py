@@ -20,7 +20,7 @@ import errno
 import hashlib
 import os
 
-from ansible_collections.netfleet.calico.plugins.module_utils import iproute, netlink
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute, iproute_routes, netlink, procfs
 
 ALIAS_PREFIX = 'netfleet:cni:'
 # Link group of host veths on their way out: deleting a group unregisters all its links in one go, so a
@@ -100,7 +100,7 @@ def create(kernel, record, settings):
             raise EndpointError('cannot set up %s in %s: %s' % (ifname, record['netns'], exc)) from None
     try:
         for tmpl, value in iproute.WORKLOAD_SYSCTLS:
-            iproute.write_sysctl(tmpl.format(ifname=host_if), value)
+            procfs.write_sysctl(tmpl.format(ifname=host_if), value)
         index = host.link_index(host_if)
         host.link_set(index, host_if, up=True, alias=ALIAS_PREFIX + record['key'])
         host.route_replace(record['ip'], 32, index, scope=netlink.RT_SCOPE_LINK, protocol=settings['protocol'],
@@ -155,12 +155,12 @@ def check(ip, record, settings):
                                                                                    link.get('ifalias')))
     if 'UP' not in (link.get('flags') or []):
         problems.append('host interface %s is down' % record['host_ifname'])
-    routes = iproute.read_routes(ip, settings['protocol'], 'main', (4,))
+    routes = iproute_routes.read_routes(ip, settings['protocol'], 'main', (4,))
     if not any(r.dst == record['ip'] + '/32' and r.dev == record['host_ifname'] for r in routes):
         problems.append('host route %s/32 dev %s is missing' % (record['ip'], record['host_ifname']))
     for tmpl, value in iproute.WORKLOAD_SYSCTLS:
         name = tmpl.format(ifname=record['host_ifname'])
-        if iproute.read_sysctl(name) != value:
+        if procfs.read_sysctl(name) != value:
             problems.append('sysctl %s is not %s' % (name, value))
     try:
         addrs, inner = ip.json_batch(['addr show dev %s' % record['ifname'], 'route show table main'],

@@ -41,7 +41,9 @@ from ansible_collections.netfleet.calico.plugins.module_utils import (
     cni_store,
     files,
     iproute,
+    iproute_routes,
     netlink,
+    procfs,
     selector,
 )
 from ansible_collections.netfleet.calico.plugins.module_utils.files import (  # noqa: F401 (module_source: tests)
@@ -54,7 +56,7 @@ from ansible_collections.netfleet.calico.plugins.module_utils.files import (  # 
 )
 
 PLUGIN_MODULES = (cni, cni_agent, cni_batch, cni_endpoint, cni_policy, cni_store, chains, chains_restore, iproute,
-                  netlink, selector)
+                  iproute_routes, netlink, procfs, selector)
 CONFLIST_RE = re.compile(r'10-netfleet-([A-Za-z0-9][A-Za-z0-9_.-]{0,62})\.conflist\Z')
 
 CLIENT = """#!/bin/sh

@@ -2,7 +2,7 @@
 # Copyright (c) netfleet.calico contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""iproute2 helpers shared by the netfleet.calico modules.
+"""Running ``ip`` for the netfleet.calico modules, and the names and values that reach it.
 
 Everything here is standard library only: modules ship it to the managed hosts, and
 controller-side plugins import it as
@@ -15,9 +15,10 @@ The kernel is driven through the ``ip`` binary, never through a shell:
   changes cost one process (``ip -n NS -batch -`` inside a named network namespace,
   ``nsenter --net=PATH ip -batch -`` for a namespace given as a path); link work uses
   ``-force`` (report every failure), route reconciles stop at the first failure;
-* reads use ``ip -j`` (JSON), several commands at once with ``ip -j -batch -``;
-* sysctls are read and written directly under /proc/sys (per network namespace of the
-  calling process), without a subprocess.
+* reads use ``ip -j`` (JSON), several commands at once with ``ip -j -batch -``.
+
+Routes (read, plan, apply) are in ``iproute_routes``; sysctls and namespace files, read without
+a subprocess, in ``procfs``.
 
 ``ip -batch`` splits lines on whitespace, treats ``#`` as the start of a comment anywhere in
 a line and gives quotes a meaning, so every value that reaches a batch line goes through
@@ -32,10 +33,9 @@ import json
 import os
 import re
 import subprocess
-from collections import namedtuple
 
-# socket and urllib.parse are imported where they are used: the CNI plugin imports this module on every
-# call a runtime makes and never needs them (together ~5 ms of each call's start-up).
+# urllib.parse is imported where it is used: the CNI plugin imports this module on every call a runtime
+# makes and never needs it (a few ms of each call's start-up).
 
 # Calico's Felix tags the routes it programs with protocol 80 (RTPROT number); BIRD's are
 # "proto bird" (12). We reconcile only routes carrying our number and never touch others.
@@ -55,7 +55,6 @@ IFNAME_MAX = 15
 IFALIAS_MAX = 255
 NETNS_RUN_DIR = '/run/netns'
 PROC_SYS = '/proc/sys'
-ROUTE_TYPES = ('unicast', 'blackhole', 'unreachable', 'prohibit')
 # Protocol numbers 0-4 are the kernel's own (unspec, redirect, kernel, boot, static): "boot" is
 # what a plain `ip route add` uses, so owning it would delete the administrator's routes.
 MIN_OWNED_PROTOCOL = 5
@@ -90,7 +89,8 @@ WORKLOAD_SYSCTLS_RA = (('net/ipv6/conf/{ifname}/accept_ra', '0'),)
 
 OWNER_ALIAS_PREFIX = 'netfleet:ep:'
 
-_UNSAFE_TOKEN = re.compile(r'[\s#"\'\\\x00-\x1f\x7f]')
+# characters that are unsafe on an ip -batch line (and in a sysctl name)
+UNSAFE_CHARS = re.compile(r'[\s#"\'\\\x00-\x1f\x7f]')
 _IFNAME_RE = re.compile(r'[A-Za-z0-9_.@+=-]{1,15}\Z')  # \Z: '$' would let a trailing newline through
 _NETNS_NAME_RE = re.compile(r'[A-Za-z0-9_.@+=-]{1,255}\Z')
 _NETNS_PATH_RE = re.compile(r'/[A-Za-z0-9_./@+=:-]+\Z')
@@ -126,7 +126,7 @@ class IprouteError(Exception):
 def batch_token(value, what='value'):
     """Return ``str(value)`` if it is safe as one word of an ``ip -batch`` line, else raise ValueError."""
     text = str(value)
-    if not text or _UNSAFE_TOKEN.search(text):
+    if not text or UNSAFE_CHARS.search(text):
         raise ValueError('%s %r cannot be passed to ip: it is empty or contains whitespace, '
                          'quotes, a backslash, "#" or a control character' % (what, text))
     return text
@@ -399,363 +399,3 @@ class IpCommand:
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
             return list(pool.map(func, items))
-
-
-# --------------------------------------------------------------------------------------------
-# routes
-# --------------------------------------------------------------------------------------------
-
-#: A normalised route. ``dst`` canonical CIDR; ``type`` one of ROUTE_TYPES; ``via`` gateway
-#: address or None; ``dev`` or None (= any device, for desired routes); ``onlink`` bool;
-#: ``metric`` int (IPv4 default 0, IPv6 1024); ``scope`` 'link'/'global'/... or None (= implied).
-Route = namedtuple('Route', 'dst type via dev onlink metric scope')
-
-_KERNEL_TYPE_NAMES = {'unicast', 'blackhole', 'unreachable', 'prohibit', 'local', 'broadcast', 'anycast',
-                      'multicast', 'throw', 'nat', 'xresolve'}
-
-
-def default_metric(dst):
-    return 1024 if cidr_family(dst) == 6 else 0
-
-
-def make_route(dst, type='unicast', via=None, dev=None, onlink=False, metric=None, scope=None):  # noqa: A002
-    """Build and validate a desired Route; raise ValueError with a one-line message."""
-    cidr = parse_cidr(dst)
-    rtype = (type or 'unicast').lower()
-    if rtype not in ROUTE_TYPES:
-        raise ValueError('route %s: type must be one of %s, got %r' % (cidr, ', '.join(ROUTE_TYPES), type))
-    gw = None
-    if via not in (None, ''):
-        addr = parse_ip(via)
-        if addr.version != cidr_family(cidr):
-            raise ValueError('route %s: gateway %s is not of the same address family' % (cidr, via))
-        gw = str(addr)
-    if dev in ('',):
-        dev = None
-    if dev is not None:
-        if not valid_ifname(str(dev)):
-            raise ValueError('route %s: invalid device name %r' % (cidr, dev))
-        dev = str(dev)
-    if rtype != 'unicast' and (gw or dev or onlink):
-        raise ValueError('route %s: a %s route takes no via, dev or onlink' % (cidr, rtype))
-    if rtype == 'unicast' and not gw and not dev:
-        raise ValueError('route %s: a unicast route needs via or dev' % cidr)
-    if onlink and not (gw and dev):
-        raise ValueError('route %s: onlink needs via and dev' % cidr)
-    if metric is None:
-        metric = default_metric(cidr)
-    try:
-        metric = int(metric)
-    except (TypeError, ValueError):
-        raise ValueError('route %s: metric must be an integer, got %r' % (cidr, metric)) from None
-    if not 0 <= metric <= 0xFFFFFFFF:
-        raise ValueError('route %s: metric %d out of range 0-4294967295' % (cidr, metric))
-    if scope is not None:
-        scope = batch_token(scope, 'scope')
-    return Route(cidr, rtype, gw, dev, bool(onlink), metric, scope)
-
-
-def _kernel_dst(dst, family):
-    """Canonical CIDR of a ``dst`` printed by ip. IPv4 is printed canonically by the kernel, so only a
-    missing prefix length is added (no ipaddress parsing: 10,000 routes would cost ~0.3 s)."""
-    if dst == 'default':
-        return '::/0' if family == 6 else '0.0.0.0/0'
-    if ':' not in dst:
-        return dst if '/' in dst else dst + '/32'
-    return parse_cidr(dst if '/' in dst else dst + '/128', strict=False)
-
-
-def route_from_kernel(entry, family=4):
-    """Normalise one element of ``ip -j route show`` output."""
-    dst = _kernel_dst(entry.get('dst', 'default'), family)
-    rtype = entry.get('type') or 'unicast'
-    via = entry.get('gateway')
-    if via is None and isinstance(entry.get('via'), dict):
-        via = entry['via'].get('host')
-    if via is not None and ':' in via:
-        via = str(ipaddress.ip_address(via))
-    dev = entry.get('dev') if rtype == 'unicast' else None
-    flags = entry.get('flags') or []
-    metric = entry.get('metric')
-    if metric is None:
-        metric = 1024 if ':' in dst else 0
-    scope = entry.get('scope') or 'global'
-    return Route(dst, rtype if rtype in _KERNEL_TYPE_NAMES else str(rtype), via, dev, 'onlink' in flags,
-                 int(metric), scope)
-
-
-def route_key(route):
-    """Kernel identity of a route within one table: destination and metric (priority)."""
-    return (route.dst, route.metric)
-
-
-def _implied_scope(route):
-    if route.scope:
-        return route.scope
-    if route.type == 'unicast' and not route.via:
-        return 'link'
-    return 'global'
-
-
-def route_matches(desired, current):
-    """True if ``current`` (from the kernel) satisfies ``desired`` (dev/scope None = any)."""
-    if route_key(desired) != route_key(current):
-        return False
-    if desired.type != current.type or desired.via != current.via or desired.onlink != current.onlink:
-        return False
-    if desired.dev is not None and desired.dev != current.dev:
-        return False
-    # IPv6 routes have no scope (ip prints none), so it is compared for IPv4 only
-    if desired.type == 'unicast' and ':' not in desired.dst and _implied_scope(desired) != (current.scope or 'global'):
-        return False
-    return True
-
-
-def format_route(route):
-    """Human/`ip route`-like one-line rendering used in diffs and results."""
-    words = [] if route.type == 'unicast' else [route.type]
-    words.append(route.dst)
-    if route.via:
-        words += ['via', route.via]
-    if route.dev:
-        words += ['dev', route.dev]
-    if route.scope and route.scope != 'global' and not (route.type == 'unicast' and not route.via
-                                                        and route.scope == 'link'):
-        words += ['scope', route.scope]
-    if route.metric != default_metric(route.dst):
-        words += ['metric', str(route.metric)]
-    if route.onlink:
-        words.append('onlink')
-    return ' '.join(words)
-
-
-def route_command(verb, route, protocol, table='main', exact=True):
-    """One ``ip -batch`` line: ``route add|replace|del`` for ``route`` tagged with ``protocol``.
-
-    ``del`` lines always carry ``proto N``: the kernel then only deletes a route of that
-    protocol, so even a stale plan can never remove somebody else's route."""
-    words = ['route', verb]
-    if route.type != 'unicast':
-        words.append(route.type)
-    words.append(batch_token(route.dst, 'destination'))
-    if route.via:
-        words += ['via', batch_token(route.via, 'gateway')]
-    if route.dev and (verb != 'del' or exact):
-        words += ['dev', batch_token(route.dev, 'device')]
-    if route.onlink and verb != 'del':
-        words.append('onlink')
-    if route.scope and verb != 'del':
-        words += ['scope', batch_token(route.scope, 'scope')]
-    words += ['metric', str(int(route.metric)), 'proto', str(int(protocol)),
-              'table', batch_token(table, 'table')]
-    return ' '.join(words)
-
-
-def read_routes(ip, protocol=CALICO_PROTOCOL, table='main', families=(4,), netns=None):
-    """Current routes of ``protocol`` in ``table`` as a list of Route (one ``ip -j`` call per family)."""
-    table = normalize_table(table)
-    routes = []
-    for family in families:
-        entries = ip.json(['-%d' % family, 'route', 'show', 'table', table, 'proto', str(int(protocol))],
-                          netns=netns)
-        routes.extend(route_from_kernel(entry, family) for entry in entries)
-    return routes
-
-
-def plan_routes(desired, current):
-    """Compare desired and current (owned) routes.
-
-    Returns ``(add, replace, delete)`` lists of Route. ``add``: key absent; ``replace``: the
-    key exists once with other attributes (atomic ``ip route replace``); ``delete``: owned
-    routes not wanted, plus extra routes sharing a wanted key. Raise ValueError on a duplicate
-    desired key."""
-    wanted = {}
-    for route in desired:
-        key = route_key(route)
-        if key in wanted:
-            raise ValueError('duplicate route %s (metric %d) in the desired list' % key)
-        wanted[key] = route
-    by_key = {}
-    for route in current:
-        by_key.setdefault(route_key(route), []).append(route)
-    add, replace, delete = [], [], []
-    for key, route in wanted.items():
-        have = by_key.get(key, [])
-        if not have:
-            add.append(route)
-            continue
-        if len(have) == 1:  # the common case, without a generator
-            match = have[0] if route_matches(route, have[0]) else None
-        else:
-            match = next((cur for cur in have if route_matches(route, cur)), None)
-        if match is not None:
-            delete.extend(cur for cur in have if cur is not match)
-        elif len(have) == 1:
-            replace.append(route)
-        else:
-            delete.extend(have)
-            add.append(route)
-    for key, have in by_key.items():
-        if key not in wanted:
-            delete.extend(have)
-    return add, replace, delete
-
-
-def route_batch_lines(add, replace, delete, protocol, table='main'):
-    """Batch lines for a plan, in a fail-safe order: deletions that free a key about to be added,
-    then additions, replacements, and last the removals of routes no longer wanted. Applied
-    without ``-force``, a rejected line stops the batch before any unwanted route is removed."""
-    table = normalize_table(table)
-    adding = {route_key(route) for route in add}
-    freeing = [route for route in delete if route_key(route) in adding]
-    removing = [route for route in delete if route_key(route) not in adding]
-    lines = [route_command('del', route, protocol, table) for route in freeing]
-    lines += [route_command('add', route, protocol, table) for route in add]
-    lines += [route_command('replace', route, protocol, table) for route in replace]
-    lines += [route_command('del', route, protocol, table) for route in removing]
-    return lines
-
-
-def _net_sort_key(cidr):
-    """Sort key of a canonical CIDR: IPv4 before IPv6, then numerically (inet_pton is C, fast)."""
-    import socket
-
-    addr, _sep, plen = cidr.partition('/')
-    if ':' in addr:
-        return (6, socket.inet_pton(socket.AF_INET6, addr), int(plen or 128))
-    return (4, socket.inet_aton(addr), int(plen or 32))
-
-
-def _sorted_routes(routes):
-    return sorted(routes, key=lambda r: (_net_sort_key(r.dst), r.metric))
-
-
-def reconcile_routes(ip, desired, protocol=CALICO_PROTOCOL, table='main', include=None, families=(4,),
-                     netns=None, check_mode=False, current=None):
-    """Make the owned routes equal ``desired`` in one ``ip -batch`` call (stopping at the first error).
-
-    Owned routes are those of ``protocol`` in ``table`` for which ``include(route)`` is true
-    (all when None); ``current`` may be passed pre-read. Routes of other protocols are never
-    read, replaced or deleted. Returns a dict: changed, add/replace/delete (formatted route
-    strings), commands (batch lines), before/after (sorted formatted lists)."""
-    protocol = normalize_protocol(protocol)
-    table = normalize_table(table)
-    if current is None:
-        current = read_routes(ip, protocol, table, families, netns)
-    if include is not None:
-        current = [route for route in current if include(route)]
-    add, replace, delete = plan_routes(desired, current)
-    lines = route_batch_lines(add, replace, delete, protocol, table)
-    if lines and not check_mode:
-        ip.batch(lines, netns=netns, force=False)
-    before = [format_route(r) for r in _sorted_routes(current)]
-    if lines:
-        gone = {id(r) for r in delete}
-        replaced = {route_key(r) for r in replace}
-        after_routes = [r for r in current if id(r) not in gone and route_key(r) not in replaced]
-        after = [format_route(r) for r in _sorted_routes(after_routes + list(add) + list(replace))]
-    else:
-        after = before
-    return {
-        'changed': bool(lines),
-        'add': [format_route(r) for r in _sorted_routes(add)],
-        'replace': [format_route(r) for r in _sorted_routes(replace)],
-        'delete': [format_route(r) for r in _sorted_routes(delete)],
-        'commands': lines,
-        'before': before,
-        'after': after,
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# sysctl (direct /proc/sys access; per network namespace of the calling process)
-# --------------------------------------------------------------------------------------------
-
-def sysctl_path(name, root=PROC_SYS):
-    """'net.ipv4.ip_forward' or 'net/ipv4/conf/eth0.100/forwarding' -> path under /proc/sys.
-
-    As with sysctl(8), a name containing '/' is split on '/' only (needed for interface names
-    with dots); otherwise '.' separates components."""
-    text = str(name).strip()
-    parts = text.strip('/').split('/') if '/' in text else text.split('.')
-    if not text or any(part in ('', '.', '..') for part in parts) or any(_UNSAFE_TOKEN.search(p) for p in parts):
-        raise ValueError('invalid sysctl name %r' % (name,))
-    return os.path.join(root, *parts)
-
-
-def sysctl_key(name):
-    """Canonical dotted form of a sysctl name (slash form kept if a component contains a dot)."""
-    text = str(name).strip()
-    if '/' not in text:
-        return text
-    parts = text.strip('/').split('/')
-    return '/'.join(parts) if any('.' in part for part in parts) else '.'.join(parts)
-
-
-def normalize_sysctl_value(value):
-    """Compare values the way the kernel prints them: booleans as 1/0, whitespace collapsed."""
-    if isinstance(value, bool):
-        return '1' if value else '0'
-    return ' '.join(str(value).split())
-
-
-def read_sysctl(name, root=PROC_SYS):
-    """Current value (normalised), or None if the key does not exist."""
-    try:
-        with open(sysctl_path(name, root)) as handle:
-            return normalize_sysctl_value(handle.read())
-    except FileNotFoundError:
-        return None
-
-
-def write_sysctl(name, value, root=PROC_SYS):
-    with open(sysctl_path(name, root), 'w') as handle:
-        handle.write(normalize_sysctl_value(value))
-
-
-# --------------------------------------------------------------------------------------------
-# namespaces
-# --------------------------------------------------------------------------------------------
-
-def _nsfs_dev():
-    try:
-        return os.stat('/proc/self/ns/net').st_dev
-    except OSError:  # pragma: no cover
-        return None
-
-
-def netns_state(name, run_dir=NETNS_RUN_DIR, nsfs_dev=None):
-    """'present' (a mounted namespace), 'broken' (a bare file, e.g. left by `ip netns add` run in
-    a private mount namespace) or 'absent'."""
-    path = os.path.join(run_dir, name)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return 'absent'
-    if nsfs_dev is None:
-        nsfs_dev = _nsfs_dev()
-    if nsfs_dev is not None and st.st_dev != nsfs_dev:
-        return 'broken'
-    return 'present'
-
-
-def netns_dir_is_slave(run_dir=NETNS_RUN_DIR, mountinfo='/proc/self/mountinfo'):
-    """True if ``run_dir`` is a slave mount in this mount namespace.
-
-    That is the case under ``ip netns exec`` (it unshares the mount namespace and makes "/"
-    rslave): a namespace created there with ``ip netns add`` is bind-mounted in the private
-    mount namespace only, so it disappears for everyone else when the process exits. Callers
-    must refuse to create namespaces then (``nsenter --net=...`` keeps the mount namespace)."""
-    try:
-        with open(mountinfo) as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return False
-    slave = False
-    for line in lines:  # the last entry for a mount point is the one on top
-        fields = line.split()
-        if len(fields) < 7 or fields[4] != run_dir:
-            continue
-        optional = fields[6:fields.index('-')] if '-' in fields else fields[6:]
-        slave = any(opt.startswith('master:') for opt in optional)
-    return slave

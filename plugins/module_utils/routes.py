@@ -6,12 +6,12 @@ Shared by the calico_routes and calico_node_state modules."""
 
 from __future__ import annotations
 
-from ansible_collections.netfleet.calico.plugins.module_utils import iproute
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute, iproute_routes
 
 # Argument spec of one owned route (calico_routes' routes, calico_node_state's routes).
 ROUTE_OPTIONS = dict(
     dest=dict(type='str', required=True),
-    type=dict(type='str', default='unicast', choices=list(iproute.ROUTE_TYPES)),
+    type=dict(type='str', default='unicast', choices=list(iproute_routes.ROUTE_TYPES)),
     via=dict(type='str'),
     dev=dict(type='str'),
     onlink=dict(type='bool', default=False),
@@ -31,14 +31,14 @@ def build_routes(params):
     routes, seen = [], {}
     for index, spec in enumerate(params['routes'] or []):
         try:
-            route = iproute.make_route(spec.get('dest'), type=spec.get('type'), via=spec.get('via'),
-                                       dev=spec.get('dev'), onlink=spec.get('onlink'), metric=spec.get('metric'))
+            route = iproute_routes.make_route(spec.get('dest'), type=spec.get('type'), via=spec.get('via'),
+                                              dev=spec.get('dev'), onlink=spec.get('onlink'), metric=spec.get('metric'))
         except ValueError as exc:
             raise ValueError('routes[%d]: %s' % (index, exc)) from None
         if route.dev and any(route.dev.startswith(prefix) for prefix in ignore):
             raise ValueError('routes[%d]: route %s uses device %s, which matches ignore_device_prefixes; routes on '
                              'those devices belong to calico_workloads' % (index, route.dst, route.dev))
-        key = iproute.route_key(route)
+        key = iproute_routes.route_key(route)
         if key in seen:
             raise ValueError('routes[%d]: %s metric %d is already listed as routes[%d]' % (
                 index, key[0], key[1], seen[key]))
@@ -51,8 +51,8 @@ def reconcile(ip, routes, protocol, table, ignore, check_mode=False):
     def include(route):
         return not (route.dev and any(route.dev.startswith(prefix) for prefix in ignore))
 
-    result = iproute.reconcile_routes(ip, routes, protocol=protocol, table=table, include=include,
-                                      families=(4, 6), check_mode=check_mode)
+    result = iproute_routes.reconcile_routes(ip, routes, protocol=protocol, table=table, include=include,
+                                             families=(4, 6), check_mode=check_mode)
     return {
         'changed': result['changed'],
         'added': result['add'],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from ansible_collections.netfleet.calico.plugins.module_utils import iproute
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute, procfs
 from ansible_collections.netfleet.calico.plugins.module_utils.procs import read_file
 
 # Where the running values live.
@@ -22,14 +22,14 @@ def normalize_sysctls(raw):
     if not isinstance(raw, dict):
         raise ValueError('sysctls must be a dict of name: value')
     items, seen = [], {}
-    for name in sorted(raw, key=lambda key: iproute.sysctl_key(str(key))):
+    for name in sorted(raw, key=lambda key: procfs.sysctl_key(str(key))):
         value = raw[name]
         if value is None or isinstance(value, (dict, list)):
             raise ValueError('sysctl %s: value must be a string or number, got %r' % (name, value))
-        text = iproute.normalize_sysctl_value(value)
+        text = procfs.normalize_sysctl_value(value)
         if not text or any(ch in str(value) for ch in '#\n\r\x00'):
             raise ValueError('sysctl %s: value %r must be a single non-empty line without "#"' % (name, value))
-        path = iproute.sysctl_path(name, '')  # raises ValueError on a bad name
+        path = procfs.sysctl_path(name, '')  # raises ValueError on a bad name
         if path in seen:
             raise ValueError('sysctl %s and %s are the same key' % (seen[path], name))
         seen[path] = name
@@ -38,7 +38,7 @@ def normalize_sysctls(raw):
 
 
 def render_persist(items):
-    return PERSIST_HEADER + ''.join('%s = %s\n' % (iproute.sysctl_key(name), value) for name, value in items)
+    return PERSIST_HEADER + ''.join('%s = %s\n' % (procfs.sysctl_key(name), value) for name, value in items)
 
 
 def plan(items, root=None):
@@ -47,7 +47,7 @@ def plan(items, root=None):
     current, missing, unreadable = {}, [], []
     for name, _value in items:
         try:
-            current[name] = iproute.read_sysctl(name, root)
+            current[name] = procfs.read_sysctl(name, root)
         except OSError as exc:
             unreadable.append('%s (%s)' % (name, exc.strerror or exc))
             continue
@@ -98,11 +98,11 @@ def converge(raw, persist_file=None, root=None, check_mode=False, atomic_move=No
     if not check_mode:
         for name in to_change:
             try:
-                iproute.write_sysctl(name, wanted[name], root)
+                procfs.write_sysctl(name, wanted[name], root)
             except OSError as exc:
                 raise SysctlError('cannot set sysctl %s=%s: %s' % (name, wanted[name], exc.strerror or exc),
                                   to_change[:to_change.index(name)]) from None
-            now = iproute.read_sysctl(name, root)
+            now = procfs.read_sysctl(name, root)
             if now != wanted[name]:
                 raise SysctlError('sysctl %s: wrote %s but the kernel reports %s' % (name, wanted[name], now),
                                   to_change[:to_change.index(name) + 1])

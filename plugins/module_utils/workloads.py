@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 
-from ansible_collections.netfleet.calico.plugins.module_utils import iproute
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute, iproute_routes, procfs
 from ansible_collections.netfleet.calico.plugins.module_utils.workload_spec import (  # noqa: F401 (re-exported)  # pylint: disable=unused-import
     ENDPOINTS_SPEC,
     WORKLOAD_IFNAME,
@@ -34,9 +34,9 @@ class WorkloadReconciler:
         self.gateway6 = settings.get('gateway6') or iproute.eui64_link_local(self.mac)
         self.sysctl_root = sysctl_root
         self.run_dir = run_dir
-        self.netns_state = netns_state or (lambda name: iproute.netns_state(name, run_dir))
+        self.netns_state = netns_state or (lambda name: procfs.netns_state(name, run_dir))
         self.path_exists = path_exists
-        self.netns_dir_is_slave = netns_dir_is_slave or (lambda: iproute.netns_dir_is_slave(run_dir))
+        self.netns_dir_is_slave = netns_dir_is_slave or (lambda: procfs.netns_dir_is_slave(run_dir))
         self.sysctl_writes = 0
         self.groups_in_use = set()
         self.warnings = []
@@ -70,7 +70,7 @@ class WorkloadReconciler:
         # veths made by others with the same prefix (the CNI plugin's containers) are theirs
         ours = {ep.ifname for ep in endpoints} | {name for name, link in host.items()
                                                   if iproute.decode_owner_alias(link.get('ifalias')) is not None}
-        routes = iproute.read_routes(self.ip, self.protocol, 'main', (4, 6) if self.host_ipv6 else (4,))
+        routes = iproute_routes.read_routes(self.ip, self.protocol, 'main', (4, 6) if self.host_ipv6 else (4,))
         routes = [r for r in routes if r.dev and r.dev in ours]
         ns_ok = {ep.name: self._ns_available(ep) for ep in endpoints}
         to_read = [ep for ep in endpoints if ns_ok[ep.name]]
@@ -79,7 +79,7 @@ class WorkloadReconciler:
         sysctls = {}
         for ep in endpoints:
             if ep.ifname in host:
-                sysctls[ep.ifname] = {tmpl: iproute.read_sysctl(tmpl.format(ifname=ep.ifname), self.sysctl_root)
+                sysctls[ep.ifname] = {tmpl: procfs.read_sysctl(tmpl.format(ifname=ep.ifname), self.sysctl_root)
                                       for tmpl, _value in self.endpoint_sysctls(ep)}
         if any(ep.ip6 for ep in endpoints):
             self._check_ipv6_host()
@@ -95,7 +95,7 @@ class WorkloadReconciler:
         if not self.host_ipv6:
             raise ValueError('endpoints with ip6 need IPv6 on the host (%s/net/ipv6 is missing: ipv6.disable=1?)'
                              % self.sysctl_root)
-        if iproute.read_sysctl('net/ipv6/conf/all/forwarding', self.sysctl_root) != '1':
+        if procfs.read_sysctl('net/ipv6/conf/all/forwarding', self.sysctl_root) != '1':
             # not set here: forwarding on every interface stops the host's own uplinks accepting router
             # advertisements, a decision for the host's sysctls (calico_sysctl), not for its workloads
             self.warnings.append('net.ipv6.conf.all.forwarding is not 1: IPv6 workloads cannot be routed '
@@ -178,12 +178,12 @@ class WorkloadReconciler:
             raise ValueError(errors[0] if len(errors) == 1 else '%d errors; first: %s' % (len(errors), errors[0]))
 
         # host routes: one /32 per endpoint; routes on deleted links vanish with them
-        desired_routes = [iproute.Route(ep.cidr, 'unicast', None, ep.ifname, False, 0, 'link')
+        desired_routes = [iproute_routes.Route(ep.cidr, 'unicast', None, ep.ifname, False, 0, 'link')
                           for ep in endpoints if ep.ip]
-        desired_routes += [iproute.Route(ep.cidr6, 'unicast', None, ep.ifname, False, 1024, None)
+        desired_routes += [iproute_routes.Route(ep.cidr6, 'unicast', None, ep.ifname, False, 1024, None)
                            for ep in endpoints if ep.ip6]
         current = [r for r in state['routes'] if r.dev not in plan['gone_links']]
-        add, replace, delete = iproute.plan_routes(desired_routes, current)
+        add, replace, delete = iproute_routes.plan_routes(desired_routes, current)
         plan['routes'] = (add, replace, delete)
         fresh = set(plan['created']) | set(plan['recreated'])
         by_if = {ep.ifname: ep.name for ep in endpoints}
@@ -371,7 +371,7 @@ class WorkloadReconciler:
             raise iproute.IprouteError(errors[0].msg, failures=[f for e in errors for f in e.failures])
         self.ip.batch(host_lines)
         for name, value in plan['sysctl']:
-            iproute.write_sysctl(name, value, self.sysctl_root)
+            procfs.write_sysctl(name, value, self.sysctl_root)
             self.sysctl_writes += 1
         results = self.ip.map(lambda item: self._batch(item[1], item[2]), plan['workload'])
         for (name, nsref, _lines), result in zip(plan['workload'], results):
@@ -383,7 +383,7 @@ class WorkloadReconciler:
                                        % (len(errors), errors[0].msg),
                                        failures=[f for e in errors for f in e.failures])
         add, replace, delete = plan['routes']
-        self.ip.batch(iproute.route_batch_lines(add, replace, delete, self.protocol, 'main'), force=False)
+        self.ip.batch(iproute_routes.route_batch_lines(add, replace, delete, self.protocol, 'main'), force=False)
 
     def _batch(self, nsref, lines):
         try:
@@ -396,12 +396,12 @@ class WorkloadReconciler:
         state = self.observe(endpoints)
         plan = self.plan(endpoints, state)
         add, replace, delete = plan['routes']
-        route_lines = iproute.route_batch_lines(add, replace, delete, self.protocol, 'main')
+        route_lines = iproute_routes.route_batch_lines(add, replace, delete, self.protocol, 'main')
         host_lines = self.host_lines(plan)
         changed = bool(host_lines or route_lines or plan['sysctl'] or plan['workload'] or plan['pre'])
         if changed and not check_mode:
             self.apply(plan, host_lines)
-        fmt = iproute.format_route
+        fmt = iproute_routes.format_route
         return {
             'changed': changed,
             'endpoints': [{'name': ep.name, 'ip': ep.ip, 'ip6': ep.ip6, 'ifname': ep.ifname, 'netns': ep.netns,

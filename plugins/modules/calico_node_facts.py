@@ -200,7 +200,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netfleet.calico.plugins.module_utils import iproute
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute, iproute_routes
 from ansible_collections.netfleet.calico.plugins.module_utils.bird import read_sessions
 
 
@@ -215,8 +215,8 @@ def collect(ip, protocol, prefix):
         'link show type veth',
         'link show type ipip',
     ])
-    owned = [iproute.route_from_kernel(entry, 4) for entry in routes]
-    owned6 = [iproute.route_from_kernel(entry, 6) for entry in routes6 if 'table' not in entry]
+    owned = [iproute_routes.route_from_kernel(entry, 4) for entry in routes]
+    owned6 = [iproute_routes.route_from_kernel(entry, 6) for entry in routes6 if 'table' not in entry]
     blocks = sorted({r.dst for r in owned if r.type == 'blackhole'}, key=_net_key)
     blocks6 = sorted({r.dst for r in owned6 if r.type == 'blackhole'}, key=_net_key)
     host_routes, host_routes6 = {}, {}

@@ -3,13 +3,14 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """IPv6 inventory values (dual stack) as the planner accepts them, and the family-neutral helpers the block
 allocation uses for both pools: strict, whole-value patterns (ASCII only, ``fullmatch``) like those of
-``inputs`` for IPv4."""
+``inputs`` for IPv4. The workload address steps both families share (explicit, kept, next free) are here too;
+workloads.py and v6.py differ only in what they parse and which addresses they hand out automatically."""
 
 from __future__ import annotations
 
 import re
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import BlocksFull, FabricError, host_subject
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
     as_int,
     is_unset,
@@ -112,3 +113,88 @@ def parse_node_ip_v6(reader, name, pool):
     if addr in pool:
         raise FabricError(host_subject(name), f'calico_node_ip_v6 {addr} is inside calico_pool_v6 {pool}', fix)
     return addr
+
+
+# ---------------------------------------------------------------------------------------------
+# workload addresses inside a host's blocks (both families)
+# ---------------------------------------------------------------------------------------------
+
+def _words(version):
+    """The variable of a workload's address and how the messages name the blocks."""
+    return ('ip', 'block') if version == 4 else ('ip6', 'IPv6 block')
+
+
+def reserved_address(addr, net):
+    """``(problem, fix)`` when ``addr`` is an address of block ``net`` no workload may have, else None: the network
+    and broadcast addresses of an IPv4 block, the Subnet-Router anycast address (the network) of an IPv6 one."""
+    if net.version == 6:
+        if addr == net.network:
+            return (f'the Subnet-Router anycast address of block {net}',
+                    'pick another address of the block or drop ip6')
+        return None
+    if int(addr) in (int(net.first), int(net.last)):
+        kind = 'network' if int(addr) == int(net.first) else 'broadcast'
+        span = f'{netaddr.IPAddress(int(net.first) + 1, 4)}-{netaddr.IPAddress(int(net.last) - 1, 4)}'
+        return f'the {kind} address of block {net}', f'pick an address in {span} or drop ip'
+    return None
+
+
+def block_of(addr, blocks):
+    """The block of ``blocks`` that holds ``addr``, else None."""
+    return next((b for b in blocks if addr in b), None)
+
+
+def assign_explicit(entries, values, parse, blocks, used, version, subject):
+    """Give each entry the address its workload sets (``values``, one a entry; unset ones are skipped) as ``ip``,
+    recorded in ``used`` (``{int: workload name}``). ``parse`` turns a value into an address of the family or None.
+    The address must lie in one of ``blocks``, not be reserved (:func:`reserved_address`) and not be taken."""
+    var, block = _words(version)
+    listing = ', '.join(str(b) for b in blocks)
+    where = f"the host's {block}{'s' if len(blocks) > 1 else ''} {listing}"
+    for entry, value in zip(entries, values):
+        if is_unset(value):
+            continue
+        name = entry['name']
+        addr = parse(value)
+        if addr is None:
+            raise FabricError(subject, f"workload '{name}' {var} {value!r} is not an IPv{version} address",
+                              f'fix {var}, or drop it to get the next free address of the {block}')
+        net = block_of(addr, blocks)
+        if net is None:
+            raise FabricError(subject, f"workload '{name}' {var} {addr} is outside {where}",
+                              f'pick an address inside {listing} or drop {var}')
+        reserved = reserved_address(addr, net)
+        if reserved is not None:
+            raise FabricError(subject, f"workload '{name}' {var} {addr} is {reserved[0]}", reserved[1])
+        if int(addr) in used:
+            raise FabricError(subject, f"workload '{name}' {var} {addr} is also used by workload '{used[int(addr)]}'",
+                              f'give each workload its own {var}, or drop {var} to get the next free address')
+        used[int(addr)] = name
+        entry['ip'] = str(addr)
+
+
+def keep_running(entries, running, blocks, used):
+    """Give each entry still without ``ip`` the address its workload runs with today (``running``: ``{name:
+    address}``) when that is a free, unreserved address of one of ``blocks``."""
+    for entry in entries:
+        if 'ip' in entry:
+            continue
+        addr = running.get(entry['name'])
+        net = None if addr is None else block_of(addr, blocks)
+        if net is not None and reserved_address(addr, net) is None and int(addr) not in used:
+            used[int(addr)] = entry['name']
+            entry['ip'] = str(addr)
+
+
+def fill_free(entries, free, used, version, subject, full, fix):
+    """Give each entry without an ``ip`` the next address of ``free`` (integers, in order) and record it in ``used``
+    (``{int: workload name}``); when ``free`` runs out, :class:`BlocksFull` says ``full`` (which blocks) and ``fix``."""
+    for entry in entries:
+        if 'ip' in entry:
+            continue
+        cursor = next(free, None)
+        if cursor is None:
+            raise BlocksFull(subject, f"{full}, no address left for workload '{entry['name']}'", fix)
+        used[cursor] = entry['name']
+        entry['ip'] = str(netaddr.IPAddress(cursor, version))
+    return entries

@@ -26,7 +26,10 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import Fabr
 from ansible_collections.netfleet.calico.plugins.plugin_utils.family import (
     DEFAULT_BLOCK_PREFIX_V6,
     address6_or_none,
+    assign_explicit,
+    fill_free,
     is_global,
+    keep_running,
     network6_or_none,
     parse_block_prefix_v6,
     parse_node_ip_v6,
@@ -34,7 +37,6 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.family import (
 )
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import is_unset, netaddr
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import fleet_setting
-from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import fill_free
 
 # the variables a fleet without calico_pool_v6 must not set (they would be silently ignored)
 _V6_ONLY = ('calico_block_prefix_v6', 'calico_rr_spine_ip_v6')
@@ -86,44 +88,10 @@ def assign_ip6(blocks, workloads, current, subject):
     Automatic addresses start at a block's network + 1 (the network itself is the Subnet-Router anycast address,
     refused as an explicit ``ip6`` too) and fill the blocks in order; full blocks raise :class:`BlocksFull`."""
     listing = ', '.join(str(b) for b in blocks)
-    where = f"the host's IPv6 block{'s' if len(blocks) > 1 else ''} {listing}"
     used = {}
     out = [{'name': w['name']} for w in workloads]
-
-    def block_of(addr):
-        return next((b for b in blocks if addr in b), None)
-
-    for entry, workload in zip(out, workloads):
-        value = workload.get('ip6')
-        if is_unset(value):
-            continue
-        name = entry['name']
-        addr = _plain6(value)
-        if addr is None:
-            raise FabricError(subject, f"workload '{name}' ip6 {value!r} is not an IPv6 address",
-                              'fix ip6, or drop it to get the next free address of the IPv6 block')
-        net = block_of(addr)
-        if net is None:
-            raise FabricError(subject, f"workload '{name}' ip6 {addr} is outside {where}",
-                              f'pick an address inside {listing} or drop ip6')
-        if addr == net.network:
-            raise FabricError(subject, f"workload '{name}' ip6 {addr} is the Subnet-Router anycast address of block "
-                                       f'{net}', 'pick another address of the block or drop ip6')
-        if int(addr) in used:
-            raise FabricError(subject, f"workload '{name}' ip6 {addr} is also used by workload '{used[int(addr)]}'",
-                              'give each workload its own ip6, or drop ip6 to get the next free address')
-        used[int(addr)] = name
-        entry['ip'] = str(addr)
-
-    for entry in out:
-        if 'ip' in entry:
-            continue
-        addr = current.get(entry['name'])
-        net = None if addr is None else block_of(addr)
-        if net is not None and addr != net.network and int(addr) not in used:
-            used[int(addr)] = entry['name']
-            entry['ip'] = str(addr)
-
+    assign_explicit(out, [w.get('ip6') for w in workloads], _plain6, blocks, used, 6, subject)
+    keep_running(out, current, blocks, used)
     free = (ip for net in blocks for ip in range(int(net.first) + 1, int(net.last) + 1) if ip not in used)
     full = f'IPv6 block {listing} is full' if len(blocks) == 1 else f'IPv6 blocks {listing} are full'
     return fill_free(out, free, used, 6, subject, full,

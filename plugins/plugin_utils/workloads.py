@@ -11,7 +11,8 @@ from collections.abc import Mapping
 
 from ansible_collections.netfleet.calico.plugins.module_utils.iproute import DEFAULT_NETNS_PREFIX
 from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
-from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import BlocksFull, FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.family import assign_explicit, fill_free, keep_running
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import (
     address_or_none,
     is_unset,
@@ -100,45 +101,13 @@ def assign_workload_ips(block, workloads, current=None, subject='input', namespa
     entries = _workload_entries(workloads, subject, namespaces)
     current = normalize_current_workloads(current)
     listing = ', '.join(str(b) for b in blocks)
-    where = f"the host's block{'s' if len(blocks) > 1 else ''} {listing}"
     used = {}  # int ip -> workload name
-
-    def block_of(addr):
-        return next((b for b in blocks if addr in b), None)
-
     for entry in entries:
-        value = entry.get('ip')
-        if is_unset(value):
+        if is_unset(entry.get('ip')):
             entry.pop('ip', None)
-            continue
-        name = entry['name']
-        addr = address_or_none(value if isinstance(value, str) else None, allow_slash32=True)
-        if addr is None:
-            raise FabricError(subject, f"workload '{name}' ip {value!r} is not an IPv4 address",
-                              'fix ip, or drop it to get the next free address of the block')
-        net = block_of(addr)
-        if net is None:
-            raise FabricError(subject, f"workload '{name}' ip {addr} is outside {where}",
-                              f'pick an address inside {listing} or drop ip')
-        if int(addr) in (int(net.first), int(net.last)):
-            kind = 'network' if int(addr) == int(net.first) else 'broadcast'
-            span = f'{netaddr.IPAddress(int(net.first) + 1, 4)}-{netaddr.IPAddress(int(net.last) - 1, 4)}'
-            raise FabricError(subject, f"workload '{name}' ip {addr} is the {kind} address of block {net}",
-                              f'pick an address in {span} or drop ip')
-        if int(addr) in used:
-            raise FabricError(subject, f"workload '{name}' ip {addr} is also used by workload '{used[int(addr)]}'",
-                              'give each workload its own ip, or drop ip to get the next free address')
-        used[int(addr)] = name
-        entry['ip'] = str(addr)
-
-    for entry in entries:
-        if 'ip' in entry:
-            continue
-        addr = address_or_none(current.get(entry['name']), allow_slash32=True)
-        net = None if addr is None else block_of(addr)
-        if net is not None and int(net.first) < int(addr) < int(net.last) and int(addr) not in used:
-            used[int(addr)] = entry['name']
-            entry['ip'] = str(addr)
+    assign_explicit(entries, [entry.get('ip') for entry in entries], _plain4, blocks, used, 4, subject)
+    running = {name: address_or_none(ip, allow_slash32=True) for name, ip in current.items()}
+    keep_running(entries, running, blocks, used)
 
     def automatic(pos, net):
         last = int(net.last) - 1
@@ -155,18 +124,9 @@ def assign_workload_ips(block, workloads, current=None, subject='input', namespa
                      'run fewer workloads on this host or use bigger blocks (lower calico_block_prefix)')
 
 
-def fill_free(entries, free, used, version, subject, full, fix):
-    """Give each entry without an ``ip`` the next address of ``free`` (integers, in order) and record it in ``used``
-    (``{int: workload name}``); when ``free`` runs out, :class:`BlocksFull` says ``full`` (which blocks) and ``fix``."""
-    for entry in entries:
-        if 'ip' in entry:
-            continue
-        cursor = next(free, None)
-        if cursor is None:
-            raise BlocksFull(subject, f"{full}, no address left for workload '{entry['name']}'", fix)
-        used[cursor] = entry['name']
-        entry['ip'] = str(netaddr.IPAddress(cursor, version))
-    return entries
+def _plain4(value):
+    """An IPv4 IPAddress from ``x`` or ``x/32`` text, else None."""
+    return address_or_none(value if isinstance(value, str) else None, allow_slash32=True)
 
 
 def normalize_current_workloads(value):

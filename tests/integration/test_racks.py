@@ -15,7 +15,7 @@ from pathlib import Path
 import netfleet_lab
 import pytest
 import yaml
-from netfleet_lab import REPO, ContinuousPing, Lab, namespaces, ns_json, sh
+from netfleet_lab import REPO, ContinuousPing, Lab, namespaces, ns_json, sh, spine_if
 
 pytestmark = pytest.mark.lab
 
@@ -241,17 +241,9 @@ def test_add_host_and_rack_then_remove_host(racks, racks_doc, report):
 
 # --- BFD: a reflector that stops forwarding while its BIRD stays up ------------------------------------------
 
-def _spine_if(lab, host):
-    spine_ip = lab.hostvars[host]["calico_rr_spine_ip"]
-    for link in ns_json(lab.netns(host), "-4", "addr", "show"):
-        if any(a.get("local") == spine_ip for a in link.get("addr_info", [])):
-            return link["ifname"]
-    raise AssertionError(f"{host} has no interface with {spine_ip}")
-
-
 def _cut_spine_leg(lab, host, cut):
     """Drop everything on a reflector's spine leg (iptables in its namespace); its BIRD keeps running."""
-    ifname = _spine_if(lab, host)
+    ifname = spine_if(lab, host)
     for rule in (["INPUT", "-i", ifname], ["OUTPUT", "-o", ifname], ["FORWARD", "-i", ifname],
                  ["FORWARD", "-o", ifname]):
         sh(["ip", "netns", "exec", lab.netns(host), "iptables", "-w", "-I" if cut else "-D", rule[0], *rule[1:],

@@ -33,6 +33,7 @@ import pytest
 import yaml
 from netfleet_frr import Router, wait_for
 from netfleet_lab import REPO, ContinuousPing, Lab, alive, namespaces, ns_json, sh
+from netfleet_lab import spine_if as _spine_if
 
 pytestmark = pytest.mark.lab
 
@@ -329,15 +330,6 @@ def test_bfd_between_spines_and_reflectors(spine, report):
     report(f"test_spine: BFD (100 ms x 3) Up on all {len(pairs)} spine-reflector sessions; rr2's spine leg cut, "
            f"both spines withdrew {rack2} after {gone:.2f} s")
     assert gone <= 1.5, gone
-
-
-def _spine_if(lab, host):
-    """The interface of a reflector's spine leg (the one with its calico_rr_spine_ip)."""
-    spine_ip = lab.hostvars[host]["calico_rr_spine_ip"]
-    for link in ns_json(lab.netns(host), "-4", "addr", "show"):
-        if any(a.get("local") == spine_ip for a in link.get("addr_info", [])):
-            return link["ifname"]
-    raise AssertionError(f"{host} has no interface with {spine_ip}")
 
 
 def test_a_running_fleet_moves_to_the_spine_without_outage(tmp_path, report):

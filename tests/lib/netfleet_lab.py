@@ -70,6 +70,15 @@ def ns_json(netns, *args):
     return json.loads(out or "[]")
 
 
+def spine_if(lab, host):
+    """The interface of a reflector's spine leg (the one with its calico_rr_spine_ip)."""
+    spine_ip = lab.hostvars[host]["calico_rr_spine_ip"]
+    for link in ns_json(lab.netns(host), "-4", "addr", "show"):
+        if any(a.get("local") == spine_ip for a in link.get("addr_info", [])):
+            return link["ifname"]
+    raise AssertionError(f"{host} has no interface with {spine_ip}")
+
+
 def write_inventory(path, doc, source=REPO / "inventories" / "lab"):
     """An inventory directory: ``source``'s group_vars (copied once) and ``doc`` as its hosts.yml."""
     path.mkdir(parents=True, exist_ok=True)

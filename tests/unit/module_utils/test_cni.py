@@ -19,6 +19,7 @@ from ansible_collections.netfleet.calico.plugins.module_utils import (
     cni_store,
     iproute,
     netlink,
+    procfs,
 )
 
 NETNS = '/run/netns/netns-0b5c'
@@ -168,8 +169,8 @@ class PolicyRun:
 @pytest.fixture
 def sysctls(monkeypatch):
     values = {}
-    monkeypatch.setattr(iproute, 'write_sysctl', lambda name, value, root=None: values.__setitem__(name, str(value)))
-    monkeypatch.setattr(iproute, 'read_sysctl', lambda name, root=None: values.get(name))
+    monkeypatch.setattr(procfs, 'write_sysctl', lambda name, value, root=None: values.__setitem__(name, str(value)))
+    monkeypatch.setattr(procfs, 'read_sysctl', lambda name, root=None: values.get(name))
     return values
 
 

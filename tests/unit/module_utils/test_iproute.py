@@ -1,4 +1,5 @@
-"""Unit tests of plugins/module_utils/iproute.py (no kernel: ip is faked by a recording runner)."""
+"""Unit tests of plugins/module_utils/iproute.py, iproute_routes.py and procfs.py (no kernel: ip is faked by a
+recording runner)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import sys
 
 import pytest
 
-from ansible_collections.netfleet.calico.plugins.module_utils import iproute
-from ansible_collections.netfleet.calico.plugins.module_utils.iproute import Route
+from ansible_collections.netfleet.calico.plugins.module_utils import iproute, iproute_routes, procfs
+from ansible_collections.netfleet.calico.plugins.module_utils.iproute_routes import Route
 
 
 class Recorder:
@@ -101,50 +102,50 @@ def test_validators():
 
 # ------------------------------------------------------------------------------------------ routes
 def test_make_route_normalises():
-    assert iproute.make_route('172.17.8.0/24', type='blackhole') == Route('172.17.8.0/24', 'blackhole', None, None,
-                                                                          False, 0, None)
-    assert iproute.make_route('fd00::/64', type='unreachable').metric == 1024
-    route = iproute.make_route('172.17.9.0/24', via='192.168.100.101', dev='eth0', onlink=True, metric='5')
+    assert iproute_routes.make_route('172.17.8.0/24', type='blackhole') == Route('172.17.8.0/24', 'blackhole', None,
+                                                                                 None, False, 0, None)
+    assert iproute_routes.make_route('fd00::/64', type='unreachable').metric == 1024
+    route = iproute_routes.make_route('172.17.9.0/24', via='192.168.100.101', dev='eth0', onlink=True, metric='5')
     assert route == Route('172.17.9.0/24', 'unicast', '192.168.100.101', 'eth0', True, 5, None)
 
 
 def test_route_from_kernel_shapes():
-    assert iproute.route_from_kernel({'dst': 'default', 'gateway': '10.0.0.1', 'dev': 'eth0', 'flags': []}) == \
+    assert iproute_routes.route_from_kernel({'dst': 'default', 'gateway': '10.0.0.1', 'dev': 'eth0', 'flags': []}) == \
         Route('0.0.0.0/0', 'unicast', '10.0.0.1', 'eth0', False, 0, 'global')
-    assert iproute.route_from_kernel({'dst': '172.17.8.2', 'dev': 'cali1', 'scope': 'link', 'flags': []}) == \
+    assert iproute_routes.route_from_kernel({'dst': '172.17.8.2', 'dev': 'cali1', 'scope': 'link', 'flags': []}) == \
         Route('172.17.8.2/32', 'unicast', None, 'cali1', False, 0, 'link')
-    assert iproute.route_from_kernel({'type': 'blackhole', 'dst': 'fd00::/64', 'dev': 'lo', 'metric': 1024,
-                                      'flags': [], 'pref': 'medium'}, 6) == \
+    assert iproute_routes.route_from_kernel({'type': 'blackhole', 'dst': 'fd00::/64', 'dev': 'lo', 'metric': 1024,
+                                             'flags': [], 'pref': 'medium'}, 6) == \
         Route('fd00::/64', 'blackhole', None, None, False, 1024, 'global')
-    assert iproute.route_from_kernel({'dst': '172.17.9.0/24', 'gateway': '192.168.1.2', 'dev': 'tun0',
-                                      'flags': ['onlink']}).onlink is True
-    assert iproute.route_from_kernel({'dst': 'default', 'via': {'family': 'inet6', 'host': 'fe80::1'},
-                                      'dev': 'eth0', 'flags': []}).via == 'fe80::1'
+    assert iproute_routes.route_from_kernel({'dst': '172.17.9.0/24', 'gateway': '192.168.1.2', 'dev': 'tun0',
+                                             'flags': ['onlink']}).onlink is True
+    assert iproute_routes.route_from_kernel({'dst': 'default', 'via': {'family': 'inet6', 'host': 'fe80::1'},
+                                             'dev': 'eth0', 'flags': []}).via == 'fe80::1'
 
 
 def test_route_matches_ignores_unspecified_dev_and_linkdown():
-    want = iproute.make_route('172.17.9.0/24', via='192.168.100.101')
-    have = iproute.route_from_kernel({'dst': '172.17.9.0/24', 'gateway': '192.168.100.101', 'dev': 'eth0',
-                                      'flags': ['linkdown']})
-    assert iproute.route_matches(want, have)
-    assert not iproute.route_matches(want._replace(onlink=True, dev='eth0'), have)
+    want = iproute_routes.make_route('172.17.9.0/24', via='192.168.100.101')
+    have = iproute_routes.route_from_kernel({'dst': '172.17.9.0/24', 'gateway': '192.168.100.101', 'dev': 'eth0',
+                                             'flags': ['linkdown']})
+    assert iproute_routes.route_matches(want, have)
+    assert not iproute_routes.route_matches(want._replace(onlink=True, dev='eth0'), have)
     host = Route('172.17.8.2/32', 'unicast', None, 'cali1', False, 0, 'link')
-    assert iproute.route_matches(host, iproute.route_from_kernel({'dst': '172.17.8.2', 'dev': 'cali1',
-                                                                  'scope': 'link'}))
-    assert not iproute.route_matches(host, iproute.route_from_kernel({'dst': '172.17.8.2', 'dev': 'cali2',
-                                                                      'scope': 'link'}))
+    assert iproute_routes.route_matches(host, iproute_routes.route_from_kernel({'dst': '172.17.8.2', 'dev': 'cali1',
+                                                                                'scope': 'link'}))
+    assert not iproute_routes.route_matches(host, iproute_routes.route_from_kernel({'dst': '172.17.8.2', 'dev': 'cali2',
+                                                                                    'scope': 'link'}))
 
 
 def test_route_matches_ipv6_has_no_scope():
     """ip prints no scope for IPv6 routes: a /128 dev route (implied scope link for IPv4) still matches."""
-    current = iproute.route_from_kernel({'dst': '2001:db8::2', 'dev': 'cali1', 'metric': 1024, 'flags': []}, 6)
-    desired = iproute.make_route('2001:db8::2/128', dev='cali1')
+    current = iproute_routes.route_from_kernel({'dst': '2001:db8::2', 'dev': 'cali1', 'metric': 1024, 'flags': []}, 6)
+    desired = iproute_routes.make_route('2001:db8::2/128', dev='cali1')
     assert current.scope == 'global' and desired.scope is None
-    assert iproute.route_matches(desired, current)
-    assert iproute.plan_routes([desired], [current]) == ([], [], [])
+    assert iproute_routes.route_matches(desired, current)
+    assert iproute_routes.plan_routes([desired], [current]) == ([], [], [])
     # IPv4 keeps comparing the scope
-    v4 = iproute.route_from_kernel({'dst': '172.17.8.2', 'dev': 'cali1', 'flags': []}, 4)
-    assert not iproute.route_matches(iproute.make_route('172.17.8.2/32', dev='cali1'), v4)
+    v4 = iproute_routes.route_from_kernel({'dst': '172.17.8.2', 'dev': 'cali1', 'flags': []}, 4)
+    assert not iproute_routes.route_matches(iproute_routes.make_route('172.17.8.2/32', dev='cali1'), v4)
 
 
 def test_eui64_link_local():
@@ -155,33 +156,33 @@ def test_eui64_link_local():
 
 
 def test_plan_routes():
-    block = iproute.make_route('172.17.8.0/24', type='blackhole')
-    remote = iproute.make_route('172.17.9.0/24', via='10.0.0.2')
+    block = iproute_routes.make_route('172.17.8.0/24', type='blackhole')
+    remote = iproute_routes.make_route('172.17.9.0/24', via='10.0.0.2')
     stale = Route('172.17.7.0/24', 'blackhole', None, None, False, 0, 'global')
     wrong = Route('172.17.9.0/24', 'unicast', '10.0.0.3', 'eth0', False, 0, 'global')
     same = Route('172.17.8.0/24', 'blackhole', None, None, False, 0, 'global')
-    add, replace, delete = iproute.plan_routes([block, remote], [stale, wrong, same])
+    add, replace, delete = iproute_routes.plan_routes([block, remote], [stale, wrong, same])
     assert (add, replace, delete) == ([], [remote], [stale])
-    add, replace, delete = iproute.plan_routes([block], [])
+    add, replace, delete = iproute_routes.plan_routes([block], [])
     assert (add, replace, delete) == ([block], [], [])
     # two current routes on one key (ip route append): both go, then a plain add
     dup1 = Route('172.17.9.0/24', 'unicast', '10.0.0.4', 'eth0', False, 0, 'global')
-    add, replace, delete = iproute.plan_routes([remote], [wrong, dup1])
+    add, replace, delete = iproute_routes.plan_routes([remote], [wrong, dup1])
     assert (add, replace, delete) == ([remote], [], [wrong, dup1])
     # a duplicate next to a match is deleted, the match kept
     ok = Route('172.17.9.0/24', 'unicast', '10.0.0.2', 'eth0', False, 0, 'global')
-    assert iproute.plan_routes([remote], [ok, dup1]) == ([], [], [dup1])
+    assert iproute_routes.plan_routes([remote], [ok, dup1]) == ([], [], [dup1])
     with pytest.raises(ValueError, match='duplicate route 172.17.8.0/24'):
-        iproute.plan_routes([block, block], [])
+        iproute_routes.plan_routes([block, block], [])
 
 
 def test_route_batch_order_frees_keys_first_and_removes_last():
-    block = iproute.make_route('172.17.8.0/24', type='blackhole')
-    remote = iproute.make_route('172.17.9.0/24', via='10.0.0.2')
+    block = iproute_routes.make_route('172.17.8.0/24', type='blackhole')
+    remote = iproute_routes.make_route('172.17.9.0/24', via='10.0.0.2')
     dup1 = Route('172.17.9.0/24', 'unicast', '10.0.0.3', 'eth0', False, 0, 'global')
     dup2 = Route('172.17.9.0/24', 'unicast', '10.0.0.4', 'eth0', False, 0, 'global')
     stale = Route('172.17.7.0/24', 'blackhole', None, None, False, 0, 'global')
-    lines = iproute.route_batch_lines([remote], [block], [stale, dup1, dup2], 80)
+    lines = iproute_routes.route_batch_lines([remote], [block], [stale, dup1, dup2], 80)
     assert [' '.join(line.split()[1:3]) for line in lines] == [
         'del 172.17.9.0/24', 'del 172.17.9.0/24', 'add 172.17.9.0/24', 'replace blackhole', 'del blackhole']
 
@@ -196,16 +197,17 @@ def test_batch_without_force_reports_where_it_stopped():
 
 
 def test_route_commands_carry_protocol_and_table():
-    block = iproute.make_route('172.17.8.0/24', type='blackhole')
-    assert iproute.route_command('add', block, 80) == 'route add blackhole 172.17.8.0/24 metric 0 proto 80 table main'
+    block = iproute_routes.make_route('172.17.8.0/24', type='blackhole')
+    assert iproute_routes.route_command('add', block, 80) == \
+        'route add blackhole 172.17.8.0/24 metric 0 proto 80 table main'
     host = Route('172.17.8.2/32', 'unicast', None, 'cali1', False, 0, 'link')
-    assert iproute.route_command('replace', host, 80, '100') == \
+    assert iproute_routes.route_command('replace', host, 80, '100') == \
         'route replace 172.17.8.2/32 dev cali1 scope link metric 0 proto 80 table 100'
-    onlink = iproute.make_route('172.17.9.0/24', via='10.0.0.2', dev='tun0', onlink=True)
-    assert iproute.route_command('del', onlink, 80) == \
+    onlink = iproute_routes.make_route('172.17.9.0/24', via='10.0.0.2', dev='tun0', onlink=True)
+    assert iproute_routes.route_command('del', onlink, 80) == \
         'route del 172.17.9.0/24 via 10.0.0.2 dev tun0 metric 0 proto 80 table main'
-    assert iproute.format_route(onlink) == '172.17.9.0/24 via 10.0.0.2 dev tun0 onlink'
-    assert iproute.format_route(iproute.make_route('fd00::/64', type='blackhole', metric=5)) == \
+    assert iproute_routes.format_route(onlink) == '172.17.9.0/24 via 10.0.0.2 dev tun0 onlink'
+    assert iproute_routes.format_route(iproute_routes.make_route('fd00::/64', type='blackhole', metric=5)) == \
         'blackhole fd00::/64 metric 5'
 
 
@@ -216,9 +218,9 @@ def test_reconcile_routes_reads_per_family_and_writes_once():
                     ('-j', '-6', 'route', 'show', 'table', 'main', 'proto', '80'): '[]',
                     ('-force', '-batch', '-'): ''})
     ip = iproute.IpCommand(ip_bin='ip', runner=rec)
-    block = iproute.make_route('172.17.8.0/24', type='blackhole')
-    result = iproute.reconcile_routes(ip, [block], include=lambda r: not (r.dev or '').startswith('cali'),
-                                      families=(4, 6))
+    block = iproute_routes.make_route('172.17.8.0/24', type='blackhole')
+    result = iproute_routes.reconcile_routes(ip, [block], include=lambda r: not (r.dev or '').startswith('cali'),
+                                             families=(4, 6))
     assert result['changed'] is True
     assert result['add'] == ['blackhole 172.17.8.0/24'] and result['delete'] == ['blackhole 172.17.7.0/24']
     assert result['before'] == ['blackhole 172.17.7.0/24'] and result['after'] == ['blackhole 172.17.8.0/24']
@@ -228,8 +230,8 @@ def test_reconcile_routes_reads_per_family_and_writes_once():
                             'route del blackhole 172.17.7.0/24 metric 0 proto 80 table main\n')
     # check mode: same answer, no write
     rec.calls.clear()
-    result = iproute.reconcile_routes(ip, [block], include=lambda r: not (r.dev or '').startswith('cali'),
-                                      families=(4, 6), check_mode=True)
+    result = iproute_routes.reconcile_routes(ip, [block], include=lambda r: not (r.dev or '').startswith('cali'),
+                                             families=(4, 6), check_mode=True)
     assert result['changed'] and not [call for call in rec.calls if '-batch' in call[0]]
 
 
@@ -237,7 +239,8 @@ def test_reconcile_routes_without_change_does_not_write():
     rec = Recorder({('route', 'show', 'table', 'main', 'proto', '80'): json.dumps(
         [{'type': 'blackhole', 'dst': '172.17.8.0/24', 'flags': []}])})
     ip = iproute.IpCommand(ip_bin='ip', runner=rec)
-    result = iproute.reconcile_routes(ip, [iproute.make_route('172.17.8.0/24', type='blackhole')], netns='ns1')
+    result = iproute_routes.reconcile_routes(ip, [iproute_routes.make_route('172.17.8.0/24', type='blackhole')],
+                                             netns='ns1')
     assert result['changed'] is False and result['commands'] == []
     assert rec.calls == [(['ip', '-n', 'ns1', '-j', '-4', 'route', 'show', 'table', 'main', 'proto', '80'], None)]
 
@@ -300,30 +303,30 @@ def test_sysctl_helpers(tmp_path):
     (tmp_path / 'net/ipv4/ip_forward').write_text('0\n')
     (tmp_path / 'net/ipv4/conf/eth0.100/forwarding').write_text('0\n')
     root = str(tmp_path)
-    assert iproute.sysctl_path('net.ipv4.ip_forward', root) == root + '/net/ipv4/ip_forward'
-    assert iproute.sysctl_path('net/ipv4/conf/eth0.100/forwarding', root) == \
+    assert procfs.sysctl_path('net.ipv4.ip_forward', root) == root + '/net/ipv4/ip_forward'
+    assert procfs.sysctl_path('net/ipv4/conf/eth0.100/forwarding', root) == \
         root + '/net/ipv4/conf/eth0.100/forwarding'
-    assert iproute.read_sysctl('net.ipv4.ip_forward', root) == '0'
-    iproute.write_sysctl('net.ipv4.ip_forward', True, root)
+    assert procfs.read_sysctl('net.ipv4.ip_forward', root) == '0'
+    procfs.write_sysctl('net.ipv4.ip_forward', True, root)
     assert (tmp_path / 'net/ipv4/ip_forward').read_text() == '1'
-    iproute.write_sysctl('net/ipv4/conf/eth0.100/forwarding', 1, root)
-    assert iproute.read_sysctl('net/ipv4/conf/eth0.100/forwarding', root) == '1'
-    assert iproute.read_sysctl('net.ipv4.nope', root) is None
-    assert iproute.normalize_sysctl_value('32768\t60999\n') == '32768 60999'
-    assert iproute.sysctl_key('net/ipv4/ip_forward') == 'net.ipv4.ip_forward'
-    assert iproute.sysctl_key('net/ipv4/conf/eth0.100/rp_filter') == 'net/ipv4/conf/eth0.100/rp_filter'
+    procfs.write_sysctl('net/ipv4/conf/eth0.100/forwarding', 1, root)
+    assert procfs.read_sysctl('net/ipv4/conf/eth0.100/forwarding', root) == '1'
+    assert procfs.read_sysctl('net.ipv4.nope', root) is None
+    assert procfs.normalize_sysctl_value('32768\t60999\n') == '32768 60999'
+    assert procfs.sysctl_key('net/ipv4/ip_forward') == 'net.ipv4.ip_forward'
+    assert procfs.sysctl_key('net/ipv4/conf/eth0.100/rp_filter') == 'net/ipv4/conf/eth0.100/rp_filter'
     for bad in ('', 'net..x', '../etc', 'net/../x', 'a b'):
         with pytest.raises(ValueError, match='invalid sysctl name'):
-            iproute.sysctl_path(bad, root)
+            procfs.sysctl_path(bad, root)
 
 
 # ------------------------------------------------------------------------------------------ namespaces
 def test_netns_state(tmp_path):
     (tmp_path / 'plain').write_text('')
     dev = os.stat(tmp_path / 'plain').st_dev
-    assert iproute.netns_state('missing', str(tmp_path)) == 'absent'
-    assert iproute.netns_state('plain', str(tmp_path), nsfs_dev=dev + 1) == 'broken'
-    assert iproute.netns_state('plain', str(tmp_path), nsfs_dev=dev) == 'present'
+    assert procfs.netns_state('missing', str(tmp_path)) == 'absent'
+    assert procfs.netns_state('plain', str(tmp_path), nsfs_dev=dev + 1) == 'broken'
+    assert procfs.netns_state('plain', str(tmp_path), nsfs_dev=dev) == 'present'
 
 
 def test_netns_dir_is_slave(tmp_path):
@@ -335,7 +338,7 @@ def test_netns_dir_is_slave(tmp_path):
                        '66 46 254:0 /run/netns /run/netns rw,relatime master:1 - ext4 /dev/vda rw\n')
     remade = tmp_path / 'remade'
     remade.write_text(exec_ns.read_text() + '70 66 0:4 /run/netns /run/netns rw shared:9 master:1 - tmpfs x rw\n')
-    assert iproute.netns_dir_is_slave(mountinfo=str(root_ns)) is False
-    assert iproute.netns_dir_is_slave(mountinfo=str(exec_ns)) is True
-    assert iproute.netns_dir_is_slave(mountinfo=str(remade)) is True
-    assert iproute.netns_dir_is_slave(mountinfo=str(tmp_path / 'none')) is False
+    assert procfs.netns_dir_is_slave(mountinfo=str(root_ns)) is False
+    assert procfs.netns_dir_is_slave(mountinfo=str(exec_ns)) is True
+    assert procfs.netns_dir_is_slave(mountinfo=str(remade)) is True
+    assert procfs.netns_dir_is_slave(mountinfo=str(tmp_path / 'none')) is False

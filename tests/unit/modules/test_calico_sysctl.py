@@ -7,6 +7,7 @@ import os
 import pytest
 from calico_fake_kernel import run_module
 
+from ansible_collections.netfleet.calico.plugins.module_utils import procfs
 from ansible_collections.netfleet.calico.plugins.modules import calico_sysctl as mod
 
 
@@ -77,12 +78,12 @@ def test_persist_file_alone_can_change(proc, monkeypatch, tmp_path):
 
 
 def test_kernel_refusing_a_value_fails(proc, monkeypatch):
-    real_write = mod.iproute.write_sysctl
+    real_write = procfs.write_sysctl
 
     def clamp(name, value, root):
         real_write(name, '1', root)
 
-    monkeypatch.setattr(mod.iproute, 'write_sysctl', clamp)
+    monkeypatch.setattr(procfs, 'write_sysctl', clamp)
     result = run(monkeypatch, {'net.ipv4.ip_forward': 2})
     assert result['failed'] and result['msg'] == 'sysctl net.ipv4.ip_forward: wrote 2 but the kernel reports 1'
 
