@@ -21,7 +21,8 @@ The chains (Calico's Felix layout, reduced to what this collection needs)::
 
 IPv6 (``family=6``, for ip6tables) renders the same filter chains from the same policy model (peers and ICMP
 rules of the other family left out), accepts ICMPv6 neighbour discovery from and to workloads before any
-policy, and has no nat table (floating IPs and NAT are IPv4's). Its anti-spoofing is Felix's: IPv6 has no
+policy, and has the nat chains above for the endpoints' IPv6 floating IPs (``floating_ip6``) only: no
+``cali-nat-outgoing``, and no nat chain at all while no endpoint has one. Its anti-spoofing is Felix's: IPv6 has no
 rp_filter sysctl, so ``raw PREROUTING -> cali-PREROUTING`` drops a packet from a workload whose source the
 host would not route back through the same interface (``-m rpfilter --invert``), i.e. any address but the
 workload's own; IPv4 gets the same from ``rp_filter=1`` on each workload veth.
@@ -55,7 +56,7 @@ HOOKS = {
     'raw': (('PREROUTING', 'cali-PREROUTING'),),
 }
 TABLES = ('filter', 'nat')                  # IPv4 (iptables)
-TABLES6 = ('raw', 'filter')                 # IPv6 (ip6tables)
+TABLES6 = ('raw', 'filter', 'nat')          # IPv6 (ip6tables); nat only with floating IPs
 TABLE_ORDER = ('raw', 'filter', 'nat')      # the order tables are restored in, whichever a rendering has
 FAMILY_TABLES = {4: TABLES, 6: TABLES6}
 # ICMPv6 types always accepted from workloads to the host and from the host to workloads, before any policy:
@@ -313,26 +314,28 @@ def render_endpoint_chain(rules, direction, final, family=4):
 
 
 def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endpoint_to_host_action='drop',
-           nat_outgoing=False, interface_prefix='cali', cni=False, family=4):
+           nat_outgoing=False, interface_prefix='cali', cni=False, family=4, pool6=None):
     """The desired cali-* state: ``{table: {'chains': {name: [rules]}, 'jumps': {builtin: [rule]}}}``.
 
-    ``endpoints``: ``[{name, ip, ifname, ingress, egress, floating_ip}]`` with ``ingress``/``egress``
+    ``endpoints``: ``[{name, ip, ifname, ingress, egress, floating_ip, floating_ip6}]`` with ``ingress``/``egress``
     None (no policy selects it: allow) or a list of ``{action, protocol, ports, peers}``. With ``cni``
     a packet of a cali interface that is not one of ``endpoints`` goes on to the CNI plugin's dispatch
     chains (which drop what they do not know) instead of being dropped here. An endpoint has ``ip``, ``ip6`` or
-    both; ``family`` 6 renders ip6tables' tables (``raw`` and ``filter``; ``pool``, ``nat_outgoing``,
-    ``floating_ip`` and ``cni`` are IPv4's and not used).
+    both; ``family`` 6 renders ip6tables' tables (``raw``, ``filter`` and ``nat``, the last empty unless an
+    endpoint has ``floating_ip6``) with ``pool6`` (the IPv6 pool) for the floating IPs' SNAT; ``pool``,
+    ``nat_outgoing``, ``floating_ip`` and ``cni`` are IPv4's and not used (and ``pool6``, ``floating_ip6`` not by
+    ``family`` 4). Both pools are validated by both.
     """
     if family not in FAMILY_TABLES:
         raise ChainsError('family %r is not 4 or 6' % (family,))
     if endpoint_to_host_action not in ('drop', 'accept'):
         raise ChainsError('endpoint_to_host_action %r is not drop or accept' % (endpoint_to_host_action,))
-    if family == 6:
-        pool, nat_outgoing, cni = None, False, False
-    if nat_outgoing and not pool:
+    if nat_outgoing and not pool and family == 4:
         raise ChainsError('nat_outgoing needs pool (the container pool CIDR)')
-    if pool:
-        pool = ipv4_network(pool, 'pool')
+    pool = ipv4_network(pool, 'pool') if pool else None
+    pool6 = ipv6_network(pool6, 'pool6') if pool6 else None
+    if family == 6:
+        pool, nat_outgoing, cni = pool6, False, False
     wildcard = interface_prefix + '+'
     seen_if, seen_ip, seen_fip = {}, {}, {}
     eps = []
@@ -348,11 +351,16 @@ def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endp
         ip = ipv4_address(ip, 'endpoint %s: ip' % name) if ip else None
         ip6 = ipv6_address(ep['ip6'], 'endpoint %s: ip6' % name) if ep.get('ip6') else None
         fip = ipv4_address(ep['floating_ip'], 'endpoint %s: floating_ip' % name) if ep.get('floating_ip') else None
+        fip6 = ipv6_address(ep['floating_ip6'], 'endpoint %s: floating_ip6' % name) if ep.get('floating_ip6') else None
         if fip and not ip:
-            raise ChainsError('endpoint %s: floating_ip needs ip (floating IPs are IPv4)' % name)
-        ep = dict(ep, ip=ip, ip6=ip6, floating_ip=fip if family == 4 else None)
+            raise ChainsError('endpoint %s: floating_ip needs ip (the address it is NATed to)' % name)
+        if fip6 and not ip6:
+            raise ChainsError('endpoint %s: floating_ip6 needs ip6 (the address it is NATed to)' % name)
+        # each family's run NATs its own floating IPs only (both are validated by both)
+        ep = dict(ep, ip=ip, ip6=ip6, floating_ip=fip if family == 4 else None,
+                  floating_ip6=fip6 if family == 6 else None)
         for key, seen, value in (('ifname', seen_if, ifname), ('ip', seen_ip, ip), ('ip6', seen_ip, ip6),
-                                 ('floating_ip', seen_fip, ep.get('floating_ip'))):
+                                 ('floating_ip', seen_fip, fip), ('floating_ip6', seen_fip, fip6)):
             if not value:
                 continue
             if value in seen:
@@ -398,33 +406,47 @@ def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endp
     f['cali-to-wl-dispatch'] = to_dispatch
     f.update(endpoint_rules)
 
-    n = {}
-    n['cali-PREROUTING'] = ['-j cali-fip-dnat']
-    n['cali-OUTPUT'] = ['-j cali-fip-dnat']
-    n['cali-POSTROUTING'] = ['-j cali-fip-snat', '-j cali-nat-outgoing']
-    dnat, snat = [], []
-    for ep in sorted((e for e in eps if e.get('floating_ip')), key=lambda e: str(e['floating_ip'])):
-        ip, fip = str(ep['ip']).split('/', maxsplit=1)[0], str(ep['floating_ip']).split('/', maxsplit=1)[0]
-        dnat.append('-d %s -j DNAT --to-destination %s' % (host_cidr(fip), ip))
-        # hairpin: the workload reaching its own floating IP
-        snat.append('-s %s -d %s -j SNAT --to-source %s' % (host_cidr(ip), host_cidr(ip), fip))
-        # connections the workload opens to anything outside the pool leave from its floating IP
-        if pool:
-            snat.append('-s %s ! -d %s -j SNAT --to-source %s' % (host_cidr(ip), pool, fip))
-        else:
-            snat.append('-s %s -j SNAT --to-source %s' % (host_cidr(ip), fip))
-    n['cali-fip-dnat'] = dnat
-    n['cali-fip-snat'] = snat
-    n['cali-nat-outgoing'] = ['-s %s ! -d %s -j MASQUERADE' % (pool, pool)] if nat_outgoing else []
-
+    n = _render_nat(eps, pool, nat_outgoing, family)
     raw = {'cali-PREROUTING': ['-i %s -m rpfilter --invert -j DROP' % wildcard]}
     tables = {'filter': f, 'nat': n, 'raw': raw}
     for chains in tables.values():
         for name in chains:
             if len(name) > CHAIN_MAX:  # cannot happen with chain_name(); a guard for future chains
                 raise ChainsError('chain name %s is longer than %d characters' % (name, CHAIN_MAX))
-    return {table: normalize_table({'chains': tables[table], 'jumps': {b: ['-j ' + c] for b, c in HOOKS[table]}})
+    # an empty table is owned by nobody: none of our chains there, none left over (ip6tables nat without a
+    # floating IP; such a host need not have IPv6 NAT at all)
+    return {table: normalize_table({'chains': tables[table], 'jumps': {b: ['-j ' + c] for b, c in HOOKS[table]}}
+                                   if tables[table] else {'chains': {}, 'jumps': {}})
             for table in FAMILY_TABLES[family]}
+
+
+def _render_nat(eps, pool, nat_outgoing, family):
+    """The nat chains: each floating IP DNATed to its endpoint, and the endpoint's own connections leaving from it;
+    for IPv6 nothing at all without a floating IP (its jumps neither)."""
+    key, host = ('floating_ip6', lambda a: a + '/128') if family == 6 else ('floating_ip', host_cidr)
+    with_fip = sorted((e for e in eps if e.get(key)), key=lambda e: str(e[key]))
+    if family == 6 and not with_fip:
+        return {}
+    n = {}
+    n['cali-PREROUTING'] = ['-j cali-fip-dnat']
+    n['cali-OUTPUT'] = ['-j cali-fip-dnat']
+    n['cali-POSTROUTING'] = ['-j cali-fip-snat'] + (['-j cali-nat-outgoing'] if family == 4 else [])
+    dnat, snat = [], []
+    for ep in with_fip:
+        ip, fip = str(ep['ip6' if family == 6 else 'ip']).split('/', maxsplit=1)[0], str(ep[key]).split('/')[0]
+        dnat.append('-d %s -j DNAT --to-destination %s' % (host(fip), ip))
+        # hairpin: the workload reaching its own floating IP
+        snat.append('-s %s -d %s -j SNAT --to-source %s' % (host(ip), host(ip), fip))
+        # connections the workload opens to anything outside the pool leave from its floating IP
+        if pool:
+            snat.append('-s %s ! -d %s -j SNAT --to-source %s' % (host(ip), pool, fip))
+        else:
+            snat.append('-s %s -j SNAT --to-source %s' % (host(ip), fip))
+    n['cali-fip-dnat'] = dnat
+    n['cali-fip-snat'] = snat
+    if family == 4:
+        n['cali-nat-outgoing'] = ['-s %s ! -d %s -j MASQUERADE' % (pool, pool)] if nat_outgoing else []
+    return n
 
 
 # ---------------------------------------------------------------------------------------------

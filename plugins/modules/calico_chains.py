@@ -36,7 +36,9 @@ description:
     PREROUTING -> cali-PREROUTING) with C(-i cali+ -m rpfilter --invert -j DROP): a workload sending from an IPv6
     address the host does not route back to its interface (not its own) reaches nobody. That is Felix's IPv6
     anti-spoofing (IPv6 has no rp_filter sysctl); for IPv4 M(netfleet.calico.calico_workloads) sets
-    C(rp_filter=1) on each workload veth. No C(nat) table for IPv6: floating IPs and O(nat_outgoing) are IPv4's."
+    C(rp_filter=1) on each workload veth. The C(nat) chains above for IPv6 floating IPs
+    (O(endpoints[].floating_ip6), SNAT leaving O(pool6) alone), and none at all while no endpoint has one;
+    O(nat_outgoing) is IPv4's."
 author:
   - netfleet.calico developers (!UNKNOWN)
 requirements:
@@ -68,6 +70,12 @@ options:
         description:
           - Floating IP DNATed to I(ip); the workload's own connections out of the pool leave from it (IPv4 only).
         type: str
+      floating_ip6:
+        description:
+          - IPv6 floating IP DNATed to I(ip6) by ip6tables (O(family=6)); the workload's own connections out of
+            O(pool6) leave from it.
+        type: str
+        version_added: 0.1.0
       ingress:
         description:
           - Rules for traffic to the workload, in order; null means no policy selects the workload for ingress
@@ -85,6 +93,11 @@ options:
   pool:
     description: The container pool (CIDR); floating-IP SNAT and O(nat_outgoing) leave pool-internal traffic alone.
     type: str
+  pool6:
+    description: The IPv6 container pool (CIDR); with O(family=6) the IPv6 floating-IP SNAT leaves traffic inside it
+      alone.
+    type: str
+    version_added: 0.1.0
   nat_outgoing:
     description: Masquerade traffic from the pool to addresses outside it (C(cali-nat-outgoing)).
     type: bool
@@ -205,14 +218,16 @@ EXAMPLES = r"""
           - {action: allow, protocol: tcp, ports: ['80'], peers: [172.17.9.2/32]}
         egress: null
 
-- name: The same policy for IPv6 (ip6tables), with IPv6 anti-spoofing
+- name: The same policy for IPv6 (ip6tables), with IPv6 anti-spoofing, reachable as 2001:db8:99::10
   netfleet.calico.calico_chains:
     family: 6
+    pool6: "2001:db8:8::/48"
     endpoints:
       - name: web
         ip: 172.17.8.2
         ip6: "2001:db8:8::2"
         ifname: calif29bc91bbda
+        floating_ip6: "2001:db8:99::10"
         ingress:
           - {action: allow, protocol: tcp, ports: ['80'], peers: [172.17.9.2/32, "2001:db8:9::2/128"]}
         egress: null
@@ -321,11 +336,13 @@ def main():
                 ip6=dict(type='str'),
                 ifname=dict(type='str', required=True),
                 floating_ip=dict(type='str'),
+                floating_ip6=dict(type='str'),
                 ingress=dict(type='list', elements='dict'),
                 egress=dict(type='list', elements='dict'),
                 policies=dict(type='list', elements='str'),
             ), required_one_of=[('ip', 'ip6')]),
             pool=dict(type='str'),
+            pool6=dict(type='str'),
             nat_outgoing=dict(type='bool', default=False),
             endpoint_to_host_action=dict(type='str', default='drop', choices=['drop', 'accept']),
             failsafe_inbound_ports=dict(type='list', elements='str', default=list(chains.DEFAULT_FAILSAFE_INBOUND)),
@@ -347,7 +364,7 @@ def main():
         desired = chains.render(p['endpoints'], pool=p['pool'], failsafe_inbound=p['failsafe_inbound_ports'],
                                 endpoint_to_host_action=p['endpoint_to_host_action'],
                                 nat_outgoing=p['nat_outgoing'], interface_prefix=p['interface_prefix'], cni=cni,
-                                family=family)
+                                family=family, pool6=p['pool6'])
     except chains.ChainsError as exc:
         module.fail_json(msg=str(exc))
     if p['state'] == 'absent':  # every table of the family without a cali-* chain or jump

@@ -83,7 +83,7 @@ def plan_imports(plan_hosts, topology, pool, block_prefix, floating_ips, shares=
                 refused = announced(host) if same else by_rack.get(host.get('rack'), [])
                 imports = {'prefixes': aggregates, 'any_block': f'{net}{{{block_prefix},{block_prefix}}}',
                            'any_floating': bool(floating_ips),
-                           'except': [p if p.endswith('/32') else p + '+' for p in _sorted(refused)] + own_share,
+                           'except': [p if _is_host(p) else p + '+' for p in _sorted(refused)] + own_share,
                            'origin_check': not same,
                            'receive_limit': any_count + 64}
             else:
@@ -91,6 +91,11 @@ def plan_imports(plan_hosts, topology, pool, block_prefix, floating_ips, shares=
                 imports = {'prefixes': prefixes, 'any_block': None, 'any_floating': False, 'except': [],
                            'receive_limit': 4 * len(prefixes) + 64}
             host['imports'][peer['name']] = imports
+
+
+def _is_host(prefix):
+    """A floating IP's exact prefix (``/32``, ``/128``): nothing lies inside it."""
+    return prefix.endswith(('/32', '/128'))
 
 
 def _sorted(prefixes):

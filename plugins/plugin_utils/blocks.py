@@ -164,7 +164,9 @@ def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit, regions=None)
     no other host holds; none when a pin it does not run yet moves it), then takes the lowest free block
     above its first block until its workloads fit: blocks are listed by address after the first one, so
     the running blocks read back from the kernel give the same list. A block any host still holds is
-    never taken. Then trailing blocks that hold no workload address are released (never the first one,
+    never taken. A block of the pool that a workload's explicit address (``explicit``: ``[(workload, var,
+    address)]``) lies in is added first when it is free and the host has room (see :func:`_claim_explicit`).
+    Then trailing blocks that hold no workload address are released (never the first one,
     never a block before one in use: a running workload is never renumbered). Hosts are visited in list
     order; no other host's block moves. ``regions`` (see :func:`allocate_blocks`) confines further blocks to a
     host's region (still above its first block).
@@ -219,6 +221,11 @@ def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit, regions=None)
             owner[idx] = name
             extras[name].append(idx)
 
+    # 1b. blocks named by a workload's explicit address, before any host grows (see _claim_explicit)
+    for entry in hosts:
+        if entry['name'] in first:
+            _claim_explicit(entry, first, extras, owner, running, max_blocks, regions, (pool, block_prefix, net_of))
+
     # 2. grow until the workloads fit, then release trailing empty blocks
     out = {}
     for entry in hosts:
@@ -226,7 +233,7 @@ def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit, regions=None)
         if name not in first:
             continue
         start = index_of(first[name][0])
-        idxs = [start] + extras[name]
+        idxs = [start] + sorted(extras[name])
         while True:
             try:
                 planned = fit(name, [net_of(i) for i in idxs])
@@ -259,3 +266,46 @@ def grow_blocks(pool, block_prefix, hosts, first, max_blocks, fit, regions=None)
                               'another host')
         out[name] = ([str(net_of(i)) for i in idxs], planned)
     return out
+
+
+def _claim_explicit(entry, first, extras, owner, running, max_blocks, regions, pool_of):
+    """Add to a host's blocks (``extras``) each block of the pool that one of its workloads' explicit addresses
+    lies in, before any host grows, so that no automatic growth takes it first. The block must be free (no host
+    holds or runs it), above the host's first block (blocks after the first are listed by address, as the kernel
+    gives them back) and inside its region, and the host must have room (``calico_max_blocks_per_host``);
+    otherwise the one-line error says which and the fix. An address outside the pool is left to the host's
+    ``fit``, which refuses it."""
+    pool, block_prefix, net_of = pool_of
+    name = entry['name']
+    size = 1 << (width(pool) - block_prefix)
+    start = (int(netaddr.IPNetwork(first[name][0]).first) - int(pool.first)) // size
+    kind = 'IPv6 block' if pool.version == 6 else 'block'
+    for workload, var, value in entry.get('explicit') or ():
+        held = [start] + sorted(extras[name])
+        addr = netaddr.IPAddress(value)
+        if addr not in pool:
+            continue
+        idx = (int(addr) - int(pool.first)) // size
+        if idx in held:
+            continue
+        listing = ', '.join(str(net_of(i)) for i in held)
+        where = (f"workload '{workload}' {var} {addr} is outside the host's {kind}{'s' if len(held) > 1 else ''} "
+                 f'{listing} (in {net_of(idx)}')
+        keep = f'pick an address inside {listing} or drop {var}'
+        holder = owner.get(idx) or next((n for n, idxs in running.items() if idx in idxs and n != name), None)
+        low, end, _full = regions.get(name, (0, 1 << (block_prefix - pool.prefixlen), None))
+        if holder is not None:
+            raise FabricError(host_subject(name), f"{where}, a block of host '{holder}')", keep)
+        if idx < start:
+            raise FabricError(host_subject(name), f"{where}, below the host's first {kind}: further blocks are "
+                                                  'taken above it)', keep)
+        if not low <= idx < end:
+            raise FabricError(host_subject(name), f"{where}, outside its rack's share)", keep)
+        if len(held) >= max_blocks:
+            raise FabricError(host_subject(name), f'{where}, free, but the host holds {len(held)} '
+                                                  f'{kind}{"s" if len(held) > 1 else ""} already: '
+                                                  f'calico_max_blocks_per_host {max_blocks})',
+                              f'raise calico_max_blocks_per_host to {len(held) + 1} to give the host {net_of(idx)}, '
+                              f'or {keep}')
+        owner[idx] = name
+        extras[name].append(idx)

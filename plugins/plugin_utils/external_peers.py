@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import KINDS
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
-from ansible_collections.netfleet.calico.plugins.plugin_utils.policy import special_address
+from ansible_collections.netfleet.calico.plugins.plugin_utils.floating import special_address
 
 VAR = 'calico_bgp_peers'
 KEYS = ('ip', 'as_number', 'password', 'multihop', 'ttl_security', 'bfd', 'import_default', 'import_prefixes',

@@ -10,7 +10,7 @@ This module composes the planner's parts, each of its own concern (imports go on
 ``inputs`` (strict values and parsers), ``inventory`` (variables, groups, racks), ``blocks``,
 ``workloads``, ``peers`` and ``bgp`` (sessions and what each may import), ``external_peers`` (routers outside
 the fleet), ``spines`` (the L3 spine's FRR plan), ``rack_shares`` (one aggregate per rack, origin AS), ``cni``,
-``policy``, ``ipip``,
+``policy`` and ``floating``, ``ipip``,
 all raising ``errors.FabricError``. The filter plugins in ``plugins/filter/`` are thin wrappers around them.
 
 Errors are :class:`FabricError` (an ``AnsibleFilterError``) whose message is ONE line::
@@ -47,15 +47,16 @@ hosts and racks are always visited in natural name order, ``host-2`` before ``ho
    ``calico_block`` (valid, aligned, inside the pool, right size, not overlapping another pin, not taking the
    running block of an unpinned host); then pool exhaustion (a rack's full share); then a pin on another
    running block of an unpinned host;
-7. workloads, per host: list shape, names (valid, unique), explicit IPs (valid, inside the
-   host's blocks, not a network/broadcast address, unique), full blocks (the host takes the lowest
-   free block above its first one until they fit: more than ``calico_max_blocks_per_host``, or
-   none left, is an error; so is a host whose workloads hold more blocks than that); then
-   duplicate workload IPs across the fleet;
+7. workloads: per host an explicit IP in a block the host does not hold (taken if free and allowed, see
+   ``blocks.grow_blocks``); then per host: list shape, names (valid, unique), explicit IPs (valid, inside the
+   host's blocks, not a network/broadcast address, unique), full blocks (the host takes the lowest free block
+   above its first one until they fit: more than ``calico_max_blocks_per_host``, or none left, is an error; so
+   is a host whose workloads hold more blocks than that); then duplicate workload IPs across the fleet;
 8. dual stack (``calico_pool_v6``, module ``v6``): the IPv6 pool and block size, per host ``calico_node_ip_v6``
    (and a reflector's ``calico_rr_spine_ip_v6``), IPv6 blocks and workload ``ip6``; without the pool, any ``ip6``;
-9. then floating IPs and policies, and per host its ``calico_bgp_peers`` against the fleet (a router's address
-   is no host's, not in the pool, not a floating IP; no import prefix inside the pool).
+9. then floating IPs (``floating_ip``, and ``floating_ip6`` of a dual-stack fleet: module ``floating``) and
+   policies, and per host its ``calico_bgp_peers`` against the fleet (a router's address is no host's, not in
+   the pool, not a floating IP; no import prefix inside the pool).
 """
 
 from __future__ import annotations
@@ -110,10 +111,11 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.spines import (
     plan_spines,
     spine_speakers,
 )
-from ansible_collections.netfleet.calico.plugins.plugin_utils.v6 import plan_dual_stack
+from ansible_collections.netfleet.calico.plugins.plugin_utils.v6 import plan_dual_stack, plan_imports_v6
 from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import (
     assign_workload_ips,
     current_addresses,
+    explicit_addresses,
     workload_namespaces,
 )
 
@@ -401,7 +403,8 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     facts = {name: reader.get(name, 'calico_node_facts') for name in hosts}
     facts = {name: (value if isinstance(value, Mapping) else {}) for name, value in facts.items()}
     block_hosts = [{'name': name, 'block': reader.get(name, 'calico_block'), 'current': facts[name].get('blocks'),
-                    'addresses': current_addresses(facts[name].get('workloads'))}
+                    'addresses': current_addresses(facts[name].get('workloads')),
+                    'explicit': explicit_addresses(reader.get(name, 'calico_workloads'))}
                    for name in hosts if name in is_node]
     shares_of_racks, regions = rack_shares.plan_shares(
         share_len, pool_net, prefix_len, {rack: info['hosts'] for rack, info in rack_info.items()}, rack_of,
@@ -463,7 +466,11 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     # dual stack (calico_pool_v6): IPv6 blocks, workload ip6 (policy peers too), the sessions' ipv6 channel
     dual_stack = plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spines)
     cni_members = plan_cni(reader, hosts, plan_hosts, prefix_len, facts)  # per host: cni (networks, ranges)
-    floating_ips = plan_policy(reader, hosts, plan_hosts, pool_net, cni_members)  # per host: policy, floating_ips
+    pool_v6 = None if dual_stack is None else inputs.netaddr.IPNetwork(dual_stack['pool_v6'])
+    floating_ips, floating_ips_v6 = plan_policy(reader, hosts, plan_hosts, pool_net, cni_members, pool_v6)
+    if dual_stack:  # what each peer may announce in the ipv6 channel: IPv6 blocks and floating IPs
+        plan_imports_v6(plan_hosts, topology, dual_stack['pool_v6'], dual_stack['block_prefix_v6'], floating_ips_v6)
+        dual_stack['floating_ips_v6'] = floating_ips_v6
     plan_ipip(reader, hosts, plan_hosts, ipip_mode)  # per host: ipip (tunnel next hops, allowed sources)
     # per host: sessions to routers outside the fleet (calico_bgp_peers) and the BFD protocol's timers
     plan_external_peers(reader, hosts, plan_hosts, pool_net, floating_ips, bfd)

@@ -29,7 +29,7 @@ its rack's aggregate itself (a ``proto bird`` blackhole, not counted as learned)
 share, or a host's own rack's aggregate, is stale there.
 
 Stale routes (plan given): a ``proto bird`` route to a destination that is neither another planned
-host's block, a planned floating IP nor a prefix the host imports from a router outside the fleet; a
+host's block, a planned floating IP (of either family) nor a prefix the host imports from a router outside the fleet; a
 blackhole of the owned protocol other than the host's planned blocks; a workload route to an address the
 plan gives no workload of the host; any other route of the owned protocol.
 
@@ -147,7 +147,7 @@ def analyse(statuses, plan=None):
     dual = len(fams) > 1
     block_owner = fams[0]["owner"]
     aggregate_owner = fams[0]["aggregates"]
-    floating = {_dest(f) for f in (plan.get("floating_ips") or [])}
+    floating = {_dest(f) for f in (plan.get("floating_ips") or []) + (plan.get("floating_ips_v6") or [])}
 
     sessions = {}  # (a, b) natural order -> session
 

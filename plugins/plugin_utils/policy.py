@@ -5,7 +5,8 @@
 
 Called by :func:`fabric.build_fabric` after the workloads have their addresses. Inputs:
 
-- per workload (``calico_workloads`` entries): ``labels`` (a dict of str -> str) and ``floating_ip``;
+- per workload (``calico_workloads`` entries): ``labels`` (a dict of str -> str), ``floating_ip`` and
+  ``floating_ip6`` (checked by :mod:`floating`);
 - fleet-wide ``calico_policies``: a list of ``{name, order?, selector?, types?, ingress?, egress?}``,
   each rule ``{action: allow|deny, protocol?, from|to: {selector?, cidr?}, ports?}``.
 
@@ -28,7 +29,6 @@ Every bad input is a one-line :class:`fabric.FabricError` naming the policy or h
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 
 from ansible_collections.netfleet.calico.plugins.module_utils import chains
@@ -41,6 +41,7 @@ from ansible_collections.netfleet.calico.plugins.module_utils.selector import ( 
 from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs, inventory
 from ansible_collections.netfleet.calico.plugins.plugin_utils.cni import set_name
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.floating import FloatingIps
 
 DEFAULT_ORDER = 1000
 DIRECTIONS = ('ingress', 'egress')
@@ -174,73 +175,25 @@ def parse_policies(value, pool):
     return out
 
 
-def special_address(text, plan_hosts):
-    """Why an IPv4 address cannot be a floating IP announced to the whole fabric, or None."""
-    addr = ipaddress.IPv4Address(text)
-    for test, reason in ((addr.is_unspecified, 'the unspecified address'), (addr.is_loopback, 'a loopback address'),
-                         (addr.is_multicast, 'a multicast address'),
-                         (addr == ipaddress.IPv4Address('255.255.255.255'), 'the broadcast address'),
-                         (addr.is_link_local, "link-local (169.254.0.0/16, the workloads' gateway 169.254.1.1)"),
-                         (addr.is_reserved, 'reserved (240.0.0.0/4)')):
-        if test:
-            return reason
-    for name, host in plan_hosts.items():
-        if text == host.get('spine_ip'):
-            return f"the spine address of host '{name}'"
-        for ip_key, len_key in (('node_ip', 'node_prefixlen'), ('spine_ip', 'spine_prefixlen')):
-            if host.get(ip_key) and host.get(len_key) and host[len_key] < 31:
-                net = ipaddress.IPv4Network(f'{host[ip_key]}/{host[len_key]}', strict=False)
-                if addr in (net.network_address, net.broadcast_address):
-                    return f"the {'network' if addr == net.network_address else 'broadcast'} address of host " \
-                           f"'{name}''s subnet {net}"
-    return None
-
-
-def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=()):
-    """Add ``policy`` (per-endpoint rule sets) and ``floating_ips`` to every host of ``plan_hosts``;
-    return the fleet's floating IPs (sorted ``a.b.c.d/32`` strings, for BIRD's filters).
+def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=(), pool_v6=None):
+    """Add ``policy`` (per-endpoint rule sets) and ``floating_ips`` (and with ``pool_v6``, a dual-stack fleet,
+    ``floating_ips_v6``) to every host of ``plan_hosts``; return the fleet's floating IPs, ``(IPv4, IPv6)``, each
+    sorted exact prefixes (``a.b.c.d/32``, ``x::y/128``) for BIRD's filters.
 
     ``cni_members`` are the container networks' ranges ``(host, cidr, labels)``: a selector matches a
     range whose labels it matches, so static workloads' rules admit containers of any host, and every
     CNI host gets the policy document its plugin resolves new containers against (``cni.policy``)."""
     value, _source = inventory.fleet_setting(reader, hosts, 'calico_policies', None)
     policies = parse_policies(value, pool_net)
-    node_ips = {h['node_ip']: name for name, h in plan_hosts.items()}
+    floating = FloatingIps(plan_hosts, pool_net, pool_v6)
 
     # labels and floating IPs, checked per host in host order
     members = []  # (host, entry, labels)
-    fip_owner = {}
     for name in hosts:
         subject = host_subject(name)
         for entry in plan_hosts[name]['workloads']:
             labels = inputs.parse_labels(entry.get('labels'), subject, f"workload '{entry['name']}'")
-            raw = entry.get('floating_ip')
-            if not inputs.is_unset(raw):
-                addr = inputs.address_or_none(raw if isinstance(raw, str) else None, allow_slash32=True)
-                if addr is None:
-                    raise FabricError(subject, f"workload '{entry['name']}' floating_ip {raw!r} is not an "
-                                      'IPv4 address', 'set floating_ip to an address outside '
-                                      'calico_pool, or drop it')
-                reason = special_address(str(addr), plan_hosts)
-                if reason:
-                    raise FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is {reason}",
-                                      'pick a routable unicast address outside calico_pool that no host '
-                                      'uses')
-                if addr in pool_net:
-                    raise FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is inside "
-                                      f'calico_pool {pool_net}',
-                                      'pick a floating IP outside the pool (it is NATed to the workload)')
-                if str(addr) in node_ips:
-                    raise FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is the node "
-                                      f"IP of host '{node_ips[str(addr)]}'",
-                                      'pick a floating IP that no host uses')
-                if str(addr) in fip_owner:
-                    other_host, other = fip_owner[str(addr)]
-                    raise FabricError(subject, f"workload '{entry['name']}' floating_ip {addr} is also the "
-                                      f"floating_ip of workload '{other}' on host '{other_host}'",
-                                      'give each workload its own floating_ip')
-                fip_owner[str(addr)] = (name, entry['name'])
-                entry['floating_ip'] = str(addr)
+            floating.check(name, subject, entry)
             members.append((name, entry, labels))
 
     def ips_of(selector):
@@ -264,7 +217,7 @@ def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=()):
                  'rules': {d: [resolve(r) for r in p['rules'][d]] for d in DIRECTIONS}} for p in policies]
 
     for name in hosts:
-        endpoints, fips = [], []
+        endpoints, fips, fips6 = [], [], []
         for host, entry, labels in members:
             if host != name:
                 continue
@@ -281,15 +234,20 @@ def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=()):
             if entry.get('floating_ip'):
                 ep['floating_ip'] = entry['floating_ip']
                 fips.append(entry['floating_ip'] + '/32')
+            if entry.get('floating_ip6'):
+                ep['floating_ip6'] = entry['floating_ip6']
+                fips6.append(entry['floating_ip6'] + '/128')
             endpoints.append(ep)
         plan_hosts[name]['policy'] = endpoints
         plan_hosts[name]['floating_ips'] = sorted(fips, key=inputs.netaddr.IPNetwork)
+        if pool_v6 is not None:
+            plan_hosts[name]['floating_ips_v6'] = sorted(fips6, key=inputs.netaddr.IPNetwork)
     if cni_members:
         document = _cni_document(policies, ips_of)
         for name in hosts:
             if plan_hosts[name].get('cni', {}).get('enabled'):
                 plan_hosts[name]['cni']['policy'] = document
-    return sorted((f + '/32' for f in fip_owner), key=inputs.netaddr.IPNetwork)
+    return floating.fleet(4), floating.fleet(6)
 
 
 def _intersect(peers, cidrs):

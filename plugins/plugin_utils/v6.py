@@ -117,10 +117,11 @@ def check_v4_only(reader, hosts, plan_hosts):
                 raise FabricError(host_subject(name), f'{var} is set but calico_pool_v6 is not',
                                   f'set calico_pool_v6 for a dual-stack fleet, or drop {var}')
         for workload in plan_hosts[name]['workloads']:
-            if not is_unset(workload.get('ip6')):
-                raise FabricError(host_subject(name), f"workload '{workload['name']}' has ip6 but calico_pool_v6 "
-                                                      'is not set',
-                                  'set calico_pool_v6 for a dual-stack fleet, or drop ip6')
+            for key in ('ip6', 'floating_ip6'):
+                if not is_unset(workload.get(key)):
+                    raise FabricError(host_subject(name), f"workload '{workload['name']}' has {key} but "
+                                                          'calico_pool_v6 is not set',
+                                      f'set calico_pool_v6 for a dual-stack fleet, or drop {key}')
 
 
 def _node_addresses(reader, hosts, plan_hosts, pool):
@@ -159,10 +160,18 @@ def _node_addresses(reader, hosts, plan_hosts, pool):
     return out
 
 
+def _explicit6(workloads):
+    """``[(workload, 'ip6', address)]`` of the workloads whose ``ip6`` is a valid address (the rest is refused by
+    :func:`assign_ip6`): a block of the pool one of them lies in may be added to the host's."""
+    found = ((w['name'], _plain6(w.get('ip6'))) for w in workloads if not is_unset(w.get('ip6')))
+    return [(name, 'ip6', str(addr)) for name, addr in found if addr is not None]
+
+
 def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spines=None):
     """The IPv6 part of the plan, in place: per host ``node_ip_v6``, ``blocks_v6``, ``imports_v6`` (what each
     peer may announce in the ``ipv6`` channel), per peer ``next_hop_v6`` and per workload ``ip6``; a reflector's
-    ``spine_ip_v6``. Returns the plan's fleet keys (``pool_v6``, ``block_prefix_v6``), or None (IPv4 only)."""
+    ``spine_ip_v6``. Returns the plan's fleet keys (``pool_v6``, ``block_prefix_v6``), or None (IPv4 only).
+    What each peer may announce (``imports_v6``) waits for the floating IPs: :func:`plan_imports_v6`."""
     value, source = fleet_setting(reader, hosts, 'calico_pool_v6', None)
     if is_unset(value):
         check_v4_only(reader, hosts, plan_hosts)
@@ -178,7 +187,8 @@ def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spin
     nodes = [name for name in hosts if plan_hosts[name]['block'] is not None]
     running = {name: current_ip6(facts[name]) for name in nodes}
     block_hosts = [{'name': name, 'block': None, 'current': current_blocks_v6(facts[name]),
-                    'addresses': [str(a) for a in running[name].values()]} for name in nodes]
+                    'addresses': [str(a) for a in running[name].values()],
+                    'explicit': _explicit6(plan_hosts[name]['workloads'])} for name in nodes]
 
     def fit(name, nets):
         return assign_ip6(nets, plan_hosts[name]['workloads'], running[name], host_subject(name))
@@ -209,15 +219,21 @@ def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spin
             from_spine = peer['local_ip'] != host['node_ip']
             peer['next_hop_v6'] = host['spine_ip_v6'] if from_spine else host['node_ip_v6']
 
-    # what each peer may announce in the ipv6 channel: the IPv4 rule, applied to the IPv6 blocks
-    view = {name: dict(host, blocks=host['blocks_v6'], block=(host['blocks_v6'] or [None])[0], floating_ips=[])
+    return {'pool_v6': str(pool), 'block_prefix_v6': prefix}
+
+
+def plan_imports_v6(plan_hosts, topology, pool, prefix, floating_ips_v6):
+    """Per host ``imports_v6``: what each peer may announce in the ipv6 channel, the IPv4 rule applied to the IPv6
+    blocks and floating IPs (``floating_ips_v6``, the fleet's ``/128`` prefixes)."""
+    view = {name: dict(host, blocks=host['blocks_v6'], block=(host['blocks_v6'] or [None])[0],
+                       floating_ips=host.get('floating_ips_v6') or [])
             for name, host in plan_hosts.items()}
-    plan_imports(view, topology, str(pool), prefix, [])
+    plan_imports(view, topology, pool, prefix, floating_ips_v6)
     for name, host in plan_hosts.items():
         host['imports_v6'] = view[name]['imports']
         for imports in host['imports_v6'].values():
             # the origin-AS check covers IPv4 routes only (the rack's origins are IPv4 blocks and shares)
             imports.pop('origin_check', None)
             if imports['any_block']:
-                imports['receive_limit'] = min(imports['receive_limit'], MAX_ANY_BLOCKS_V6 + 64)
-    return {'pool_v6': str(pool), 'block_prefix_v6': prefix}
+                imports['receive_limit'] = min(imports['receive_limit'],
+                                               MAX_ANY_BLOCKS_V6 + len(floating_ips_v6) + 64)

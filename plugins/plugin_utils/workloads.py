@@ -150,3 +150,18 @@ def current_addresses(value):
     """The valid IPv4 addresses (plain strings) of a host's workloads today (see normalize_current_workloads)."""
     found = (address_or_none(ip, allow_slash32=True) for ip in normalize_current_workloads(value).values())
     return [str(addr) for addr in found if addr is not None]
+
+
+def explicit_addresses(workloads):
+    """``[(workload, 'ip', address)]`` of the ``calico_workloads`` entries whose ``ip`` is a valid IPv4 address (the
+    rest is refused by :func:`assign_workload_ips`): a block of the pool one of them lies in may be added to the
+    host's (``blocks.grow_blocks``)."""
+    if is_unset(workloads) or isinstance(workloads, (str, Mapping)) or not hasattr(workloads, '__iter__'):
+        return []
+    out = []
+    for item in workloads:
+        if isinstance(item, Mapping) and not is_unset(item.get('name')):
+            addr = address_or_none(item.get('ip'), allow_slash32=True)
+            if addr is not None:
+                out.append((str(item['name']), 'ip', str(addr)))
+    return out

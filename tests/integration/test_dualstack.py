@@ -6,9 +6,11 @@ shape of the IPv4 ones (per host its IPv6 block's blackhole and one /128 per wor
 its IPv6 block learned by BGP, proto bird, through the host's rack reflector for another rack); a workload
 sending from another workload's IPv6 address reaches nobody (ip6tables rpfilter); the policy set of
 group_vars/all/policy.yml (inventories/lab-policy's) allows and denies the same TCP connections over IPv4 and
-IPv6; status.yml judges both families (converged, then failing on the host whose IPv6 routes are gone); a second
-site.yml changes nothing; a converge without calico_pool_v6 removes the cali-* ip6tables chains. The lab's
-prefix is ``<NETFLEET_LAB_PREFIX or t>d``; it is removed at the end.
+IPv6; the web workload is reached at its IPv6 floating IP (ip6tables DNAT on its host, the /128 announced by
+BIRD) as at its IPv4 one, and leaves from it; status.yml judges both families (converged, then failing on the
+host whose IPv6 routes are gone); a second site.yml changes nothing; a converge without calico_pool_v6 removes
+the cali-* ip6tables chains (nat too). The lab's prefix is ``<NETFLEET_LAB_PREFIX or t>d``; it is removed at
+the end.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from netfleet_lab import REPO, Lab, ns_json, sh
 pytestmark = pytest.mark.lab
 
 DUAL = REPO / "inventories" / "lab-dualstack"
+# the web workload's floating IPs (hosts.yml): DNATed on r1h1, announced by r1h1's BIRD
+WEB, FIP4, FIP6 = ("r1h1", "r1h1w1"), "10.99.0.10", "fd00:99::10"
 
 
 @pytest.fixture(scope="module")
@@ -93,20 +97,22 @@ def test_ipv6_routes_have_the_shape_of_the_ipv4_ones(dual):
         assert len(hosts128) == len(lab.workloads(host)), hosts128
         assert all(ipaddress.ip_address(r["dst"]) in blocks[host]
                    and r["dev"].startswith("cali") for r in hosts128), hosts128
+    fip6 = ipaddress.ip_network(FIP6)  # the floating /128, announced by its host like a block
     for host in lab.nodes:
         learned = v6_routes(lab, host, "proto", "bird")
-        others = {blocks[h] for h in lab.nodes if h != host}
+        others = {blocks[h] for h in lab.nodes if h != host} | ({fip6} if host != WEB[0] else set())
         assert {ipaddress.ip_network(r["dst"]) for r in learned} == others, (host, learned)
         # a block of the same rack through its host, one of the other rack through the rack's reflector
         rack = "rack1" if host.startswith("r1") else "rack2"
         reflector = lab.hostvars["rr1" if rack == "rack1" else "rr2"]["calico_node_ip_v6"]
         for route in learned:
-            owner = next(h for h in lab.nodes if blocks[h] == ipaddress.ip_network(route["dst"]))
+            owner = WEB[0] if ipaddress.ip_network(route["dst"]) == fip6 else next(
+                h for h in lab.nodes if blocks[h] == ipaddress.ip_network(route["dst"]))
             want = lab.hostvars[owner]["calico_node_ip_v6"] if owner[:2] == host[:2] else reflector
             assert route.get("gateway") == want, (host, route)
     for reflector in lab.reflectors:
         learned = {ipaddress.ip_network(r["dst"]) for r in v6_routes(lab, reflector, "proto", "bird")}
-        assert learned == set(blocks.values()), (reflector, learned)
+        assert learned == set(blocks.values()) | {fip6}, (reflector, learned)
         assert "ipv6" in lab.birdc(reflector, "show", "protocols", "all").lower()
 
 
@@ -191,6 +197,46 @@ def test_policy_outcomes_hold_in_both_families(dual):
     assert not wrong, "policy outcomes differ from the policy:\n" + "\n".join(wrong)
 
 
+# a host's listener: accepts one connection, prints the address it came from
+PEER = ("import socket, sys; s = socket.socket(socket.AF_INET6); s.bind(('::', 8080)); s.listen(1); "
+        "print('up', flush=True); s.settimeout(5); print(s.accept()[1][0], flush=True)")
+
+
+def test_the_web_workload_is_reached_at_its_floating_ips_in_both_families(dual):
+    """r1h1 DNATs fd00:99::10 to r1h1w1 with ip6tables' cali-fip-dnat as it DNATs 10.99.0.10 with iptables', and
+    every other speaker learned the /128 (ipv6 channel) as the /32: a client of the other rack connects to port 80
+    at either and pings the IPv6 one, the policy still refuses the admin behind the DNAT, and the web workload's
+    own connection out of the pool (to host r1h2) leaves from its IPv6 floating IP."""
+    lab = dual
+    web6 = workload_ip6(lab, *WEB)
+    nat6 = sh(["ip", "netns", "exec", lab.netns(WEB[0]), "ip6tables-save", "-t", "nat"]).stdout
+    assert f"-A cali-fip-dnat -d {FIP6}/128 -j DNAT --to-destination {web6}" in nat6, nat6
+    assert "cali-fip-dnat" not in sh(["ip", "netns", "exec", lab.netns("r2h1"), "ip6tables-save", "-t", "nat"]).stdout
+    procs = [subprocess.Popen(["ip", "netns", "exec", lab.workload_netns(*WEB), sys.executable, "-c", LISTENER],
+                              stdout=subprocess.PIPE, text=True),
+             subprocess.Popen(["ip", "netns", "exec", lab.netns("r1h2"), sys.executable, "-c", PEER],
+                              stdout=subprocess.PIPE, text=True)]
+    try:
+        assert [proc.stdout.readline().strip() for proc in procs] == ["up", "up"]
+
+        def connect(case):
+            src, ip, port = case
+            argv = ["ip", "netns", "exec", lab.workload_netns(*src), sys.executable, "-c", CONNECT, ip, str(port)]
+            return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+        cases = [(WL["client"], FIP4, 80), (WL["client"], FIP6, 80), (WL["admin"], FIP6, 80),
+                 (WEB, lab.hostvars["r1h2"]["calico_node_ip_v6"], 8080)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            got = list(pool.map(connect, cases))
+        assert got == [True, True, False, True], list(zip(cases, got))
+        assert procs[1].stdout.readline().strip() == FIP6  # SNAT: the web workload left from its floating IP
+        assert ping6(lab, WL["other"], FIP6)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=5)
+
+
 def test_status_fails_naming_the_host_without_its_ipv6_routes(dual):
     """r1h1's BIRD stops installing IPv6 routes (kernel6 disabled withdraws them; IPv4 is untouched): status.yml
     fails on r1h1's missing IPv6 blocks only."""
@@ -227,6 +273,7 @@ def test_a_converge_without_ipv6_removes_the_ipv6_chains(dual, tmp_path):
             host.pop("calico_rr_spine_ip_v6", None)
             for workload in host.get("calico_workloads", []):
                 workload.pop("ip6", None)
+                workload.pop("floating_ip6", None)
     inventory = netfleet_lab.write_inventory(tmp_path / "v4", doc, DUAL)
     lab.playbook("site.yml", inventory=str(inventory))
     for host in lab.nodes:

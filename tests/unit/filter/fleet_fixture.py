@@ -12,7 +12,7 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import protoco
 def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=None, extra=None, dual=False):
     """racks × (reflector(s) + hosts), route_reflector topology, rack i on 10.<i>.0.0/24; ``extra``: more variables
     of every host; ``dual``: dual stack (IPv6 pool fd00:17::/48, rack i's hosts on fd00:<i>::/64, one reflector
-    per rack)."""
+    per rack; with ``floating`` every workload an IPv6 floating IP too)."""
     hostvars, groups = {}, {"all": [], "calico_nodes": [], "calico_route_reflectors": [], "calico_racks": []}
     rack_names = []
     for r in range(1, racks + 1):
@@ -37,6 +37,8 @@ def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=
                 workload = {"name": "r%dw%d" % (r, i)}
                 if floating:
                     workload["floating_ip"] = "10.99.%d.%d" % (r, i)
+                    if dual:
+                        workload["floating_ip6"] = "fd00:99:%x::%x" % (r, i)
                 hv["calico_workloads"] = [workload]
             hv.update(extra or {})
             hostvars[name] = {k: v for k, v in hv.items() if v is not None}
@@ -68,6 +70,8 @@ def converged_statuses(plan):
                          for o, q in plan["hosts"].items() if o != h for b in q["blocks_v6"]],
                 "workloads": [{"dest": w["ip6"], "dev": w["ifname"], "gateway": None} for w in p["workloads"]],
                 "blackholes": list(p["blocks_v6"]), "owned": []}
+            out[h]["routes6"]["bird"] += [{"dest": f.split("/")[0], "gateway": "fd00:1::1", "dev": "eth0"}
+                                          for f in plan["floating_ips_v6"] if f not in p.get("floating_ips_v6", [])]
     return out
 
 

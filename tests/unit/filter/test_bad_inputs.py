@@ -395,8 +395,51 @@ def test_bad_workload_ip6_is_one_preflight_line(entry, message):
     assert message in text and "host 'h1'" in text, text
 
 
+# (workload entry on h1 of the dual-stack fleet, what the one line must say)
+FLOATING_IP6 = [
+    ({'name': 'w', 'floating_ip6': 'fd00:99::10\n-A'}, "workload 'w' floating_ip6 'fd00:99::10\\n-A' is not an IPv6 "
+                                                        'address — set floating_ip6 to'),
+    ({'name': 'w', 'floating_ip6': '10.99.0.10'}, 'is not an IPv6 address — put an IPv4 address in floating_ip'),
+    ({'name': 'w', 'floating_ip6': 'fd00:99::10%eth0'}, 'is not an IPv6 address'),
+    ({'name': 'w', 'floating_ip6': 'fd00:99::/64'}, 'is not an IPv6 address'),
+    ({'name': 'w', 'floating_ip6': 'fd00:99::１０'}, 'is not an IPv6 address'),
+    ({'name': 'w', 'floating_ip6': ['fd00:99::10']}, 'is not an IPv6 address'),
+    ({'name': 'w', 'floating_ip6': '::'}, 'floating_ip6 :: is the unspecified address — set floating_ip6 to'),
+    ({'name': 'w', 'floating_ip6': '::1'}, 'is the loopback address'),
+    ({'name': 'w', 'floating_ip6': 'ff02::1'}, 'is a multicast address'),
+    ({'name': 'w', 'floating_ip6': 'fe80::1'}, "is link-local (fe80::/10, the workloads' gateway is one)"),
+    ({'name': 'w', 'floating_ip6': '::ffff:a63:a'}, 'is an IPv4-mapped address'),
+    ({'name': 'w', 'floating_ip6': '100::1'}, 'is not a global unicast or unique local address'),
+    ({'name': 'w', 'floating_ip6': 'fd00:10::5'}, 'floating_ip6 fd00:10::5 is inside calico_pool_v6 fd00:10::/48'),
+    ({'name': 'w', 'floating_ip6': 'fd00:102::11'}, "is the calico_node_ip_v6 of host 'h2'"),
+    ({'name': 'w', 'floating_ip6': 'fd00:255::21'}, "is the calico_rr_spine_ip_v6 of host 'rr2'"),
+    ({'name': 'w', 'floating_ip': 'fd00:99::10'}, "floating_ip 'fd00:99::10' is not an IPv4 address — put an IPv6 "
+                                                  'address in floating_ip6'),
+]
+
+
+@pytest.mark.parametrize('entry, message', FLOATING_IP6, ids=[repr(w[0])[:50] for w in FLOATING_IP6])
+def test_bad_floating_ip6_is_one_preflight_line(entry, message):
+    hostvars, groups = fleet_v6()
+    hostvars['h1']['calico_workloads'] = [copy.deepcopy(entry)]
+    text = refused(hostvars, groups)
+    assert message in text and "host 'h1'" in text, text
+
+
+def test_a_floating_ip6_on_two_workloads_is_refused():
+    hostvars, groups = fleet_v6()
+    hostvars['h1']['calico_workloads'][0]['floating_ip6'] = 'fd00:99::10'
+    hostvars['h2']['calico_workloads'][0]['floating_ip6'] = 'fd00:99:0::10/128'
+    assert refused(hostvars, groups) == (
+        "netfleet.calico preflight: host 'h2': workload 'db1' floating_ip6 fd00:99::10 is also the floating_ip6 of "
+        "workload 'web1' on host 'h1' — give each workload its own floating_ip6")
+
+
 @pytest.mark.parametrize('host, var, value, message', [
     ('h1', 'calico_workloads', [{'name': 'w', 'ip6': 'fd00:10::2'}], "workload 'w' has ip6 but calico_pool_v6 is not"),
+    ('h1', 'calico_workloads', [{'name': 'w', 'floating_ip6': 'fd00:99::10'}],
+     "workload 'w' has floating_ip6 but calico_pool_v6 is not set — set calico_pool_v6 for a dual-stack fleet, or "
+     'drop floating_ip6'),
     ('h1', 'calico_block_prefix_v6', 120, 'calico_block_prefix_v6 is set but calico_pool_v6 is not'),
 ])
 def test_v6_values_without_a_v6_pool_are_refused(host, var, value, message):

@@ -196,9 +196,60 @@ def test_explicit_and_current_addresses_in_any_block():
     running = plan(FLEET)
     result = plan(dict(FLEET, h1=workloads(11) + [{'name': 'x', 'ip': '10.0.0.33'}]), facts=facts_of(running))
     assert [w['ip'] for w in result['hosts']['h1']['workloads'][-2:]] == ['10.0.0.34', '10.0.0.33']
-    assert error(dict(FLEET, h2=[{'name': 'x', 'ip': '10.0.0.33'}])) == (
-        P + "host 'h2': workload 'x' ip 10.0.0.33 is outside the host's block 10.0.0.8/29 — pick an address inside "
-        "10.0.0.8/29 or drop ip")
+    assert error(dict(FLEET, h2=[{'name': 'x', 'ip': '10.0.0.33'}]), facts=facts_of(running)) == (
+        P + "host 'h2': workload 'x' ip 10.0.0.33 is outside the host's block 10.0.0.8/29 (in 10.0.0.32/29, a block "
+        "of host 'h1') — pick an address inside 10.0.0.8/29 or drop ip")
+
+
+def test_an_explicit_address_in_a_free_block_adds_that_block():
+    # before any host grows: h1 (first in order) grows around the block h2's workload names
+    wanted = dict(FLEET, h2=workloads(2, 'b') + [{'name': 'x', 'ip': '10.0.0.33'}])
+    result = plan(wanted)
+    assert blocks(result) == {'h1': ['10.0.0.0/29', '10.0.0.24/29', '10.0.0.40/29'],
+                              'h2': ['10.0.0.8/29', '10.0.0.32/29'], 'h3': ['10.0.0.16/29']}
+    assert [w['ip'] for w in result['hosts']['h2']['workloads']] == ['10.0.0.10', '10.0.0.11', '10.0.0.33']
+    # the next run reads the block back as a running one: the same plan
+    second = plan(wanted, facts=facts_of(result))
+    assert blocks(second) == blocks(result)
+    assert second['hosts']['h2']['workloads'] == result['hosts']['h2']['workloads']
+
+
+def test_an_explicit_address_grows_a_running_host_and_moves_nobody():
+    running = plan(FLEET)
+    after = plan(dict(FLEET, h3=workloads(1, 'c') + [{'name': 'x', 'ip': '10.0.0.61/32'}]), facts=facts_of(running))
+    assert blocks(after) == dict(blocks(running), h3=['10.0.0.16/29', '10.0.0.56/29'])
+    for name in ('h1', 'h2'):
+        assert after['hosts'][name]['workloads'] == running['hosts'][name]['workloads']
+    assert after['hosts']['h3']['workloads'][1]['ip'] == '10.0.0.61'
+    # the workload goes away: its block is trailing and empty, released
+    assert blocks(plan(FLEET, facts=facts_of(after))) == blocks(running)
+
+
+def test_an_explicit_address_in_a_block_the_host_cannot_take_stays_an_error_naming_the_fix():
+    running = plan(FLEET)
+    facts = facts_of(running)
+    h3 = workloads(1, 'c') + [{'name': 'x', 'ip': '10.0.0.61'}]
+    assert error(dict(FLEET, h3=h3), facts=facts, settings={'calico_max_blocks_per_host': 1}) == (
+        P + "host 'h3': workload 'x' ip 10.0.0.61 is outside the host's block 10.0.0.16/29 (in 10.0.0.56/29, free, "
+        "but the host holds 1 block already: calico_max_blocks_per_host 1) — raise calico_max_blocks_per_host to 2 "
+        "to give the host 10.0.0.56/29, or pick an address inside 10.0.0.16/29 or drop ip")
+    # h1 holds three blocks, the maximum
+    assert error(dict(FLEET, h1=workloads(12) + [{'name': 'x', 'ip': '10.0.0.61'}]), facts=facts) == (
+        P + "host 'h1': workload 'x' ip 10.0.0.61 is outside the host's blocks 10.0.0.0/29, 10.0.0.24/29, "
+        "10.0.0.32/29 (in 10.0.0.56/29, free, but the host holds 3 blocks already: calico_max_blocks_per_host 3) "
+        "— raise calico_max_blocks_per_host to 4 to give the host 10.0.0.56/29, or pick an address inside "
+        "10.0.0.0/29, 10.0.0.24/29, 10.0.0.32/29 or drop ip")
+    # further blocks are listed by address after the first one: one below it would become the first next run
+    pinned = error(dict(FLEET, h3=h3[:1] + [{'name': 'x', 'ip': '10.0.0.42'}]), pins={'h3': '10.0.0.64/29'})
+    assert pinned == (
+        P + "host 'h3': workload 'x' ip 10.0.0.42 is outside the host's block 10.0.0.64/29 (in 10.0.0.40/29, below "
+        "the host's first block: further blocks are taken above it) — pick an address inside 10.0.0.64/29 or drop ip")
+    # a block another host still runs (blackholed), though no longer planned for it
+    released = plan(dict(FLEET, h1=workloads(5)), facts=facts)
+    assert error(dict(FLEET, h1=workloads(5), h3=h3[:1] + [{'name': 'x', 'ip': '10.0.0.26'}]), facts=facts) == (
+        P + "host 'h3': workload 'x' ip 10.0.0.26 is outside the host's block 10.0.0.16/29 (in 10.0.0.24/29, a block "
+        "of host 'h1') — pick an address inside 10.0.0.16/29 or drop ip")
+    assert blocks(released)['h1'] == ['10.0.0.0/29']
 
 
 def test_a_cni_host_grows_once_the_workloads_part_of_its_first_block_is_full():

@@ -848,7 +848,10 @@ def test_block_or_workloads_on_a_host_outside_calico_nodes():
                                        "a host its own name"),
     ([{'name': 'b1', 'ip': '172.17.9.x'}], "workload 'b1' ip '172.17.9.x' is not an IPv4 address — fix ip, or drop "
                                            "it to get the next free address of the block"),
-    ([{'name': 'b1', 'ip': '172.17.8.2'}], "workload 'b1' ip 172.17.8.2 is outside the host's block 172.17.9.0/24 — "
+    ([{'name': 'b1', 'ip': '172.17.8.2'}], "workload 'b1' ip 172.17.8.2 is outside the host's block 172.17.9.0/24 (in "
+                                           "172.17.8.0/24, a block of host 'host-a') — pick an address inside "
+                                           "172.17.9.0/24 or drop ip"),
+    ([{'name': 'b1', 'ip': '172.18.0.2'}], "workload 'b1' ip 172.18.0.2 is outside the host's block 172.17.9.0/24 — "
                                            "pick an address inside 172.17.9.0/24 or drop ip"),
     ([{'name': 'b1', 'ip': '172.17.9.255'}], "workload 'b1' ip 172.17.9.255 is the broadcast address of block "
                                              "172.17.9.0/24 — pick an address in 172.17.9.1-172.17.9.254 or drop ip"),

@@ -87,6 +87,19 @@ def test_ipv6_blackhole_workload_and_stale_routes_are_judged_like_ipv4_ones():
     ]
 
 
+def test_ipv6_floating_ips_learned_by_bgp_are_planned_and_unplanned_ones_stale():
+    plan = rack_plan(racks=2, hosts_per_rack=2, dual=True, floating=True)
+    assert plan["floating_ips_v6"] == ["fd00:99:1::1/128", "fd00:99:1::2/128", "fd00:99:2::1/128",
+                                       "fd00:99:2::2/128"]
+    statuses = converged_statuses(plan)
+    assert "fd00:99:2::2" in [r["dest"] for r in statuses["r1h1"]["routes6"]["bird"]]
+    rep = build_report(statuses, plan)
+    assert rep["converged"], rep["problems"]
+    statuses["r1h1"]["routes6"]["bird"].append({"dest": "fd00:99:9::1", "gateway": "fd00:1::1", "dev": "eth0"})
+    assert build_report(statuses, plan)["problems"] == [
+        "r1h1: stale route fd00:99:9::1/128 proto bird (no host in the plan owns it)"]
+
+
 def test_a_host_down_is_missing_its_ipv6_block_everywhere_in_one_line():
     plan, statuses = _dual()
     statuses = bird_down(statuses, plan, "r2h1")

@@ -404,8 +404,9 @@ def test_ipv6_validators():
 def test_render_family6_tables_and_anti_spoofing():
     eps = [{'name': 'a', 'ip': '172.17.8.2', 'ip6': '2001:db8:8::2', 'ifname': 'calia', 'floating_ip': '10.0.0.1'},
            {'name': 'b', 'ip6': '2001:db8:8::3', 'ifname': 'calib', 'ingress': []}]
-    want = c.render(eps, pool='172.17.0.0/16', nat_outgoing=True, family=6)
-    assert set(want) == {'raw', 'filter'}
+    want = c.render(eps, pool='172.17.0.0/16', nat_outgoing=True, family=6, pool6='2001:db8::/48')
+    # no IPv6 floating IP: nothing of ours in ip6tables' nat (IPv4's floating_ip and nat_outgoing are IPv4's)
+    assert set(want) == {'raw', 'filter', 'nat'} and want['nat'] == {'chains': {}, 'jumps': {}}
     assert want['raw'] == {'chains': {'cali-PREROUTING': ['-i cali+ -m rpfilter --invert -j DROP']},
                            'jumps': {'PREROUTING': ['-j cali-PREROUTING']}}
     assert want['filter']['chains']['cali-wl-to-host'][0] == '-p 58 -m icmp6 --icmpv6-type 130 -j ACCEPT'
@@ -417,8 +418,44 @@ def test_render_family6_tables_and_anti_spoofing():
         c.render(eps, family=5)
 
 
+def test_ipv6_floating_ip_nat_mirrors_the_ipv4_one():
+    eps = [{'name': 'a', 'ip': '172.17.8.2', 'ip6': '2001:db8:8::2', 'ifname': 'calia', 'floating_ip': '10.99.0.10',
+            'floating_ip6': '2001:DB8:99:0::10/128'},
+           {'name': 'b', 'ip6': '2001:db8:8::3', 'ifname': 'calib', 'floating_ip6': '2001:db8:99::b'}]
+    n = c.render(eps, pool='172.17.0.0/16', family=6, pool6='2001:db8:8::/48')['nat']
+    assert n['jumps'] == {'PREROUTING': ['-j cali-PREROUTING'], 'OUTPUT': ['-j cali-OUTPUT'],
+                          'POSTROUTING': ['-j cali-POSTROUTING']}
+    ch = n['chains']
+    assert ch['cali-PREROUTING'] == ch['cali-OUTPUT'] == ['-j cali-fip-dnat']
+    assert ch['cali-POSTROUTING'] == ['-j cali-fip-snat'] and 'cali-nat-outgoing' not in ch
+    assert ch['cali-fip-dnat'] == ['-d 2001:db8:99::10/128 -j DNAT --to-destination 2001:db8:8::2',
+                                   '-d 2001:db8:99::b/128 -j DNAT --to-destination 2001:db8:8::3']
+    assert ch['cali-fip-snat'] == [
+        '-s 2001:db8:8::2/128 -d 2001:db8:8::2/128 -j SNAT --to-source 2001:db8:99::10',
+        '-s 2001:db8:8::2/128 ! -d 2001:db8:8::/48 -j SNAT --to-source 2001:db8:99::10',
+        '-s 2001:db8:8::3/128 -d 2001:db8:8::3/128 -j SNAT --to-source 2001:db8:99::b',
+        '-s 2001:db8:8::3/128 ! -d 2001:db8:8::/48 -j SNAT --to-source 2001:db8:99::b']
+    # the IPv4 run NATs the IPv4 floating IP only; without a pool every connection leaves from the floating IP
+    four = c.render(eps, pool='172.17.0.0/16')['nat']['chains']
+    assert four['cali-fip-dnat'] == ['-d 10.99.0.10/32 -j DNAT --to-destination 172.17.8.2']
+    assert c.render(eps[1:], family=6)['nat']['chains']['cali-fip-snat'][1] == (
+        '-s 2001:db8:8::3/128 -j SNAT --to-source 2001:db8:99::b')
+    with pytest.raises(c.ChainsError, match="pool6 '172.17.0.0/16' is not an IPv6 CIDR"):
+        c.render(eps, family=6, pool6='172.17.0.0/16')
+    with pytest.raises(c.ChainsError, match="pool '2001:db8:8::/48' is not an IPv4 CIDR"):
+        c.render(eps, family=6, pool='2001:db8:8::/48')
+
+
 @pytest.mark.parametrize('endpoints, expect', [
     ([{'name': 'a', 'ifname': 'calia'}], 'ip is missing'),
+    ([{'name': 'a', 'ip': '10.0.0.2', 'ifname': 'calia', 'floating_ip6': '2001:db8::1'}], 'floating_ip6 needs ip6'),
+    ([{'name': 'a', 'ip6': '2001:db8::1', 'ifname': 'calia', 'floating_ip6': '10.0.0.1'}],
+     "floating_ip6 '10.0.0.1' is not an IPv6 address"),
+    ([{'name': 'a', 'ip6': '2001:db8::1', 'ifname': 'calia', 'floating_ip6': '2001:db8:99::1\n-A INPUT -j ACCEPT'}],
+     'floating_ip6 .* is not an IPv6 address'),
+    ([{'name': 'a', 'ip6': '2001:db8::1', 'ifname': 'calia', 'floating_ip6': '2001:db8:99::1'},
+      {'name': 'b', 'ip6': '2001:db8::2', 'ifname': 'calib', 'floating_ip6': '2001:db8:99:0::1'}],
+     'floating_ip6 2001:db8:99::1 is also used by endpoint a'),
     ([{'name': 'a', 'ip6': '2001:db8::1', 'ifname': 'calia'},
       {'name': 'b', 'ip6': '2001:db8:0::1', 'ifname': 'calib'}], 'ip6 2001:db8::1 is also used by endpoint a'),
     ([{'name': 'a', 'ip6': '2001:db8::1', 'ifname': 'calia', 'floating_ip': '10.0.0.1'}], 'floating_ip needs ip'),

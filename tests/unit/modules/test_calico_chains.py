@@ -217,3 +217,21 @@ def test_family6_bad_address(kernel, monkeypatch):
     assert result['failed'] and "endpoint a2: ip6 '2001:db8::/64' is not an IPv6 address" in result['msg']
     result = run(monkeypatch, endpoints=[{'name': 'x', 'ifname': 'calix'}])
     assert result['failed'] and 'one of the following is required: ip, ip6' in result['msg']
+
+
+def test_family6_floating_ip_nat_chains_come_and_go(kernel, monkeypatch):
+    web = dict(A1_6, floating_ip6='2001:db8:99::10')
+    first = run(monkeypatch, endpoints=[web, A2], family=6, pool6='2001:db8:8::/48')
+    assert first['changed'] is True and first['tables'] == ['raw', 'filter', 'nat']
+    nat = kernel['nft6'].tables['nat']
+    assert nat['PREROUTING'] == ['-j cali-PREROUTING'] and nat['OUTPUT'] == ['-j cali-OUTPUT']
+    assert nat['POSTROUTING'] == ['-j cali-POSTROUTING']
+    assert nat['cali-fip-dnat'] == ['-d 2001:db8:99::10/128 -j DNAT --to-destination 2001:db8:8::2']
+    assert nat['cali-fip-snat'][1] == '-s 2001:db8:8::2/128 ! -d 2001:db8:8::/48 -j SNAT --to-source 2001:db8:99::10'
+    assert 'cali-fip-dnat' not in kernel['nft'].tables['nat']  # the IPv4 tables are another run's
+    again = run(monkeypatch, endpoints=[web, A2], family=6, pool6='2001:db8:8::/48')
+    assert again['changed'] is False and again['restore'] == {}
+    # the floating IP goes: every cali-* chain of ip6tables' nat and the jumps to them go with it
+    gone = run(monkeypatch, endpoints=[A1_6, A2], family=6, pool6='2001:db8:8::/48')
+    assert gone['changed'] is True and gone['tables'] == ['nat']
+    assert kernel['nft6'].tables['nat'] == {name: [] for name in BUILTINS['nat']}

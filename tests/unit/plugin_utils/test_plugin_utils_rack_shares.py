@@ -139,6 +139,16 @@ def test_growing_hosts_take_blocks_from_their_share():
     assert result['hosts']['h2-1']['blocks'] == ['10.0.0.32/29', '10.0.0.40/29']
 
 
+def test_an_explicit_address_adds_a_block_of_the_hosts_share_only():
+    settings = {'calico_max_blocks_per_host': 2}
+    result = plan({'rack1': 1, 'rack2': 1}, workloads={'h1-1': [{'name': 'x', 'ip': '10.0.0.26'}]}, settings=settings)
+    assert result['hosts']['h1-1']['blocks'] == ['10.0.0.0/29', '10.0.0.24/29']
+    assert error({'rack1': 1, 'rack2': 1}, workloads={'h1-1': [{'name': 'x', 'ip': '10.0.0.66'}]},
+                 settings=settings) == (
+        P + "host 'h1-1': workload 'x' ip 10.0.0.66 is outside the host's block 10.0.0.0/29 (in 10.0.0.64/29, "
+        "outside its rack's share) — pick an address inside 10.0.0.0/29 or drop ip")
+
+
 @pytest.mark.parametrize('value, message', [
     ('x', "calico_rack_block_pool 'x' is not an integer — set calico_rack_block_pool to a prefix length from 25 "
           "to 28"),

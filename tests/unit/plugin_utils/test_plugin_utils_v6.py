@@ -15,7 +15,7 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import neta
 from ansible_collections.netfleet.calico.plugins.plugin_utils.v6 import assign_ip6, current_blocks_v6, current_ip6
 
 V6_KEYS = {'pool_v6', 'block_prefix_v6', 'node_ip_v6', 'spine_ip_v6', 'blocks_v6', 'imports_v6', 'next_hop_v6',
-           'ip6'}
+           'ip6', 'floating_ips_v6', 'floating_ip6'}
 
 
 def mesh(v6=True, workloads=2, **extra):
@@ -73,7 +73,7 @@ def test_an_ipv4_fleet_plans_as_before_and_its_v4_keys_do_not_change_in_dual_sta
                                          enumerate(('h1', 'h2', 'h3'), start=1)})
     assert fabric(hostvars, groups) == v4
     dual = fabric(*mesh())
-    assert keys(dual) & V6_KEYS == V6_KEYS - {'spine_ip_v6'}
+    assert keys(dual) & V6_KEYS == V6_KEYS - {'spine_ip_v6', 'floating_ip6'}
     assert strip_v6(dual) == v4
 
 
@@ -214,3 +214,55 @@ def test_policy_endpoints_and_peers_of_both_families():
     for hv in hostvars.values():
         hv['calico_policies'] = policy
     assert 'ip6' not in fabric(hostvars, groups)['hosts']['h2']['policy'][0]
+
+
+def test_an_ipv6_floating_ip_is_announced_by_its_host_and_taken_by_every_other_one():
+    hostvars, groups = racks()
+    hostvars['h1']['calico_workloads'] = [{'name': 'web1', 'floating_ip': '10.99.0.10',
+                                           'floating_ip6': 'fd00:99:0::10/128'}]
+    plan = fabric(hostvars, groups, racks=['rack1', 'rack2'])
+    hosts = plan['hosts']
+    assert plan['floating_ips'] == ['10.99.0.10/32'] and plan['floating_ips_v6'] == ['fd00:99::10/128']
+    assert hosts['h1']['floating_ips_v6'] == ['fd00:99::10/128'] and hosts['h2']['floating_ips_v6'] == []
+    (web,) = hosts['h1']['policy']
+    assert (web['ip6'], web['floating_ip6'], web['floating_ip']) == ('fd00:10::1', 'fd00:99::10', '10.99.0.10')
+    # its reflector takes it from h1 as an exact prefix, the other rack's reflector among the fleet's floating IPs;
+    # h1 never takes it back from its reflector (nothing lies inside a /128)
+    assert hosts['rr1']['imports_v6']['h1']['prefixes'] == ['fd00:10::/122', 'fd00:99::10/128']
+    assert hosts['rr2']['imports_v6']['rr1']['any_floating'] is True
+    assert hosts['rr2']['imports_v6']['rr1']['receive_limit'] == 65600 + 1
+    assert hosts['h1']['imports_v6']['rr1']['except'] == ['fd00:10::/122+', 'fd00:99::10/128']
+    assert hosts['h2']['imports_v6']['rr2']['any_floating'] is True
+    # the IPv4 channel carries the IPv4 one only
+    assert hosts['h1']['imports']['rr1']['except'] == ['10.99.0.10/32', '172.17.0.0/24+']
+    assert hosts['rr1']['imports']['h1']['prefixes'] == ['10.99.0.10/32', '172.17.0.0/24']
+
+
+def test_a_fleet_without_ipv6_floating_ips_plans_none():
+    plan = fabric(*racks(), racks=['rack1', 'rack2'])
+    assert plan['floating_ips_v6'] == [] and not any(i['any_floating'] for h in plan['hosts'].values()
+                                                     for i in h['imports_v6'].values())
+
+
+def test_an_explicit_ip6_in_a_free_block_adds_that_block():
+    hostvars, groups = mesh(workloads=1)
+    for hv in hostvars.values():
+        hv['calico_max_blocks_per_host'] = 2
+    before = fabric(hostvars, groups)['hosts']
+    hostvars['h1']['calico_workloads'].append({'name': 'x', 'ip6': 'fd00:10::1:5'})
+    hosts = fabric(hostvars, groups)['hosts']
+    assert hosts['h1']['blocks_v6'] == ['fd00:10::/122', 'fd00:10::1:0/122']
+    assert [w['ip6'] for w in hosts['h1']['workloads']] == ['fd00:10::1', 'fd00:10::1:5']
+    assert [hosts[n]['blocks_v6'] for n in ('h2', 'h3')] == [before[n]['blocks_v6'] for n in ('h2', 'h3')]
+    for hv in hostvars.values():
+        hv['calico_max_blocks_per_host'] = 1
+    with pytest.raises(FabricError) as err:
+        fabric(hostvars, groups)
+    assert str(err.value) == (
+        "netfleet.calico preflight: host 'h1': workload 'x' ip6 fd00:10::1:5 is outside the host's IPv6 block "
+        "fd00:10::/122 (in fd00:10::1:0/122, free, but the host holds 1 IPv6 block already: calico_max_blocks_per_host "
+        "1) — raise calico_max_blocks_per_host to 2 to give the host fd00:10::1:0/122, or pick an address inside "
+        "fd00:10::/122 or drop ip6")
+    hostvars['h1']['calico_workloads'][-1]['ip6'] = 'fd00:10::45'  # h2's block
+    with pytest.raises(FabricError, match=r"\(in fd00:10::40/122, a block of host 'h2'\)"):
+        fabric(hostvars, groups)

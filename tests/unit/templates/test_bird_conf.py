@@ -128,6 +128,20 @@ def test_every_host_config_passes_bird_p(rendered, variant):
         rr2 = (base / variant / 'rr2.conf').read_text()
         assert 'local 10.255.0.21 as 65002;' in rr2 and 'next hop address fd00:255::21;' in rr2
         assert 'if net ~ [ fd00:17::/48{122,122} ] then accept;' in rr2
+        # the web workload's floating IPs: r1h1 announces the /128 as it announces the /32, every speaker takes it
+        r1h1 = (base / variant / 'r1h1.conf').read_text()
+        assert 'protocol static calico_floating6 {\n  ipv6;\n  route fd00:99::10/128 blackhole;\n}' in r1h1
+        assert 'protocol static calico_floating {\n  ipv4;\n  route 10.99.0.10/32 blackhole;\n}' in r1h1
+        assert 'if proto = "calico_floating6" then accept;' in r1h1.split('filter calico_export6 {', 1)[1]
+        for conf in configs:
+            one = conf.read_text()
+            assert 'define CALICO_FLOATING6 = [ fd00:99::10/128 ];' in one, conf.name
+            assert 'if net ~ CALICO_FLOATING6 then accept;' in one.split('filter calico_import6 {', 1)[1]
+            assert ('calico_floating6' in one) == (conf.stem == 'r1h1'), conf.name
+        assert 'if net ~ CALICO_FLOATING6 then accept;' in rr2.split('filter calico_export6 {', 1)[1].split('}')[0]
+        # from another rack's reflector: any floating IP, in the ipv6 channel too
+        session = rr2.split('protocol bgp Global_10_255_0_11 from calico_peer {', 1)[1].split('\n}', 1)[0]
+        assert session.split('ipv6 {', 1)[1].count('if net ~ CALICO_FLOATING6 then accept;') == 1, session
     if variant == 'example':  # a rack whose ToR is a router of the data centre, directly connected (GTSM)
         assert 'protocol bgp External_10_10_2_1 from calico_external' in text and 'ttl security on;' in text
     if variant == 'lab-spine+lingering':
