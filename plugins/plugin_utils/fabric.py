@@ -53,7 +53,8 @@ hosts and racks are always visited in natural name order, ``host-2`` before ``ho
    above its first one until they fit: more than ``calico_max_blocks_per_host``, or none left, is an error; so
    is a host whose workloads hold more blocks than that); then duplicate workload IPs across the fleet;
 8. dual stack (``calico_pool_v6``, module ``v6``): the IPv6 pool and block size, per host ``calico_node_ip_v6``
-   (and a reflector's ``calico_rr_spine_ip_v6``), IPv6 blocks and workload ``ip6``; without the pool, any ``ip6``;
+   (and a reflector's ``calico_rr_spine_ip_v6``), per spine its ``calico_node_ip_v6``, IPv6 blocks and workload
+   ``ip6``; without the pool, any ``ip6``;
 9. then floating IPs (``floating_ip``, and ``floating_ip6`` of a dual-stack fleet: module ``floating``) and
    policies, and per host its ``calico_bgp_peers`` against the fleet (a router's address is no host's, not in
    the pool, not a floating IP; no import prefix inside the pool).
@@ -469,11 +470,15 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     pool_v6 = None if dual_stack is None else inputs.netaddr.IPNetwork(dual_stack['pool_v6'])
     floating_ips, floating_ips_v6 = plan_policy(reader, hosts, plan_hosts, pool_net, cni_members, pool_v6)
     if dual_stack:  # what each peer may announce in the ipv6 channel: IPv6 blocks and floating IPs
-        plan_imports_v6(plan_hosts, topology, dual_stack['pool_v6'], dual_stack['block_prefix_v6'], floating_ips_v6)
+        origins_v6 = plan_imports_v6(plan_hosts, topology, dual_stack['pool_v6'], dual_stack['block_prefix_v6'],
+                                     floating_ips_v6)
         dual_stack['floating_ips_v6'] = floating_ips_v6
+        if origins_v6 is not None:
+            dual_stack['origins_v6'] = origins_v6
     plan_ipip(reader, hosts, plan_hosts, ipip_mode)  # per host: ipip (tunnel next hops, allowed sources)
     # per host: sessions to routers outside the fleet (calico_bgp_peers) and the BFD protocol's timers
-    plan_external_peers(reader, hosts, plan_hosts, pool_net, floating_ips, bfd)
+    plan_external_peers(reader, hosts, plan_hosts, pool_net, floating_ips + floating_ips_v6, bfd,
+                        (dual_stack or {}).get('pool_v6'))
     plan_racks = {
         rack: {
             'as_number': info['as_number'],
@@ -505,5 +510,5 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
         plan['rack_block_pool'] = share_len
     if spines:  # per spine router (calico_spines): its FRR configuration
         plan['spines'] = plan_spines(reader, spines, plan_hosts, plan_racks, str(pool_net), prefix_len,
-                                     floating_ips, bfd)
+                                     floating_ips, bfd, dual_stack)
     return plan

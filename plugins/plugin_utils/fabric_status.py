@@ -259,7 +259,7 @@ def analyse(statuses, plan=None):
                     probs.append("%s: %s announced %d route(s) it may not (rejected: a block it does not own, or a "
                                  "prefix inside one)" % (h, who, e["filtered"]))
         held = [held_routes(h, p, st.get(fam["routes"]) or {}, fam, planned, floating, phosts) if reached
-                else ([_dest(r.get("dest")) for r in (st.get(fam["routes"]) or {}).get("bird") or []
+                else ([_dest(r.get("dest"), fam["version"]) for r in (st.get(fam["routes"]) or {}).get("bird") or []
                        if isinstance(r, dict)], [], [], [], 0) for fam in fams]
         learned = held[0][0]
         missing = [m for fam_held in held for m in fam_held[1]]

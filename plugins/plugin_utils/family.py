@@ -96,12 +96,11 @@ def parse_block_prefix_v6(value, pool, subject):
     return prefix
 
 
-def parse_node_ip_v6(reader, name, pool):
+def parse_node_ip_v6(reader, name, pool, what="the host's IPv6 address on its fabric network"):
     """A host's ``calico_node_ip_v6`` (required when the fleet has ``calico_pool_v6``): the next hop of its IPv6
-    routes, on the host's fabric interface like ``calico_node_ip``."""
+    routes, on the host's fabric interface like ``calico_node_ip`` (a spine router's: on the spine segment)."""
     raw = reader.get(name, 'calico_node_ip_v6')
-    fix = ("set calico_node_ip_v6 to the host's IPv6 address on its fabric network (unique local or global, "
-           'outside calico_pool_v6)')
+    fix = f'set calico_node_ip_v6 to {what} (unique local or global, outside calico_pool_v6)'
     if is_unset(raw):
         raise FabricError(host_subject(name), 'has no calico_node_ip_v6 but calico_pool_v6 is set', fix)
     addr = address6_or_none(raw)

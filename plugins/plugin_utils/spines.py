@@ -166,7 +166,7 @@ def bfd_multihop(direct, gtsm):
     return direct is False or bool(gtsm)
 
 
-def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floating_ips, bfd):
+def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floating_ips, bfd, dual_stack=None):
     """Per spine: what role ``spine`` writes into frr.conf, ``{}`` without spines.
 
     ``{router_id, as_number, ip, prefixlen, maximum_paths, bfd, password, prefix_lists, neighbors}``:
@@ -180,32 +180,24 @@ def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floa
     reflector's, :func:`session_timers`; ``bfd_multihop``: :func:`bfd_multihop`). ``maximum_paths``: ECMP over a
     rack's reflectors.
 
+    Dual stack (``dual_stack``: the plan's ``pool_v6`` and ``block_prefix_v6``): also ``ipv6``, ``{ip,
+    prefix_lists}``: the spine's IPv6 next hop toward the reflectors (its ``calico_node_ip_v6``) and the same
+    prefix lists for the ``ipv6 unicast`` family of the same sessions: a rack's IPv6 blocks one by one (no shares
+    in the IPv6 pool) and IPv6 floating IPs; any IPv6 block of the pool and the IPv6 floating IPs out.
+
     With BFD, a reflector's session to a spine whose BFD FRR runs multihop on a shared subnet gets
     ``bfd_multihop: True`` in ``plan_hosts`` (its BIRD runs that session as multihop, one hop), and the reflector
     ``spine_bfd_multihop: True`` (BIRD then resolves those routes' next hops through its spine leg's subnet)."""
     if not spines:
         return {}
-    net = ipaddress.ip_network(pool)
-    aggregated = any('share' in info for info in plan_racks.values())
-    if aggregated:  # calico_rack_block_pool: every rack's aggregate and exceptions, no block inside a share
-        out_list = [{'action': 'permit', 'prefix': p} for p in _sorted(
-            [info['share'] for info in plan_racks.values()]
-            + [p for info in plan_racks.values() for p in info['exceptions']] + list(floating_ips))]
-    else:
-        out_list = [{'action': 'permit', 'prefix': str(net), 'ge': block_prefix, 'le': block_prefix}]
-        out_list += [{'action': 'permit', 'prefix': p} for p in floating_ips]
-    lists = {PREFIX_LIST_OUT: out_list}
-    for rack, info in plan_racks.items():
-        own = []
-        for name in info['hosts']:
-            own += announced(plan_hosts[name])
-        if aggregated:
-            share = ipaddress.ip_network(info['share'])
-            own = [info['share']] + [p for p in own if not ipaddress.ip_network(p).subnet_of(share)]
-        lists[prefix_list_in(rack)] = [{'action': 'permit', 'prefix': p} for p in _sorted(own)]
-    for name, entries in lists.items():
-        entries.append({'action': 'deny', 'prefix': '0.0.0.0/0', 'le': 32})  # nothing else, even when empty
-        lists[name] = [dict(e, seq=5 * (i + 1)) for i, e in enumerate(entries)]
+    lists = _prefix_lists(plan_hosts, plan_racks, pool, block_prefix, floating_ips, announced, '0.0.0.0/0', 32)
+    lists6 = None
+    if dual_stack:
+        def blocks6(host):
+            return list(host.get('blocks_v6') or []) + list(host.get('floating_ips_v6') or [])
+        lists6 = _prefix_lists(plan_hosts, {rack: {'hosts': info['hosts']} for rack, info in plan_racks.items()},
+                               dual_stack['pool_v6'], dual_stack['block_prefix_v6'],
+                               dual_stack.get('floating_ips_v6') or [], blocks6, '::/0', 128)
     widest = max([len(info['reflectors']) for info in plan_racks.values()] + [1])
     out = {}
     for spine in natural_sorted(spines['routers']):
@@ -254,7 +246,37 @@ def plan_spines(reader, spines, plan_hosts, plan_racks, pool, block_prefix, floa
             'prefix_lists': lists,
             'neighbors': neighbors,
         }
+        if lists6 is not None:
+            out[spine]['ipv6'] = {'ip': router['ip_v6'], 'prefix_lists': lists6}
     return out
+
+
+def _prefix_lists(plan_hosts, plan_racks, pool, block_prefix, floating_ips, announced_by, everything, width):
+    """``{name: [entries]}`` of one family: per rack what its reflectors may announce (``announced_by(host)`` of
+    its hosts, or with shares its share, exceptions and floating IPs), and ``calico-out``; each list ends with a
+    deny of ``everything`` (``le width``)."""
+    net = ipaddress.ip_network(pool)
+    aggregated = any('share' in info for info in plan_racks.values())
+    if aggregated:  # calico_rack_block_pool: every rack's aggregate and exceptions, no block inside a share
+        out_list = [{'action': 'permit', 'prefix': p} for p in _sorted(
+            [info['share'] for info in plan_racks.values()]
+            + [p for info in plan_racks.values() for p in info['exceptions']] + list(floating_ips))]
+    else:
+        out_list = [{'action': 'permit', 'prefix': str(net), 'ge': block_prefix, 'le': block_prefix}]
+        out_list += [{'action': 'permit', 'prefix': p} for p in floating_ips]
+    lists = {PREFIX_LIST_OUT: out_list}
+    for rack, info in plan_racks.items():
+        own = []
+        for name in info['hosts']:
+            own += announced_by(plan_hosts[name])
+        if aggregated:
+            share = ipaddress.ip_network(info['share'])
+            own = [info['share']] + [p for p in own if not ipaddress.ip_network(p).subnet_of(share)]
+        lists[prefix_list_in(rack)] = [{'action': 'permit', 'prefix': p} for p in _sorted(own)]
+    for name, entries in lists.items():
+        entries.append({'action': 'deny', 'prefix': everything, 'le': width})  # nothing else, even when empty
+        lists[name] = [dict(e, seq=5 * (i + 1)) for i, e in enumerate(entries)]
+    return lists
 
 
 def _sorted(prefixes):

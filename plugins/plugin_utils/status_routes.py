@@ -26,15 +26,16 @@ def inside(dest, networks):
     return any(net.version == n.version and net.subnet_of(n) for n in networks)
 
 
-def dest_of(value):
-    """Normalised destination (``10.0.0.1`` -> ``10.0.0.1/32``), or the raw text when unparseable."""
-    return _dest_text(str(value or ""))
+def dest_of(value, version=4):
+    """Normalised destination (``10.0.0.1`` -> ``10.0.0.1/32``), or the raw text when unparseable; ``default`` is
+    the default route of ``version``'s family."""
+    return _dest_text(str(value or ""), version)
 
 
 @functools.lru_cache(maxsize=65536)
-def _dest_text(text):
-    if text == "default":  # ip -j route's name of 0.0.0.0/0
-        return "0.0.0.0/0"
+def _dest_text(text, version=4):
+    if text == "default":  # ip -j route's name of 0.0.0.0/0 (of ::/0 in `ip -6`)
+        return "::/0" if version == 6 else "0.0.0.0/0"
     try:
         if "/" not in text:  # a host route: /32 or /128
             addr = ipaddress.ip_address(text)
@@ -74,7 +75,7 @@ def held_routes(h, p, routes, fam, planned, floating, phosts):
     problems, wanted)``. With rack aggregates a host wants its own rack's blocks one by one and every other
     rack's aggregate (plus blocks held outside the shares); a reflector's own aggregate is its static blackhole,
     not learned."""
-    learned = [dest_of(r.get("dest")) for r in routes.get("bird") or [] if isinstance(r, dict)]
+    learned = [dest_of(r.get("dest"), fam["version"]) for r in routes.get("bird") or [] if isinstance(r, dict)]
     aggregates = fam["aggregates"]
     shares = [(ipaddress.ip_network(a), rack) for a, rack in aggregates.items()]
 

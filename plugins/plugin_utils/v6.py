@@ -7,8 +7,10 @@ Each host holds IPv6 blocks of ``calico_pool_v6`` (``calico_block_prefix_v6``, d
 IPv4 blocks (kept from its running IPv6 blackholes, else the lowest free one), and each workload gets an ``ip6``
 from them (kept from its running address, or given in ``calico_workloads``). BGP sessions stay one per peer over
 the IPv4 node addresses and carry an ``ipv6`` channel whose next hop is the host's ``calico_node_ip_v6`` (a
-reflector's eBGP sessions from its spine address: ``calico_rr_spine_ip_v6``). A fleet without ``calico_pool_v6``
-plans exactly as before: no key of this module appears in its plan.
+reflector's eBGP sessions from its spine address: ``calico_rr_spine_ip_v6``; a spine router's, its own
+``calico_node_ip_v6``). IPv6 blocks are announced one by one everywhere (``calico_rack_block_pool`` shares are of
+the IPv4 pool only), each with its rack's origin AS. A fleet without ``calico_pool_v6`` plans exactly as before: no
+key of this module appears in its plan.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.family import (
     parse_pool_v6,
 )
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import is_unset, netaddr
-from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import fleet_setting
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import fleet_setting, natural_sorted
+from ansible_collections.netfleet.calico.plugins.plugin_utils.rack_shares import plan_origins
 
 # the variables a fleet without calico_pool_v6 must not set (they would be silently ignored)
 _V6_ONLY = ('calico_block_prefix_v6', 'calico_rr_spine_ip_v6')
@@ -124,8 +127,9 @@ def check_v4_only(reader, hosts, plan_hosts):
                                       f'set calico_pool_v6 for a dual-stack fleet, or drop {key}')
 
 
-def _node_addresses(reader, hosts, plan_hosts, pool):
-    """``{name: (node_ip_v6, spine_ip_v6 or None)}``, each unique in the fleet."""
+def _node_addresses(reader, hosts, plan_hosts, pool, spines):
+    """``{name: (node_ip_v6, spine_ip_v6 or None)}``, each unique in the fleet; each spine router's
+    ``calico_node_ip_v6`` (its IPv6 next hop toward the reflectors) as ``spines['routers'][name]['ip_v6']``."""
     out, owner = {}, {}
     for name in hosts:
         node = parse_node_ip_v6(reader, name, pool)
@@ -157,6 +161,13 @@ def _node_addresses(reader, hosts, plan_hosts, pool):
                                   f'give each host its own {kind}')
             owner[addr] = name
         out[name] = (node, spine)
+    for name in natural_sorted((spines or {}).get('routers') or {}):
+        addr = parse_node_ip_v6(reader, name, pool, "the spine's IPv6 address on the spine segment")
+        if addr in owner:
+            raise FabricError(host_subject(name), f"calico_node_ip_v6 {addr} is also used by host '{owner[addr]}'",
+                              'give each spine its own calico_node_ip_v6')
+        owner[addr] = name
+        spines['routers'][name]['ip_v6'] = str(addr)
     return out
 
 
@@ -170,8 +181,9 @@ def _explicit6(workloads):
 def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spines=None):
     """The IPv6 part of the plan, in place: per host ``node_ip_v6``, ``blocks_v6``, ``imports_v6`` (what each
     peer may announce in the ``ipv6`` channel), per peer ``next_hop_v6`` and per workload ``ip6``; a reflector's
-    ``spine_ip_v6``. Returns the plan's fleet keys (``pool_v6``, ``block_prefix_v6``), or None (IPv4 only).
-    What each peer may announce (``imports_v6``) waits for the floating IPs: :func:`plan_imports_v6`."""
+    ``spine_ip_v6``; a spine router's ``ip_v6`` (in ``spines``, from :func:`spines.check_spines`). Returns the
+    plan's fleet keys (``pool_v6``, ``block_prefix_v6``), or None (IPv4 only). What each peer may announce
+    (``imports_v6``) and the origin AS of each rack's IPv6 blocks wait for the floating IPs: :func:`plan_imports_v6`."""
     value, source = fleet_setting(reader, hosts, 'calico_pool_v6', None)
     if is_unset(value):
         check_v4_only(reader, hosts, plan_hosts)
@@ -179,10 +191,7 @@ def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spin
     pool = parse_pool_v6(value, host_subject(source))
     value, where = fleet_setting(reader, hosts, 'calico_block_prefix_v6', DEFAULT_BLOCK_PREFIX_V6)
     prefix = parse_block_prefix_v6(value, pool, host_subject(where or source))
-    if spines:
-        raise FabricError(host_subject(source), 'calico_pool_v6 is set but the spines (calico_spines) route IPv4 only',
-                          'drop calico_pool_v6, or peer the racks without calico_spines')
-    addresses = _node_addresses(reader, hosts, plan_hosts, pool)
+    addresses = _node_addresses(reader, hosts, plan_hosts, pool, spines)
 
     nodes = [name for name in hosts if plan_hosts[name]['block'] is not None]
     running = {name: current_ip6(facts[name]) for name in nodes}
@@ -224,7 +233,8 @@ def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spin
 
 def plan_imports_v6(plan_hosts, topology, pool, prefix, floating_ips_v6):
     """Per host ``imports_v6``: what each peer may announce in the ipv6 channel, the IPv4 rule applied to the IPv6
-    blocks and floating IPs (``floating_ips_v6``, the fleet's ``/128`` prefixes)."""
+    blocks and floating IPs (``floating_ips_v6``, the fleet's ``/128`` prefixes). Returns, with route_reflector,
+    the origin AS of each rack's IPv6 blocks (as the plan's ``origins``), else None."""
     view = {name: dict(host, blocks=host['blocks_v6'], block=(host['blocks_v6'] or [None])[0],
                        floating_ips=host.get('floating_ips_v6') or [])
             for name, host in plan_hosts.items()}
@@ -232,8 +242,17 @@ def plan_imports_v6(plan_hosts, topology, pool, prefix, floating_ips_v6):
     for name, host in plan_hosts.items():
         host['imports_v6'] = view[name]['imports']
         for imports in host['imports_v6'].values():
-            # the origin-AS check covers IPv4 routes only (the rack's origins are IPv4 blocks and shares)
-            imports.pop('origin_check', None)
             if imports['any_block']:
                 imports['receive_limit'] = min(imports['receive_limit'],
                                                MAX_ANY_BLOCKS_V6 + len(floating_ips_v6) + 64)
+    if topology != 'route_reflector':
+        return None
+    return plan_origins(view, _racks_of(plan_hosts), {})
+
+
+def _racks_of(plan_hosts):
+    """``{rack: {hosts, as_number}}`` from the hosts' plan entries, racks in natural order."""
+    out = {}
+    for name, host in plan_hosts.items():
+        out.setdefault(host['rack'], {'hosts': [], 'as_number': host['as_number']})['hosts'].append(name)
+    return {rack: out[rack] for rack in natural_sorted(out)}

@@ -18,6 +18,13 @@ filtered (calico_bgp_peers imports only what the inventory allows), neither is i
 routes still go via the reflector (the spine path). A spine announcing rack3's aggregate by hand (a shorter path
 than the real one) is refused by every reflector: by rack3 as its own, by the others for its origin AS.
 A host's cross-rack routes (one per other rack) are counted and reported.
+
+Dual stack (the inventory's calico_pool_v6): the same sessions carry IPv6. Each spine holds every host's IPv6 block
+(one by one: rack shares are of the IPv4 pool), rack1's from both of its reflectors with their calico_rr_spine_ip_v6
+as next hop, and sends them on with its own calico_node_ip_v6; workloads of different racks ping over IPv6; sp1
+announcing rack3's IPv6 block by hand is refused for its origin AS as the IPv4 aggregate is. The router outside the
+fleet has an IPv6 address too and a second session with rack3's hosts over IPv6 (calico_bgp_peers with an IPv6
+ip): it gives them ::/0 and an outside IPv6 prefix, which a workload reaches.
 """
 
 from __future__ import annotations
@@ -44,27 +51,41 @@ ROUTER_AS = 65000
 OUTSIDE = "198.51.100.0/24"
 OUTSIDE_IP = "198.51.100.1"
 RACK3 = ("rr3", "r3h1")  # the hosts that peer with the router
+ROUTER_IP6 = "fd00:103::250"
+OUTSIDE6 = "2001:db8:100::/64"
+OUTSIDE6_IP = "2001:db8:100::1"
 
 PEERS_YML = f"""---
-# Rack3's router outside the fleet: its reflector and host take a default route and one outside prefix from it.
+# Rack3's router outside the fleet: its reflector and host take a default route and one outside prefix from it,
+# over IPv4 and (a second session) over IPv6.
 calico_bgp_peers:
   - ip: {ROUTER_IP}
     as_number: {ROUTER_AS}
     name: rack3-router
     import_default: true
     import_prefixes: [{OUTSIDE}]
+  - ip: "{ROUTER_IP6}"
+    as_number: {ROUTER_AS}
+    name: rack3-router-v6
+    import_default: true
+    import_prefixes: ["{OUTSIDE6}"]
 """
 
 
 def router_config(lab, hijack):
-    """Default route and OUTSIDE to rack3's hosts; ``hijack`` (blocks of the fleet) announced from the wrong place."""
+    """Default route and OUTSIDE to rack3's hosts; ``hijack`` (blocks of the fleet) announced from the wrong place.
+    Over IPv6 (sessions to the hosts' calico_node_ip_v6, IPv6 only): ::/0 and OUTSIDE6."""
     ips = [lab.node_ip(h) for h in RACK3]
-    neighbors = "".join(f" neighbor {ip} remote-as {lab.hostvars['r3h1']['calico_as_number']}\n" for ip in ips)
+    ips6 = [lab.hostvars[h]["calico_node_ip_v6"] for h in RACK3]
+    neighbors = "".join(f" neighbor {ip} remote-as {lab.hostvars['r3h1']['calico_as_number']}\n" for ip in ips + ips6)
     originate = "".join(f"  neighbor {ip} default-originate\n" for ip in ips)
     networks = "".join(f"  network {p}\n" for p in [OUTSIDE, *hijack])
+    v4_only = "".join(f"  no neighbor {ip} activate\n" for ip in ips6)
+    v6 = "".join(f"  neighbor {ip} activate\n  neighbor {ip} default-originate\n" for ip in ips6)
     return (f"hostname {lab.prefix}-r3x\nrouter bgp {ROUTER_AS}\n bgp router-id {OUTSIDE_IP}\n"
             f" no bgp ebgp-requires-policy\n no bgp network import-check\n{neighbors}"
-            f" address-family ipv4 unicast\n{networks}{originate} exit-address-family\n")
+            f" address-family ipv4 unicast\n{networks}{originate}{v4_only} exit-address-family\n"
+            f" address-family ipv6 unicast\n  network {OUTSIDE6}\n{v6} exit-address-family\n")
 
 
 def vtysh(lab, spine, *commands):
@@ -72,8 +93,32 @@ def vtysh(lab, spine, *commands):
                *(arg for c in commands for arg in ("-c", c))]).stdout
 
 
-def bgp_table(lab, spine):
-    return json.loads(vtysh(lab, spine, "show bgp ipv4 unicast json")).get("routes", {})
+def bgp_table(lab, spine, family="ipv4"):
+    return json.loads(vtysh(lab, spine, f"show bgp {family} unicast json")).get("routes", {})
+
+
+def block6(lab, host):
+    """The IPv6 block a host owns (its proto-80 blackhole)."""
+    return ns_json(lab.netns(host), "-6", "route", "show", "proto", "80", "type", "blackhole")[0]["dst"]
+
+
+def workload_ip6(lab, host, workload):
+    return ns_json(lab.workload_netns(host, workload), "-6", "addr", "show", "dev", "eth0", "scope", "global")[0][
+        "addr_info"][0]["local"]
+
+
+def ping6(lab, src_netns, dst_ip):
+    return sh(["ip", "netns", "exec", src_netns, "ping", "-6", "-n", "-c", "1", "-W", "2", dst_ip],
+              check=False).returncode == 0
+
+
+# workload pairs of different racks (a ring over the racks) that must reach each other over IPv6
+PAIRS6 = [(("r1h1", "r1h1w1"), ("r2h1", "r2h1w1")), (("r2h1", "r2h1w1"), ("r3h1", "r3h1w1")),
+          (("r3h1", "r3h1w1"), ("r4h1", "r4h1w1")), (("r4h1", "r4h1w1"), ("r1h1", "r1h1w2"))]
+
+
+def failed_pairs6(lab):
+    return [f"{s[1]} -> {d[1]}" for s, d in PAIRS6 if not ping6(lab, lab.workload_netns(*s), workload_ip6(lab, *d))]
 
 
 def frr_pids(lab):
@@ -109,7 +154,8 @@ def spine(tmp_path_factory):
         lab.playbook("site.yml")
         pids = frr_pids(lab)
         lab.hijack = [lab.block("r3h1"), lab.block("r2h1")]
-        router = Router(lab, "r3x", "r3h1", f"{ROUTER_IP}/24", [f"{OUTSIDE_IP}/24"], router_config(lab, lab.hijack))
+        router = Router(lab, "r3x", "r3h1", f"{ROUTER_IP}/24", [f"{OUTSIDE_IP}/24", f"{OUTSIDE6_IP}/64"],
+                        router_config(lab, lab.hijack), address6=f"{ROUTER_IP6}/64")
         for host in RACK3:  # the default route comes from the router (BIRD never replaces a route it did not make)
             sh(["ip", "-n", lab.netns(host), "route", "del", "default"], check=False)
         router.start()
@@ -154,6 +200,16 @@ def test_spines_hold_exactly_the_racks_aggregates(spine):
         assert all(p.get("multipath") or p.get("bestpath") for p in rack1), rack1
         routes = ns_json(spine.netns(name), "route", "show", share(spine, "r1h1"))
         assert routes and len(routes[0].get("nexthops", [])) == 2, routes
+    # IPv6: every host's block one by one, rack1's from both of its reflectors, each with its calico_rr_spine_ip_v6
+    # as the global next hop (BIRD's `next hop address`)
+    want6 = sorted(block6(spine, h) for h in spine.nodes)
+    for name in SPINES:
+        wait(lambda n=name: sorted(bgp_table(spine, n, "ipv6")) == want6, 60, f"{name}'s IPv6 table to hold {want6}")
+        rack1 = bgp_table(spine, name, "ipv6")[block6(spine, "r1h1")]
+        hops = sorted(h["ip"] for p in rack1 for h in p["nexthops"] if h.get("scope") == "global")
+        assert hops == sorted(spine.hostvars[rr]["calico_rr_spine_ip_v6"] for rr in ("rr1a", "rr1b")), rack1
+        routes = ns_json(spine.netns(name), "-6", "route", "show", block6(spine, "r1h1"))
+        assert routes and len(routes[0].get("nexthops", [])) == 2, routes
     # each reflector drops unused addresses of its rack's share (no loop back to the spine)
     for rr, host in (("rr1a", "r1h1"), ("rr1b", "r1h1"), ("rr2", "r2h1"), ("rr3", "r3h1"), ("rr4", "r4h1")):
         holes = ns_json(spine.netns(rr), "route", "show", share(spine, host), "proto", "bird")
@@ -166,6 +222,16 @@ def test_spines_hold_exactly_the_racks_aggregates(spine):
 
 def test_every_workload_pair_pings(spine):
     wait(lambda: not spine.ping_matrix(), 60, "every workload pair to ping")
+
+
+def test_workloads_of_different_racks_ping_over_ipv6(spine, report):
+    """The IPv6 routes cross the spine: a reflector's route to another rack's IPv6 block goes via both spines'
+    calico_node_ip_v6 (the next hop FRR sends, its route-map's), and sample pairs of workloads ping over IPv6."""
+    spines6 = sorted(spine.hostvars[sp]["calico_node_ip_v6"] for sp in SPINES)
+    routes = ns_json(spine.netns("rr2"), "-6", "route", "show", block6(spine, "r1h1"), "proto", "bird")
+    assert routes and sorted(h["gateway"] for h in routes[0].get("nexthops", [])) == spines6, routes
+    wait(lambda: not failed_pairs6(spine), 30, "workloads of different racks to ping over IPv6")
+    report(f"test_spine: {len(PAIRS6)} workload pairs of different racks ping over IPv6 through the spines")
 
 
 def test_cross_rack_routes_go_via_the_reflector(spine, report):
@@ -226,8 +292,22 @@ def test_rack3_takes_the_default_route_from_its_router_only(spine, report):
     # the router's lo address is reached from a workload, and every workload pair still pings
     assert spine.ping(spine.workload_netns("r3h1", "r3h1w1"), OUTSIDE_IP), "r3h1w1 cannot reach the router"
     assert not spine.ping_matrix()
-    report(f"test_spine: rack3 takes the default route and {OUTSIDE} from its router; "
-           f"{len(spine.hijack)} blocks announced from the wrong place kept filtered")
+    # the IPv6 router (a session over IPv6 carrying IPv6 only): ::/0 and OUTSIDE6 via its IPv6 address
+    proto6 = "External_" + ROUTER_IP6.replace(":", "_")
+    for host in RACK3:
+        ns = spine.netns(host)
+        wait_for(f"{host}: IPv6 default route", lambda ns=ns: "proto bird" in sh(
+            ["ip", "-n", ns, "-6", "route", "show", "default"]).stdout)
+        for dest in ("default", OUTSIDE6):
+            route = sh(["ip", "-n", ns, "-6", "route", "show", dest]).stdout
+            assert f"via {ROUTER_IP6}" in route and "proto bird" in route, (host, dest, route)
+        channels = spine.birdc(host, "show", "protocols", "all", proto6)
+        assert "Channel ipv6" in channels and "Channel ipv4" not in channels, channels
+    for host in ("r1h1", "rr2"):
+        assert "proto bird" not in sh(["ip", "-n", spine.netns(host), "-6", "route", "show", OUTSIDE6]).stdout, host
+    assert ping6(spine, spine.workload_netns("r3h1", "r3h1w1"), OUTSIDE6_IP), "r3h1w1 cannot reach the router (IPv6)"
+    report(f"test_spine: rack3 takes the default route and {OUTSIDE} from its router (and ::/0, {OUTSIDE6} over "
+           f"IPv6); {len(spine.hijack)} blocks announced from the wrong place kept filtered")
 
 
 def test_reflectors_peer_with_the_spines_only(spine):
@@ -245,6 +325,7 @@ def test_a_spine_announcing_a_racks_aggregate_is_refused_for_its_origin_as(spine
     statement). Every reflector keeps it as filtered: rr3 as its own share, the others because its origin AS is
     not rack3's; no host routes rack3's share via sp1, and every workload pair still pings. Withdrawn afterwards."""
     aggregate = share(spine, "r3h1")
+    aggregate6 = block6(spine, "r3h1")  # IPv6: rack3's block, refused the same way
     as_number = spine.hostvars["sp1"]["calico_spine_as_number"]
     proto = "Global_" + spine.hostvars["sp1"]["calico_node_ip"].replace(".", "_")
     before = vtysh(spine, "sp1", "show running-config")
@@ -253,10 +334,11 @@ def test_a_spine_announcing_a_racks_aggregate_is_refused_for_its_origin_as(spine
     reflectors = ("rr1a", "rr1b", "rr2", "rr3", "rr4")
     try:
         vtysh(spine, "sp1", *bgp, "no bgp network import-check", "address-family ipv4 unicast",
-              f"network {aggregate}")
+              f"network {aggregate}", "exit-address-family", "address-family ipv6 unicast", f"network {aggregate6}")
         for rr in reflectors:
-            wait(lambda rr=rr: aggregate in spine.birdc(rr, "show", "route", "filtered", "protocol", proto), 30,
-                 f"{rr} to keep {aggregate} from sp1 as filtered")
+            wait(lambda rr=rr: all(p in spine.birdc(rr, "show", "route", "filtered", "protocol", proto)
+                                   for p in (aggregate, aggregate6)), 30,
+                 f"{rr} to keep {aggregate} and {aggregate6} from sp1 as filtered")
         sp1 = spine.hostvars["sp1"]["calico_node_ip"]
         for rr in ("rr1a", "rr2", "rr4"):  # rack3's share only from sp2, the path with rack3's AS at its end
             for host in ("sp1", "sp2"):
@@ -266,18 +348,19 @@ def test_a_spine_announcing_a_racks_aggregate_is_refused_for_its_origin_as(spine
             assert f"via {sp1} " not in route_get(spine, rr, str(ipaddress.ip_network(spine.block("r3h1"))[2]))
         wait(lambda: not spine.ping_matrix(), 30, "every workload pair to ping with sp1's hand announcement")
     finally:
-        vtysh(spine, "sp1", *bgp, "address-family ipv4 unicast", f"no network {aggregate}")
+        vtysh(spine, "sp1", *bgp, "address-family ipv4 unicast", f"no network {aggregate}", "exit-address-family",
+              "address-family ipv6 unicast", f"no network {aggregate6}")
         if vtysh(spine, "sp1", "show running-config") != before:  # the import check was on (FRR's default)
             vtysh(spine, "sp1", *bgp, "bgp network import-check")
     assert vtysh(spine, "sp1", "show running-config") == before
     for rr in reflectors:
-        wait(lambda rr=rr: aggregate not in spine.birdc(rr, "show", "route", "filtered", "protocol", proto), 30,
-             f"sp1 to withdraw {aggregate}")
+        wait(lambda rr=rr: not any(p in spine.birdc(rr, "show", "route", "filtered", "protocol", proto)
+                                   for p in (aggregate, aggregate6)), 30, f"sp1 to withdraw {aggregate}, {aggregate6}")
     via_rr3 = spine.hostvars["rr3"]["calico_rr_spine_ip"]
     wait(lambda: f"via {via_rr3}" in sh(["ip", "-n", spine.netns("sp1"), "route", "show", aggregate]).stdout, 30,
          f"sp1 to route {aggregate} via rr3 again")
-    report(f"test_spine: {aggregate} announced by hand on sp1 (shorter path) refused by all "
-           f"{len(reflectors)} reflectors (origin AS, rack3's own share)")
+    report(f"test_spine: {aggregate} and {aggregate6} announced by hand on sp1 (shorter path) refused by all "
+           f"{len(reflectors)} reflectors (origin AS, rack3's own share or block)")
 
 
 def test_second_run_changes_nothing(spine):
@@ -327,6 +410,8 @@ def test_bfd_between_spines_and_reflectors(spine, report):
             sh(["ip", "netns", "exec", lab.netns("rr2"), "iptables", "-w", "-D", *rule, "-j", "DROP"])
     wait(lambda: all(_bfd_up(lab, sp, "rr2") for sp in SPINES) and all(
         rack2 in bgp_table(lab, sp) for sp in SPINES), 60, f"rr2's BFD sessions and {rack2} back on both spines")
+    # the sessions now run multihop 1: IPv6 next hops resolve through the spine leg's subnet too
+    wait(lambda: not failed_pairs6(lab), 30, "workloads of different racks to ping over IPv6 with BFD")
     report(f"test_spine: BFD (100 ms x 3) Up on all {len(pairs)} spine-reflector sessions; rr2's spine leg cut, "
            f"both spines withdrew {rack2} after {gone:.2f} s")
     assert gone <= 1.5, gone

@@ -29,14 +29,16 @@ def wait_for(what, check, timeout=20):
 
 class Router:
     """FRR's zebra and bgpd in namespace ``<prefix>-<name>``, its eth0 on the segment of lab host ``beside``
-    (plugged into the fabric bridge that host's eth0 is on) with ``address`` (CIDR), ``loopbacks`` (CIDRs) on lo."""
+    (plugged into the fabric bridge that host's eth0 is on) with ``address`` (CIDR) and ``address6`` (an IPv6 CIDR,
+    dual stack, or None), ``loopbacks`` (CIDRs of either family) on lo."""
 
-    def __init__(self, lab, name, beside, address, loopbacks, config):
+    def __init__(self, lab, name, beside, address, loopbacks, config, address6=None):
         self.lab = lab
         self.netns = f"{lab.prefix}-{name}"
         self.port = name
         self.beside = beside
         self.address = address
+        self.address6 = address6
         self.loopbacks = loopbacks
         self.config = config
         self.dir = tempfile.mkdtemp(prefix=f"netfleet-{lab.prefix}-frr-")
@@ -57,7 +59,9 @@ class Router:
         sh(["ip", "-n", fabric, "link", "add", self.port, "type", "veth", "peer", "name", "eth0", "netns", self.netns])
         sh(["ip", "-n", fabric, "link", "set", self.port, "master", bridge, "up"])
         for argv in (["link", "set", "lo", "up"], *(["addr", "add", a, "dev", "lo"] for a in self.loopbacks),
-                     ["addr", "add", self.address, "dev", "eth0"], ["link", "set", "eth0", "up"]):
+                     ["addr", "add", self.address, "dev", "eth0"],
+                     *([["addr", "add", self.address6, "dev", "eth0", "nodad"]] if self.address6 else []),
+                     ["link", "set", "eth0", "up"]):
             sh(["ip", "-n", self.netns, *argv])
         conf = os.path.join(self.dir, "frr.conf")
         with open(conf, "w", encoding="utf-8") as f:

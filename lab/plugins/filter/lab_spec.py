@@ -253,7 +253,11 @@ def lab_spec(hostvars, groups, racks=None, wiring=True):
         if netns is None:
             netns_prefix = reader.get(router, 'ansible_netns_prefix')
             netns = f'{netns_prefix}{router}' if netns_prefix else f'{prefix}-{router}'
-        spine.setdefault('routers', []).append({'name': router, 'netns': str(netns), 'address': str(ip)})
+        entry = {'name': router, 'netns': str(netns), 'address': str(ip)}
+        address6 = reader.get(router, 'calico_node_ip_v6')  # dual stack: its IPv6 address on the spine
+        if address6 is not None:
+            entry['address6'] = str(address6).strip()
+        spine.setdefault('routers', []).append(entry)
     spec['segments'] = [segments[r] for r in inventory.natural_sorted(segments)]
     spec['hosts'] = out_hosts
     machines = _flag(reader, hosts, 'lab_machines')

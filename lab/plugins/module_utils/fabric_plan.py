@@ -141,6 +141,7 @@ def describe_desired(spec, gc_thresh):
         port, netns = spine_router['spine_port'], spine_router['netns']
         fabric.append(f"veth {port} master {spec.spine['bridge']} peer {netns}/eth1 up")
         out[netns] = ['lo up', f"veth eth1 peer {spec.fabric}/{port} up", f"address eth1 {spine_router['address']}"]
+        out[netns] += [f"address eth1 {spine_router['address6']}"] if spine_router['address6'] else []
     if spec.mgmt:
         mgmt = ['lo up']
         for leg in sorted(spec.mgmt.values(), key=lambda leg: leg['port']):
@@ -388,11 +389,12 @@ def plan_present(spec, states, gc_now, state_dir_exists):
             plan.add(plan.post, ns, f'route add default via {gw} dev {dev}')
             plan.created.append(f'route {ns} default via {gw} dev {dev}')
 
-    # spine routers: lo and eth1 up with the spine address; their routes are FRR's (zebra), never the lab's
+    # spine routers: lo and eth1 up with the spine address (and IPv6 one); their routes are FRR's (zebra), never
+    # the lab's
     for router in spec.spine_routers().values():
         ns = router['netns']
         _plan_lo(plan, st[ns])
-        _plan_iface(plan, st[ns], 'eth1', [str(router['address'])], (ns, 'eth1') in fresh)
+        _plan_iface(plan, st[ns], 'eth1', _addresses(router['address'], router['address6']), (ns, 'eth1') in fresh)
     return plan
 
 

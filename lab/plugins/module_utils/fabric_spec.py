@@ -137,7 +137,8 @@ class Spec:
             if not NETNS_RE.match(netns) or not netns.startswith(self.prefix + '-'):
                 raise LabError(f"spine router {name!r}: netns {netns!r} must be a valid name starting with "
                                f"'{self.prefix}-'")
-            self.spine['routers'][name] = {'netns': netns, 'address': addr, 'spine_port': ifname(KIND_SPINE, name)}
+            self.spine['routers'][name] = {'netns': netns, 'address': addr, 'spine_port': ifname(KIND_SPINE, name),
+                                           'address6': router.get('address6')}
 
     @staticmethod
     def _address(what, text, net):
@@ -176,6 +177,8 @@ class Spec:
         for name, router in (self.spine or {}).get('routers', {}).items():
             spine_addresses[router['address'].ip] = name
             netnses[router['netns']] = name
+            router['address6'] = self._address6(f'spine router {name!r}: address6', router['address6'], addresses6,
+                                                name)
         for host in hosts:
             name = host['name']
             if not NAME_RE.match(name):
@@ -357,5 +360,7 @@ class Spec:
                      'router_port': self.spine['router_port'] if self.router_wanted else None}
             if self.spine['routers']:
                 spine['routers'] = {name: {'netns': r['netns'], 'address': str(r['address']),
-                                           'spine_port': r['spine_port']} for name, r in self.spine['routers'].items()}
+                                           'spine_port': r['spine_port'],
+                                           **({'address6': str(r['address6'])} if r['address6'] else {})}
+                                    for name, r in self.spine['routers'].items()}
         return segments, hosts, spine

@@ -127,6 +127,11 @@ options:
             description: Address on the spine, inside O(spine.cidr).
             type: str
             required: true
+          address6:
+            description:
+              - Dual stack (C(calico_node_ip_v6) of the spine) - an IPv6 address of its C(eth1) besides
+                O(spine.routers[].address), as O(hosts[].address6).
+            type: str
           netns:
             description: Namespace name (must start with O(prefix) and C(-)); default C(<prefix>-<name>).
             type: str
@@ -408,6 +413,7 @@ def main():
                 routers=dict(type='list', elements='dict', default=[], options=dict(
                     name=dict(type='str', required=True),
                     address=dict(type='str', required=True),
+                    address6=dict(type='str'),
                     netns=dict(type='str'),
                 )),
             )),

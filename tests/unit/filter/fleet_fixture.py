@@ -9,10 +9,12 @@ from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import protocol_name
 
 
-def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=None, extra=None, dual=False):
+def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=None, extra=None, dual=False,
+              spines=False):
     """racks × (reflector(s) + hosts), route_reflector topology, rack i on 10.<i>.0.0/24; ``extra``: more variables
     of every host; ``dual``: dual stack (IPv6 pool fd00:17::/48, rack i's hosts on fd00:<i>::/64, one reflector
-    per rack; with ``floating`` every workload an IPv6 floating IP too)."""
+    per rack; with ``floating`` every workload an IPv6 floating IP too); ``spines``: two spine routers (AS 65100)
+    on the reflectors' spine segment."""
     hostvars, groups = {}, {"all": [], "calico_nodes": [], "calico_route_reflectors": [], "calico_racks": []}
     rack_names = []
     for r in range(1, racks + 1):
@@ -46,6 +48,17 @@ def rack_plan(racks=2, hosts_per_rack=2, reflectors=None, floating=False, names=
             groups["all"].append(name)
             groups["calico_racks"].append(name)
             groups["calico_route_reflectors" if is_rr else "calico_nodes"].append(name)
+    if spines:
+        for name in list(hostvars):
+            hostvars[name]["calico_spine_as_number"] = 65100
+        for i in (1, 2):
+            hostvars["sp%d" % i] = {k: v for k, v in hostvars[groups["all"][0]].items()
+                                    if k in ("calico_pool", "calico_pool_v6", "calico_bgp_topology",
+                                             "calico_spine_as_number")}
+            hostvars["sp%d" % i].update(calico_node_ip="10.255.0.%d" % (200 + i))
+            if dual:
+                hostvars["sp%d" % i]["calico_node_ip_v6"] = "fd00:255::%x" % (0xf0 + i)
+        groups["calico_spines"] = ["sp1", "sp2"]
     return fabric(hostvars, groups, racks=rack_names)
 
 

@@ -325,11 +325,13 @@ def test_bad_machines_spec(overrides, message):
 
 def test_spine_routers_from_calico_spines():
     hostvars, groups = _racks_fleet()
-    hostvars['sp1'] = dict(LAB, **SPINE, calico_node_ip='10.255.0.2', ansible_netns_prefix='nf-')
+    hostvars['sp1'] = dict(LAB, **SPINE, calico_node_ip='10.255.0.2', ansible_netns_prefix='nf-',
+                           calico_node_ip_v6='fd00:255::2')  # dual stack: its IPv6 address on the spine too
     hostvars['sp2'] = dict(LAB, **SPINE, ansible_host='10.255.0.3')
     groups['calico_spines'] = ['sp2', 'sp1']
     spec = lab_spec(hostvars, groups, racks=RACKS)
-    assert spec['spine']['routers'] == [{'name': 'sp1', 'netns': 'nf-sp1', 'address': '10.255.0.2'},
+    assert spec['spine']['routers'] == [{'name': 'sp1', 'netns': 'nf-sp1', 'address': '10.255.0.2',
+                                         'address6': 'fd00:255::2'},
                                         {'name': 'sp2', 'netns': 'nf-sp2', 'address': '10.255.0.3'}]
     assert 'sp1' not in {h['name'] for h in spec['hosts']}
     hostvars['sp2']['ansible_host'] = '10.254.0.3'

@@ -134,3 +134,17 @@ def test_ipv6_host_routes_are_slash_128():
     assert _dest("fd00:17::1") == "fd00:17::1/128"
     assert _dest("172.17.8.2") == "172.17.8.2/32"
     assert _dest("fd00:17:0:0::40/122") == "fd00:17::40/122"
+
+
+def test_spines_carry_the_ipv6_floating_ips():
+    """A dual-stack fleet with spines: each rack's IPv6 prefix list names its hosts' IPv6 floating IPs (/128) beside
+    their IPv6 blocks, and the list the spines send out carries every one of them."""
+    plan = rack_plan(racks=2, floating=True, dual=True, spines=True)
+    lists6 = plan["spines"]["sp1"]["ipv6"]["prefix_lists"]
+    for rack in ("rack1", "rack2"):
+        hosts = [h for h, p in plan["hosts"].items() if p["rack"] == rack]
+        own = {p for h in hosts for p in plan["hosts"][h]["blocks_v6"] + plan["hosts"][h].get("floating_ips_v6", [])}
+        listed = {e["prefix"] for e in lists6["calico-in-" + rack] if e["action"] == "permit"}
+        assert listed == own and any(p.endswith("/128") for p in listed), (rack, listed)
+    out = {e["prefix"] for e in lists6["calico-out"] if e["action"] == "permit"}
+    assert set(plan["floating_ips_v6"]) <= out and len(plan["floating_ips_v6"]) == 4

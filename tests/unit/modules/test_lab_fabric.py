@@ -296,6 +296,21 @@ def test_spine_routers_are_namespaces_on_the_spine_only():
     assert 'veth s-sp2 master spine peer nf-sp2/eth1 up' in desired['nf-fabric']
 
 
+def test_a_spine_router_of_a_dual_stack_lab_gets_its_ipv6_address_on_the_spine():
+    p = spine_routers_params(('sp1', '10.255.0.2'))
+    p['spine']['routers'][0]['address6'] = 'fd00:255::2'
+    spec = fabric_spec.Spec(p, 'present')
+    assert spec.result()[2]['routers']['sp1']['address6'] == 'fd00:255::2/64'
+    plan = fabric_plan.plan_present(spec, _kernel_blank(spec), [1, 2, 3], False)
+    assert plan.post['nf-sp1'] == ['link set lo up', 'link set eth1 up', 'address add 10.255.0.2/24 brd + dev eth1',
+                                   'address add fd00:255::2/64 dev eth1 nodad']
+    desired = fabric_plan.describe_desired(spec, [1, 2, 3])
+    assert desired['nf-sp1'][-1] == 'address eth1 fd00:255::2/64'
+    p['spine']['routers'][0]['address6'] = 'fe80::2'
+    with pytest.raises(fabric_spec.LabError, match="spine router 'sp1': address6 fe80::2 is not a unicast address"):
+        fabric_spec.Spec(p, 'present')
+
+
 @pytest.mark.parametrize('routers, message', [
     ((('sp1', '10.254.0.2'),), "spine router 'sp1': address 10.254.0.2 is outside its segment 10.255.0.0/24"),
     ((('sp1', '10.255.0.1'),), "spine router 'sp1': address 10.255.0.1 is the spine's gateway"),

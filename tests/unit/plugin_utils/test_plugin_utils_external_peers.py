@@ -46,8 +46,9 @@ def test_a_router_everyone_peers_with():
     hosts = plan([peer])['hosts']
     session = hosts['host-a']['external_peers'][0]
     assert session == {
-        'ip': '192.168.100.1', 'as_number': 65000, 'name': 'dc-router', 'protocol': 'External_192_168_100_1',
-        'local_ip': '192.168.100.10', 'type': 'ebgp', 'connection': 'direct', 'ttl_security': False, 'bfd': True,
+        'ip': '192.168.100.1', 'family': 4, 'as_number': 65000, 'name': 'dc-router',
+        'protocol': 'External_192_168_100_1', 'local_ip': '192.168.100.10', 'type': 'ebgp', 'connection': 'direct',
+        'ttl_security': False, 'bfd': True,
         'password_define': 'CALICO_PEER_PASSWORD_192_168_100_1',
         # exact prefixes: the default route first, then by address
         'imports': ['0.0.0.0/0', '10.0.0.0/8', '198.51.100.0/24'], 'receive_limit': RECEIVE_LIMIT_BASE + 12,
@@ -122,7 +123,8 @@ def test_parse_peers_normalises():
     assert parse_peers(None, 'host x') == [] and parse_peers('', 'host x') == []
     peers = parse_peers([dict(ROUTER, as_number='65000', bfd='yes', import_prefixes=['198.51.100.0/24'] * 2,
                               multihop='2')], 'host x')
-    assert peers == [{'ip': '192.168.100.1', 'as_number': 65000, 'name': None, 'password': False, 'multihop': 2,
+    assert peers == [{'ip': '192.168.100.1', 'family': 4, 'as_number': 65000, 'name': None, 'password': False,
+                      'multihop': 2,
                       'ttl_security': False, 'bfd': True, 'import_default': False,
                       'import_prefixes': ['198.51.100.0/24']}]
 
@@ -147,3 +149,50 @@ def test_a_reflector_meets_a_spine_router_from_its_spine_address():
     spine, fabric_side = hosts['host-r']['external_peers']
     assert spine['local_ip'] == '10.255.0.11' and spine['connection'] == 'direct' and spine['ttl_security']
     assert fabric_side['local_ip'] == '192.168.100.12'
+
+
+def dual_stack_fleet(peers):
+    """fleet() with an IPv6 pool and an IPv6 node address per host."""
+    hostvars, groups = fleet(peers)
+    for i, name in enumerate(['host-a', 'host-b', 'host-r']):
+        hostvars[name].update(calico_pool_v6='fd00:17::/48', calico_node_ip_v6=f'fd00:100::{10 + i}')
+    return hostvars, groups
+
+
+def test_an_ipv6_router_gets_a_session_over_ipv6_carrying_ipv6_only():
+    peer = {'ip': 'fd00:100::1', 'as_number': 65000, 'import_default': True, 'import_prefixes': ['2001:db8::/32'],
+            'password': 's3cret', 'multihop': 2}
+    hosts = fabric(*dual_stack_fleet([peer, ROUTER]))['hosts']
+    v6, v4 = hosts['host-a']['external_peers']
+    assert v6 == {'ip': 'fd00:100::1', 'family': 6, 'as_number': 65000, 'name': 'fd00:100::1',
+                  'protocol': 'External_fd00_100__1', 'local_ip': 'fd00:100::10', 'type': 'ebgp',
+                  'connection': 'multihop 2', 'ttl_security': False, 'bfd': False,
+                  'password_define': 'CALICO_PEER_PASSWORD_fd00_100__1',
+                  'imports': ['::/0', '2001:db8::/32'], 'receive_limit': RECEIVE_LIMIT_BASE + 8}
+    assert v4['family'] == 4 and v4['imports'] == [] and v4['local_ip'] == '192.168.100.10'
+    assert hosts['host-r']['external_peers'][0]['local_ip'] == 'fd00:100::12'
+
+
+@pytest.mark.parametrize('peer, message', [
+    ({'ip': 'fd00:100::1', 'as_number': 65000}, 'ip is IPv6 but calico_pool_v6 is not set'),
+    ({'ip': 'fd00:100::1', 'as_number': 65000, 'import_prefixes': ['198.51.100.0/24']}, 'is not an IPv6 CIDR'),
+    ({'ip': '192.168.100.1', 'as_number': 65000, 'import_prefixes': ['2001:db8::/32']}, 'is not'),
+])
+def test_an_ipv6_router_needs_a_dual_stack_fleet_and_ipv6_prefixes(peer, message):
+    v4_fleet = 'not set' in message
+    hostvars, groups = fleet([peer]) if v4_fleet else dual_stack_fleet([peer])
+    with pytest.raises(FabricError) as err:
+        fabric(hostvars, groups)
+    assert message in str(err.value) and "host 'host-a'" in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize('peer, message', [
+    ({'ip': 'fd00:99::7', 'as_number': 65000}, 'ip is a floating IP of a workload'),
+    ({'ip': 'fd00:100::1', 'as_number': 65000, 'import_prefixes': ['fd00:99::7/128']}, 'a floating IP of a workload'),
+])
+def test_an_ipv6_router_is_not_a_workloads_ipv6_floating_ip(peer, message):
+    hostvars, groups = dual_stack_fleet([peer])
+    hostvars['host-b']['calico_workloads'] = [{'name': 'web', 'floating_ip6': 'fd00:99::7'}]
+    with pytest.raises(FabricError) as err:
+        fabric(hostvars, groups)
+    assert message in str(err.value) and "host 'host-a'" in str(err.value), str(err.value)

@@ -153,20 +153,65 @@ def test_reflectors_next_hops_and_imports():
     assert 'spine_ip_v6' not in hosts['h1']
     hops = {p['name']: p['next_hop_v6'] for p in hosts['rr2']['peers']}
     assert hops == {'rr1': 'fd00:101::21', 'h2': 'fd00:102::1'}
+    # another rack's blocks come with that rack's origin AS (origins_v6), as the IPv4 ones
     assert hosts['rr1']['imports_v6']['rr2'] == {'prefixes': [], 'any_block': 'fd00:10::/48{122,122}',
                                                  'any_floating': False, 'except': ['fd00:10::/122+'],
-                                                 'receive_limit': 65600}
+                                                 'origin_check': True, 'receive_limit': 65600}
     assert hosts['h2']['imports_v6']['rr2']['except'] == ['fd00:10::40/122+']
+    assert 'origin_check' not in hosts['rr1']['imports_v6']['h1']
+    assert plan['origins_v6'] == [{'rack': 'rack1', 'as_number': 65001, 'prefixes': ['fd00:10::/122']},
+                                  {'rack': 'rack2', 'as_number': 65002, 'prefixes': ['fd00:10::40/122']}]
+    assert 'origins_v6' not in fabric(*mesh())
 
 
-def test_spines_route_ipv4_only():
+def spine_fleet():
+    """racks() with one spine router on the reflectors' spine subnet (rr1 meets it from its node address)."""
     hostvars, groups = racks()
     for hv in hostvars.values():
         hv['calico_spine_as_number'] = 65100
-    hostvars['sp1'] = {'calico_node_ip': '192.168.101.254', 'calico_spine_as_number': 65100}
+    hostvars['sp1'] = {'calico_node_ip': '192.168.101.254', 'calico_node_ip_v6': 'fd00:101::254',
+                       'calico_spine_as_number': 65100, 'calico_node_prefixlen': 24}
     groups['calico_spines'] = ['sp1']
-    with pytest.raises(FabricError, match='calico_pool_v6 is set but the spines'):
+    return hostvars, groups
+
+
+def test_spines_carry_ipv6_blocks_one_by_one():
+    plan = fabric(*spine_fleet(), racks=['rack1', 'rack2'])
+    sp1 = plan['spines']['sp1']
+    assert sp1['ipv6']['ip'] == 'fd00:101::254'
+    lists = {name: [(e['action'], e['prefix'], e.get('ge'), e.get('le')) for e in entries]
+             for name, entries in sp1['ipv6']['prefix_lists'].items()}
+    assert lists == {'calico-out': [('permit', 'fd00:10::/48', 122, 122), ('deny', '::/0', None, 128)],
+                     'calico-in-rack1': [('permit', 'fd00:10::/122', None, None), ('deny', '::/0', None, 128)],
+                     'calico-in-rack2': [('permit', 'fd00:10::40/122', None, None), ('deny', '::/0', None, 128)]}
+    # the reflectors' side: the spine's routes of the other rack, with that rack's origin AS, next hop their own
+    hosts = plan['hosts']
+    assert hosts['rr2']['imports_v6']['sp1']['origin_check'] is True
+    assert hosts['rr2']['imports_v6']['sp1']['except'] == ['fd00:10::40/122+']
+    assert {p['name']: p['next_hop_v6'] for p in hosts['rr2']['peers']} == {'h2': 'fd00:102::1', 'sp1': 'fd00:101::21'}
+    # the IPv4 plan of the spine is the one it has without the IPv6 pool
+    hostvars, groups = spine_fleet()
+    for hv in hostvars.values():
+        hv.pop('calico_pool_v6', None)
+        hv.pop('calico_rr_spine_ip_v6', None)
+    v4 = fabric(hostvars, groups, racks=['rack1', 'rack2'])['spines']['sp1']
+    assert 'ipv6' not in v4 and {k: v for k, v in sp1.items() if k != 'ipv6'} == v4
+
+
+@pytest.mark.parametrize('value, message', [
+    (None, "host 'sp1': has no calico_node_ip_v6 but calico_pool_v6 is set — set calico_node_ip_v6 to the spine's "
+           'IPv6 address on the spine segment'),
+    ('fd00:101::254\n', "host 'sp1': calico_node_ip_v6 'fd00:101::254\\n' is not an IPv6 address"),
+    ('fe80::1', 'is not a global unicast or unique local address'),
+    ('fd00:10::9', 'is inside calico_pool_v6 fd00:10::/48'),
+    ('fd00:101::21', "host 'sp1': calico_node_ip_v6 fd00:101::21 is also used by host 'rr2'"),
+])
+def test_a_spines_ipv6_address_is_checked(value, message):
+    hostvars, groups = spine_fleet()
+    hostvars['sp1']['calico_node_ip_v6'] = value
+    with pytest.raises(FabricError) as err:
         fabric(hostvars, groups, racks=['rack1', 'rack2'])
+    assert message in str(err.value) and '\n' not in str(err.value), str(err.value)
 
 
 def test_assign_ip6_alone():

@@ -56,6 +56,9 @@ VARIANTS = {
     # one aggregate per rack between reflectors (no spine), and on a spine fleet with a router outside it
     'lab-racks+aggregates': ('lab-racks', {'calico_rack_block_pool': 20}),
     'lab-spine+peers': ('lab-spine', {'calico_bgp_peers': [{'ip': '10.99.0.1', 'as_number': 65101, 'multihop': 4}]}),
+    # a router with an IPv6 address (inventories/lab-spine is dual stack): a session over IPv6, IPv6 only
+    'lab-spine+peers6': ('lab-spine', {'calico_bgp_peers': [
+        {'ip': 'fd00:99::1', 'as_number': 65101, 'multihop': 4, 'import_default': True, 'password': "v6 p@ss'{}"}]}),
     # BFD on the spine's sessions (GTSM, direct): FRR runs it multihop, so the reflectors' sessions run multihop 1
     'lab-spine+bfd': ('lab-spine', {'calico_bgp_bfd': {'interval': 50, 'multiplier': 4},
                                     'calico_node_bgp_hold_time': 9}),
@@ -160,6 +163,9 @@ def test_every_host_config_passes_bird_p(rendered, variant):
         rr2 = (base / variant / 'rr2.conf').read_text()
         assert 'ipv4 { table calico_spine4; import where 10.255.0.21 ~ net; };' in rr2
         assert rr2.count('\n  direct;\n') == 1  # its session with its rack's host stays direct
+        # dual stack: the IPv6 next hops of the spine sessions resolve through the spine leg's IPv6 subnet
+        assert 'ipv6 { table calico_spine6; import where fd00:255::21 ~ net; };' in rr2
+        assert rr2.count('gateway recursive;\n    igp table calico_spine6;\n    next hop address fd00:255::21;') == 2
     if VARIANTS[variant][1].get('calico_bgp_password'):
         assert 'password CALICO_BGP_PASSWORD;' in text and list((base / variant).glob('*.secrets'))
     if variant == 'lab-racks+peers':
@@ -176,9 +182,48 @@ def test_every_host_config_passes_bird_p(rendered, variant):
                 'define CALICO_PEER_PASSWORD_192_168_101_254 = "r0uter p@ss\'{}#;";\n'
 
 
-def origin_rules(text):
-    body = text.split('function calico_origin_ok()\n{\n', 1)[1].split('\n}', 1)[0]
+    if variant == 'lab-spine+peers6':
+        for conf in configs:
+            one = conf.read_text()
+            body = one.split('protocol bgp External_fd00_99__1 from calico_external {', 1)[1].split('\n}', 1)[0]
+            assert '\n  ipv6 {' in body and '\n  ipv4 {' not in body, body
+            assert 'neighbor fd00:99::1 as 65101;' in body and 'multihop 4;' in body, body
+            assert 'if net ~ CALICO_POOL6 then reject;\n      if net ~ [ ::/0 ] then accept;' in body, body
+            assert 'export filter calico_export6;' in body and 'gateway recursive;' in body, body
+            assert 'password CALICO_PEER_PASSWORD_fd00_99__1;' in body, body
+            kernel4 = one.split('protocol kernel kernel4 {', 1)[1].split('\n}', 1)[0]
+            kernel6 = one.split('protocol kernel kernel6 {', 1)[1].split('\n}', 1)[0]
+            assert 'learn off;' in kernel4 and 'learn on;' in kernel6, (kernel4, kernel6)
+            assert conf.with_suffix('.secrets').read_text() == \
+                'define CALICO_PEER_PASSWORD_fd00_99__1 = "v6 p@ss\'{}";\n'
+        r1h1 = (base / variant / 'r1h1.conf').read_text()
+        assert 'local fd00:101::11 as 65001;\n  neighbor fd00:99::1 as 65101;' in r1h1
+
+
+def origin_rules(text, function='calico_origin_ok'):
+    body = text.split(f'function {function}()\n{{\n', 1)[1].split('\n}', 1)[0]
     return [line.split('#')[0].strip() for line in body.splitlines()]
+
+
+def test_the_ipv6_blocks_of_a_spine_fleet_come_from_their_racks_as(rendered):
+    """inventories/lab-spine (dual stack): a reflector takes another rack's IPv6 block from a spine only with that
+    rack's origin AS, and never its own rack's; its hosts have no origin check (their reflector's job)."""
+    base, _procs = rendered
+    blocks6 = {'rack1': 'fd00:17::/122', 'rack2': 'fd00:17::40/122', 'rack3': 'fd00:17::80/122',
+               'rack4': 'fd00:17::c0/122'}
+    for conf in sorted((base / 'lab-spine').glob('*.conf')):
+        text = conf.read_text()
+        if conf.stem not in REFLECTOR_RACK:
+            assert 'calico_origin_ok6' not in text, conf.name
+            continue
+        assert origin_rules(text, 'calico_origin_ok6') == [
+            f'if net ~ [ {block} ] then return bgp_path.last = {65000 + int(rack[-1])};'
+            for rack, block in blocks6.items()] + ['return true;']
+        for proto in text.split('protocol bgp ')[1:]:
+            v6 = proto.split('\n  ipv6 {', 1)[1].split('\n  };', 1)[0]
+            assert ('if ! calico_origin_ok6() then reject;' in v6) == proto.startswith('Global_'), proto
+            if proto.startswith('Global_'):
+                assert f'if net ~ [ {blocks6[REFLECTOR_RACK[conf.stem]]}+ ] then reject;' in v6, v6
 
 
 @pytest.mark.parametrize('variant', ['lab-spine', 'lab-racks+aggregates', 'lab-spine+peers'])

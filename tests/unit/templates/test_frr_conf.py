@@ -24,6 +24,8 @@ VARIANTS = {
                                        'calico_node_bgp_ttl_security': False},
     # without calico_rack_block_pool: every block of the pool, one by one
     'lab-spine+blocks': {'calico_rack_block_pool': ''},
+    # inventories/lab-spine without its IPv6 pool: IPv4 only
+    'lab-spine+ipv4-only': {'calico_pool_v6': '', 'calico_block_prefix_v6': '', 'calico_rr_spine_ip_v6': ''},
 }
 
 
@@ -88,6 +90,36 @@ def test_the_lab_spine_config(rendered):
         'ip prefix-list calico-in-rack2 seq 5 permit 172.17.16.0/20',
         'ip prefix-list calico-in-rack2 seq 10 deny 0.0.0.0/0 le 32']
     assert 'password' not in text and 'bfd' not in text
+
+
+def test_ipv6_over_the_same_sessions(rendered):
+    """Dual stack: the same neighbors in `address-family ipv6 unicast`, IPv6 prefix lists of the same names (a
+    rack's IPv6 blocks one by one: rack shares are of the IPv4 pool), the spine's own IPv6 address as next hop."""
+    text = rendered['lab-spine']['sp2'].read_text()
+    lines = text.splitlines()
+    assert 'ipv6 forwarding' in lines
+    assert [line for line in lines if line.startswith('ipv6 prefix-list calico-out ')] == [
+        'ipv6 prefix-list calico-out seq 5 permit fd00:17::/48 ge 122 le 122',
+        'ipv6 prefix-list calico-out seq 10 deny ::/0 le 128']
+    assert [line for line in lines if line.startswith('ipv6 prefix-list calico-in-rack2 ')] == [
+        'ipv6 prefix-list calico-in-rack2 seq 5 permit fd00:17::40/122',
+        'ipv6 prefix-list calico-in-rack2 seq 10 deny ::/0 le 128']
+    assert 'route-map calico-out6 permit 10' in lines and ' set ipv6 next-hop global fd00:255::2' in lines
+    family = text.split(' address-family ipv6 unicast\n', 1)[1].split(' exit-address-family', 1)[0].splitlines()
+    for ip, rack in (('10.255.0.11', 'rack1'), ('10.255.0.12', 'rack1'), ('10.255.0.21', 'rack2'),
+                     ('10.255.0.31', 'rack3'), ('10.255.0.41', 'rack4')):
+        assert [line for line in family if f' {ip} ' in line] == [
+            f'  neighbor {ip} activate', f'  neighbor {ip} prefix-list calico-in-{rack} in',
+            f'  neighbor {ip} prefix-list calico-out out', f'  neighbor {ip} route-map calico-out6 out']
+    assert '  maximum-paths 2' in family
+    # an IPv4-only fleet's spine has none of it
+    v4 = rendered['lab-spine+ipv4-only']['sp2'].read_text()
+    assert 'ipv6' not in v4 and 'route-map' not in v4 and 'next-hop' not in v4
+
+    def ipv4_part(conf):
+        return ([line for line in conf.splitlines() if line.startswith('ip prefix-list ')],
+                conf.split(' address-family ipv4 unicast\n', 1)[1].split(' exit-address-family', 1)[0])
+    assert ipv4_part(v4) == ipv4_part(text)
 
 
 def test_without_rack_shares_every_block(rendered):
