@@ -141,18 +141,24 @@ def parse_route_sources(text):
 
 def uncovered(routes, old, others):
     """Prefixes that protocols in ``old`` bring and that no protocol in ``others`` covers (the same prefix or a
-    shorter one containing it; a default route covers nothing): what traffic would lose if ``old`` went now."""
+    shorter one containing it; a default route covers nothing): what traffic would lose if ``old`` went now.
+    ``<name>:ipv6`` in ``old`` stands for the IPv6 routes of protocol ``name`` only (its ipv6 channel stops
+    carrying them; the protocol stays, and covers the rest)."""
+    whole = {name for name in old if not name.endswith(":ipv6")}
+    v6_only = {name[:-len(":ipv6")] for name in old if name.endswith(":ipv6")}
     cover = set()
     for prefix, proto in routes:
         if proto in others:
             net = ipaddress.ip_network(prefix, strict=False)
-            if net.prefixlen:
+            if net.prefixlen and not (proto in v6_only and net.version == 6):
                 cover.add(net)
     lost = set()
     for prefix, proto in routes:
-        if proto not in old or prefix in lost:
+        if prefix in lost:
             continue
         net = ipaddress.ip_network(prefix, strict=False)
+        if proto not in whole and not (proto in v6_only and net.version == 6):
+            continue
         if not any(c.version == net.version and net.subnet_of(c) for c in cover):
             lost.add(prefix)
     return sorted(lost)
@@ -251,7 +257,7 @@ class Bird:
         deadline = time.monotonic() + timeout
         old = set(old)
         while True:
-            others = {s["name"] for s in self.sessions() if s["established"]} - old
+            others = {s["name"] for s in self.sessions() if s["established"]} - {n for n in old if ":" not in n}
             rc, out, _unused = self.m.run_command([self.birdc, "-s", self.p["socket"], "show", "route"])
             lost = uncovered(parse_route_sources(out), old, others) if rc == 0 else ["(birdc show route failed)"]
             if not lost or time.monotonic() > deadline:

@@ -190,6 +190,8 @@ options:
           - The old BGP protocols that O(bird.transition_config) keeps beside the new ones. Before O(bird.config)
             drops them, every prefix they bring must also come through another Established session (the same
             prefix or a shorter one containing it; not a default route).
+          - C(<name>:ipv6) stands for the IPv6 routes of protocol C(<name>) only, an IPv4 session whose ipv6
+            channel stops carrying them (C(calico_bgp_ipv6_sessions) turned on).
         type: list
         elements: str
         default: []

@@ -129,35 +129,73 @@ def protocol_name(peer, topology, role):
 def bgp_sessions(plan, topology, status=None):
     """Sessions of one host from its fabric plan entry (``calico_fabric.hosts[host]``).
 
-    Returns ``peers`` (the planned peers, each with its ``protocol`` name) and, given the host's current
-    ``calico_bgp_status`` result, the transition that keeps traffic flowing while peers change:
+    Returns ``peers`` (the planned peers, each with its ``protocol`` name), ``peers6`` (with
+    ``calico_bgp_ipv6_sessions``: the IPv6 session beside each peer's IPv4 one, :func:`ipv6_session`) and, given the
+    host's current ``calico_bgp_status`` result, the transition that keeps traffic flowing while peers change:
 
     - ``wait_for``: planned protocols that are not Established under that name now (new, renamed, or down);
     - ``lingering``: Established sessions the plan drops, to keep until ``wait_for`` is empty, as
-      ``{name, description, ip, as_number, local_as, passive}`` (and ``local_ip, type, direct`` for a reflector's
-      eBGP session, which ran from its spine address) so the template renders them unchanged
-      (a session whose peer address the plan keeps under another name cannot stay: same neighbour twice);
-    - ``needed``: true when both are non-empty (e.g. full mesh -> route reflectors).
+      ``{name, description, ip, as_number, local_as, passive, family: 4}`` (and ``local_ip, type, direct`` for a
+      reflector's eBGP session, which ran from its spine address) so the template renders them unchanged
+      (a session whose peer address the plan keeps under another name cannot stay: same neighbour twice); an IPv6
+      session of a peer the plan keeps (``calico_bgp_ipv6_sessions`` turned off) as :func:`ipv6_session` renders it
+      (``family: 6``): its IPv6 routes go back into the IPv4 session;
+    - ``carry_v6``: IPv4 sessions whose ipv6 channel keeps carrying the IPv6 routes until the new IPv6 session
+      beside it brings them (``calico_bgp_ipv6_sessions`` turned on; a channel cannot be added to or removed from
+      a running session without BIRD resetting it, so with the option on it stays, empty);
+    - ``replaced``: what must come through other sessions before the old ones go: the names of ``lingering``
+      and ``<name>:ipv6`` for each of ``carry_v6`` (its IPv6 routes only);
+    - ``needed``: true when a transition is (e.g. full mesh -> route reflectors, the IPv6 sessions on or off).
     """
     if not isinstance(plan, dict) or not isinstance(plan.get("peers"), list):
         raise AnsibleFilterError("netfleet.calico.bgp_sessions: expects a host entry of the fabric plan")
     role = plan.get("role", "node")
     peers = [dict(p, protocol=protocol_name(p, topology, role)) for p in plan["peers"]]
-    out = {"peers": peers, "wait_for": [], "lingering": [], "needed": False}
+    peers6 = [ipv6_session(p, p["ip_v6"], topology, role) for p in peers if p.get("ip_v6")]
+    out = {"peers": peers, "peers6": peers6, "wait_for": [], "lingering": [], "carry_v6": [], "replaced": [],
+           "needed": False}
     status = status or {}
     if not status.get("bird_running"):
         return out
     running = {s["name"]: s for s in status.get("sessions", []) if s.get("name")}
     # sessions to routers outside the fleet are never waited for nor kept: they are not part of a peer change
     external = [p for p in plan.get("external_peers") or [] if isinstance(p, dict)]
-    wanted = {p["protocol"] for p in peers} | {p["protocol"] for p in external}
-    wanted_ips = {str(p["ip"]) for p in peers} | {str(p["ip"]) for p in external}
-    wait_for = sorted(p["protocol"] for p in peers if not running.get(p["protocol"], {}).get("established"))
-    lingering = [_lingering(plan, topology, role, name, s) for name, s in sorted(running.items())
-                 if name not in wanted and s.get("established") and s.get("peer_ip") and s["peer_ip"] not in wanted_ips]
-    needed = bool(wait_for and lingering)
-    out.update(wait_for=wait_for, lingering=lingering if needed else [], needed=needed)
+    wanted = {p["protocol"] for p in peers + peers6 + external}
+    wanted_ips = {str(p["ip"]) for p in peers + peers6 + external}
+    wait_for = sorted(p["protocol"] for p in peers + peers6 if not running.get(p["protocol"], {}).get("established"))
+    dropped = [(name, s) for name, s in sorted(running.items())
+               if name not in wanted and s.get("established") and s.get("peer_ip") and s["peer_ip"] not in wanted_ips]
+    lingering = [_lingering(plan, topology, role, name, s) for name, s in dropped if not _fleet_v6(name, s)]
+    # an IPv6 session the plan drops while it keeps the IPv4 session to that peer: its routes move back there
+    by_name = {p["name"]: p for p in peers if p.get("next_hop_v6")}
+    lingering6 = [dict(ipv6_session(by_name[s.get("description")], s["peer_ip"], topology, role), protocol=name,
+                       name=name)
+                  for name, s in dropped if _fleet_v6(name, s) and s.get("description") in by_name
+                  and s.get("peer_as") == by_name[s["description"]]["as_number"]
+                  and running.get(by_name[s["description"]]["protocol"], {}).get("established")]
+    carry = [p["v4_protocol"] for p in peers6
+             if p["protocol"] in wait_for and running.get(p["v4_protocol"], {}).get("established")]
+    needed = bool((wait_for and (lingering or carry)) or lingering6)
+    kept = (lingering if needed else []) + lingering6
+    out.update(wait_for=wait_for, lingering=kept, carry_v6=carry if needed else [], needed=needed,
+               replaced=[k["name"] for k in kept] + ["%s:ipv6" % name for name in (carry if needed else [])])
     return out
+
+
+def ipv6_session(peer, ip, topology, role):
+    """The IPv6 session to ``ip`` beside a peer's IPv4 one (``calico_bgp_ipv6_sessions``): from the host's IPv6
+    address of that relation (the peer's ``next_hop_v6``), the same dialing side, GTSM, BFD, ``direct`` and
+    reflector client as the IPv4 session; named like it after the IPv6 address (``Mesh_fd00__2``), so distinct
+    and stable. ``description``: the peer's name; ``v4_protocol``: the IPv4 session's name."""
+    six = {k: v for k, v in peer.items() if k != "ip_v6"}
+    six.update(ip=str(ip), local_ip=peer["next_hop_v6"], family=6, v4_protocol=peer["protocol"], description=peer["name"])
+    six["protocol"] = protocol_name(six, topology, role)
+    return six
+
+
+def _fleet_v6(name, session):
+    """A running session of the fleet (not a router outside it) over IPv6: a ``calico_bgp_ipv6_sessions`` one."""
+    return ":" in str(session.get("peer_ip")) and name.split("_", 1)[0] in set(KINDS.values()) - {KINDS["external"]}
 
 
 def _lingering(plan, topology, role, name, session):
@@ -177,7 +215,7 @@ def _lingering(plan, topology, role, name, session):
            "as_number": session.get("peer_as"), "local_as": session.get("local_as"),
            "passive": bool(local) and timing[0], "connect_delay_offset": timing[1],
            # the template reads these of every kept session; None renders a session as it always was
-           "local_ip": None, "type": None, "direct": None}
+           "local_ip": None, "type": None, "direct": None, "family": 4}
     if spine:
         out.update(local_ip=local, type="ebgp", direct=direct)
     return out

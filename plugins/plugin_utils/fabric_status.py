@@ -35,7 +35,10 @@ plan gives no workload of the host; any other route of the owned protocol.
 
 Dual stack (a plan with ``pool_v6``; without a plan, a host reporting IPv6 blackholes): the IPv6 routes
 (``routes6``) are held against the IPv6 blocks (``blocks_v6``) and workload ``ip6`` the same way, and the fabric
-has converged only when both families have. An IPv4-only fleet's analysis has no IPv6 key.
+has converged only when both families have. An IPv4-only fleet's analysis has no IPv6 key. With
+``calico_bgp_ipv6_sessions`` (peers with ``ip_v6``) a pair of speakers has two sessions, the IPv6 one
+``family: 6`` (id ``<a>--<b>--v6``), and both must be Established; an IPv6 session between two hosts of the fleet
+is matched to its peer by the peer's ``calico_node_ip_v6`` (or ``calico_rr_spine_ip_v6``).
 """
 
 from __future__ import annotations
@@ -140,7 +143,7 @@ def analyse(statuses, plan=None):
     ip_owner = {}
     for h in names:
         p = phosts.get(h) or {}
-        for key in ("node_ip", "spine_ip"):
+        for key in ("node_ip", "spine_ip", "node_ip_v6", "spine_ip_v6"):
             if p.get(key):
                 ip_owner.setdefault(_addr(p[key]), h)
     fams = families(plan, planned, names, phosts, st_of)
@@ -151,11 +154,14 @@ def analyse(statuses, plan=None):
 
     sessions = {}  # (a, b) natural order -> session
 
-    def edge(h, peer, is_planned):
+    def edge(h, peer, is_planned, family=4):
+        # family 6: the IPv6 session beside the IPv4 one of a peer relation (calico_bgp_ipv6_sessions)
         a, b = sorted((h, peer), key=natural_key)
-        key = (a, b, is_planned)
+        key = (a, b, is_planned, family)
         if key not in sessions:
             sessions[key] = {"a": a, "b": b, "planned": is_planned, "ends": {}, "kind": None}
+            if family == 6:
+                sessions[key]["family"] = 6
         return sessions[key]
 
     def end(h, session, protocol=None, peer_ip=None, why=None):
@@ -177,17 +183,19 @@ def analyse(statuses, plan=None):
         running = [s for s in st.get("sessions") or [] if isinstance(s, dict)] if st.get("bird_running") else []
         used = set()
         p = phosts.get(h) or {}
-        for peer in (p.get("peers") or []) if planned else []:
-            proto = protocol_name(peer, topology, p.get("role", "node"))
+        planned_peers = [(peer, peer.get("ip"), 4) for peer in ((p.get("peers") or []) if planned else [])]
+        planned_peers += [(peer, peer["ip_v6"], 6) for peer, _ip, _f in planned_peers if peer.get("ip_v6")]
+        for peer, ip, family in planned_peers:
+            proto = protocol_name(dict(peer, ip=ip), topology, p.get("role", "node"))
             found = next((i for i, s in enumerate(running) if i not in used and s.get("name") == proto), None)
             if found is None:
                 found = next((i for i, s in enumerate(running) if i not in used
-                              and _addr(s.get("peer_ip")) == _addr(peer.get("ip"))), None)
+                              and _addr(s.get("peer_ip")) == _addr(ip)), None)
             if found is not None:
                 used.add(found)
-            e = edge(h, str(peer.get("name")), True)
+            e = edge(h, str(peer.get("name")), True, family)
             e["kind"] = e["kind"] or session_kind(proto)
-            e["ends"][h] = end(h, running[found] if found is not None else None, proto, peer.get("ip"))
+            e["ends"][h] = end(h, running[found] if found is not None else None, proto, ip)
         # routers outside the fleet: one end only (the router reports nothing), kind "external"
         for peer in (p.get("external_peers") or []) if planned else []:
             proto = peer.get("protocol") or external_protocol(peer.get("ip"))
@@ -204,13 +212,13 @@ def analyse(statuses, plan=None):
             peer = ip_owner.get(_addr(s.get("peer_ip"))) or (s.get("description") if not planned and
                                                              s.get("description") in st_of else None)
             peer = peer or "peer %s" % (s.get("peer_ip") or s.get("name"))
-            e = edge(h, peer, not planned)
+            e = edge(h, peer, not planned, 6 if ":" in str(s.get("peer_ip") or "") else 4)
             e["kind"] = e["kind"] or session_kind(s.get("name"))
             e["ends"][h] = end(h, s)
     # 3. a planned end nobody reported (the plan names the peer, the peer's plan does not): missing
     out_sessions = []
-    for (_a, _b, _p), s in sorted(sessions.items(), key=lambda kv: (natural_key(kv[0][0]), natural_key(kv[0][1]),
-                                                                    not kv[0][2])):
+    for (_a, _b, _p, family), s in sorted(sessions.items(), key=lambda kv: (
+            natural_key(kv[0][0]), natural_key(kv[0][1]), not kv[0][2], kv[0][3])):
         for h in (s["a"], s["b"]):
             if h not in s["ends"] and s["planned"] and planned and h in st_of:
                 other = s["b"] if h == s["a"] else s["a"]
@@ -218,7 +226,8 @@ def analyse(statuses, plan=None):
         ends = [s["ends"][h] for h in (s["a"], s["b"]) if h in s["ends"]]
         s["state"] = session_state(ends)
         s["up"] = s["state"] == "established"
-        s["id"] = "%s--%s" % (s["a"], s["b"]) + ("" if s["planned"] or not planned else "--unplanned")
+        s["id"] = "%s--%s" % (s["a"], s["b"]) + ("--v6" if family == 6 else "") + (
+            "" if s["planned"] or not planned else "--unplanned")
         out_sessions.append(s)
 
     # 4. per host: sessions, routes, problems

@@ -37,7 +37,7 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.family import (
     parse_node_ip_v6,
     parse_pool_v6,
 )
-from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import is_unset, netaddr
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import is_unset, netaddr, parse_bool
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import fleet_setting, natural_sorted
 from ansible_collections.netfleet.calico.plugins.plugin_utils.rack_shares import plan_origins
 
@@ -184,10 +184,20 @@ def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spin
     ``spine_ip_v6``; a spine router's ``ip_v6`` (in ``spines``, from :func:`spines.check_spines`). Returns the
     plan's fleet keys (``pool_v6``, ``block_prefix_v6``), or None (IPv4 only). What each peer may announce
     (``imports_v6``) and the origin AS of each rack's IPv6 blocks wait for the floating IPs: :func:`plan_imports_v6`."""
+    value, where = fleet_setting(reader, hosts, 'calico_bgp_ipv6_sessions', None)
+    sessions = parse_bool(value, host_subject(where) if where else 'calico_bgp_ipv6_sessions',
+                          'calico_bgp_ipv6_sessions')
     value, source = fleet_setting(reader, hosts, 'calico_pool_v6', None)
     if is_unset(value):
+        if sessions:
+            raise FabricError(host_subject(where), 'calico_bgp_ipv6_sessions is true but calico_pool_v6 is not set',
+                              'set calico_pool_v6 for a dual-stack fleet, or drop calico_bgp_ipv6_sessions')
         check_v4_only(reader, hosts, plan_hosts)
         return None
+    if sessions and (spines or {}).get('routers'):
+        raise FabricError(host_subject(where), 'calico_bgp_ipv6_sessions is not supported with calico_spines '
+                                               '(the spines run IPv6 in the IPv4 sessions)',
+                          'drop calico_bgp_ipv6_sessions, or calico_spines')
     pool = parse_pool_v6(value, host_subject(source))
     value, where = fleet_setting(reader, hosts, 'calico_block_prefix_v6', DEFAULT_BLOCK_PREFIX_V6)
     prefix = parse_block_prefix_v6(value, pool, host_subject(where or source))
@@ -227,8 +237,23 @@ def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spin
         for peer in host['peers']:
             from_spine = peer['local_ip'] != host['node_ip']
             peer['next_hop_v6'] = host['spine_ip_v6'] if from_spine else host['node_ip_v6']
-
+    if sessions:
+        plan_ipv6_sessions(plan_hosts, addresses)
+        return {'pool_v6': str(pool), 'block_prefix_v6': prefix, 'bgp_ipv6_sessions': True}
     return {'pool_v6': str(pool), 'block_prefix_v6': prefix}
+
+
+def plan_ipv6_sessions(plan_hosts, addresses):
+    """``calico_bgp_ipv6_sessions``: per peer ``ip_v6``, the far end of the IPv6 session beside the IPv4 one (the
+    peer's ``calico_node_ip_v6``; between reflectors of different racks its ``calico_rr_spine_ip_v6``). The near end
+    is the peer's ``next_hop_v6``; the dialing side, GTSM, BFD and ``direct`` are the IPv4 session's
+    (plugin_utils.bgp.bgp_sessions names the session and spells it out)."""
+    for host in plan_hosts.values():
+        for peer in host['peers']:
+            node, spine = addresses[peer['name']]
+            other = plan_hosts[peer['name']]
+            from_spine = peer['local_ip'] != host['node_ip'] or peer['ip'] != other['node_ip']
+            peer['ip_v6'] = str(spine if from_spine else node)
 
 
 def plan_imports_v6(plan_hosts, topology, pool, prefix, floating_ips_v6):

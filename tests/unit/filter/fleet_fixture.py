@@ -71,6 +71,9 @@ def converged_statuses(plan):
                      "peer_ip": peer["ip"], "peer_as": peer["as_number"], "local_as": p["as_number"],
                      "type": peer["type"], "state": "up", "since": "2026-12-01 20:00:00", "info": "Established",
                      "established": True, "imported": 1, "exported": 1, "last_error": ""} for peer in p["peers"]]
+        # calico_bgp_ipv6_sessions: the IPv6 session beside each IPv4 one
+        sessions += [dict(s, name=protocol_name(dict(peer, ip=peer["ip_v6"]), plan["topology"], p["role"]),
+                          peer_ip=peer["ip_v6"]) for s, peer in zip(list(sessions), p["peers"]) if peer.get("ip_v6")]
         routes = {"bird": [{"dest": b, "gateway": "10.0.0.1", "dev": "eth0"} for o, b in blocks.items() if o != h],
                   "workloads": [{"dest": w["ip"], "dev": w["ifname"], "gateway": None} for w in p["workloads"]],
                   "blackholes": [p["block"]] if p["block"] else [], "owned": []}

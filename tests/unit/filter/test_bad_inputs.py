@@ -366,6 +366,12 @@ V6_VALUES = [
     ('rr1', 'calico_rr_spine_ip_v6', 'fe80::1', 'is not allowed'),
     ('h1', 'calico_rr_spine_ip_v6', 'fd00:255::99', 'calico_rr_spine_ip_v6 is set but the host is not a route'),
     ('rr2', 'calico_rr_spine_ip_v6', 'fd00:101::11', "calico_rr_spine_ip_v6 fd00:101::11 is also used by host 'h1'"),
+    # IPv6 sessions beside the IPv4 ones
+    ('*', 'calico_bgp_ipv6_sessions', 'maybe', "calico_bgp_ipv6_sessions 'maybe' is not a boolean"),
+    ('*', 'calico_bgp_ipv6_sessions', 'true\n', "calico_bgp_ipv6_sessions 'true\\n' is not a boolean"),
+    ('*', 'calico_bgp_ipv6_sessions', ['true'], 'is not a boolean'),
+    ('*', 'calico_bgp_ipv6_sessions', 2, 'is not a boolean'),
+    ('h1', 'calico_bgp_ipv6_sessions', 'on; x', "calico_bgp_ipv6_sessions 'on; x' is not a boolean"),
     # a router outside the fleet with an IPv6 address (a session over IPv6, IPv6 routes only)
     ('h1', 'calico_bgp_peers', [{'ip': 'fd00:101::254\n', 'as_number': 65000}], 'is not an IPv4 or IPv6 address'),
     ('h1', 'calico_bgp_peers', [{'ip': 'fd00:101::254%eth0', 'as_number': 65000}], 'is not an IPv4 or IPv6 address'),
@@ -461,6 +467,7 @@ def test_a_floating_ip6_on_two_workloads_is_refused():
      "workload 'w' has floating_ip6 but calico_pool_v6 is not set — set calico_pool_v6 for a dual-stack fleet, or "
      'drop floating_ip6'),
     ('h1', 'calico_block_prefix_v6', 120, 'calico_block_prefix_v6 is set but calico_pool_v6 is not'),
+    ('h1', 'calico_bgp_ipv6_sessions', True, 'calico_bgp_ipv6_sessions is true but calico_pool_v6 is not set'),
 ])
 def test_v6_values_without_a_v6_pool_are_refused(host, var, value, message):
     hostvars, groups = fleet()

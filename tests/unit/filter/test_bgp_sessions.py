@@ -29,8 +29,8 @@ def test_protocol_names():
 
 def test_without_status_only_names():
     out = bgp_sessions(_plan([_p("10.0.0.1")]), "full_mesh")
-    assert out == {"peers": [dict(_p("10.0.0.1"), protocol="Mesh_10_0_0_1")], "wait_for": [], "lingering": [],
-                   "needed": False}
+    assert out == {"peers": [dict(_p("10.0.0.1"), protocol="Mesh_10_0_0_1")], "peers6": [], "wait_for": [],
+                   "lingering": [], "carry_v6": [], "replaced": [], "needed": False}
     with pytest.raises(AnsibleFilterError):
         bgp_sessions({"peers": None}, "full_mesh")
 
@@ -49,7 +49,7 @@ def test_mesh_to_reflector_keeps_mesh_until_reflector_session_is_up():
                                    "passive": session_timing("10.0.0.3", "10.0.0.2")[0],
                                    "connect_delay_offset": session_timing("10.0.0.3", "10.0.0.2")[1],
                                    # every key the template reads, also where the session ran from the node IP
-                                   "local_ip": None, "type": None, "direct": None}
+                                   "local_ip": None, "type": None, "direct": None, "family": 4}
     # rendered by the plan's own rule, so BIRD sees the session unchanged and keeps it up
     fabric = compute_peers({"a": {"ip": "10.0.0.3", "as_number": 64512, "rack": None, "reflector": False},
                             "b": {"ip": "10.0.0.4", "as_number": 64512, "rack": None, "reflector": False}},

@@ -148,3 +148,28 @@ def test_spines_carry_the_ipv6_floating_ips():
         assert listed == own and any(p.endswith("/128") for p in listed), (rack, listed)
     out = {e["prefix"] for e in lists6["calico-out"] if e["action"] == "permit"}
     assert set(plan["floating_ips_v6"]) <= out and len(plan["floating_ips_v6"]) == 4
+
+
+def test_ipv6_sessions_are_expected_established_beside_the_ipv4_ones():
+    plan = rack_plan(racks=2, hosts_per_rack=2, dual=True, extra={"calico_bgp_ipv6_sessions": True})
+    statuses = converged_statuses(plan)
+    rep = build_report(statuses, plan)
+    assert rep["converged"], rep["problems"]
+    assert rep["summary"].startswith("6 hosts, 20/20 BGP sessions Established")
+    v6 = [s for s in analyse(statuses, plan)["sessions"] if s.get("family") == 6]
+    assert len(v6) == 5 and all(s["up"] and s["id"].endswith("--v6") for s in v6)
+    assert {(s["a"], s["b"]) for s in v6} == {(s["a"], s["b"]) for s in analyse(statuses, plan)["sessions"]
+                                              if "family" not in s}
+    # the IPv6 session of r1h1 and its reflector gone on r1h1's side: one problem, naming the IPv6 address
+    statuses["r1h1"]["sessions"] = [s for s in statuses["r1h1"]["sessions"] if s["name"] != "RR_fd00_1__1"]
+    rep = build_report(statuses, plan)
+    assert not rep["converged"]
+    assert rep["problems"] == ["r1h1: no session to rr1 (fd00:1::1) (no BGP protocol RR_fd00_1__1 configured)"]
+    # the option off again while r1h1 still runs one: an IPv6 session the plan does not have, matched to its peer
+    off = rack_plan(racks=2, hosts_per_rack=2, dual=True)
+    statuses = converged_statuses(plan)
+    keep = next(s for s in statuses["r1h1"]["sessions"] if s["name"] == "RR_fd00_1__1")
+    statuses = converged_statuses(off)
+    statuses["r1h1"]["sessions"].append(keep)
+    rep = build_report(statuses, off)
+    assert rep["problems"] == ["r1h1: session RR_fd00_1__1 to fd00:1::1 is not in the plan"]

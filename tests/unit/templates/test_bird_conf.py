@@ -45,6 +45,11 @@ VARIANTS = {
         {'name': 'Global_10_255_0_99', 'description': 'old', 'ip': '10.255.0.99', 'as_number': 65009,
          'local_as': 65002, 'passive': False, 'connect_delay_offset': 0, 'local_ip': '10.255.0.21', 'type': 'ebgp',
          'direct': True}]}),
+    # IPv6 sessions beside the IPv4 ones; and while they come up (turned on), the IPv4 sessions of rack1's
+    # reflector and its clients still carrying the IPv6 routes
+    'lab-dualstack+v6sessions': ('lab-dualstack', {'calico_bgp_ipv6_sessions': True}),
+    'lab-dualstack+v6sessions+carry': ('lab-dualstack', {'calico_bgp_ipv6_sessions': True, '_calico_node_bgp_carry6': [
+        'RR_192_168_101_1', 'Client_192_168_101_11', 'Client_192_168_101_12']}),
     # moving to the spine: a reflector's old eBGP sessions kept as they ran (spine address, direct or multihop)
     'lab-spine+lingering': ('lab-spine', {'_calico_node_bgp_lingering': [
         {'name': 'Global_10_255_0_11', 'description': 'rr1a', 'ip': '10.255.0.11', 'as_number': 65001,
@@ -145,6 +150,28 @@ def test_every_host_config_passes_bird_p(rendered, variant):
         # from another rack's reflector: any floating IP, in the ipv6 channel too
         session = rr2.split('protocol bgp Global_10_255_0_11 from calico_peer {', 1)[1].split('\n}', 1)[0]
         assert session.split('ipv6 {', 1)[1].count('if net ~ CALICO_FLOATING6 then accept;') == 1, session
+    if variant.startswith('lab-dualstack+v6sessions'):
+        for conf in configs:
+            one = conf.read_text()
+            sessions = one.split('\nprotocol bgp ')[1:]
+            four = [b for b in sessions if ' from calico_peer {' in b.split('\n', 1)[0]]
+            six = [b for b in sessions if ' from calico_peer6 {' in b.split('\n', 1)[0]]
+            assert four and len(four) == len(six), conf.name
+            for body in six:  # between the IPv6 addresses, IPv6 routes only
+                assert '\n  ipv4 {' not in body and re.search(r'\n  neighbor fd00:[0-9a-f:]+ as \d+;', body), body
+                assert re.search(r'\n  local fd00:[0-9a-f:]+ as \d+;', body) and 'import filter {' in body, body
+            carried = [b for b in four if 'import none;\n    export none;' not in b.split('\n  ipv6 {', 1)[1]]
+            if variant.endswith('+carry') and conf.stem in ('rr1', 'r1h1', 'r1h2'):
+                assert len(carried) == (2 if conf.stem == 'rr1' else 1), conf.name
+            else:
+                assert carried == [], conf.name
+        rr2 = (base / variant / 'rr2.conf').read_text()
+        body = rr2.split('protocol bgp Global_fd00_255__11 from calico_peer6 {', 1)[1].split('\n}', 1)[0]
+        assert 'local fd00:255::21 as 65002;\n  neighbor fd00:255::11 as 65001;' in body, body
+        assert 'ttl security on;' in body and 'if ! calico_origin_ok6() then reject;' in body, body
+        body = rr2.split('protocol bgp Client_fd00_102__11 from calico_peer6 {', 1)[1].split('\n}', 1)[0]
+        assert 'rr client;\n  rr cluster id 192.168.102.1;' in body, body
+        assert 'template bgp calico_peer6 {' in rr2 and 'next hop self ebgp;' in rr2.split('calico_peer6 {', 1)[1]
     if variant == 'example':  # a rack whose ToR is a router of the data centre, directly connected (GTSM)
         assert 'protocol bgp External_10_10_2_1 from calico_external' in text and 'ttl security on;' in text
     if variant == 'lab-spine+lingering':
