@@ -188,7 +188,8 @@ def ipv6_session(peer, ip, topology, role):
     reflector client as the IPv4 session; named like it after the IPv6 address (``Mesh_fd00__2``), so distinct
     and stable. ``description``: the peer's name; ``v4_protocol``: the IPv4 session's name."""
     six = {k: v for k, v in peer.items() if k != "ip_v6"}
-    six.update(ip=str(ip), local_ip=peer["next_hop_v6"], family=6, v4_protocol=peer["protocol"], description=peer["name"])
+    six.update(ip=str(ip), local_ip=peer["next_hop_v6"], family=6, v4_protocol=peer["protocol"],
+               description=peer["name"])
     six["protocol"] = protocol_name(six, topology, role)
     return six
 

@@ -8,7 +8,8 @@ sending from another workload's IPv6 address reaches nobody (ip6tables rpfilter)
 group_vars/all/policy.yml (inventories/lab-policy's) allows and denies the same TCP connections over IPv4 and
 IPv6; the web workload is reached at its IPv6 floating IP (ip6tables DNAT on its host, the /128 announced by
 BIRD) as at its IPv4 one, and leaves from it; status.yml judges both families (converged, then failing on the
-host whose IPv6 routes are gone); a second site.yml changes nothing; a converge without calico_pool_v6 removes
+host whose IPv6 routes are gone); a second site.yml changes nothing; calico_bgp_ipv6_sessions switched on and
+off under pings (IPv6 sessions beside the IPv4 ones, hitless both ways); a converge without calico_pool_v6 removes
 the cali-* ip6tables chains (nat too). The lab's prefix is ``<NETFLEET_LAB_PREFIX or t>d``; it is removed at
 the end.
 """
@@ -25,7 +26,7 @@ import sys
 import netfleet_lab
 import pytest
 import yaml
-from netfleet_lab import REPO, Lab, ns_json, sh
+from netfleet_lab import REPO, ContinuousPing, Lab, ns_json, sh
 
 pytestmark = pytest.mark.lab
 
@@ -259,6 +260,58 @@ def test_second_converge_changes_nothing(dual):
     proc = lab.playbook("site.yml")
     changed = {host: recap["changed"] for host, recap in proc.recap.items() if recap["changed"]}
     assert not changed, f"a second site.yml changed {changed}:\n{proc.stdout[-6000:]}"
+
+
+# (host, IPv4 session, IPv6 session beside it when calico_bgp_ipv6_sessions is on): a client and its reflector,
+# the two reflectors (eBGP between their spine addresses)
+SESSIONS = [("r1h1", "RR_192_168_101_1", "RR_fd00_101__1"), ("rr1", "Client_192_168_101_11", "Client_fd00_101__11"),
+            ("rr1", "Global_10_255_0_21", "Global_fd00_255__21"), ("rr2", "Global_10_255_0_11", "Global_fd00_255__11")]
+
+
+def v6_routes_of(lab, host, protocol):
+    """The IPv6 prefixes BIRD has from one protocol."""
+    out = lab.birdc(host, "show", "route", "protocol", protocol)
+    return {line.split()[0] for line in out.splitlines() if line[:1] not in ("", " ", "\t") and ":" in line.split()[0]}
+
+
+def converge_under_pings(lab, inventory):
+    """site.yml while workloads of both racks ping each other in both families; every worst gap."""
+    src, dst = ("r1h1", "r1h1w1"), ("r2h1", "r2h1w1")
+    near = ("r1h2", "r1h2w1")
+    pings = [ContinuousPing(lab.workload_netns(*src), ip) for ip in (
+        lab.workload_ip(*dst), workload_ip6(lab, *dst), workload_ip6(lab, *near))]
+    proc = lab.playbook("site.yml", inventory=str(inventory))
+    gaps = [ping.stop() for ping in pings]
+    return proc, gaps
+
+
+def test_ipv6_sessions_switched_on_and_off_under_traffic(dual, tmp_path):
+    """calico_bgp_ipv6_sessions on a running fleet: every relation gets an IPv6 session beside its IPv4 one, the
+    IPv6 routes come from it, and neither family's pings see a gap over 1 s, nor does an IPv4 session reset
+    (their ipv6 channel stays, empty); a second run changes nothing; turned off, the IPv6 sessions go and the
+    IPv4 sessions carry the IPv6 routes again, still without a gap."""
+    lab = dual
+    before = {(h, four): lab.sessions(h)[four][1] for h, four, _six in SESSIONS}
+    doc = copy.deepcopy(lab.doc)
+    doc["all"]["vars"]["calico_bgp_ipv6_sessions"] = True
+    inventory = netfleet_lab.write_inventory(tmp_path / "on", doc, DUAL)
+    proc, gaps = converge_under_pings(lab, inventory)
+    assert all(got >= sent - 1 and gap <= 1.0 for sent, got, gap in gaps), (gaps, proc.stdout[-3000:])
+    for host, four, six in SESSIONS:
+        sessions = lab.sessions(host)
+        assert sessions[six][2].startswith("Established"), (host, sessions)
+        assert sessions[four][1] == before[(host, four)], (host, four, "the IPv4 session was reset")
+        assert v6_routes_of(lab, host, six) and not v6_routes_of(lab, host, four), (host, six)
+    again = lab.playbook("site.yml", inventory=str(inventory))
+    changed = {host: recap["changed"] for host, recap in again.recap.items() if recap["changed"]}
+    assert not changed, f"a second site.yml changed {changed}:\n{again.stdout[-6000:]}"
+
+    proc, gaps = converge_under_pings(lab, lab.inventory)
+    assert all(got >= sent - 1 and gap <= 1.0 for sent, got, gap in gaps), (gaps, proc.stdout[-3000:])
+    for host, four, six in SESSIONS:
+        sessions = lab.sessions(host)
+        assert six not in sessions and sessions[four][1] == before[(host, four)], (host, sessions)
+        assert v6_routes_of(lab, host, four), (host, four)
 
 
 def test_a_converge_without_ipv6_removes_the_ipv6_chains(dual, tmp_path):
