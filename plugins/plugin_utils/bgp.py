@@ -126,7 +126,7 @@ def protocol_name(peer, topology, role):
     return "%s_%s" % (KINDS[kind], str(peer["ip"]).replace(".", "_").replace(":", "_"))
 
 
-def bgp_sessions(plan, topology, status=None):
+def bgp_sessions(plan, topology, status=None, later=None):
     """Sessions of one host from its fabric plan entry (``calico_fabric.hosts[host]``).
 
     Returns ``peers`` (the planned peers, each with its ``protocol`` name), ``peers6`` (with
@@ -146,23 +146,34 @@ def bgp_sessions(plan, topology, status=None):
     - ``replaced``: what must come through other sessions before the old ones go: the names of ``lingering``
       and ``<name>:ipv6`` for each of ``carry_v6`` (its IPv6 routes only);
     - ``needed``: true when a transition is (e.g. full mesh -> route reflectors, the IPv6 sessions on or off).
+
+    ``later``: peers converged after this host (site.yml: a reflector-only host's nodes). An IPv6 session to one
+    cannot come up, nor can its IPv4 session bring the IPv6 routes, before that peer runs its new configuration:
+    the change toward it is neither waited for nor finished here. ``final_lingering`` and ``final_carry_v6`` keep
+    it in the configuration this run leaves, and ``unfinished`` says a later run of this host finishes it.
     """
     if not isinstance(plan, dict) or not isinstance(plan.get("peers"), list):
         raise AnsibleFilterError("netfleet.calico.bgp_sessions: expects a host entry of the fabric plan")
     role = plan.get("role", "node")
+    later = set(later or [])
     peers = [dict(p, protocol=protocol_name(p, topology, role)) for p in plan["peers"]]
     peers6 = [ipv6_session(p, p["ip_v6"], topology, role) for p in peers if p.get("ip_v6")]
     out = {"peers": peers, "peers6": peers6, "wait_for": [], "lingering": [], "carry_v6": [], "replaced": [],
-           "needed": False}
+           "needed": False, "final_lingering": [], "final_carry_v6": [], "unfinished": False}
     status = status or {}
     if not status.get("bird_running"):
         return out
     running = {s["name"]: s for s in status.get("sessions", []) if s.get("name")}
+
+    def established(name):
+        return bool(running.get(name, {}).get("established"))
+
     # sessions to routers outside the fleet are never waited for nor kept: they are not part of a peer change
     external = [p for p in plan.get("external_peers") or [] if isinstance(p, dict)]
     wanted = {p["protocol"] for p in peers + peers6 + external}
     wanted_ips = {str(p["ip"]) for p in peers + peers6 + external}
-    wait_for = sorted(p["protocol"] for p in peers + peers6 if not running.get(p["protocol"], {}).get("established"))
+    wait_for = sorted(p["protocol"] for p in peers + peers6 if not established(p["protocol"])
+                      and not (p.get("family") == 6 and p["name"] in later))
     dropped = [(name, s) for name, s in sorted(running.items())
                if name not in wanted and s.get("established") and s.get("peer_ip") and s["peer_ip"] not in wanted_ips]
     lingering = [_lingering(plan, topology, role, name, s) for name, s in dropped if not _fleet_v6(name, s)]
@@ -172,13 +183,19 @@ def bgp_sessions(plan, topology, status=None):
                        name=name)
                   for name, s in dropped if _fleet_v6(name, s) and s.get("description") in by_name
                   and s.get("peer_as") == by_name[s["description"]]["as_number"]
-                  and running.get(by_name[s["description"]]["protocol"], {}).get("established")]
-    carry = [p["v4_protocol"] for p in peers6
-             if p["protocol"] in wait_for and running.get(p["v4_protocol"], {}).get("established")]
-    needed = bool((wait_for and (lingering or carry)) or lingering6)
-    kept = (lingering if needed else []) + lingering6
-    out.update(wait_for=wait_for, lingering=kept, carry_v6=carry if needed else [], needed=needed,
-               replaced=[k["name"] for k in kept] + ["%s:ipv6" % name for name in (carry if needed else [])])
+                  and established(by_name[s["description"]]["protocol"])]
+    carry = [p for p in peers6 if not established(p["protocol"]) and established(p["v4_protocol"])]
+    now6 = [k for k in lingering6 if k["description"] not in later]
+    carry_now = [p["v4_protocol"] for p in carry if p["name"] not in later]
+    needed = bool((wait_for and (lingering or carry_now)) or now6)
+    kept = (lingering if needed else []) + now6
+    final_lingering = [k for k in lingering6 if k["description"] in later]
+    final_carry = [p["v4_protocol"] for p in carry if p["name"] in later]
+    out.update(wait_for=wait_for, lingering=kept + final_lingering,
+               carry_v6=(carry_now if needed else []) + final_carry, needed=needed,
+               replaced=[k["name"] for k in kept] + ["%s:ipv6" % name for name in (carry_now if needed else [])],
+               final_lingering=final_lingering, final_carry_v6=final_carry,
+               unfinished=bool(final_lingering or final_carry))
     return out
 
 

@@ -30,7 +30,8 @@ def test_protocol_names():
 def test_without_status_only_names():
     out = bgp_sessions(_plan([_p("10.0.0.1")]), "full_mesh")
     assert out == {"peers": [dict(_p("10.0.0.1"), protocol="Mesh_10_0_0_1")], "peers6": [], "wait_for": [],
-                   "lingering": [], "carry_v6": [], "replaced": [], "needed": False}
+                   "lingering": [], "carry_v6": [], "replaced": [], "needed": False, "final_lingering": [],
+                   "final_carry_v6": [], "unfinished": False}
     with pytest.raises(AnsibleFilterError):
         bgp_sessions({"peers": None}, "full_mesh")
 

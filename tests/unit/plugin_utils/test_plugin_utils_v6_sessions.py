@@ -161,6 +161,29 @@ def test_switching_off_keeps_the_ipv6_sessions_as_they_ran_until_the_ipv4_sessio
     assert not bgp_sessions(off['hosts']['rr2'], 'route_reflector', running_sessions(off, 'rr2'))['needed']
 
 
+def test_a_reflector_converged_before_its_hosts_leaves_the_change_toward_them_to_finish():
+    """site.yml converges a reflector-only host before its clients: an IPv6 session to one cannot come up yet, nor
+    can its IPv4 session bring the IPv6 routes back; the reflector keeps the old way toward them and finishes once
+    they run theirs (``later`` empty)."""
+    clients = ['h1', 'h2']
+    before, after = plan_of(*racks()), plan_of(*racks(calico_bgp_ipv6_sessions=True))
+    out = bgp_sessions(after['hosts']['rr2'], 'route_reflector', running_sessions(before, 'rr2'), later=clients)
+    assert out['wait_for'] == ['Global_fd00_255__11'] and out['needed']  # the other reflector: same play
+    assert out['carry_v6'] == ['Global_10_255_0_11', 'Client_192_168_102_11']
+    assert out['replaced'] == ['Global_10_255_0_11:ipv6']
+    assert out['final_carry_v6'] == ['Client_192_168_102_11'] and out['unfinished']
+    # the last play: the client runs its IPv6 session now, nothing left for later
+    status = running_sessions(after, 'rr2')
+    done = bgp_sessions(after['hosts']['rr2'], 'route_reflector', status)
+    assert not done['unfinished'] and not done['needed'] and done['final_carry_v6'] == []
+    # switched off: the IPv6 session to the client stays in the configuration the reflector's play leaves
+    out = bgp_sessions(before['hosts']['rr2'], 'route_reflector', status, later=clients)
+    assert [k['name'] for k in out['final_lingering']] == ['Client_fd00_102__11'] and out['unfinished']
+    assert out['replaced'] == ['Global_fd00_255__11'] and out['needed']
+    last = bgp_sessions(before['hosts']['rr2'], 'route_reflector', status)
+    assert last['replaced'] == ['Client_fd00_102__11', 'Global_fd00_255__11'] and not last['unfinished']
+
+
 def test_a_router_outside_the_fleet_over_ipv6_is_never_kept_as_a_fleet_session():
     off = plan_of(*racks())
     status = running_sessions(off, 'h1')
