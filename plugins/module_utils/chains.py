@@ -433,7 +433,8 @@ def _render_nat(eps, pool, nat_outgoing, family):
     n['cali-POSTROUTING'] = ['-j cali-fip-snat'] + (['-j cali-nat-outgoing'] if family == 4 else [])
     dnat, snat = [], []
     for ep in with_fip:
-        ip, fip = str(ep['ip6' if family == 6 else 'ip']).split('/', maxsplit=1)[0], str(ep[key]).split('/')[0]
+        ip = str(ep['ip6' if family == 6 else 'ip']).split('/', maxsplit=1)[0]
+        fip = str(ep[key]).split('/', maxsplit=1)[0]
         dnat.append('-d %s -j DNAT --to-destination %s' % (host(fip), ip))
         # hairpin: the workload reaching its own floating IP
         snat.append('-s %s -d %s -j SNAT --to-source %s' % (host(ip), host(ip), fip))
