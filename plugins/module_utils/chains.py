@@ -322,15 +322,15 @@ def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endp
     None (no policy selects it: allow) or a list of ``{action, protocol, ports, peers}``. With ``cni``
     a packet of a cali interface that is not one of ``endpoints`` goes on to the CNI plugin's dispatch
     chains (which drop what they do not know) instead of being dropped here. An endpoint has ``ip``, ``ip6`` or
-    both; ``family`` 6 renders ip6tables' tables (``raw`` and ``filter``; ``pool``, ``nat_outgoing``,
-    ``floating_ip`` and ``cni`` are IPv4's and not used).
+    both; ``family`` 6 renders ip6tables' tables (``raw`` and ``filter``; ``pool``, ``nat_outgoing`` and
+    ``floating_ip`` are IPv4's and not used).
     """
     if family not in FAMILY_TABLES:
         raise ChainsError('family %r is not 4 or 6' % (family,))
     if endpoint_to_host_action not in ('drop', 'accept'):
         raise ChainsError('endpoint_to_host_action %r is not drop or accept' % (endpoint_to_host_action,))
     if family == 6:
-        pool, nat_outgoing, cni = None, False, False
+        pool, nat_outgoing = None, False
     if nat_outgoing and not pool:
         raise ChainsError('nat_outgoing needs pool (the container pool CIDR)')
     if pool:

@@ -461,8 +461,10 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
             'peers': peers[name],
         }
     # dual stack (calico_pool_v6): IPv6 blocks, workload ip6 (policy peers too), the sessions' ipv6 channel
-    dual_stack = plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spines)
-    cni_members = plan_cni(reader, hosts, plan_hosts, prefix_len, facts)  # per host: cni (networks, ranges)
+    dual_stack = plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spines,
+                                 {name: share - prefix_len for name, share in shares.items()})
+    # per host: cni (networks, ranges; IPv6 ranges too with dual stack)
+    cni_members = plan_cni(reader, hosts, plan_hosts, prefix_len, facts, (dual_stack or {}).get('block_prefix_v6'))
     floating_ips = plan_policy(reader, hosts, plan_hosts, pool_net, cni_members)  # per host: policy, floating_ips
     plan_ipip(reader, hosts, plan_hosts, ipip_mode)  # per host: ipip (tunnel next hops, allowed sources)
     # per host: sessions to routers outside the fleet (calico_bgp_peers) and the BFD protocol's timers

@@ -81,19 +81,31 @@ def _plain6(value, allow_slash128=True):
 # workload addresses
 # ---------------------------------------------------------------------------------------------
 
-def assign_ip6(blocks, workloads, current, subject):
+def assign_ip6(blocks, workloads, current, subject, first_share=None):
     """``[{name, ip}]`` for every workload of one host, ``ip`` its IPv6 address in ``blocks`` (IPv6 networks, the
     first block first): explicit ``ip6`` > running address (inside a block, free) > next free.
 
     Automatic addresses start at a block's network + 1 (the network itself is the Subnet-Router anycast address,
-    refused as an explicit ``ip6`` too) and fill the blocks in order; full blocks raise :class:`BlocksFull`."""
+    refused as an explicit ``ip6`` too) and fill the blocks in order; full blocks raise :class:`BlocksFull`.
+    ``first_share`` (a prefix length) keeps automatic addresses of the first block inside its first subnet of
+    that size (a CNI host's slot 0: the other slots are its container networks' IPv6 ranges)."""
     listing = ', '.join(str(b) for b in blocks)
     used = {}
     out = [{'name': w['name']} for w in workloads]
     assign_explicit(out, [w.get('ip6') for w in workloads], _plain6, blocks, used, 6, subject)
     keep_running(out, current, blocks, used)
-    free = (ip for net in blocks for ip in range(int(net.first) + 1, int(net.last) + 1) if ip not in used)
+
+    def automatic(pos, net):
+        last = int(net.last)
+        if pos == 0 and first_share is not None:
+            last = min(last, int(net.first) + (1 << (128 - first_share)) - 1)
+        return range(int(net.first) + 1, last + 1)
+
+    free = (ip for pos, net in enumerate(blocks) for ip in automatic(pos, net) if ip not in used)
     full = f'IPv6 block {listing} is full' if len(blocks) == 1 else f'IPv6 blocks {listing} are full'
+    if first_share is not None:
+        full += (f' (calico_workloads have {netaddr.IPNetwork(f"{blocks[0].network}/{first_share}")} of '
+                 'the first IPv6 block on a CNI host)')
     return fill_free(out, free, used, 6, subject, full,
                      'run fewer workloads on this host or use bigger IPv6 blocks (lower calico_block_prefix_v6)')
 
@@ -159,10 +171,12 @@ def _node_addresses(reader, hosts, plan_hosts, pool):
     return out
 
 
-def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spines=None):
+def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spines=None, cni_bits=None):
     """The IPv6 part of the plan, in place: per host ``node_ip_v6``, ``blocks_v6``, ``imports_v6`` (what each
     peer may announce in the ``ipv6`` channel), per peer ``next_hop_v6`` and per workload ``ip6``; a reflector's
-    ``spine_ip_v6``. Returns the plan's fleet keys (``pool_v6``, ``block_prefix_v6``), or None (IPv4 only)."""
+    ``spine_ip_v6``. Returns the plan's fleet keys (``pool_v6``, ``block_prefix_v6``), or None (IPv4 only).
+    ``cni_bits`` (``{host: bits}``, the CNI hosts): their first IPv6 block is cut like the IPv4 one, into
+    2^bits slots; automatic ``ip6`` stay in slot 0."""
     value, source = fleet_setting(reader, hosts, 'calico_pool_v6', None)
     if is_unset(value):
         check_v4_only(reader, hosts, plan_hosts)
@@ -181,7 +195,9 @@ def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spin
                     'addresses': [str(a) for a in running[name].values()]} for name in nodes]
 
     def fit(name, nets):
-        return assign_ip6(nets, plan_hosts[name]['workloads'], running[name], host_subject(name))
+        bits = (cni_bits or {}).get(name)
+        return assign_ip6(nets, plan_hosts[name]['workloads'], running[name], host_subject(name),
+                          first_share=None if bits is None else min(prefix + bits, 128))
 
     try:
         first = allocate_blocks(pool, prefix, block_hosts)
