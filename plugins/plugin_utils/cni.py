@@ -129,11 +129,7 @@ def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None, block_prefix_v
                           f'{block_prefix + 1}-32',
                           'set it longer than calico_block_prefix (e.g. block /24, networks /26)')
     slots = 1 << (prefix - block_prefix)
-    prefix6 = None if block_prefix_v6 is None else block_prefix_v6 + prefix - block_prefix
-    if prefix6 is not None and prefix6 > 128:
-        raise FabricError(subject, f'calico_cni_network_prefix {prefix} cuts the IPv6 blocks '
-                          f'(/{block_prefix_v6}) into ranges longer than /128',
-                          'set calico_cni_network_prefix shorter, or calico_block_prefix_v6 shorter')
+    prefix6 = None if block_prefix_v6 is None else block_prefix_v6 + prefix - block_prefix  # <= 128: v6.py
     value, source = inventory.fleet_setting(reader, hosts, 'calico_cni_networks', None)
     networks = parse_networks(value, slots, host_subject(source) if source else 'calico_cni_networks')
 

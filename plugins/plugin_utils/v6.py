@@ -188,6 +188,11 @@ def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spin
         raise FabricError(host_subject(source), 'calico_pool_v6 is set but the spines (calico_spines) route IPv4 only',
                           'drop calico_pool_v6, or peer the racks without calico_spines')
     addresses = _node_addresses(reader, hosts, plan_hosts, pool)
+    for name, bits in sorted((cni_bits or {}).items()):
+        if prefix + bits > 128:
+            raise FabricError(host_subject(name), f'calico_cni_network_prefix cuts its IPv6 blocks (/{prefix}) into '
+                                                  f'{1 << bits} container ranges, longer than /128',
+                              'set calico_cni_network_prefix shorter, or calico_block_prefix_v6 shorter')
 
     nodes = [name for name in hosts if plan_hosts[name]['block'] is not None]
     running = {name: current_ip6(facts[name]) for name in nodes}
@@ -197,7 +202,7 @@ def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spin
     def fit(name, nets):
         bits = (cni_bits or {}).get(name)
         return assign_ip6(nets, plan_hosts[name]['workloads'], running[name], host_subject(name),
-                          first_share=None if bits is None else min(prefix + bits, 128))
+                          first_share=None if bits is None else prefix + bits)
 
     try:
         first = allocate_blocks(pool, prefix, block_hosts)
