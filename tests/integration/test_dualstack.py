@@ -225,6 +225,8 @@ def test_a_podman_container_gets_both_families(dual):
         assert pm.exec("c1", "ping", "-6", "-c", "1", "-W", "2", web, check=False, timeout=10).returncode == 0, \
             f"c1 (r2h2) cannot ping r1h1w1 {web} over IPv6"
         assert ping6(lab, ("r1h1", "r1h1w1"), ip6), f"r1h1w1 cannot ping c1 {ip6} over IPv6"
+        out = lab.playbook("playbooks/status.yml")  # the container's /128 is not a stale route of the fleet
+        assert "fabric converged" in out.stdout, out.stdout[-4000:]
         pm.rm("c1")
         assert cni_plugin_state(lab, "r2h2") == before, "the container left state behind"
         pm.run("c2", "clients")  # round robin: the next address, c1's is free (no record holds it)

@@ -121,3 +121,16 @@ def test_ipv6_host_routes_are_slash_128():
     assert _dest("fd00:17::1") == "fd00:17::1/128"
     assert _dest("172.17.8.2") == "172.17.8.2/32"
     assert _dest("fd00:17:0:0::40/122") == "fd00:17::40/122"
+
+
+def test_a_cni_containers_ipv6_route_is_not_stale():
+    """A /128 inside one of the host's container networks' IPv6 ranges is a container's (the CNI plugin's), as a
+    /32 inside its IPv4 range; outside them it is stale."""
+    plan, statuses = _dual()
+    plan["hosts"]["r2h1"]["cni"] = {"enabled": True, "networks": {
+        "web": {"range": "172.16.2.16/28", "range6": "fd00:17::10/124", "labels": {}}}}
+    st = statuses["r2h1"]["routes6"]
+    st["workloads"] += [{"dest": "fd00:17::11", "dev": "cali0123456789a"},
+                        {"dest": "fd00:17::21", "dev": "cali0123456789b"}]
+    assert build_report(statuses, plan)["problems"] == [
+        "r2h1: stale route fd00:17::21/128 dev cali0123456789b (no planned workload)"]
