@@ -148,3 +148,16 @@ def test_spines_carry_the_ipv6_floating_ips():
         assert listed == own and any(p.endswith("/128") for p in listed), (rack, listed)
     out = {e["prefix"] for e in lists6["calico-out"] if e["action"] == "permit"}
     assert set(plan["floating_ips_v6"]) <= out and len(plan["floating_ips_v6"]) == 4
+
+
+def test_a_cni_containers_ipv6_route_is_not_stale():
+    """A /128 inside one of the host's container networks' IPv6 ranges is a container's (the CNI plugin's), as a
+    /32 inside its IPv4 range; outside them it is stale."""
+    plan, statuses = _dual()
+    plan["hosts"]["r2h1"]["cni"] = {"enabled": True, "networks": {
+        "web": {"range": "172.16.2.16/28", "range6": "fd00:17::10/124", "labels": {}}}}
+    st = statuses["r2h1"]["routes6"]
+    st["workloads"] += [{"dest": "fd00:17::11", "dev": "cali0123456789a"},
+                        {"dest": "fd00:17::21", "dev": "cali0123456789b"}]
+    assert build_report(statuses, plan)["problems"] == [
+        "r2h1: stale route fd00:17::21/128 dev cali0123456789b (no planned workload)"]
