@@ -8,7 +8,7 @@ import json
 import multiprocessing
 
 import pytest
-from test_cni import (  # noqa: F401  (fixtures: policy_run, sysctls)
+from test_cni import (  # noqa: F401  (fixtures: policy_run, sysctls)  # pylint: disable=unused-import
     CID,
     NETNS,
     SET,

@@ -33,8 +33,8 @@ def test_each_network_gets_an_ipv6_range_in_the_same_slot():
             assert cni['networks'][net]['range6'] == str(list(block6.subnet(124))[slot])
             assert cni['networks'][net]['range'] == str(list(netaddr.IPNetwork(host['block']).subnet(26))[slot])
         # calico_workloads keep slot 0 of both blocks, and their ip6 are never handed out
-        assert [w['ip6'] for w in host['workloads']] == cni['reserved6'] == [str(block6.network + 1),
-                                                                           str(block6.network + 2)]
+        first_two = [str(block6.network + 1), str(block6.network + 2)]
+        assert [w['ip6'] for w in host['workloads']] == cni['reserved6'] == first_two
     assert 'block6' not in hosts['h3'].get('cni', {})
 
 
@@ -76,8 +76,8 @@ def test_ranges_longer_than_128_are_refused():
 
 
 def test_selectors_match_container_ranges_of_both_families():
-    policy = [{'name': 'db', 'selector': "app == 'db'", 'ingress': [{'action': 'allow',
-                                                                      'from': {'selector': "app == 'web'"}}]}]
+    policy = [{'name': 'db', 'selector': "app == 'db'",
+               'ingress': [{'action': 'allow', 'from': {'selector': "app == 'web'"}}]}]
     hostvars, groups = cni_mesh(workloads=0)
     hostvars['h3']['calico_workloads'] = [{'name': 'db1', 'labels': {'app': 'db'}}]
     for hv in hostvars.values():
