@@ -273,9 +273,10 @@ def render_rule(rule, direction, final, family=4):
     ``direction`` 'ingress' (peer = source) or 'egress' (peer = destination); ``final`` the target
     of ``allow`` (RETURN in cali-fw-*, ACCEPT in cali-tw-*). ``rule['peers']`` None = any peer,
     a list = one rule per CIDR (an empty list matches nothing: no rule). ``rule['set']`` names an
-    ipset the peer must also be in (the CNI plugin's selectors, whose members change at run time).
+    ipset the peer must also be in (the CNI plugin's selectors, whose members change at run time), and
+    ``rule['set6']`` its IPv6 twin.
     With ``family`` 6 the IPv4 part of a rule is left out (and the IPv6 part with 4): its peers of the other
-    family, an ICMP (or ICMPv6) rule and a rule naming an ipset (whose members are IPv4).
+    family, an ICMP (or ICMPv6) rule and a rule naming an ipset without an IPv6 twin.
     """
     action = rule.get('action', 'allow')
     if action not in ('allow', 'deny'):
@@ -283,14 +284,15 @@ def render_rule(rule, direction, final, family=4):
     target = final if action == 'allow' else 'DROP'
     protocol = normalize_protocol(rule.get('protocol'))
     ports = [normalize_port(p) for p in (rule.get('ports') or [])]
-    if protocol == ('icmp' if family == 6 else '58') or (family == 6 and rule.get('set')):
+    set_name = rule.get('set6') if family == 6 else rule.get('set')
+    if protocol == ('icmp' if family == 6 else '58') or (family == 6 and rule.get('set') and not set_name):
         return []
     # iptables-save's order: -s/-d, -p, then matches in the order given
     match_set = []
-    if rule.get('set'):
-        if not IPSET_NAME.match(str(rule['set'])):
-            raise ChainsError('ipset name %r is not valid' % (rule['set'],))
-        match_set = ['-m', 'set', '--match-set', str(rule['set']), 'src' if direction == 'ingress' else 'dst']
+    if set_name:
+        if not IPSET_NAME.match(str(set_name)):
+            raise ChainsError('ipset name %r is not valid' % (set_name,))
+        match_set = ['-m', 'set', '--match-set', str(set_name), 'src' if direction == 'ingress' else 'dst']
     proto_ports = _match_proto_ports(protocol, ports)
     tail = proto_ports[:2] + match_set + proto_ports[2:] + ['-j', target]
     peers = rule.get('peers')
@@ -323,7 +325,7 @@ def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endp
     chains (which drop what they do not know) instead of being dropped here. An endpoint has ``ip``, ``ip6`` or
     both; ``family`` 6 renders ip6tables' tables (``raw``, ``filter`` and ``nat``, the last empty unless an
     endpoint has ``floating_ip6``) with ``pool6`` (the IPv6 pool) for the floating IPs' SNAT; ``pool``,
-    ``nat_outgoing``, ``floating_ip`` and ``cni`` are IPv4's and not used (and ``pool6``, ``floating_ip6`` not by
+    ``nat_outgoing`` and ``floating_ip`` are IPv4's and not used (and ``pool6``, ``floating_ip6`` not by
     ``family`` 4). Both pools are validated by both.
     """
     if family not in FAMILY_TABLES:
@@ -335,7 +337,7 @@ def render(endpoints, pool=None, failsafe_inbound=DEFAULT_FAILSAFE_INBOUND, endp
     pool = ipv4_network(pool, 'pool') if pool else None
     pool6 = ipv6_network(pool6, 'pool6') if pool6 else None
     if family == 6:
-        pool, nat_outgoing, cni = pool6, False, False
+        pool, nat_outgoing = pool6, False
     wildcard = interface_prefix + '+'
     seen_if, seen_ip, seen_fip = {}, {}, {}
     eps = []
@@ -433,7 +435,8 @@ def _render_nat(eps, pool, nat_outgoing, family):
     n['cali-POSTROUTING'] = ['-j cali-fip-snat'] + (['-j cali-nat-outgoing'] if family == 4 else [])
     dnat, snat = [], []
     for ep in with_fip:
-        ip, fip = str(ep['ip6' if family == 6 else 'ip']).split('/', maxsplit=1)[0], str(ep[key]).split('/')[0]
+        ip = str(ep['ip6' if family == 6 else 'ip']).split('/', maxsplit=1)[0]
+        fip = str(ep[key]).split('/', maxsplit=1)[0]
         dnat.append('-d %s -j DNAT --to-destination %s' % (host(fip), ip))
         # hairpin: the workload reaching its own floating IP
         snat.append('-s %s -d %s -j SNAT --to-source %s' % (host(ip), host(ip), fip))

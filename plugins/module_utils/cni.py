@@ -14,8 +14,10 @@ The plugin entry names the host's configuration file written by site.yml (role c
 
 That file holds this host's plan: its block, the range and labels of every container network,
 the addresses of its static workloads (never handed out), the MTU, and the fleet's policies with
-their ipsets. ADD allocates the next free address of the network's range (store lock held), makes
-the endpoint (:mod:`cni_endpoint`), then its policy (:mod:`cni_policy`); DEL undoes it; GC removes
+their ipsets. On a dual-stack host a network also has an IPv6 range (``range6``, in the host's first IPv6
+block), and a container gets an address of each. ADD allocates the next free address of the network's range
+(and IPv6 range) with the store lock held, makes the endpoint (:mod:`cni_endpoint`), then its policy
+(:mod:`cni_policy`); DEL undoes it; GC removes
 attachments the runtime no longer knows; CHECK compares the endpoint with the kernel.
 
 Errors are printed as the spec's error object and exit 1: 4 bad environment, 6 undecodable stdin,
@@ -148,22 +150,34 @@ def labels_of(req, network):
 # ---------------------------------------------------------------------------------------------
 
 def add_result(version, record, settings):
+    """The ADD result: the container's address, and on a dual-stack host its IPv6 address too."""
     legacy = not version.startswith('1.')
-    ip_entry = {'address': record['ip'] + '/32', 'gateway': settings['gateway'], 'interface': 1}
+    ips = [{'address': record['ip'] + '/32', 'gateway': settings['gateway'], 'interface': 1}]
+    routes = [{'dst': '0.0.0.0/0', 'gw': settings['gateway']}]
+    if record.get('ip6'):
+        ips.append({'address': record['ip6'] + '/128', 'gateway': settings['gateway6'], 'interface': 1})
+        routes.append({'dst': '::/0', 'gw': settings['gateway6']})
     if legacy:
-        ip_entry['version'] = '4'
+        for entry, family in zip(ips, ('4', '6')):
+            entry['version'] = family
     return {
         'cniVersion': version,
         'interfaces': [{'name': record['host_ifname'], 'mac': settings['mac']},
                        {'name': record['ifname'], 'mac': record['mac'], 'sandbox': record['netns']}],
-        'ips': [ip_entry],
-        'routes': [{'dst': '0.0.0.0/0', 'gw': settings['gateway']}],
+        'ips': ips,
+        'routes': routes,
         'dns': {},
     }
 
 
+def record_cidrs(record):
+    """The addresses of an attachment as the ADD result lists them."""
+    return [record['ip'] + '/32'] + ([record['ip6'] + '/128'] if record.get('ip6') else [])
+
+
 def settings_of(config):
     return {'gateway': config.get('gateway') or iproute.CALICO_GATEWAY,
+            'gateway6': config.get('gateway6') or iproute.CALICO_GATEWAY6,
             'mac': config.get('mac') or iproute.CALICO_MAC,
             'protocol': int(config.get('protocol') or iproute.CALICO_PROTOCOL),
             'prefix': config.get('interface_prefix') or iproute.DEFAULT_INTERFACE_PREFIX,
@@ -227,17 +241,19 @@ def add_locked(req, ip, session):
         session.flush()
     host_if = cni_endpoint.host_ifname(req['container_id'], req['ifname'], settings['prefix'])
     try:
-        addr = store.allocate(name, network['range'], config.get('reserved') or (), records)
+        addrs = _allocate(config, store, name, network, records)
     except cni_store.Exhausted:
         # a full range may hold attachments of containers that are gone without a DEL (a host that
         # rebooted, a runtime that crashed): reclaim those, then try once more
         for key in _vanished(ip, records, name):
             _teardown(ip, session, records.pop(key))
         session.flush()
-        addr = store.allocate(name, network['range'], config.get('reserved') or (), records)
+        addrs = _allocate(config, store, name, network, records)
     record = {'key': req['key'], 'container_id': req['container_id'], 'ifname': req['ifname'],
-              'netns': req['netns'], 'network': name, 'ip': addr, 'host_ifname': host_if,
+              'netns': req['netns'], 'network': name, 'ip': addrs[0], 'host_ifname': host_if,
               'mac': cni_endpoint.container_mac(req['key']), 'labels': labels, 'created': int(time.time())}
+    if addrs[1]:
+        record['ip6'] = addrs[1]
     store.put(record)  # first: an ADD cut short leaves a record that DEL or GC undoes
     records[req['key']] = record
     try:
@@ -246,6 +262,15 @@ def add_locked(req, ip, session):
     except (cni_endpoint.EndpointError, cni_policy.PolicyError, OSError) as exc:
         _fail_add(ip, session, req, record, exc)
     return add_result(req['version'], record, settings), record
+
+
+def _allocate(config, store, name, network, records):
+    """(address, IPv6 address or None) for a new attachment of network ``name``: an IPv6 one too when the
+    network has an IPv6 range (a dual-stack host). Both or neither: the record is written after both."""
+    addr = store.allocate(name, network['range'], config.get('reserved') or (), records)
+    if not network.get('range6'):
+        return addr, None
+    return addr, store.allocate(name, network['range6'], config.get('reserved6') or (), records, family=6)
 
 
 def _fail_add(ip, session, req, record, exc):
@@ -360,8 +385,9 @@ def cmd_check(req, ip):
     problems = cni_endpoint.check(ip, record, settings)
     prev = req['conf'].get('prevResult') or {}
     prev_ips = [entry.get('address') for entry in prev.get('ips') or []]
-    if prev_ips and prev_ips != [record['ip'] + '/32']:
-        problems.append('prevResult has %s, the attachment %s/32' % (', '.join(map(str, prev_ips)), record['ip']))
+    if prev_ips and prev_ips != record_cidrs(record):
+        problems.append('prevResult has %s, the attachment %s' % (', '.join(map(str, prev_ips)),
+                                                                  ', '.join(record_cidrs(record))))
     if problems:
         raise CniError(101, 'container %s: %s' % (req['container_id'], '; '.join(problems)))
     return None

@@ -5,7 +5,9 @@
 """One container's endpoint, made and removed by the CNI plugin: the same data plane as the
 converge's workloads (``cali`` + 11 hex veth, host side ``ee:ee:ee:ee:ee:ee`` with proxy-ARP and
 ``proxy_delay=0``, the container's /32 with its default route via 169.254.1.1, a host /32 route
-of protocol 80), over netlink (:mod:`netlink`): the veth is created on the host with its peer made
+of protocol 80; with an IPv6 address also the container's /128 (``nodad``) with its default route via
+the host side's link-local ``fe80::ecee:eeff:feee:eeee``, the IPv6 veth sysctls and a host /128 route of
+protocol 80), over netlink (:mod:`netlink`): the veth is created on the host with its peer made
 straight inside the container's namespace, then each side is configured; no process per step.
 
 The host end carries the alias ``netfleet:cni:<container id>_<ifname>``: the converge never touches a
@@ -95,23 +97,33 @@ def create(kernel, record, settings):
             inside.addr_add(index, record['ip'], 32, ifname)
             inside.route_replace(gw, 32, index, scope=netlink.RT_SCOPE_LINK, name=ifname)
             inside.route_replace('0.0.0.0', 0, index, gateway=gw, name=ifname)
+            if record.get('ip6'):
+                inside.addr_add(index, record['ip6'], 128, ifname, nodad=True)
+                inside.route_replace('::', 0, index, gateway=settings['gateway6'], name=ifname)
         except netlink.NetlinkError as exc:
             delete(kernel, record)
             raise EndpointError('cannot set up %s in %s: %s' % (ifname, record['netns'], exc)) from None
     try:
-        for tmpl, value in iproute.WORKLOAD_SYSCTLS:
+        for tmpl, value in host_sysctls(record):  # the IPv6 ones before the link is up: its link-local is the gateway
             procfs.write_sysctl(tmpl.format(ifname=host_if), value)
         index = host.link_index(host_if)
         host.link_set(index, host_if, up=True, alias=ALIAS_PREFIX + record['key'])
         host.route_replace(record['ip'], 32, index, scope=netlink.RT_SCOPE_LINK, protocol=settings['protocol'],
                            name=host_if)
+        if record.get('ip6'):
+            host.route_replace(record['ip6'], 128, index, protocol=settings['protocol'], name=host_if)
     except (netlink.NetlinkError, OSError) as exc:
         delete(kernel, record)
         raise EndpointError('cannot set up the host side %s: %s' % (host_if, exc)) from None
 
 
+def host_sysctls(record):
+    """The sysctls of an attachment's host veth: IPv4's, and IPv6's for one with an IPv6 address."""
+    return iproute.WORKLOAD_SYSCTLS + (iproute.WORKLOAD_SYSCTLS6 if record.get('ip6') else ())
+
+
 def delete(kernel, record):
-    """Remove the endpoint (its host /32 route goes with the link); True if a link was deleted."""
+    """Remove the endpoint (its host /32 and /128 routes go with the link); True if a link was deleted."""
     try:
         return kernel.host().link_del(record['host_ifname'])
     except netlink.NetlinkError as exc:
@@ -155,16 +167,20 @@ def check(ip, record, settings):
                                                                                    link.get('ifalias')))
     if 'UP' not in (link.get('flags') or []):
         problems.append('host interface %s is down' % record['host_ifname'])
-    routes = iproute_routes.read_routes(ip, settings['protocol'], 'main', (4,))
-    if not any(r.dst == record['ip'] + '/32' and r.dev == record['host_ifname'] for r in routes):
-        problems.append('host route %s/32 dev %s is missing' % (record['ip'], record['host_ifname']))
-    for tmpl, value in iproute.WORKLOAD_SYSCTLS:
+    ip6 = record.get('ip6')
+    routes = iproute_routes.read_routes(ip, settings['protocol'], 'main', (4, 6) if ip6 else (4,))
+    for cidr in [record['ip'] + '/32'] + ([ip6 + '/128'] if ip6 else []):
+        if not any(r.dst == cidr and r.dev == record['host_ifname'] for r in routes):
+            problems.append('host route %s dev %s is missing' % (cidr, record['host_ifname']))
+    for tmpl, value in host_sysctls(record):
         name = tmpl.format(ifname=record['host_ifname'])
         if procfs.read_sysctl(name) != value:
             problems.append('sysctl %s is not %s' % (name, value))
+    # `route show table main` lists IPv4 only; `table all exact ::/0` the IPv6 defaults (main's without a table)
+    lines = ['addr show dev %s' % record['ifname'], 'route show table main'] + (
+        ['route show table all exact ::/0'] if ip6 else [])
     try:
-        addrs, inner = ip.json_batch(['addr show dev %s' % record['ifname'], 'route show table main'],
-                                     netns=record['netns'])
+        addrs, inner, *defaults6 = ip.json_batch(lines, netns=record['netns'])
     except iproute.IprouteError as exc:
         return problems + ['cannot read the container namespace %s: %s' % (record['netns'], exc.msg)]
     have = ['%s/%s' % (a.get('local'), a.get('prefixlen')) for entry in addrs for a in entry.get('addr_info') or []
@@ -173,4 +189,21 @@ def check(ip, record, settings):
         problems.append('%s has %s, not %s/32' % (record['ifname'], ', '.join(have) or 'no address', record['ip']))
     if not any(r.get('dst') == 'default' and r.get('gateway') == settings['gateway'] for r in inner):
         problems.append('no default route via %s in the container' % settings['gateway'])
+    if ip6:
+        problems += _check_inside6(record, settings, addrs, defaults6[0])
+    return problems
+
+
+def _check_inside6(record, settings, addrs, defaults6):
+    """CHECK's IPv6 part inside the container: its /128 (global scope; the link-local is the kernel's) and the
+    default route via the host side's link-local."""
+    problems = []
+    have = ['%s/%s' % (a.get('local'), a.get('prefixlen')) for entry in addrs for a in entry.get('addr_info') or []
+            if a.get('family') == 'inet6' and a.get('scope') == 'global']
+    if have != [record['ip6'] + '/128']:
+        problems.append('%s has %s, not %s/128' % (record['ifname'], ', '.join(have) or 'no IPv6 address',
+                                                   record['ip6']))
+    if not any(r.get('dst') == 'default' and r.get('gateway') == settings['gateway6'] and 'table' not in r
+               for r in defaults6):
+        problems.append('no IPv6 default route via %s in the container' % settings['gateway6'])
     return problems

@@ -121,16 +121,20 @@ def host_config(params):
             raise InstallError('ipset name %r is not valid' % set_name_)
     policy['enabled'] = bool(params['chains'])
     policy['iptables'] = params['backend']
+    if any(net.get('range6') for net in networks.values()):  # dual stack: ip6tables chains and IPv6 ipsets too
+        policy['ipv6'] = True
     return {
         'version': 1,
         'data_dir': params['data_dir'],
         'block': plan.get('block'),
         'gateway': iproute.CALICO_GATEWAY,
+        'gateway6': iproute.CALICO_GATEWAY6,
         'mac': iproute.CALICO_MAC,
         'protocol': iproute.normalize_protocol(params['protocol']),
         'interface_prefix': iproute.DEFAULT_INTERFACE_PREFIX,
         'mtu': params['mtu'],
         'reserved': list(plan.get('reserved') or []),
+        'reserved6': list(plan.get('reserved6') or []),
         'networks': networks,
         'policy': policy,
     }

@@ -8,8 +8,10 @@ that hands out addresses from the host's planned ranges.
 Layout under the data directory (``/var/lib/netfleet-calico/cni`` by default)::
 
     lock                      flock(2) taken by every writer: the plugin's ADD/DEL/GC and the converge
-    endpoints/<id>_<if>.json  one attachment: container id, interface, namespace, network, address, labels
+    endpoints/<id>_<if>.json  one attachment: container id, interface, namespace, network, address (and IPv6
+                              address on a dual-stack host), labels
     next/<network>            where the next allocation in that network starts (round robin)
+    next6/<network>           the same for its IPv6 range (dual stack)
 
 Every ADD that a runtime starts at the same time serialises on the lock, so two containers never get
 one address; a record is written before the data plane is touched, so an interrupted ADD leaves
@@ -118,10 +120,11 @@ class Store:
         self.dir = data_dir
         self.endpoints = os.path.join(data_dir, 'endpoints')
         self.next_dir = os.path.join(data_dir, 'next')
+        self.next6_dir = os.path.join(data_dir, 'next6')
 
     @contextlib.contextmanager
     def locked(self, timeout=60.0):
-        for path in (self.dir, self.endpoints, self.next_dir):
+        for path in (self.dir, self.endpoints, self.next_dir, self.next6_dir):
             os.makedirs(path, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(self.dir, 'lock'), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -170,14 +173,18 @@ class Store:
             os.unlink(self.path(key))
 
     # ------------------------------------------------------------------ IPAM
-    def allocate(self, network, cidr, reserved=(), records=None):
+    def allocate(self, network, cidr, reserved=(), records=None, family=4):
         """The next free address of ``cidr`` for ``network`` (round robin from the last one handed out),
-        skipping ``reserved`` (the host's static workloads) and every address a record holds."""
-        net = ipaddress.IPv4Network(cidr)
+        skipping ``reserved`` (the host's static workloads) and every address a record holds. ``family`` 6
+        hands out the records' ``ip6`` from an IPv6 range, with its own round-robin pointer."""
+        net = ipaddress.ip_network(cidr)
+        if net.version != family:
+            raise ValueError('network %s: range %s is not an IPv%d network' % (network, cidr, family))
+        field, directory, zero = ('ip6', self.next6_dir, '::') if family == 6 else ('ip', self.next_dir, '.0')
         records = self.records() if records is None else records
-        used = {r.get('ip') for r in records.values() if r} | set(reserved)
+        used = {r.get(field) for r in records.values() if r} | set(reserved)
         first, size = int(net.network_address), net.num_addresses
-        pointer_file = os.path.join(self.next_dir, network)
+        pointer_file = os.path.join(directory, network)
         try:
             with open(pointer_file, encoding='ascii') as handle:
                 start = int(handle.read().strip() or 0) - first
@@ -187,9 +194,11 @@ class Store:
             start = 0
         for step in range(size):
             value = first + (start + step) % size
-            text = str(ipaddress.IPv4Address(value))
-            if text in used or (size > 1 and value == first and text.endswith('.0')):
-                continue  # never the .0 of a range: some stacks still treat it as a network address
+            text = str(ipaddress.IPv6Address(value) if family == 6 else ipaddress.IPv4Address(value))
+            if text in used or (size > 1 and value == first and text.endswith(zero)):
+                # never the .0 of a range (some stacks still treat it as a network address), nor an IPv6
+                # range's all-zeros address (the Subnet-Router anycast address of a block)
+                continue
             with open(pointer_file + '.tmp', 'w', encoding='ascii') as handle:
                 handle.write(str(value + 1))
             os.replace(pointer_file + '.tmp', pointer_file)

@@ -33,6 +33,7 @@ IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD = 1, 3, 4, 18, 20, 27, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
 RT_TABLE_MAIN, RTN_UNICAST = 254, 1
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
@@ -85,6 +86,13 @@ def ip4(text):
     return socket.inet_aton(text)
 
 
+def family_of(text):
+    """(address family, packed address) of an IPv4 or IPv6 address."""
+    if ':' in text:
+        return socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text)
+    return socket.AF_INET, ip4(text)
+
+
 def message(kind, flags, seq, body):
     return _HDR.pack(_HDR.size + len(body), kind, flags, seq, 0) + body
 
@@ -119,18 +127,21 @@ def link_set_request(index, up=None, alias=None, group=None):
     return body
 
 
-def addr_request(index, address, prefixlen):
-    raw = ip4(address)
-    return _IFADDR.pack(socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index) + attr(IFA_LOCAL, raw) + \
-        attr(IFA_ADDRESS, raw)
+def addr_request(index, address, prefixlen, nodad=False):
+    """RTM_NEWADDR body (IPv4 or IPv6, by ``address``); ``nodad``: an IPv6 address usable at once."""
+    family, raw = family_of(address)
+    return _IFADDR.pack(family, prefixlen, IFA_F_NODAD if nodad else 0, RT_SCOPE_UNIVERSE, index) + \
+        attr(IFA_LOCAL, raw) + attr(IFA_ADDRESS, raw)
 
 
 def route_request(dst, prefixlen, index, gateway=None, scope=RT_SCOPE_UNIVERSE, protocol=RTPROT_BOOT):
-    body = _RTMSG.pack(socket.AF_INET, prefixlen, 0, 0, RT_TABLE_MAIN, protocol, scope, RTN_UNICAST, 0)
+    """RTM_NEWROUTE body of a route in the main table (IPv4 or IPv6, by ``dst``)."""
+    family, raw = family_of(dst)
+    body = _RTMSG.pack(family, prefixlen, 0, 0, RT_TABLE_MAIN, protocol, scope, RTN_UNICAST, 0)
     if prefixlen:
-        body += attr(RTA_DST, ip4(dst))
+        body += attr(RTA_DST, raw)
     if gateway:
-        body += attr(RTA_GATEWAY, ip4(gateway))
+        body += attr(RTA_GATEWAY, family_of(gateway)[1])
     return body + attr_u32(RTA_OIF, index)
 
 
@@ -277,8 +288,8 @@ class Netlink:
             raise
 
     # ------------------------------------------------------------------ addresses and routes
-    def addr_add(self, index, address, prefixlen, name=''):
-        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, addr_request(index, address, prefixlen),
+    def addr_add(self, index, address, prefixlen, name='', nodad=False):
+        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, addr_request(index, address, prefixlen, nodad),
                      'add %s/%d to %s' % (address, prefixlen, name or index))
 
     def route_replace(self, dst, prefixlen, index, gateway=None, scope=RT_SCOPE_UNIVERSE, protocol=RTPROT_BOOT,

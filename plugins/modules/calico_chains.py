@@ -155,8 +155,8 @@ options:
         instead of being dropped; those chains must exist (M(netfleet.calico.calico_cni) creates them).
       - Chains named C(cali-cni-*) belong to the plugin and are never rewritten or removed here, with or without
         this option.
-      - The plugin is IPv4 only; with O(family=6) this option is ignored (IPv6 of unknown C(cali*) interfaces is
-        dropped).
+      - With O(family=6) the same goes for the plugin's ip6tables chains (a dual-stack host's containers get an
+        IPv6 address too).
     type: bool
     default: false
     version_added: 0.1.0
@@ -359,7 +359,7 @@ def main():
     )
     p = module.params
     family = p['family']
-    cni = p['cni'] and family == 4  # the CNI plugin is IPv4 only
+    cni = p['cni']
     try:
         desired = chains.render(p['endpoints'], pool=p['pool'], failsafe_inbound=p['failsafe_inbound_ports'],
                                 endpoint_to_host_action=p['endpoint_to_host_action'],

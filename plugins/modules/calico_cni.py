@@ -36,6 +36,9 @@ options:
       - This host's CNI plan from the C(netfleet.calico.fabric) filter (C(hosts[<host>].cni)) - C(networks) (name to
         C(range) and C(labels)), C(reserved) (addresses of the static workloads), C(block) and C(policy) (policies
         with canonical selectors, ipsets with their fleet-wide members).
+      - On a dual-stack fleet also each network's C(range6) and C(reserved6) (the static workloads' IPv6 addresses),
+        so that containers get an IPv6 address too; the plugin then writes its ip6tables chains and the ipsets' IPv6
+        twins (C(members6)).
     type: dict
   chains:
     description:

@@ -20,6 +20,10 @@ they are when a host grows. Because a
 container's network, and so its labels, follows from its address, every host can match containers
 of every other host by range: a selector's ipset holds the ranges of the networks whose labels
 match, fleet-wide, and no container start has to be announced to other hosts.
+
+With dual stack (``calico_pool_v6``) each host's first IPv6 block is cut the same way, into as many ranges
+(``calico_block_prefix_v6`` + the same number of bits): slot 0 keeps the ``ip6`` of ``calico_workloads``, slot N
+is network N's IPv6 range (``range6``), and a container gets an address from each of its network's ranges.
 """
 
 from __future__ import annotations
@@ -95,10 +99,11 @@ def workload_shares(reader, hosts, block_prefix):
     return dict.fromkeys(enabled, prefix)
 
 
-def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None):
+def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None, block_prefix_v6=None):
     """Add ``cni`` to every host of ``plan_hosts`` that runs workloads; return the fleet's container ranges as
-    ``[(host, cidr, labels)]`` (the selector members the policy planner adds). ``facts`` (per host, from
-    calico_node_facts) may say how many containers a host's plugin serves now."""
+    ``[(host, cidr, labels)]`` (the selector members the policy planner adds; IPv6 ranges too on a dual-stack
+    fleet, ``block_prefix_v6`` set). ``facts`` (per host, from calico_node_facts) may say how many containers a
+    host's plugin serves now."""
     enabled = {}
     for name in hosts:
         enabled[name] = inputs.parse_bool(reader.get(name, 'calico_cni'), host_subject(name), 'calico_cni')
@@ -124,6 +129,7 @@ def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None):
                           f'{block_prefix + 1}-32',
                           'set it longer than calico_block_prefix (e.g. block /24, networks /26)')
     slots = 1 << (prefix - block_prefix)
+    prefix6 = None if block_prefix_v6 is None else block_prefix_v6 + prefix - block_prefix  # <= 128: v6.py
     value, source = inventory.fleet_setting(reader, hosts, 'calico_cni_networks', None)
     networks = parse_networks(value, slots, host_subject(source) if source else 'calico_cni_networks')
 
@@ -142,11 +148,15 @@ def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None):
                                   f"workload '{entry['name']}' ip {entry['ip']} is outside {static}, the part "
                                   'of the block kept for calico_workloads on a CNI host',
                                   f'give it an address in {static} (or raise calico_cni_network_prefix)')
+        ranges6 = _ranges_v6(name, plan_hosts[name], prefix6)
         nets = {}
         for net in networks:
             cidr = str(ranges[net['slot']])
             nets[net['name']] = {'range': cidr, 'labels': net['labels']}
             members.append((name, cidr, net['labels']))
+            if ranges6:
+                nets[net['name']]['range6'] = str(ranges6[net['slot']])
+                members.append((name, nets[net['name']]['range6'], net['labels']))
         plan_hosts[name]['cni'] = {
             'enabled': True,
             'block': plan_hosts[name]['block'],
@@ -155,4 +165,26 @@ def plan_cni(reader, hosts, plan_hosts, block_prefix, facts=None):
             'reserved': sorted((e['ip'] for e in plan_hosts[name]['workloads']),
                                key=lambda ip: int(inputs.netaddr.IPAddress(ip))),
         }
+        if ranges6:
+            plan_hosts[name]['cni'].update(
+                block6=plan_hosts[name]['blocks_v6'][0], static_range6=str(ranges6[0]),
+                reserved6=sorted((e['ip6'] for e in plan_hosts[name]['workloads'] if e.get('ip6')),
+                                 key=lambda ip: int(inputs.netaddr.IPAddress(ip))))
     return members
+
+
+def _ranges_v6(name, host, prefix6):
+    """The host's first IPv6 block cut into ranges of ``prefix6`` (slot 0 first), or [] (IPv4 only); every
+    ``ip6`` of its workloads in that block must be in slot 0."""
+    if prefix6 is None or not host.get('blocks_v6'):
+        return []
+    block = inputs.netaddr.IPNetwork(host['blocks_v6'][0])
+    ranges = list(block.subnet(prefix6))
+    for entry in host['workloads']:
+        addr = inputs.netaddr.IPAddress(entry['ip6']) if entry.get('ip6') else None
+        if addr is not None and addr in block and addr not in ranges[0]:
+            raise FabricError(host_subject(name),
+                              f"workload '{entry['name']}' ip6 {entry['ip6']} is outside {ranges[0]}, the part "
+                              'of the IPv6 block kept for calico_workloads on a CNI host',
+                              f'give it an address in {ranges[0]} (or raise calico_cni_network_prefix)')
+    return ranges

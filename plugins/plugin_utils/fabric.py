@@ -465,8 +465,10 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
             'peers': peers[name],
         }
     # dual stack (calico_pool_v6): IPv6 blocks, workload ip6 (policy peers too), the sessions' ipv6 channel
-    dual_stack = plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spines)
-    cni_members = plan_cni(reader, hosts, plan_hosts, prefix_len, facts)  # per host: cni (networks, ranges)
+    dual_stack = plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spines,
+                                 {name: share - prefix_len for name, share in shares.items()})
+    # per host: cni (networks, ranges; IPv6 ranges too with dual stack)
+    cni_members = plan_cni(reader, hosts, plan_hosts, prefix_len, facts, (dual_stack or {}).get('block_prefix_v6'))
     pool_v6 = None if dual_stack is None else inputs.netaddr.IPNetwork(dual_stack['pool_v6'])
     floating_ips, floating_ips_v6 = plan_policy(reader, hosts, plan_hosts, pool_net, cni_members, pool_v6)
     if dual_stack:  # what each peer may announce in the ipv6 channel: IPv6 blocks and floating IPs

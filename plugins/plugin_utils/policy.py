@@ -198,10 +198,11 @@ def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=(), pool_v6=Non
 
     def ips_of(selector):
         return ([e['ip'] + '/32' for _h, e, labels in members if match_selector(selector, labels)]
-                + [cidr for _h, cidr, labels in cni_members if match_selector(selector, labels)])
+                + [cidr for _h, cidr, labels in cni_members if ':' not in cidr and match_selector(selector, labels)])
 
-    def ips6_of(selector):  # dual stack: the selected workloads' IPv6 addresses (ip6tables' rules)
-        return [e['ip6'] + '/128' for _h, e, labels in members if e.get('ip6') and match_selector(selector, labels)]
+    def ips6_of(selector):  # dual stack: the selected workloads' IPv6 addresses and ranges (ip6tables' rules)
+        return ([e['ip6'] + '/128' for _h, e, labels in members if e.get('ip6') and match_selector(selector, labels)]
+                + [cidr for _h, cidr, labels in cni_members if ':' in cidr and match_selector(selector, labels)])
 
     def resolve(rule):
         peers = None
@@ -243,7 +244,8 @@ def plan_policy(reader, hosts, plan_hosts, pool_net, cni_members=(), pool_v6=Non
         if pool_v6 is not None:
             plan_hosts[name]['floating_ips_v6'] = sorted(fips6, key=inputs.netaddr.IPNetwork)
     if cni_members:
-        document = _cni_document(policies, ips_of)
+        dual = any(':' in cidr for _h, cidr, _labels in cni_members)
+        document = _cni_document(policies, ips_of, ips6_of if dual else None)
         for name in hosts:
             if plan_hosts[name].get('cni', {}).get('enabled'):
                 plan_hosts[name]['cni']['policy'] = document
@@ -266,9 +268,10 @@ def _intersect(peers, cidrs):
     return list(dict.fromkeys(out))
 
 
-def _cni_document(policies, ips_of):
+def _cni_document(policies, ips_of, ips6_of=None):
     """The policies as the CNI plugin applies them on a host: selectors as canonical text (matched there
-    against a new container's labels), and each peer selector as an ipset with its fleet-wide members."""
+    against a new container's labels), and each peer selector as an ipset with its fleet-wide members
+    (``members6`` too on a dual-stack fleet: the IPv6 twin's)."""
     sets = {}
 
     def host_rule(rule):
@@ -277,6 +280,8 @@ def _cni_document(policies, ips_of):
         if rule['selector'] is not None:
             name = set_name(rule['selector'])
             sets[name] = {'selector': canonical(rule['selector']), 'members': ips_of(rule['selector'])}
+            if ips6_of is not None:
+                sets[name]['members6'] = ips6_of(rule['selector'])
             out['set'] = name
         return out
 

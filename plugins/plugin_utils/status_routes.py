@@ -111,9 +111,10 @@ def held_routes(h, p, routes, fam, planned, floating, phosts):
                  for b in holes if b not in own)
     probs.extend("%s: its block %s is not blackholed" % (h, b) for b in own if b not in holes)
     wl_ips = {dest_of(w.get(fam["ip"])) for w in p.get("workloads") or [] if isinstance(w, dict) and w.get(fam["ip"])}
-    # containers of the CNI plugin: host routes inside one of this host's container network ranges
+    # containers of the CNI plugin: host routes inside one of this host's container network ranges (IPv4 or IPv6)
     networks = ((p.get("cni") or {}).get("networks") or {}).values()
-    ranges = [ipaddress.ip_network(n["range"]) for n in networks if isinstance(n, dict) and n.get("range")]
+    ranges = [ipaddress.ip_network(n[key]) for n in networks if isinstance(n, dict)
+              for key in ("range", "range6") if n.get(key)]
     stale.extend("%s dev %s (no planned workload)" % (dest_of(r.get("dest")), r.get("dev"))
                  for r in routes.get("workloads") or [] if isinstance(r, dict)
                  and dest_of(r.get("dest")) not in wl_ips and not inside(r.get("dest"), ranges))

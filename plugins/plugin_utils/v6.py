@@ -84,19 +84,31 @@ def _plain6(value, allow_slash128=True):
 # workload addresses
 # ---------------------------------------------------------------------------------------------
 
-def assign_ip6(blocks, workloads, current, subject):
+def assign_ip6(blocks, workloads, current, subject, first_share=None):
     """``[{name, ip}]`` for every workload of one host, ``ip`` its IPv6 address in ``blocks`` (IPv6 networks, the
     first block first): explicit ``ip6`` > running address (inside a block, free) > next free.
 
     Automatic addresses start at a block's network + 1 (the network itself is the Subnet-Router anycast address,
-    refused as an explicit ``ip6`` too) and fill the blocks in order; full blocks raise :class:`BlocksFull`."""
+    refused as an explicit ``ip6`` too) and fill the blocks in order; full blocks raise :class:`BlocksFull`.
+    ``first_share`` (a prefix length) keeps automatic addresses of the first block inside its first subnet of
+    that size (a CNI host's slot 0: the other slots are its container networks' IPv6 ranges)."""
     listing = ', '.join(str(b) for b in blocks)
     used = {}
     out = [{'name': w['name']} for w in workloads]
     assign_explicit(out, [w.get('ip6') for w in workloads], _plain6, blocks, used, 6, subject)
     keep_running(out, current, blocks, used)
-    free = (ip for net in blocks for ip in range(int(net.first) + 1, int(net.last) + 1) if ip not in used)
+
+    def automatic(pos, net):
+        last = int(net.last)
+        if pos == 0 and first_share is not None:
+            last = min(last, int(net.first) + (1 << (128 - first_share)) - 1)
+        return range(int(net.first) + 1, last + 1)
+
+    free = (ip for pos, net in enumerate(blocks) for ip in automatic(pos, net) if ip not in used)
     full = f'IPv6 block {listing} is full' if len(blocks) == 1 else f'IPv6 blocks {listing} are full'
+    if first_share is not None:
+        full += (f' (calico_workloads have {netaddr.IPNetwork(f"{blocks[0].network}/{first_share}")} of '
+                 'the first IPv6 block on a CNI host)')
     return fill_free(out, free, used, 6, subject, full,
                      'run fewer workloads on this host or use bigger IPv6 blocks (lower calico_block_prefix_v6)')
 
@@ -178,12 +190,14 @@ def _explicit6(workloads):
     return [(name, 'ip6', str(addr)) for name, addr in found if addr is not None]
 
 
-def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spines=None):
+def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spines=None, cni_bits=None):
     """The IPv6 part of the plan, in place: per host ``node_ip_v6``, ``blocks_v6``, ``imports_v6`` (what each
     peer may announce in the ``ipv6`` channel), per peer ``next_hop_v6`` and per workload ``ip6``; a reflector's
     ``spine_ip_v6``; a spine router's ``ip_v6`` (in ``spines``, from :func:`spines.check_spines`). Returns the
     plan's fleet keys (``pool_v6``, ``block_prefix_v6``), or None (IPv4 only). What each peer may announce
-    (``imports_v6``) and the origin AS of each rack's IPv6 blocks wait for the floating IPs: :func:`plan_imports_v6`."""
+    (``imports_v6``) and the origin AS of each rack's IPv6 blocks wait for the floating IPs: :func:`plan_imports_v6`.
+    ``cni_bits`` (``{host: bits}``, the CNI hosts): their first IPv6 block is cut like the IPv4 one, into
+    2^bits slots; automatic ``ip6`` stay in slot 0."""
     value, where = fleet_setting(reader, hosts, 'calico_bgp_ipv6_sessions', None)
     sessions = parse_bool(value, host_subject(where) if where else 'calico_bgp_ipv6_sessions',
                           'calico_bgp_ipv6_sessions')
@@ -202,6 +216,11 @@ def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spin
     value, where = fleet_setting(reader, hosts, 'calico_block_prefix_v6', DEFAULT_BLOCK_PREFIX_V6)
     prefix = parse_block_prefix_v6(value, pool, host_subject(where or source))
     addresses = _node_addresses(reader, hosts, plan_hosts, pool, spines)
+    for name, bits in sorted((cni_bits or {}).items()):
+        if prefix + bits > 128:
+            raise FabricError(host_subject(name), f'calico_cni_network_prefix cuts its IPv6 blocks (/{prefix}) into '
+                                                  f'{1 << bits} container ranges, longer than /128',
+                              'set calico_cni_network_prefix shorter, or calico_block_prefix_v6 shorter')
 
     nodes = [name for name in hosts if plan_hosts[name]['block'] is not None]
     running = {name: current_ip6(facts[name]) for name in nodes}
@@ -210,7 +229,9 @@ def plan_dual_stack(reader, hosts, plan_hosts, facts, topology, max_blocks, spin
                     'explicit': _explicit6(plan_hosts[name]['workloads'])} for name in nodes]
 
     def fit(name, nets):
-        return assign_ip6(nets, plan_hosts[name]['workloads'], running[name], host_subject(name))
+        bits = (cni_bits or {}).get(name)
+        return assign_ip6(nets, plan_hosts[name]['workloads'], running[name], host_subject(name),
+                          first_share=None if bits is None else prefix + bits)
 
     try:
         first = allocate_blocks(pool, prefix, block_hosts)

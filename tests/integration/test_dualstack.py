@@ -1,17 +1,18 @@
-"""Dual stack on a real netns lab: inventories/lab-dualstack (two racks, a reflector each, IPv4 and IPv6 pools)
-built and converged by site.yml, nothing mocked.
+"""Dual stack on a real netns lab: inventories/lab-dualstack (two racks, a reflector each, IPv4 and IPv6 pools) built
+and converged by site.yml, nothing mocked.
 
-Shown: every workload reaches every other one in both families (ping and ping -6); the IPv6 routes have the
-shape of the IPv4 ones (per host its IPv6 block's blackhole and one /128 per workload, proto 80; per other host
-its IPv6 block learned by BGP, proto bird, through the host's rack reflector for another rack); a workload
-sending from another workload's IPv6 address reaches nobody (ip6tables rpfilter); the policy set of
-group_vars/all/policy.yml (inventories/lab-policy's) allows and denies the same TCP connections over IPv4 and
-IPv6; the web workload is reached at its IPv6 floating IP (ip6tables DNAT on its host, the /128 announced by
-BIRD) as at its IPv4 one, and leaves from it; status.yml judges both families (converged, then failing on the
-host whose IPv6 routes are gone); a second site.yml changes nothing; calico_bgp_ipv6_sessions switched on and
-off under pings (IPv6 sessions beside the IPv4 ones, hitless both ways); a converge without calico_pool_v6 removes
-the cali-* ip6tables chains (nat too). The lab's prefix is ``<NETFLEET_LAB_PREFIX or t>d``; it is removed at
-the end.
+Shown: every workload reaches every other one in both families (ping and ping -6); the IPv6 routes have the shape of
+the IPv4 ones (per host its IPv6 block's blackhole and one /128 per workload, proto 80; per other host its IPv6
+block learned by BGP, proto bird, through the host's rack reflector for another rack); a workload sending from
+another workload's IPv6 address reaches nobody (ip6tables rpfilter); the policy set of group_vars/all/policy.yml
+(inventories/lab-policy's) allows and denies the same TCP connections over IPv4 and IPv6; a podman container on r2h2
+(CNI plugin, network "clients") gets an address of each family, pings another rack's workload over IPv6 and is
+pinged back, is in its selectors' IPv6 ipsets, and leaves nothing behind (its IPv6 address released) when removed;
+the web workload is reached at its IPv6 floating IP (ip6tables DNAT on its host, the /128 announced by BIRD) as at
+its IPv4 one, and leaves from it; status.yml judges both families (converged, then failing on the host whose IPv6
+routes are gone); a second site.yml changes nothing; calico_bgp_ipv6_sessions switched on and off under pings
+(IPv6 sessions beside the IPv4 ones, hitless both ways); a converge without calico_pool_v6 removes the cali-*
+ip6tables chains (nat too). The lab's prefix is ``<NETFLEET_LAB_PREFIX or t>d``; it is removed at the end.
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import ipaddress
+import json
 import os
+import shutil
 import subprocess
 import sys
 
 import netfleet_lab
 import pytest
 import yaml
-from netfleet_lab import REPO, ContinuousPing, Lab, ns_json, sh
+from netfleet_lab import REPO, ContinuousPing, Lab, cni_plugin_state, ns_json, sh
+from netfleet_podman import Podman, prepare_image
 
 pytestmark = pytest.mark.lab
 
@@ -236,6 +240,48 @@ def test_the_web_workload_is_reached_at_its_floating_ips_in_both_families(dual):
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=5)
+
+
+def test_a_podman_container_gets_both_families(dual):
+    """A container podman starts on r2h2 (the CNI plugin site.yml installed, run by podman) gets an address of each
+    family from its network's ranges, reaches a workload of the other rack over IPv6 and back, and leaves nothing
+    behind when removed: its IPv6 address is free again."""
+    lab = dual
+    cni_dir = f"{lab.state_dir('r2h2')}/cni"
+    cfg = json.loads(open(f"{cni_dir}/cni.json").read())
+    before = cni_plugin_state(lab, "r2h2")
+    pm = Podman(lab.netns("r2h2"), f"/run/netfleet/{lab.prefix}-podman/r2h2", cni_config_dir=f"{cni_dir}/net.d",
+                cni_plugin_dirs=(f"{cni_dir}/bin",), image_tar=prepare_image()).setup()
+    try:
+        pm.run("c1", "clients")
+        net = pm.inspect("c1")["NetworkSettings"]["Networks"]["clients"]
+        ip4, ip6 = net["IPAddress"], net["GlobalIPv6Address"]
+        assert ipaddress.ip_address(ip4) in ipaddress.ip_network(cfg["networks"]["clients"]["range"]), net
+        assert ipaddress.ip_address(ip6) in ipaddress.ip_network(cfg["networks"]["clients"]["range6"]), net
+        # the host: its /128 proto 80 to the container's veth, per-endpoint ip6tables chains, the IPv6 ipset twin
+        state = cni_plugin_state(lab, "r2h2")
+        (veth,) = state["links"]
+        assert any(route.startswith(f"{ip6} dev {veth} ") for route in state["routes"]), state["routes"]
+        assert f"ip6tables-save :cali-cni-fw-{veth} - [0:0]" in state["chains"], state["chains"]
+        assert any(line.endswith(f"-6 {ip6}") for line in state["sets"]), state["sets"]
+        # inside: its /128 and the default route through the host side's link-local
+        inside = pm.exec("c1", "ip", "-6", "route", "show", "default").stdout
+        assert "via fe80::ecee:eeff:feee:eeee dev eth0" in inside, inside
+        web = workload_ip6(lab, "r1h1", "r1h1w1")
+        assert pm.exec("c1", "ping", "-6", "-c", "1", "-W", "2", web, check=False, timeout=10).returncode == 0, \
+            f"c1 (r2h2) cannot ping r1h1w1 {web} over IPv6"
+        assert ping6(lab, ("r1h1", "r1h1w1"), ip6), f"r1h1w1 cannot ping c1 {ip6} over IPv6"
+        out = lab.playbook("playbooks/status.yml")  # the container's /128 is not a stale route of the fleet
+        assert "fabric converged" in out.stdout, out.stdout[-4000:]
+        pm.rm("c1")
+        assert cni_plugin_state(lab, "r2h2") == before, "the container left state behind"
+        pm.run("c2", "clients")  # round robin: the next address, c1's is free (no record holds it)
+        assert pm.inspect("c2")["NetworkSettings"]["Networks"]["clients"]["GlobalIPv6Address"] != ip6
+        pm.rm("c2")
+    finally:
+        pm.cleanup()
+        shutil.rmtree(f"/run/netfleet/{lab.prefix}-podman", ignore_errors=True)
+    assert cni_plugin_state(lab, "r2h2") == before
 
 
 def test_status_fails_naming_the_host_without_its_ipv6_routes(dual):

@@ -276,16 +276,18 @@ def alive(pid):
 
 def cni_plugin_state(lab, host):
     """What the plugin owns on a host: cali veths not made by the converge (mac, alias, state), their proto-80
-    routes, the cali-cni-* chains and rules, the cali-s-* ipset members, the store's records and the host's
-    addresses (for before/after comparisons: what a container left behind)."""
+    routes (IPv4 and IPv6), the cali-cni-* chains and rules (iptables and ip6tables), the cali-s-* ipset members,
+    the store's records and the host's addresses (for before/after comparisons: what a container left behind)."""
     ns = lab.netns(host)
     links = {link["ifname"]: (link.get("address"), link.get("ifalias"), link.get("operstate"))
              for link in ns_json(ns, "-d", "link", "show", "type", "veth")
              if link["ifname"].startswith("cali") and not (link.get("ifalias") or "").startswith("netfleet:ep:")}
-    routes = sorted(f"{r['dst']} dev {r['dev']} {r.get('scope')}" for r in ns_json(ns, "route", "show", "proto", "80")
+    routes = sorted(f"{r['dst']} dev {r['dev']} {r.get('scope')}"
+                    for family in ("-4", "-6") for r in ns_json(ns, family, "route", "show", "proto", "80")
                     if r.get("dev") in links)
-    saved = sh(["ip", "netns", "exec", ns, "iptables-save", "-t", "filter"]).stdout
-    chains = sorted(line for line in saved.splitlines() if line.startswith(("-A cali-cni-", ":cali-cni-")))
+    chains = sorted(f"{tool} {line}" for tool in ("iptables-save", "ip6tables-save")
+                    for line in sh(["ip", "netns", "exec", ns, tool, "-t", "filter"]).stdout.splitlines()
+                    if line.startswith(("-A cali-cni-", ":cali-cni-")))
     sets = sorted(line for line in sh(["ip", "netns", "exec", ns, "ipset", "save"]).stdout.splitlines()
                   if line.startswith("add cali-s-"))
     store = f"{lab.state_dir(host)}/cni/data/endpoints"

@@ -423,8 +423,8 @@ def test_bad_workload_ip6_is_one_preflight_line(entry, message):
 
 # (workload entry on h1 of the dual-stack fleet, what the one line must say)
 FLOATING_IP6 = [
-    ({'name': 'w', 'floating_ip6': 'fd00:99::10\n-A'}, "workload 'w' floating_ip6 'fd00:99::10\\n-A' is not an IPv6 "
-                                                        'address — set floating_ip6 to'),
+    ({'name': 'w', 'floating_ip6': 'fd00:99::10\n-A'},
+     "workload 'w' floating_ip6 'fd00:99::10\\n-A' is not an IPv6 address — set floating_ip6 to"),
     ({'name': 'w', 'floating_ip6': '10.99.0.10'}, 'is not an IPv6 address — put an IPv4 address in floating_ip'),
     ({'name': 'w', 'floating_ip6': 'fd00:99::10%eth0'}, 'is not an IPv6 address'),
     ({'name': 'w', 'floating_ip6': 'fd00:99::/64'}, 'is not an IPv6 address'),

@@ -150,6 +150,19 @@ def test_spines_carry_the_ipv6_floating_ips():
     assert set(plan["floating_ips_v6"]) <= out and len(plan["floating_ips_v6"]) == 4
 
 
+def test_a_cni_containers_ipv6_route_is_not_stale():
+    """A /128 inside one of the host's container networks' IPv6 ranges is a container's (the CNI plugin's), as a
+    /32 inside its IPv4 range; outside them it is stale."""
+    plan, statuses = _dual()
+    plan["hosts"]["r2h1"]["cni"] = {"enabled": True, "networks": {
+        "web": {"range": "172.16.2.16/28", "range6": "fd00:17::10/124", "labels": {}}}}
+    st = statuses["r2h1"]["routes6"]
+    st["workloads"] += [{"dest": "fd00:17::11", "dev": "cali0123456789a"},
+                        {"dest": "fd00:17::21", "dev": "cali0123456789b"}]
+    assert build_report(statuses, plan)["problems"] == [
+        "r2h1: stale route fd00:17::21/128 dev cali0123456789b (no planned workload)"]
+
+
 def test_ipv6_sessions_are_expected_established_beside_the_ipv4_ones():
     plan = rack_plan(racks=2, hosts_per_rack=2, dual=True, extra={"calico_bgp_ipv6_sessions": True})
     statuses = converged_statuses(plan)

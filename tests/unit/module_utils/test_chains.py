@@ -384,6 +384,12 @@ def test_render_rule_keeps_the_part_of_its_family():
     assert c.render_rule({'protocol': 'ipv6-icmp'}, 'egress', 'RETURN', family=6) == ['-p 58 -j RETURN']
     assert c.render_rule({'protocol': 'icmpv6'}, 'egress', 'RETURN') == []
     assert c.render_rule({'protocol': 'tcp', 'set': 'cali-s-web'}, 'egress', 'RETURN', family=6) == []
+    # the CNI plugin's selector ipsets have IPv6 twins: ip6tables matches the twin, iptables the set
+    twin = {'protocol': 'tcp', 'set': 'cali-s-web', 'set6': 'cali-s-web-6'}
+    assert c.render_rule(twin, 'egress', 'RETURN', family=6) == ['-p tcp -m set --match-set cali-s-web-6 dst -j RETURN']
+    assert c.render_rule(twin, 'egress', 'RETURN') == ['-p tcp -m set --match-set cali-s-web dst -j RETURN']
+    with pytest.raises(c.ChainsError, match='ipset name'):
+        c.render_rule(dict(twin, set6='x y'), 'egress', 'RETURN', family=6)
     with pytest.raises(c.ChainsError, match='not an IPv6 CIDR'):
         c.render_rule({'peers': ['2001:db8:9::1/64']}, 'ingress', 'ACCEPT', family=6)
     # a bad peer of the other family is an error too, not left out
@@ -391,6 +397,12 @@ def test_render_rule_keeps_the_part_of_its_family():
         c.render_rule({'peers': ['10.0.0.0/8', 'x:y -j ACCEPT']}, 'ingress', 'ACCEPT')
     with pytest.raises(c.ChainsError, match='not an IPv4 CIDR'):
         c.render_rule({'peers': ['2001:db8::/64', '10.0.0.1/8']}, 'ingress', 'ACCEPT', family=6)
+
+
+def test_render_ipv6_cni_dispatch_goes_on_to_the_plugins_ip6tables_chains():
+    f = c.render([{'ip6': '2001:db8::1', 'ifname': 'calia'}], cni=True, family=6)['filter']['chains']
+    assert f['cali-from-wl-dispatch'] == ['-i calia -g cali-fw-calia', '-i cali+ -g cali-cni-from-dispatch']
+    assert f['cali-to-wl-dispatch'] == ['-o calia -g cali-tw-calia', '-o cali+ -g cali-cni-to-dispatch']
 
 
 def test_ipv6_validators():

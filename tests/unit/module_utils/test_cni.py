@@ -381,10 +381,11 @@ def test_add_result_legacy_has_ip_version(version):
 
 
 def test_settings_of_defaults_and_overrides():
-    assert SETTINGS == {'gateway': '169.254.1.1', 'mac': 'ee:ee:ee:ee:ee:ee', 'protocol': 80, 'prefix': 'cali',
-                        'mtu': None}
+    assert SETTINGS == {'gateway': '169.254.1.1', 'gateway6': 'fe80::ecee:eeff:feee:eeee', 'mac': 'ee:ee:ee:ee:ee:ee',
+                        'protocol': 80, 'prefix': 'cali', 'mtu': None}
     assert cni.settings_of({'gateway': '169.254.9.9', 'protocol': '81', 'interface_prefix': 'wl', 'mtu': 1400}) == {
-        'gateway': '169.254.9.9', 'mac': 'ee:ee:ee:ee:ee:ee', 'protocol': 81, 'prefix': 'wl', 'mtu': 1400}
+        'gateway': '169.254.9.9', 'gateway6': 'fe80::ecee:eeff:feee:eeee', 'mac': 'ee:ee:ee:ee:ee:ee',
+        'protocol': 81, 'prefix': 'wl', 'mtu': 1400}
 
 
 # ------------------------------------------------------------------------------------------ handle: VERSION, errors

@@ -65,6 +65,16 @@ def test_install_writes_code_launcher_plan_and_one_conflist_per_network(params, 
     assert '1.1.0' in json.loads(out)['supportedVersions']
 
 
+def test_a_dual_stack_plan_turns_on_the_ipv6_policy(params):
+    config = cni_install.host_config(params)
+    assert 'ipv6' not in config['policy'] and config['reserved6'] == []
+    params['plan']['networks']['web']['range6'] = 'fd00:10::10/124'
+    params['plan']['reserved6'] = ['fd00:10::1']
+    config = cni_install.host_config(params)
+    assert config['policy']['ipv6'] is True and config['reserved6'] == ['fd00:10::1']
+    assert config['gateway6'] == 'fe80::ecee:eeff:feee:eeee'
+
+
 def test_second_run_changes_nothing_and_check_mode_writes_nothing(params):
     first = cni_install.converge(dict(params), check_mode=True)
     assert first['changed'] and not os.path.exists(params['config_path'])

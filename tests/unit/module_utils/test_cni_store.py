@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import multiprocessing
 import os
 import time
@@ -74,7 +75,7 @@ def test_locked_creates_private_directories(tmp_path):
     st = s.Store(str(tmp_path / 'a' / 'b'))
     with st.locked() as held:
         assert held is st
-    for path in (st.dir, st.endpoints, st.next_dir):
+    for path in (st.dir, st.endpoints, st.next_dir, st.next6_dir):
         assert os.path.isdir(path)
     assert os.path.isfile(os.path.join(st.dir, 'lock'))
     assert os.stat(st.dir).st_mode & 0o077 == 0
@@ -213,6 +214,54 @@ def test_bad_range_is_a_value_error(store, cidr):
         store.allocate('web', cidr)
 
 
+@pytest.mark.parametrize('cidr', ['10.0.1.0/29', 'fd00::1/124', 'web'])
+def test_bad_ipv6_range_is_a_value_error(store, cidr):
+    with pytest.raises(ValueError):
+        store.allocate('web', cidr, family=6)
+
+
+# ------------------------------------------------------------------------------------------ IPAM, IPv6
+
+RANGE6 = 'fd00:8::/125'  # fd00:8:: is never handed out: ::1 - ::7
+
+
+def take6(store, n, network='web', cidr=RANGE6, reserved=()):
+    """Allocate ``n`` IPv6 addresses, recording each with an IPv4 one (as a dual-stack ADD does)."""
+    out = []
+    for _i in range(n):
+        addr = store.allocate(network, RANGE, records=None)
+        addr6 = store.allocate(network, cidr, reserved, family=6)
+        store.put(dict(record('%s-%s_eth0' % (network, addr.replace('.', '-')), addr, network), ip6=addr6))
+        out.append(addr6)
+    return out
+
+
+def test_ipv6_allocation_lowest_free_skips_anycast_reserved_and_used(store):
+    store.put(dict(record('c1_eth0', '10.0.1.6'), ip6='fd00:8::3'))
+    assert take6(store, 3, reserved=['fd00:8::1']) == ['fd00:8::2', 'fd00:8::4', 'fd00:8::5']
+    assert store.allocate('web', 'fd00:8::40/124', family=6) == 'fd00:8::40'  # not a block's anycast address
+
+
+def test_ipv6_round_robin_and_release(store):
+    got = take6(store, 7)
+    assert got == ['fd00:8::%d' % i for i in range(1, 8)]
+    with pytest.raises(s.Exhausted) as err:
+        store.allocate('web', RANGE6, family=6)
+    assert err.value.code == 100
+    freed = next(k for k, r in store.records().items() if r['ip6'] == 'fd00:8::2')
+    store.remove(freed)  # DEL: the record goes, and both its addresses with it
+    assert store.allocate('web', RANGE6, family=6) == 'fd00:8::2'
+    assert store.allocate('web', RANGE, family=4) == '10.0.1.2'
+
+
+def test_ipv6_pointer_is_apart_from_the_ipv4_one(store):
+    assert store.allocate('web', RANGE) == '10.0.1.1'
+    assert store.allocate('web', RANGE6, family=6) == 'fd00:8::1'
+    assert store.allocate('web', RANGE) == '10.0.1.2'
+    with open(os.path.join(store.next6_dir, 'web'), encoding='ascii') as handle:
+        assert int(handle.read()) == int(ipaddress.IPv6Address('fd00:8::2'))
+
+
 # ------------------------------------------------------------------------------------------ the lock
 
 def _hold(data_dir, held, release):
@@ -264,8 +313,9 @@ def _add_one(data_dir, index, barrier, results):
         st = s.Store(data_dir)
         with st.locked(timeout=20):
             addr = st.allocate('web', '10.0.0.0/24')
-            st.put({'key': 'c%02d_eth0' % index, 'ip': addr, 'network': 'web'})
-        results.put(addr)
+            addr6 = st.allocate('web', 'fd00:8::/120', family=6)
+            st.put({'key': 'c%02d_eth0' % index, 'ip': addr, 'ip6': addr6, 'network': 'web'})
+        results.put((addr, addr6))
     except Exception as exc:  # reported to the test, which then fails at once
         results.put(repr(exc))
 
@@ -278,14 +328,18 @@ def test_concurrent_adds_get_distinct_addresses(tmp_path):
     procs = [ctx.Process(target=_add_one, args=(data_dir, i, barrier, results)) for i in range(n)]
     for proc in procs:
         proc.start()
-    addrs = [results.get(timeout=10) for _index in range(n)]
+    pairs = [results.get(timeout=10) for _index in range(n)]
     for proc in procs:
         proc.join(10)
     assert [p.exitcode for p in procs] == [0] * n
-    assert len(set(addrs)) == n
+    assert all(isinstance(pair, tuple) for pair in pairs), pairs
+    addrs, addrs6 = [a for a, _b in pairs], [b for _a, b in pairs]
+    assert len(set(addrs)) == n and len(set(addrs6)) == n
     assert '10.0.0.0' not in addrs
     records = s.Store(data_dir).records()
     assert len(records) == n
     assert sorted(r['ip'] for r in records.values()) == sorted(addrs)
     # round robin under the lock: exactly the first n addresses, each once
     assert set(addrs) == {'10.0.0.%d' % i for i in range(1, n + 1)}
+    assert set(addrs6) == {'fd00:8::%x' % i for i in range(1, n + 1)}
+    assert sorted(r['ip6'] for r in records.values()) == sorted(addrs6)

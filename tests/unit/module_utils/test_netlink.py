@@ -43,6 +43,20 @@ def test_route_and_address_requests():
     assert nl.parse_attrs(addr[8:])[nl.IFA_LOCAL] == socket.inet_aton('172.17.8.2')
 
 
+def test_ipv6_route_and_address_requests():
+    default = nl.route_request('::', 0, 5, gateway='fe80::ecee:eeff:feee:eeee')
+    assert struct.unpack_from('=BBBBBBBBI', default)[:2] == (socket.AF_INET6, 0)
+    attrs = nl.parse_attrs(default[12:])
+    assert nl.RTA_DST not in attrs
+    assert attrs[nl.RTA_GATEWAY] == socket.inet_pton(socket.AF_INET6, 'fe80::ecee:eeff:feee:eeee')
+    host = nl.route_request('2001:db8::5', 128, 9, protocol=80)
+    assert struct.unpack_from('=BBBBBBBBI', host)[:2] == (socket.AF_INET6, 128)
+    assert nl.parse_attrs(host[12:])[nl.RTA_DST] == socket.inet_pton(socket.AF_INET6, '2001:db8::5')
+    addr = nl.addr_request(3, '2001:db8::5', 128, nodad=True)
+    assert struct.unpack_from('=BBBBI', addr) == (socket.AF_INET6, 128, nl.IFA_F_NODAD, 0, 3)
+    assert nl.parse_attrs(addr[8:])[nl.IFA_LOCAL] == socket.inet_pton(socket.AF_INET6, '2001:db8::5')
+
+
 def test_link_set_changes_only_what_is_asked():
     up = nl.link_set_request(4, up=True, alias='netfleet:cni:x_eth0')
     assert struct.unpack_from('=BxHiII', up)[2:] == (4, nl.IFF_UP, nl.IFF_UP)

@@ -208,7 +208,6 @@ def test_every_host_config_passes_bird_p(rendered, variant):
             assert conf.with_suffix('.secrets').read_text() == \
                 'define CALICO_PEER_PASSWORD_192_168_101_254 = "r0uter p@ss\'{}#;";\n'
 
-
     if variant == 'lab-spine+peers6':
         for conf in configs:
             one = conf.read_text()
