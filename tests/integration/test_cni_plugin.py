@@ -206,7 +206,8 @@ def assert_attached(plugin, atts):
         by_host.setdefault(att.host, []).append(att)
     for host, group in by_host.items():
         state = cni_plugin_state(plugin.lab, host)
-        chain_names = {line.split()[0][1:] for line in state["chains"] if line.startswith(":")}
+        # "<tool> :<chain> - [0:0]" lines: the chains the plugin made in iptables (an IPv4-only host has no IPv6 ones)
+        chain_names = {line.split()[1][1:] for line in state["chains"] if line.startswith("iptables-save :")}
         for att in group:
             assert os.path.exists(plugin.record_path(host, att.cid)), f"{att}: no record"
             assert state["links"].get(att.host_if, (None, None))[:2] == (HOST_MAC, f"netfleet:cni:{att.cid}_eth0"), \
