@@ -194,6 +194,11 @@ def config(tmp_path):
                          'tiny': {'range': '10.0.1.8/30', 'labels': {}}},
             'reserved': ['10.0.1.8', '10.0.1.9', '10.0.1.10', '10.0.1.11'],
             'policy': {'enabled': False}}
+    return config_file(tmp_path, data)
+
+
+def config_file(tmp_path, data):
+    """``data`` written to <tmp_path>/cni.json; the dict's ``write()`` writes it again after a change."""
     path = tmp_path / 'cni.json'
 
     class Config(dict):

@@ -16,6 +16,7 @@ from test_cni import (  # noqa: F401  (fixtures: policy_run, sysctls)  # pylint:
     FakeNetlink,
     PolicyRun,
     conf,
+    config_file,
     env,
     error_of,
     policy_run,
@@ -94,16 +95,7 @@ def config(tmp_path):
             'networks': {'web': {'range': '10.0.1.0/28', 'range6': RANGE6, 'labels': {'app': 'web'}}},
             'reserved': [], 'reserved6': ['fd00:8::10'],
             'policy': {'enabled': False}}
-    path = tmp_path / 'cni.json'
-
-    class Config(dict):
-        def write(self):
-            path.write_text(json.dumps(self))
-            return str(path)
-
-    cfg = Config(data)
-    cfg.path = cfg.write()
-    return cfg
+    return config_file(tmp_path, data)
 
 
 def add(ip, config, version='1.0.0', **environ):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from test_plugin_utils_v6 import racks as dual_stack_racks
 
 from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
 from ansible_collections.netfleet.calico.plugins.module_utils import bird
@@ -26,20 +27,11 @@ def mesh(**extra):
 
 def racks(**extra):
     """Two racks with a reflector each, the reflectors peering from their spine addresses."""
-    common = dict({'calico_pool': '172.17.0.0/16', 'calico_block_prefix': 24, 'calico_bgp_topology': 'route_reflector',
-                   'calico_node_prefixlen': 24, 'calico_pool_v6': 'fd00:10::/48'}, **extra)
-    hostvars = {
-        'rr1': dict(common, calico_as_number=65001, calico_node_ip='192.168.101.1', calico_node_ip_v6='fd00:101::1',
-                    calico_rr_spine_ip='10.255.0.11', calico_rr_spine_ip_v6='fd00:255::11'),
-        'h1': dict(common, calico_as_number=65001, calico_node_ip='192.168.101.11', calico_node_ip_v6='fd00:101::11',
-                   calico_workloads=[{'name': 'web1'}]),
-        'rr2': dict(common, calico_as_number=65002, calico_node_ip='192.168.102.1', calico_node_ip_v6='fd00:102::1',
-                    calico_rr_spine_ip='10.255.0.21', calico_rr_spine_ip_v6='fd00:255::21'),
-        'h2': dict(common, calico_as_number=65002, calico_node_ip='192.168.102.11', calico_node_ip_v6='fd00:102::11',
-                   calico_workloads=[{'name': 'db1'}]),
-    }
-    groups = {'calico_nodes': ['h1', 'h2'], 'calico_route_reflectors': ['rr1', 'rr2'], 'rack1': ['rr1', 'h1'],
-              'rack2': ['rr2', 'h2']}
+    hostvars, groups = dual_stack_racks()
+    hostvars['rr1'].update(calico_rr_spine_ip='10.255.0.11', calico_rr_spine_ip_v6='fd00:255::11')
+    hostvars['rr2'].update(calico_rr_spine_ip='10.255.0.21', calico_rr_spine_ip_v6='fd00:255::21')
+    for host in hostvars.values():
+        host.update(extra)
     return hostvars, groups
 
 
