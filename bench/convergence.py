@@ -99,7 +99,8 @@ def inventory_of(topology, size, args):
         return mesh_inventory(size, args.workloads)
     if topology == 'rr':
         return rr_inventory(size, args.workloads)
-    return spine_inventory(size, args.workloads, racks_of(size, args), args.reflectors_per_rack, args.spines)
+    return spine_inventory(size, args.workloads, racks_of(size, args), args.reflectors_per_rack, args.spines,
+                           args.rack_block_pool)
 
 
 def racks_of(size, args):
@@ -181,6 +182,9 @@ def main():
                         help='spine: racks (default one per 50 hosts, at least 2; 500 hosts: 10 racks of 50)')
     parser.add_argument('--reflectors-per-rack', type=int, default=2, help='spine: reflectors per rack')
     parser.add_argument('--spines', type=int, default=2, help='spine: FRR spine routers')
+    parser.add_argument('--rack-block-pool', type=int, default=20,
+                        help='spine: prefix length of a rack\'s share of the pool, one aggregate per rack '
+                             '(calico_rack_block_pool); 0: one route per block')
     parser.add_argument('--prefix', default='cv', help='lab name prefix (random hex appended)')
     parser.add_argument('--site', action='store_true', help='also time the no-change site.yml on every size')
     parser.add_argument('--repeat', type=int, default=5, help='convergence runs per case (median reported)')

@@ -102,10 +102,12 @@ def rr_inventory(size, workloads):
         }}}
 
 
-def spine_inventory(size, workloads, racks, reflectors_per_rack, spines):
+def spine_inventory(size, workloads, racks, reflectors_per_rack, spines, rack_block_pool=0):
     """The size hosts split evenly over ``racks`` racks (each its own segment and AS), each rack with
     ``reflectors_per_rack`` reflectors (its ToRs: gateways of the rack segment, legs on the spine segment) that
-    peer by eBGP with ``spines`` FRR spines (AS SPINE_AS) on the spine segment (as inventories/lab-spine)."""
+    peer by eBGP with ``spines`` FRR spines (AS SPINE_AS) on the spine segment (as inventories/lab-spine).
+    ``rack_block_pool`` (a prefix length, 0 for none) gives each rack a share of the pool announced as one
+    aggregate, as inventories/lab-spine does."""
     if racks < 1 or not 1 <= reflectors_per_rack <= 9 or not 1 <= spines <= 9:
         raise ValueError('spine topology: racks >= 1, 1-9 reflectors per rack, 1-9 spines')
     if racks * reflectors_per_rack > SPINE_SEGMENT.num_addresses - 24:
@@ -126,9 +128,12 @@ def spine_inventory(size, workloads, racks, reflectors_per_rack, spines):
             hosts[host_name(i)] = host_entry(host_ip(net, i - first), workloads)
         first += count
         groups['rack%d' % r] = {'vars': {'calico_as_number': BASE_AS + r, 'lab_segment': str(net)}, 'hosts': hosts}
+    fleet = {'calico_pool': POOL, 'calico_block_prefix': BLOCK_PREFIX, 'calico_bgp_topology': 'route_reflector',
+             'calico_spine_as_number': SPINE_AS, 'lab_spine_segment': str(SPINE_SEGMENT)}
+    if rack_block_pool:
+        fleet['calico_rack_block_pool'] = rack_block_pool
     return {'all': {
-        'vars': {'calico_pool': POOL, 'calico_block_prefix': BLOCK_PREFIX, 'calico_bgp_topology': 'route_reflector',
-                 'calico_spine_as_number': SPINE_AS, 'lab_spine_segment': str(SPINE_SEGMENT)},
+        'vars': fleet,
         'children': {
             'calico_spines': {'hosts': {'sp%d' % s: {'calico_node_ip': str(SPINE_SEGMENT.network_address + s)}
                                         for s in range(1, spines + 1)}},

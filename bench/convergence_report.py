@@ -272,8 +272,10 @@ def spine_report(info, cases, args):
         'segment 10.(64+r).0.0/16 with AS %d+r; each rack\'s reflectors are its ToRs (gateways of the rack' % BASE_AS,
         'segment) with a leg on the spine segment %s, where they peer by eBGP with the FRR spines (AS %d).' % (
             SPINE_SEGMENT, SPINE_AS),
-        'Pool %s with /%d blocks, %d workload(s) per host; built by `lab/playbooks/lab_up.yml`, provisioned by' % (
-            POOL, BLOCK_PREFIX, args.workloads),
+        'Pool %s with /%d blocks, %s, %d workload(s) per host; built by `lab/playbooks/lab_up.yml`, provisioned by' % (
+            POOL, BLOCK_PREFIX, ('each rack a /%d share of it announced as one aggregate (calico_rack_block_pool)'
+                                 % args.rack_block_pool) if args.rack_block_pool else 'one route per block',
+            args.workloads),
         '`site.yml`. Cold start: every BIRD and every spine\'s zebra and bgpd are stopped (SIGTERM via their pid',
         'files), their routes (`proto bird`, zebra\'s `proto bgp`) and the neighbour tables flushed, then all are',
         'started at once (in their namespaces by `nsenter --net`) with the command lines read back from the running',
