@@ -168,8 +168,16 @@ def read_sessions(run_command, birdc, socket):
     """``{bird_running, sessions[, bird_error]}`` from `birdc -s socket show protocols all`
     (``run_command`` is AnsibleModule.run_command; ``birdc`` None when it is not installed)."""
     if birdc is None:
-        return {"bird_running": False, "sessions": [], "bird_error": "birdc not found: install bird2"}
+        return sessions_from_reply(None, "", "", socket)
     rc, out, err = run_command([birdc, "-s", socket, "show", "protocols", "all"])
+    return sessions_from_reply(rc, out, err, socket)
+
+
+def sessions_from_reply(rc, out, err, socket):
+    """``{bird_running, sessions[, bird_error]}`` from the reply of `birdc -s socket show protocols all`
+    (``rc`` None: birdc is not installed)."""
+    if rc is None:
+        return {"bird_running": False, "sessions": [], "bird_error": "birdc not found: install bird2"}
     if rc == 0 and "ready." in out:
         return {"bird_running": True, "sessions": bgp_sessions(parse_protocols(out))}
     return {"bird_running": False, "sessions": [],

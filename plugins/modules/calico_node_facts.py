@@ -18,12 +18,48 @@ description:
     the BIRD version and iptables backend installed.
   - The fabric is the datastore; these facts let the controller keep block and workload address allocations
     stable across runs.
-  - One C(ip -j -batch) process reads all kernel state.
+  - The host is read by one shell command (one C(ip -j -batch) process for all kernel state, the tools' versions,
+    C(iptables-save) of both backends, BIRD's sessions) whose answer is parsed on the controller. No Python
+    runs on the host for this read, so it costs the host a few processes and no interpreter start-up.
+  - With O(host_checks), it also fails the host, with one line naming it and the fix, when the host cannot take
+    the fabric (unreachable, BIRD missing or too old, or iptables rules in the other backend or in both).
 author:
   - netfleet.calico developers (!UNKNOWN)
 requirements:
-  - iproute2 (C(ip)) with JSON output (C(-j)).
+  - iproute2 (C(ip)) with JSON output (C(-j)) and a POSIX shell on the host.
 options:
+  host_checks:
+    description:
+      - Fail when the host cannot take the fabric; role calico_node passes its settings here in site.yml's first play.
+      - An unreachable host then fails this task (with the reason and the fix) instead of being unreachable.
+      - Omitted, the facts are returned whatever they say.
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      install_packages:
+        description: The role installs BIRD itself, so a missing BIRD is not a problem.
+        type: bool
+        default: true
+      onlink:
+        description: The configuration uses C(onlink) routes, which need BIRD 2.0.12 or later.
+        type: bool
+        default: true
+      ipip_mode:
+        description: The fleet's IPIP mode (C(never), C(always), C(cross_subnet)); tunnel routes need BIRD 2.0.12 too.
+        type: str
+        default: never
+      iptables_backend:
+        description:
+          - C(auto), C(nft) or C(legacy) (C(calico_iptables_backend)). Rules in both backends are refused with
+            C(auto), rules only in the other backend with a forced one.
+        type: str
+        default: auto
+      iptables:
+        description:
+          - Whether the run writes iptables rules (policy, floating IPs, NAT, IPIP's protection, the CNI plugin).
+            The backend is checked only then, or when C(cali-*) chains are left on the host.
+        type: bool
+        default: true
   bird_socket:
     description:
       - Also read BIRD's BGP sessions from this control socket (C(birdc show protocols all)), so a play
@@ -48,6 +84,9 @@ extends_documentation_fragment:
   - netfleet.calico.workloads
   - netfleet.calico.birdc
 attributes:
+  action:
+    support: full
+    description: Runs on the controller; the host only runs the shell command that reads it.
   check_mode:
     support: full
     description: Identical behaviour in check mode; never changes anything.
@@ -70,12 +109,28 @@ EXAMPLES = r"""
 - name: Read the node state
   netfleet.calico.calico_node_facts:
 
+- name: Read the node state and BIRD's sessions; fail a host that cannot take the fabric
+  netfleet.calico.calico_node_facts:
+    bird_socket: /run/bird/bird.ctl
+    host_checks:
+      install_packages: false
+      ipip_mode: cross_subnet
+
 - name: Keep the current block if the host already has one
   ansible.builtin.debug:
     msg: "{{ calico_node_facts.blocks | first | default('none yet') }}"
 """
 
 RETURN = r"""
+problems:
+  description: Every problem O(host_checks) found, one line each naming the host and the fix; the task fails with the
+    first.
+  returned: when O(host_checks) finds a problem
+  type: list
+  elements: str
+  sample:
+    - "netfleet.calico preflight: host 'r1h1': BIRD 2.0.8 is too old (onlink routes need 2.0.12) — install
+      BIRD >= 2.0.12 (Debian bookworm's bird2)"
 ansible_facts:
   description: Facts set on the host.
   returned: always
@@ -193,181 +248,3 @@ calico_node_facts:
         bird_running: true
         sessions: [{name: Mesh_192_168_100_101, established: true}]
 """
-
-import ipaddress
-import os
-import re
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.netfleet.calico.plugins.module_utils import iproute, iproute_routes
-from ansible_collections.netfleet.calico.plugins.module_utils.bird import read_sessions
-
-
-def collect(ip, protocol, prefix):
-    """Kernel part of the facts, from one ``ip -j -batch`` call."""
-    routes, routes6, addrs, defaults, links, tunnels = ip.json_batch([
-        'route show table main proto %d' % protocol,
-        # "table main" lists IPv4 only; "table all" prints a table for every route outside main
-        'route show table all root ::/0 proto %d' % protocol,
-        'addr show',
-        'route show table main exact 0.0.0.0/0',
-        'link show type veth',
-        'link show type ipip',
-    ])
-    owned = [iproute_routes.route_from_kernel(entry, 4) for entry in routes]
-    owned6 = [iproute_routes.route_from_kernel(entry, 6) for entry in routes6 if 'table' not in entry]
-    blocks = sorted({r.dst for r in owned if r.type == 'blackhole'}, key=_net_key)
-    blocks6 = sorted({r.dst for r in owned6 if r.type == 'blackhole'}, key=_net_key)
-    host_routes, host_routes6 = {}, {}
-    for route in owned + owned6:
-        if route.type == 'unicast' and route.dev and not route.via:
-            if route.dst.endswith('/32'):
-                host_routes.setdefault(route.dev, route.dst[:-3])
-            elif route.dst.endswith('/128'):
-                host_routes6.setdefault(route.dev, route.dst[:-4])
-    endpoints, workloads, workloads6 = [], {}, {}
-    for link in sorted(links, key=lambda item: item.get('ifname', '')):
-        ifname = link.get('ifname', '')
-        owner = iproute.decode_owner_alias(link.get('ifalias')) if ifname.startswith(prefix) else None
-        if owner is None:
-            continue
-        ip_addr, ip6 = host_routes.get(ifname), host_routes6.get(ifname)
-        endpoints.append({'name': owner['name'], 'ifname': ifname, 'ip': ip_addr, 'ip6': ip6, 'netns': owner['netns'],
-                          'owned_netns': owner['owned']})
-        if ip_addr:
-            workloads[owner['name']] = ip_addr
-        if ip6:
-            workloads6[owner['name']] = ip6
-    addresses = [{'ifname': link.get('ifname'), 'address': info.get('local'), 'prefixlen': info.get('prefixlen')}
-                 for link in addrs for info in link.get('addr_info') or [] if info.get('family') == 'inet']
-    addresses6 = [{'ifname': link.get('ifname'), 'address': info.get('local'), 'prefixlen': info.get('prefixlen')}
-                  for link in addrs for info in link.get('addr_info') or []
-                  if info.get('family') == 'inet6' and info.get('scope') == 'global']
-    return {
-        'blocks': blocks,
-        'blocks6': blocks6,
-        'workloads': workloads,
-        'workloads6': workloads6,
-        'addresses6': addresses6,
-        'endpoints': endpoints,
-        'addresses': addresses,
-        'default_route': bool(defaults),
-        'ipip_devices': sorted(link['ifname'] for link in tunnels if link.get('ifname')),
-    }
-
-
-def _net_key(cidr):
-    return ipaddress.ip_network(cidr)
-
-
-def parse_bird_version(text):
-    match = re.search(r'BIRD version\s+(\S+)', text or '')
-    return match.group(1) if match else None
-
-
-def parse_iptables_backend(text):
-    match = re.search(r'iptables v\S+(?:\s+\(([^)]+)\))?', text or '')
-    if not match:
-        return None
-    flavour = (match.group(1) or 'legacy').lower()
-    if 'nf_tables' in flavour or flavour == 'nft':
-        return 'nft'
-    return 'legacy' if 'legacy' in flavour else flavour
-
-
-def tool_output(module, name, args):
-    path = module.get_bin_path(name)
-    if not path:
-        return None
-    rc, out, err = module.run_command([path] + args, environ_update={'LC_ALL': 'C'})
-    return (out or '') + (err or '')
-
-
-def count_rules(save):
-    """Rules in `iptables-save` output (its `-A` lines); None when the save tool is missing."""
-    if save is None:
-        return None
-    return sum(1 for line in save.splitlines() if line.startswith('-A '))
-
-
-def count_attachments(data_dir):
-    """Records in the CNI plugin's store (``<data_dir>/endpoints/*.json``); 0 when there is no store."""
-    try:
-        return sum(1 for name in os.listdir(os.path.join(data_dir, 'endpoints')) if name.endswith('.json'))
-    except FileNotFoundError:
-        return 0
-
-
-def parse_owned_chains(save):
-    """{table: [cali-* chain names]} from `iptables-save` output (tables without one are left out)."""
-    chains, table = {}, None
-    for line in save.splitlines():
-        if line.startswith('*'):
-            table = line[1:].strip()
-        elif line.startswith(':cali-') and table:
-            chains.setdefault(table, []).append(line[1:].split()[0])
-    return {name: sorted(names) for name, names in chains.items()}
-
-
-def read_bgp(module, socket, birdc='birdc'):
-    """BIRD's sessions, shaped like calico_bgp_status's result (bird_running, sessions)."""
-    state = {'socket': socket, 'bird_running': False, 'sessions': []}
-    if os.path.exists(socket):
-        state.update(read_sessions(module.run_command, module.get_bin_path(birdc), socket))
-        state.pop('bird_error', None)
-    return state
-
-
-def make_ip(module):
-    """The ip runner (unit tests replace this function)."""
-    return iproute.IpCommand(ip_bin=module.get_bin_path('ip', required=True))
-
-
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            protocol=dict(type='int', default=iproute.CALICO_PROTOCOL),
-            interface_prefix=dict(type='str', default=iproute.DEFAULT_INTERFACE_PREFIX),
-            bird_socket=dict(type='path'),
-            bird_binary=dict(type='str', default='bird'),
-            birdc_binary=dict(type='str', default='birdc'),
-            cni_data_dir=dict(type='path'),
-        ),
-        supports_check_mode=True,
-    )
-    prefix = module.params['interface_prefix']
-    try:
-        protocol = iproute.normalize_protocol(module.params['protocol'])
-        if not prefix or not iproute.valid_ifname(prefix):
-            raise ValueError('invalid interface_prefix %r' % (prefix,))
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-    ip = make_ip(module)
-    try:
-        facts = collect(ip, protocol, prefix)
-    except iproute.IprouteError as exc:
-        module.fail_json(**exc.to_dict())
-    bird = tool_output(module, module.params['bird_binary'], ['--version'])
-    facts['bird_version'] = parse_bird_version(bird) if bird is not None else None
-    iptables = tool_output(module, 'iptables', ['--version'])
-    facts['iptables_backend'] = parse_iptables_backend(iptables) if iptables is not None else None
-    # both backends: calico_chains uses whichever holds rules, and a host may hold them in either
-    saves = [tool_output(module, name, []) for name in ('iptables-nft-save', 'iptables-legacy-save')]
-    facts['iptables_rules'] = {'nft': count_rules(saves[0]), 'legacy': count_rules(saves[1])}
-    if not any(saves):
-        saves = [tool_output(module, 'iptables-save', [])]
-    facts['cali_chains'] = parse_owned_chains(''.join(s for s in saves if s))
-    saves6 = [tool_output(module, name, []) for name in ('ip6tables-nft-save', 'ip6tables-legacy-save')]
-    if not any(saves6):
-        saves6 = [tool_output(module, 'ip6tables-save', [])]
-    facts['cali_chains6'] = parse_owned_chains(''.join(s for s in saves6 if s))
-    if module.params['cni_data_dir']:
-        facts['cni_attachments'] = count_attachments(module.params['cni_data_dir'])
-    if module.params['bird_socket']:
-        facts['bgp'] = read_bgp(module, module.params['bird_socket'], module.params['birdc_binary'])
-    module.exit_json(changed=False, calico_node_facts=facts, ansible_facts={'calico_node_facts': facts})
-
-
-if __name__ == '__main__':
-    main()

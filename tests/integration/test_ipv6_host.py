@@ -145,7 +145,7 @@ def test_ipv6_workloads_routes_chains_and_anti_spoofing(hosts):
     assert echo_requests(b, 'b1', 4) > seen_b1
 
     # the facts a later planner keeps addresses stable with
-    facts = a.module('calico_node_facts', {})['calico_node_facts']
+    facts = a.node_facts()
     assert facts['blocks6'] == ['2001:db8:a::/64'] and facts['blocks'] == ['172.17.8.0/24']
     assert facts['workloads6'] == {'a1': '2001:db8:a::2', 'a2': '2001:db8:a::3', 'a3': '2001:db8:a::4'}
 

@@ -76,6 +76,16 @@ class Host:
         except ValueError:
             raise AssertionError('module %s printed no JSON: %s %s' % (name, proc.stdout, proc.stderr)) from None
 
+    def node_facts(self, protocol=80, **params):
+        """What netfleet.calico.calico_node_facts reads here: its shell command run in this namespace (as a
+        host's shell runs it over the connection), its answer parsed as the action does on the controller."""
+        from ansible_collections.netfleet.calico.plugins.plugin_utils import node_facts
+
+        marker, command = node_facts.script(protocol, **params)
+        proc = sh(['nsenter', '--net=/run/netns/' + self.name, '/bin/sh', '-c', command], check=False)
+        keep = {k: v for k, v in params.items() if k in ('bird_socket', 'cni_data_dir')}
+        return node_facts.parse(marker, proc.stdout, protocol, **keep)
+
     def workloads(self, endpoints, netns_paths=(), **kw):
         return self.module('calico_workloads', {'endpoints': endpoints, 'netns_prefix': self.name + '-',
                                                 'netns_paths': list(netns_paths)}, **kw)

@@ -56,6 +56,15 @@ def test_filters_import_no_filter_and_no_private_helper():
         assert not private, f"{path.name} uses private helpers: {sorted(private)}"
 
 
+def test_actions_import_no_filter():
+    """Action plugins run on the controller: they use plugin_utils and module_utils, never a filter."""
+    paths = sorted((ROOT / "action").glob("*.py"))
+    assert paths
+    for path in paths:
+        found, _private = imports(path)
+        assert found and not [m for m in found if m.startswith(("filter.", "action.", "modules."))], path.name
+
+
 LAB = Path(__file__).resolve().parents[2] / "lab" / "plugins"
 LAB_PKG = "ansible_collections.netfleet.calico_lab.plugins."
 
