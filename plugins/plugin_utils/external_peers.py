@@ -199,58 +199,45 @@ def plan_external_peers(reader, hosts, plan_hosts, pool_net, floating_ips, fleet
         for index, peer in enumerate(parse_peers(reader.get(name, VAR), subject)):
             where = f"{VAR} entry {index + 1} ({peer['ip']})"
             if peer['family'] == 6:
-                _check_v6(peer, plan_hosts, pool_v6, floating, subject, where)
+                if pool_v6 is None:
+                    raise FabricError(subject, f'{where} ip is IPv6 but calico_pool_v6 is not set (the fleet routes '
+                                      'IPv4 only)', "set calico_pool_v6 for a dual-stack fleet, or give the router's "
+                                      'IPv4 address')
+                _check_router(peer, plan_hosts, ipaddress.ip_network(str(pool_v6)), floating, subject, where)
                 planned.append(_session(peer, host, host['node_ip_v6']))
-                continue
-            addr = ipaddress.ip_address(peer['ip'])
-            if addr in pool:
-                raise FabricError(subject, f'{where} ip is inside calico_pool {pool}',
-                                  "set ip to the router's address on the fabric, outside the pool")
-            if f"{peer['ip']}/32" in floating:
-                raise FabricError(subject, f'{where} ip is a floating IP of a workload',
-                                  "set ip to the router's own address")
-            reason = special_address(peer['ip'], plan_hosts)
-            for other, entry in plan_hosts.items():
-                for key, what in (('node_ip', 'node IP'), ('spine_ip', 'spine address')):
-                    if entry.get(key) == peer['ip']:
-                        reason = f"the {what} of host '{other}'"
-            if reason:
-                raise FabricError(subject, f'{where} ip is {reason}',
-                                  "set ip to the router's own address (a host of the fleet peers with it already)")
-            for prefix in peer['import_prefixes']:
-                net = ipaddress.ip_network(prefix)
-                if net.subnet_of(pool):
-                    raise FabricError(subject, f'{where} import_prefixes {prefix} is inside calico_pool {pool}',
-                                      "drop it: the fleet's blocks come from the fleet only")
-                if prefix in floating:
-                    raise FabricError(subject, f'{where} import_prefixes {prefix} is a floating IP of a workload',
-                                      'drop it: floating IPs come from the fleet only')
-            planned.append(_session(peer, host, _local_address(peer, host, subject, where)))
+            else:
+                _check_router(peer, plan_hosts, pool, floating, subject, where)
+                planned.append(_session(peer, host, _local_address(peer, host, subject, where)))
         host['external_peers'] = planned
         wants_bfd = any(p['bfd'] for p in planned)
         host['bfd'] = fleet_bfd or (dict(inputs.BFD_DEFAULTS) if wants_bfd else None)
 
 
-def _check_v6(peer, plan_hosts, pool_v6, floating, subject, where):
-    """An IPv6 router against the fleet: a dual-stack one, the router's address and prefixes outside its pool and
-    not a workload's floating IP."""
-    if pool_v6 is None:
-        raise FabricError(subject, f'{where} ip is IPv6 but calico_pool_v6 is not set (the fleet routes IPv4 only)',
-                          "set calico_pool_v6 for a dual-stack fleet, or give the router's IPv4 address")
-    pool = ipaddress.ip_network(str(pool_v6))
+# the fleet's own addresses, per family: (plan key, what a message calls it)
+_OWN_ADDRESSES = {4: (('node_ip', 'node IP'), ('spine_ip', 'spine address')),
+                  6: (('node_ip_v6', 'calico_node_ip_v6'), ('spine_ip_v6', 'calico_rr_spine_ip_v6'))}
+
+
+def _check_router(peer, plan_hosts, pool, floating, subject, where):
+    """A router's address and import prefixes against the fleet, in the family of ``pool`` (calico_pool or
+    calico_pool_v6): outside the pool, not a workload's floating IP, not an address of the fleet's hosts."""
+    pool_var = 'calico_pool' if pool.version == 4 else 'calico_pool_v6'
     if ipaddress.ip_address(peer['ip']) in pool:
-        raise FabricError(subject, f'{where} ip is inside calico_pool_v6 {pool}',
+        raise FabricError(subject, f'{where} ip is inside {pool_var} {pool}',
                           "set ip to the router's address on the fabric, outside the pool")
-    if f"{peer['ip']}/128" in floating:
+    if f"{peer['ip']}/{pool.max_prefixlen}" in floating:
         raise FabricError(subject, f'{where} ip is a floating IP of a workload', "set ip to the router's own address")
+    reason = special_address(peer['ip'], plan_hosts) if pool.version == 4 else None
     for other, entry in plan_hosts.items():
-        for key, what in (('node_ip_v6', 'calico_node_ip_v6'), ('spine_ip_v6', 'calico_rr_spine_ip_v6')):
+        for key, what in _OWN_ADDRESSES[pool.version]:
             if entry.get(key) == peer['ip']:
-                raise FabricError(subject, f"{where} ip is the {what} of host '{other}'",
-                                  "set ip to the router's own address (a host of the fleet peers with it already)")
+                reason = f"the {what} of host '{other}'"
+    if reason:
+        raise FabricError(subject, f'{where} ip is {reason}',
+                          "set ip to the router's own address (a host of the fleet peers with it already)")
     for prefix in peer['import_prefixes']:
         if ipaddress.ip_network(prefix).subnet_of(pool):
-            raise FabricError(subject, f'{where} import_prefixes {prefix} is inside calico_pool_v6 {pool}',
+            raise FabricError(subject, f'{where} import_prefixes {prefix} is inside {pool_var} {pool}',
                               "drop it: the fleet's blocks come from the fleet only")
         if prefix in floating:
             raise FabricError(subject, f'{where} import_prefixes {prefix} is a floating IP of a workload',

@@ -112,7 +112,7 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.spines import (
     plan_spines,
     spine_speakers,
 )
-from ansible_collections.netfleet.calico.plugins.plugin_utils.v6 import plan_dual_stack, plan_imports_v6
+from ansible_collections.netfleet.calico.plugins.plugin_utils.v6 import plan_dual_stack, plan_imports_v6, v6_view
 from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import (
     assign_workload_ips,
     current_addresses,
@@ -472,11 +472,8 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     pool_v6 = None if dual_stack is None else inputs.netaddr.IPNetwork(dual_stack['pool_v6'])
     floating_ips, floating_ips_v6 = plan_policy(reader, hosts, plan_hosts, pool_net, cni_members, pool_v6)
     if dual_stack:  # what each peer may announce in the ipv6 channel: IPv6 blocks and floating IPs
-        origins_v6 = plan_imports_v6(plan_hosts, topology, dual_stack['pool_v6'], dual_stack['block_prefix_v6'],
-                                     floating_ips_v6)
+        plan_imports_v6(plan_hosts, topology, dual_stack['pool_v6'], dual_stack['block_prefix_v6'], floating_ips_v6)
         dual_stack['floating_ips_v6'] = floating_ips_v6
-        if origins_v6 is not None:
-            dual_stack['origins_v6'] = origins_v6
     plan_ipip(reader, hosts, plan_hosts, ipip_mode)  # per host: ipip (tunnel next hops, allowed sources)
     # per host: sessions to routers outside the fleet (calico_bgp_peers) and the BFD protocol's timers
     plan_external_peers(reader, hosts, plan_hosts, pool_net, floating_ips + floating_ips_v6, bfd,
@@ -508,6 +505,8 @@ def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_B
     }
     if topology == 'route_reflector':  # the origin AS a reflector requires of a rack's prefixes from outside it
         plan['origins'] = rack_shares.plan_origins(plan_hosts, plan_racks, shares_of_racks)
+        if dual_stack:  # IPv6 blocks are never aggregated: each comes with its rack's origin AS
+            plan['origins_v6'] = rack_shares.plan_origins(v6_view(plan_hosts), plan_racks, {})
     if share_len is not None:
         plan['rack_block_pool'] = share_len
     if spines:  # per spine router (calico_spines): its FRR configuration

@@ -39,7 +39,6 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.family import (
 )
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import is_unset, netaddr, parse_bool
 from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import fleet_setting, natural_sorted
-from ansible_collections.netfleet.calico.plugins.plugin_utils.rack_shares import plan_origins
 
 # the variables a fleet without calico_pool_v6 must not set (they would be silently ignored)
 _V6_ONLY = ('calico_block_prefix_v6', 'calico_rr_spine_ip_v6')
@@ -277,13 +276,18 @@ def plan_ipv6_sessions(plan_hosts, addresses):
             peer['ip_v6'] = str(spine if from_spine else node)
 
 
-def plan_imports_v6(plan_hosts, topology, pool, prefix, floating_ips_v6):
-    """Per host ``imports_v6``: what each peer may announce in the ipv6 channel, the IPv4 rule applied to the IPv6
-    blocks and floating IPs (``floating_ips_v6``, the fleet's ``/128`` prefixes). Returns, with route_reflector,
-    the origin AS of each rack's IPv6 blocks (as the plan's ``origins``), else None."""
-    view = {name: dict(host, blocks=host['blocks_v6'], block=(host['blocks_v6'] or [None])[0],
+def v6_view(plan_hosts):
+    """The hosts' plan entries with their IPv6 blocks and floating IPs as ``blocks``, ``block`` and
+    ``floating_ips``: what the IPv4 planners read (imports, origins)."""
+    return {name: dict(host, blocks=host['blocks_v6'], block=(host['blocks_v6'] or [None])[0],
                        floating_ips=host.get('floating_ips_v6') or [])
             for name, host in plan_hosts.items()}
+
+
+def plan_imports_v6(plan_hosts, topology, pool, prefix, floating_ips_v6):
+    """Per host ``imports_v6``: what each peer may announce in the ipv6 channel, the IPv4 rule applied to the IPv6
+    blocks and floating IPs (``floating_ips_v6``, the fleet's ``/128`` prefixes)."""
+    view = v6_view(plan_hosts)
     plan_imports(view, topology, pool, prefix, floating_ips_v6)
     for name, host in plan_hosts.items():
         host['imports_v6'] = view[name]['imports']
@@ -291,14 +295,3 @@ def plan_imports_v6(plan_hosts, topology, pool, prefix, floating_ips_v6):
             if imports['any_block']:
                 imports['receive_limit'] = min(imports['receive_limit'],
                                                MAX_ANY_BLOCKS_V6 + len(floating_ips_v6) + 64)
-    if topology != 'route_reflector':
-        return None
-    return plan_origins(view, _racks_of(plan_hosts), {})
-
-
-def _racks_of(plan_hosts):
-    """``{rack: {hosts, as_number}}`` from the hosts' plan entries, racks in natural order."""
-    out = {}
-    for name, host in plan_hosts.items():
-        out.setdefault(host['rack'], {'hosts': [], 'as_number': host['as_number']})['hosts'].append(name)
-    return {rack: out[rack] for rack in natural_sorted(out)}
