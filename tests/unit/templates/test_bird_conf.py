@@ -4,16 +4,14 @@ password, with IPIP and with routers outside the fleet. A config `bird -p` refus
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from netfleet_render import render as render_configs
 
 REPO = Path(__file__).resolve().parents[3]
 PLAYBOOK = REPO / 'tests/playbooks/render_bird.yml'
@@ -81,12 +79,7 @@ def bird():
 
 def render(variant, out):
     inventory, extra = VARIANTS[variant]
-    out.mkdir()
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1')
-    vars_ = dict(extra, render_dir=str(out))
-    command = [str(Path(sys.executable).parent / 'ansible-playbook'), '-i', str(REPO / 'inventories' / inventory),
-               str(PLAYBOOK), '-e', json.dumps(vars_)]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    return render_configs(PLAYBOOK, REPO / 'inventories' / inventory, extra, out)
 
 
 @pytest.fixture(scope='module')

@@ -5,15 +5,13 @@ check is real."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from netfleet_render import render as render_configs
 
 REPO = Path(__file__).resolve().parents[3]
 PLAYBOOK = REPO / 'tests/playbooks/render_frr.yml'
@@ -42,13 +40,9 @@ def check(conf):
 @pytest.fixture(scope='module')
 def rendered(tmp_path_factory):
     base = tmp_path_factory.mktemp('frr')
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1')
 
     def render(variant):
-        (base / variant).mkdir()
-        command = [str(Path(sys.executable).parent / 'ansible-playbook'), '-i', str(REPO / 'inventories/lab-spine'),
-                   str(PLAYBOOK), '-e', json.dumps(dict(VARIANTS[variant], render_dir=str(base / variant)))]
-        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        return render_configs(PLAYBOOK, REPO / 'inventories/lab-spine', VARIANTS[variant], base / variant)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         procs = dict(zip(VARIANTS, pool.map(render, VARIANTS)))

@@ -1,0 +1,41 @@
+"""Render a role's configuration templates on the controller, for tests that check them with the real daemon's
+parser (``bird -p``, ``vtysh --dryrun``).
+
+A render playbook (tests/playbooks/render_*.yml) ends with a ``debug`` task per host whose ``msg`` maps the file
+names to write to their contents; the ``tree`` callback saves each host's last result, and :func:`render` writes
+the files from it. No module runs: a ``copy`` per file would start a Python module process for each of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def render(playbook, inventory, extra_vars, out):
+    """Run ``playbook`` on ``inventory`` with ``extra_vars`` (and ``render_dir``: ``out``); write every host's files
+    into ``out``. Returns the CompletedProcess (check its returncode)."""
+    out = Path(out)
+    tree = out / '.tree'
+    out.mkdir(parents=True)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
+               ANSIBLE_CALLBACKS_ENABLED='ansible.builtin.tree', ANSIBLE_CALLBACK_TREE_DIR=str(tree))
+    command = [str(Path(sys.executable).parent / 'ansible-playbook'), '-i', str(inventory), str(playbook),
+               '-e', json.dumps(dict(extra_vars, render_dir=str(out)))]
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode == 0:
+        for result in sorted(tree.iterdir()):
+            files = json.loads(result.read_text()).get('msg')
+            if not isinstance(files, dict):
+                continue
+            for path, content in files.items():
+                if path:
+                    target = out / path
+                    target.write_text(content)
+                    target.chmod(0o600)
+    return proc
