@@ -122,6 +122,19 @@ def role_variables(role: Path) -> list[str]:
 _INCLUDE = re.compile(r"name:\s*netfleet\.calico\.(\w+)\s*\n\s*tasks_from:\s*(\w+)")
 
 
+_IMPORT = re.compile(r"(?:import|include)_tasks:\s*(\S+\.yml)")
+
+
+def _task_text(role: Path, name: str, seen: set | None = None) -> str:
+    """A task file of ``role`` with the task files it imports or includes, recursively."""
+    seen = seen if seen is not None else set()
+    if name in seen or not (role / "tasks" / name).exists():
+        return ""
+    seen.add(name)
+    text = (role / "tasks" / name).read_text()
+    return text + "".join(_task_text(role, other, seen) for other in _IMPORT.findall(text))
+
+
 def borrowed(role: Path) -> list[str]:
     """The other roles' variables this role reads through include_role (its own spec cannot list them)."""
     lines = []
@@ -131,8 +144,8 @@ def borrowed(role: Path) -> list[str]:
         if other == role.name:
             continue
         source = REPO / "roles" / other
-        text = (source / "tasks" / (tasks_from + ".yml")).read_text()
-        if tasks_from == "converge":
+        text = _task_text(source, tasks_from + ".yml") + _read(source / "vars" / "main.yml")
+        if "ansible.builtin.template" in text:
             text += "".join(p.read_text() for p in (source / "templates").glob("*.j2"))
         used.setdefault(other, set()).update(re.findall(r"\b%s_\w+" % other, text))
     for other, names in sorted(used.items()):

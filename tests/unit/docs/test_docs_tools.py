@@ -64,8 +64,8 @@ def test_a_role_readme_keeps_its_hand_written_parts_and_has_the_variables_table(
 
 def _copy_of_the_docs(tmp_path, monkeypatch):
     for path in [*REPO.glob("roles/*/meta/*.yml"), *REPO.glob("roles/*/defaults/main.yml"),
-                 *REPO.glob("roles/*/tasks/*.yml"), *REPO.glob("roles/*/templates/*.j2"),
-                 *REPO.glob("roles/*/README.md"), REPO / "docs" / "variables.md"]:
+                 *REPO.glob("roles/*/tasks/*.yml"), *REPO.glob("roles/*/vars/main.yml"),
+                 *REPO.glob("roles/*/templates/*.j2"), *REPO.glob("roles/*/README.md"), REPO / "docs" / "variables.md"]:
         copy = tmp_path / path.relative_to(REPO)
         copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_text(path.read_text())
