@@ -104,7 +104,7 @@ def converge(module, params, check_mode, bird):
         result['transition'] = True
         pid = bird.running_pid()
         if params['transition_only']:
-            result['config_changed'] = True
+            result['config_changed'] = result['old_sessions_kept'] = True
             diffs.append({'before_header': path, 'after_header': path, 'before': before_conf or '',
                           'after': transition})
             return result, diffs

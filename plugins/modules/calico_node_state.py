@@ -331,6 +331,11 @@ bird:
     config_changed: {description: bird.conf was (or would be) rewritten., type: bool, returned: always}
     secrets_changed: {description: The secrets file was (or would be) rewritten., type: bool, returned: always}
     transition: {description: The make-before-break step ran and its sessions came up., type: bool, returned: always}
+    old_sessions_kept:
+      description: With O(bird.transition_only), the old sessions still run beside the new ones for a later run
+        to drop.
+      type: bool
+      returned: when the make-before-break step stopped there
     uncovered:
       description: Prefixes the old sessions brought that no new session brought when they were dropped.
       type: list

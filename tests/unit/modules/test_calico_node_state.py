@@ -153,12 +153,14 @@ def test_make_before_break_can_stop_with_both_sessions_for_the_batch(world, monk
     step = dict(config=final, transition_config=both, wait_for=['Global_10_255_0_1'], lingering=['Global_10_255_0_21'])
     result = run(monkeypatch, args(world, transition_only=True, **step))
     assert result['changed'] is True and result['bird']['transition'] is True
+    assert result['bird']['old_sessions_kept'] is True     # what the task that drops them runs on
     assert (world['dir'] / 'bird.conf').read_text() == both
     wait, covered = ('wait', ('Global_10_255_0_1',)), ('covered', ('Global_10_255_0_21',))
     assert world['actions'][1:] == [('reload', both), wait, covered]
     world['actions'].clear()
     result = run(monkeypatch, args(world, **step))
     assert world['actions'] == [wait, covered, ('reload', final)]
+    assert 'old_sessions_kept' not in result['bird']
     assert (world['dir'] / 'bird.conf').read_text() == final
 
 
