@@ -17,7 +17,8 @@ with nothing to change, and removes the lab with lab_down (also on failure). For
   - controller, workers: the per-task forks (templating of the task's arguments and variables, action
     plugin, module packing, the netns connection's nsenter and sh): the rest,
   - modules: the module processes on the (namespace) hosts: the interpreter is a tiny sh wrapper that
-    runs the venv's Python and writes that child's CPU (`times`) to a file, one file per module run;
+    runs the venv's Python and writes that child's CPU (`times`) to a file, one file per module run
+    (an action's own commands on a host, such as calico_node_facts' read, count under the workers);
   these are further split into start-up (module runs x the CPU of one `ansible.builtin.ping` run:
   Python, AnsiballZ and module_utils.basic, measured on each lab, the mean of both used for both) and the
   modules' own work;
