@@ -21,43 +21,8 @@ where ``<subject>`` is ``host 'NAME'``, ``rack 'NAME'``, ``group 'NAME'`` or ``i
 stand-alone filters' own arguments).  The stand-alone filters use
 ``netfleet.calico.<filter>`` instead of ``netfleet.calico preflight`` as the prefix.
 
-Order of the preflight checks done by :func:`build_fabric` (the first failure is reported,
-hosts and racks are always visited in natural name order, ``host-2`` before ``host-10``):
-
-1. at least one host in ``calico_nodes`` / ``calico_route_reflectors``; then the names of hosts, spines and
-   racks, every role variable the inventory sets and each host's ``calico_bgp_peers`` on its own
-   (:func:`check_inputs`, also run alone by site.yml first); then a spine that is also a Calico host or reflector;
-2. fleet-wide settings, each one first for agreement between hosts and then for validity:
-   ``calico_bgp_topology``, ``calico_ipip_mode``, ``calico_bgp_bfd``, ``calico_pool``, ``calico_block_prefix``,
-   ``calico_max_blocks_per_host``, ``calico_rack_block_pool``;
-3. rack membership: a host in two racks; then (route_reflector) a reflector in no rack,
-   then any other host in no rack; then ``calico_rack_block_pool`` without route_reflector or racks;
-4. per host: node IP, node prefix length, router id; then duplicate node IPs, then duplicate
-   router ids; then per host the spine address (``calico_rr_spine_ip`` on a host that is not a
-   reflector; a reflector's spine IP and its prefix length, ``calico_rr_spine_prefixlen`` else
-   ``lab_spine_segment``); then spine IPs used by another host (as node or spine IP);
-5. AS numbers: per rack (agreement between the rack's hosts, presence in route_reflector,
-   validity), then per rack-less host; then (route_reflector) two racks with one AS, a rack
-   with nodes but no reflector, route-reflector cluster ids (validity, uniqueness); then the spines
-   (``calico_spines``): spines without route_reflector,
-   ``calico_spine_as_number`` (set, agreed, valid, not a rack's AS), per spine its address, router id and
-   password; then a reflector whose BGP password is not the spines';
-6. blocks: ``calico_block`` or ``calico_workloads`` on a host that is not in ``calico_nodes``; then
-   (``calico_rack_block_pool``) more racks than shares, a new pin outside its rack's share; pinned
-   ``calico_block`` (valid, aligned, inside the pool, right size, not overlapping another pin, not taking the
-   running block of an unpinned host); then pool exhaustion (a rack's full share); then a pin on another
-   running block of an unpinned host;
-7. workloads: per host an explicit IP in a block the host does not hold (taken if free and allowed, see
-   ``blocks.grow_blocks``); then per host: list shape, names (valid, unique), explicit IPs (valid, inside the
-   host's blocks, not a network/broadcast address, unique), full blocks (the host takes the lowest free block
-   above its first one until they fit: more than ``calico_max_blocks_per_host``, or none left, is an error; so
-   is a host whose workloads hold more blocks than that); then duplicate workload IPs across the fleet;
-8. dual stack (``calico_pool_v6``, module ``v6``): the IPv6 pool and block size, per host ``calico_node_ip_v6``
-   (and a reflector's ``calico_rr_spine_ip_v6``), per spine its ``calico_node_ip_v6``, IPv6 blocks and workload
-   ``ip6``; without the pool, any ``ip6``;
-9. then floating IPs (``floating_ip``, and ``floating_ip6`` of a dual-stack fleet: module ``floating``) and
-   policies, and per host its ``calico_bgp_peers`` against the fleet (a router's address is no host's, not in
-   the pool, not a floating IP; no import prefix inside the pool).
+The order of the preflight checks of :func:`build_fabric` (the first failure is reported, hosts and racks in
+natural name order) is listed in docs/architecture.md, "The preflight's order of checks".
 """
 
 from __future__ import annotations
