@@ -3,12 +3,14 @@
 
     .venv/bin/python bench/site_cpu.py                       (root; 60 hosts, baseline = merge-base with main)
     .venv/bin/python bench/site_cpu.py --sizes 60,500 --baseline main --no-doc
+    .venv/bin/python bench/site_cpu.py --sizes 60,500 --topology rr     (two racks, one reflector each: ~1.5 h)
 
 For every size and for both checkouts (the baseline is exported with `git archive REV` into a temporary
 directory: its own ansible.cfg, roles and plugins; the lab collection and the bench helpers are this
-checkout's) it builds a fresh full-mesh lab with bench/convergence_lab.py's helpers (temporary inventory,
-lab/playbooks/lab_up.yml under a fresh NETFLEET_LAB_PREFIX=sc<hex>), runs site.yml cold and once more
-with nothing to change, and removes the lab with lab_down (also on failure). For each site.yml run:
+checkout's) it builds a fresh lab (a full mesh, or with --topology rr two racks with a reflector each)
+with bench/convergence_lab.py's helpers (temporary inventory, lab/playbooks/lab_up.yml under a fresh
+NETFLEET_LAB_PREFIX=sc<hex>), runs site.yml cold and once more with nothing to change, and removes
+the lab with lab_down (also on failure). For each site.yml run:
 
 - wall seconds, and CPU seconds of the whole ansible-playbook process tree (getrusage of this
   script's children), split into
@@ -44,7 +46,7 @@ from pathlib import Path
 
 import benchdoc  # noqa: E402 (bench/ is on sys.path when a bench runs)
 from convergence_daemons import sh
-from convergence_fabric import mesh_inventory, write_inventory
+from convergence_fabric import mesh_inventory, rr_inventory, write_inventory
 from convergence_lab import BIN, CPU_USED, REPO, lab_down, log, machine, playbook
 
 SECTION = '## bench/site_cpu'
@@ -101,7 +103,8 @@ def ping_cost(inv, prefix, wrapper, record, size):
     """CPU of one module start-up: `ansible.builtin.ping` on every host with the recording interpreter."""
     module_cpu(record)
     env = dict(os.environ, NETFLEET_LAB_PREFIX=prefix, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'))
-    subprocess.run([str(BIN / 'ansible'), '-i', str(inv), 'calico_nodes', '-m', 'ansible.builtin.ping',
+    subprocess.run([str(BIN / 'ansible'), '-i', str(inv), 'calico_nodes:calico_route_reflectors', '-m',
+                    'ansible.builtin.ping',
                     '-e', 'ansible_python_interpreter=%s' % wrapper], cwd=REPO, env=env, check=True,
                    capture_output=True)
     runs, cpu = module_cpu(record)
@@ -122,11 +125,20 @@ def site_run(checkout, inv, prefix, logdir, tag, wrapper, record, size, startup)
             'tasks': recap_hosts(logdir / ('%s.log' % tag), size), 'changed': totals.get('changed', 0)}
 
 
-def variant(label, checkout, size, workdir):
+# the labs: a full mesh, or two racks with one reflector each (as inventories/lab-racks; a full mesh of
+# hundreds of hosts is no fleet anyone runs)
+# (``size`` hosts in all: with reflectors, two of them are the reflectors)
+TOPOLOGIES = {'mesh': (mesh_inventory, 'Full-mesh lab'),
+              'rr': (lambda size, workloads: rr_inventory(size - 2, workloads),
+                     'Two racks with one route reflector each (as inventories/lab-racks; the hosts counted include '
+                     'both reflectors)')}
+
+
+def variant(label, checkout, size, workdir, topology='mesh'):
     """A fresh lab of ``size`` hosts, site.yml of ``checkout`` cold and with nothing to change."""
     prefix = 'sc' + secrets.token_hex(3)
     inv = workdir / ('%s-%d' % (label, size))
-    write_inventory(inv, mesh_inventory(size, 1))
+    write_inventory(inv, TOPOLOGIES[topology][0](size, 1))
     logdir = inv / 'logs'
     logdir.mkdir()
     bindir = workdir / ('%s-%d-bin' % (label, size))   # not in the inventory directory (an executable there is
@@ -198,8 +210,8 @@ def report(info, results, args, baseline_sha):
     lines = [SECTION, '',
              benchdoc.machine_line(' '.join(['site_cpu.py', *args.argv]), info) + ' %s; baseline `%s` (%s).' % (
                  info['ansible'], args.baseline, baseline_sha[:12]), '',
-             'Full-mesh lab, one workload per host, a fresh lab per checkout; CPU seconds of the whole '
-             'ansible-playbook process tree, split as the docstring of bench/site_cpu.py says (module start-up = '
+             TOPOLOGIES[args.topology][1] + ', one workload per host, a fresh lab per checkout; CPU seconds of the '
+             'whole ansible-playbook process tree, split as the docstring of bench/site_cpu.py says (module start-up = '
              'module runs x the CPU of one `ping` module run, the mean of both labs).', '']
     lines += table(results)
     errors = [r for r in results if 'error' in r]
@@ -212,6 +224,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--sizes', default='60', help='lab sizes (hosts), comma-separated (500 takes ~20 min)')
     parser.add_argument('--baseline', default=None, help='git revision to compare with (default: merge-base with main)')
+    parser.add_argument('--topology', choices=sorted(TOPOLOGIES), default='mesh',
+                        help='mesh: a full mesh; rr: two racks with one reflector each (for hundreds of hosts)')
     parser.add_argument('--no-doc', action='store_true', help='do not write docs/benchmarks.md')
     parser.add_argument('--keep-logs', action='store_true', help='keep the temporary inventories and logs')
     args = parser.parse_args()
@@ -235,7 +249,7 @@ def main():
         for size in sizes:
             for label, checkout in (('baseline', baseline), ('ours', REPO)):
                 try:
-                    results.append(variant(label, checkout, size, workdir))
+                    results.append(variant(label, checkout, size, workdir, args.topology))
                 except Exception as exc:  # report it, go on with the other runs
                     log('%s %d hosts FAILED: %s' % (label, size, str(exc).splitlines()[0] if str(exc) else exc))
                     results.append({'label': label, 'size': size, 'error': str(exc)})
