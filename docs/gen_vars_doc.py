@@ -145,7 +145,7 @@ def borrowed(role: Path) -> list[str]:
             continue
         source = REPO / "roles" / other
         text = _task_text(source, tasks_from + ".yml") + _read(source / "vars" / "main.yml")
-        if "ansible.builtin.template" in text:
+        if re.search(r"ansible\.builtin\.template|netfleet\.calico\.render_template", text):
             text += "".join(p.read_text() for p in (source / "templates").glob("*.j2"))
         used.setdefault(other, set()).update(re.findall(r"\b%s_\w+" % other, text))
     for other, names in sorted(used.items()):

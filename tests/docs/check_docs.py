@@ -51,6 +51,7 @@ def plugins(root: Path) -> dict[str, list[str]]:
     found = {
         "module": sorted(p.stem for p in (root / "plugins" / "modules").glob("*.py") if p.stem != "__init__"),
         "filter": sorted(p.stem for p in (root / "plugins" / "filter").glob("*.yml")),
+        "lookup": sorted(p.stem for p in (root / "plugins" / "lookup").glob("*.py") if p.stem != "__init__"),
         "connection": sorted(p.stem for p in (root / "plugins" / "connection").glob("*.py") if p.stem != "__init__"),
         "role": sorted(p.name for p in (root / "roles").iterdir() if p.is_dir()) if (root / "roles").is_dir() else [],
     }
