@@ -146,7 +146,7 @@ def borrowed(role: Path) -> list[str]:
         source = REPO / "roles" / other
         text = _task_text(source, tasks_from + ".yml") + _read(source / "vars" / "main.yml")
         if re.search(r"ansible\.builtin\.template|netfleet\.calico\.render_template", text):
-            text += "".join(p.read_text() for p in (source / "templates").glob("*.j2"))
+            text += "".join(p.read_text() for p in sorted((source / "templates").rglob("*.j2")))
         used.setdefault(other, set()).update(re.findall(r"\b%s_\w+" % other, text))
     for other, names in sorted(used.items()):
         specs = yaml.safe_load((REPO / "roles" / other / "meta" / "argument_specs.yml").read_text())
