@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO / 'bench'))
 import benchdoc  # noqa: E402 (bench/ is on sys.path when a bench runs)
 from routes import enter_netns  # noqa: E402  (the same setns helper as bench/routes)
 
-from ansible_collections.netfleet.calico.plugins.module_utils import chains, chains_restore  # noqa: E402
+from ansible_collections.netfleet.calico.plugins.module_utils import chains, chains_render, chains_restore  # noqa: E402
 
 DOC = REPO / 'docs' / 'benchmarks.md'
 SECTION = '## bench/chains'
@@ -89,7 +89,7 @@ def endpoint(i, port=80, family=4):
 
 
 def render(endpoints, family=4):
-    return chains.render(endpoints, pool=POOL, family=family)
+    return chains_render.render(endpoints, pool=POOL, family=family)
 
 
 def run_once(backend, endpoints, family=4):

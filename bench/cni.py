@@ -61,7 +61,7 @@ sys.path.insert(0, str(REPO / 'collections'))
 
 import benchdoc  # noqa: E402 (bench/ is on sys.path when a bench runs)
 
-from ansible_collections.netfleet.calico.plugins.module_utils import chains, cni_policy, iproute  # noqa: E402
+from ansible_collections.netfleet.calico.plugins.module_utils import chains, chains_render, cni_policy, iproute  # noqa: E402
 
 DOC = REPO / 'docs' / 'benchmarks.md'
 SECTION = '## bench/cni'
@@ -461,8 +461,9 @@ def naive(plugin, names, workdir):
     netns = plugin.lab.netns(plugin.host)
     labels = plugin.config['networks'][NETWORK].get('labels') or {}
     egress, ingress, _names = cni_policy.endpoint_rules(labels, plugin.config['policy'])
-    rules = {'egress': [chains.normalize_rule(r) for r in chains.render_endpoint_chain(egress, 'egress', 'RETURN')],
-             'ingress': [chains.normalize_rule(r) for r in chains.render_endpoint_chain(ingress, 'ingress', 'ACCEPT')]}
+    render = chains_render.render_endpoint_chain
+    rules = {'egress': [chains.normalize_rule(r) for r in render(egress, 'egress', 'RETURN')],
+             'ingress': [chains.normalize_rule(r) for r in render(ingress, 'ingress', 'ACCEPT')]}
     setup = ['iptables -w -N %s' % NAIVE_FROM, 'iptables -w -A %s -j DROP' % NAIVE_FROM,
              'iptables -w -N %s' % NAIVE_TO, 'iptables -w -A %s -j DROP' % NAIVE_TO,
              'ipset create %s hash:net family inet' % NAIVE_SET]

@@ -31,6 +31,7 @@ import shutil
 
 from ansible_collections.netfleet.calico.plugins.module_utils import (
     chains,
+    chains_render,
     chains_restore,
     cni,
     cni_agent,
@@ -55,8 +56,8 @@ from ansible_collections.netfleet.calico.plugins.module_utils.files import (  # 
     write,
 )
 
-PLUGIN_MODULES = (cni, cni_agent, cni_batch, cni_endpoint, cni_policy, cni_store, chains, chains_restore, iproute,
-                  iproute_routes, netlink, procfs, selector)
+PLUGIN_MODULES = (cni, cni_agent, cni_batch, cni_endpoint, cni_policy, cni_store, chains, chains_render, chains_restore,
+                  iproute, iproute_routes, netlink, procfs, selector)
 CONFLIST_RE = re.compile(r'10-netfleet-([A-Za-z0-9][A-Za-z0-9_.-]{0,62})\.conflist\Z')
 
 CLIENT = """#!/bin/sh

@@ -27,7 +27,7 @@ Callers hold the store lock, so the two never interleave.
 
 from __future__ import annotations
 
-from ansible_collections.netfleet.calico.plugins.module_utils import chains, chains_restore, iproute
+from ansible_collections.netfleet.calico.plugins.module_utils import chains, chains_render, chains_restore, iproute
 from ansible_collections.netfleet.calico.plugins.module_utils.selector import (
     SelectorError,
     match_selector,
@@ -124,10 +124,9 @@ def render_endpoint(record, policy, cache=None, family=4):
         egress, ingress = _with_set6(egress), _with_set6(ingress)
     fw, tw = endpoint_chain_names(record['host_ifname'])
     try:
-        return {fw: [chains.normalize_rule(r) for r in chains.render_endpoint_chain(egress, 'egress', 'RETURN',
-                                                                                    family)],
-                tw: [chains.normalize_rule(r) for r in chains.render_endpoint_chain(ingress, 'ingress', 'ACCEPT',
-                                                                                    family)]}
+        render = chains_render.render_endpoint_chain
+        return {fw: [chains.normalize_rule(r) for r in render(egress, 'egress', 'RETURN', family)],
+                tw: [chains.normalize_rule(r) for r in render(ingress, 'ingress', 'ACCEPT', family)]}
     except chains.ChainsError as exc:
         raise PolicyError('policy for container %s: %s' % (record.get('container_id'), exc), code=7) from None
 

@@ -266,7 +266,7 @@ import concurrent.futures
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netfleet.calico.plugins.module_utils import boot, chains, chains_restore
+from ansible_collections.netfleet.calico.plugins.module_utils import boot, chains, chains_render, chains_restore
 from ansible_collections.netfleet.calico.plugins.module_utils.result import exit_with_diff
 
 
@@ -361,10 +361,10 @@ def main():
     family = p['family']
     cni = p['cni']
     try:
-        desired = chains.render(p['endpoints'], pool=p['pool'], failsafe_inbound=p['failsafe_inbound_ports'],
-                                endpoint_to_host_action=p['endpoint_to_host_action'],
-                                nat_outgoing=p['nat_outgoing'], interface_prefix=p['interface_prefix'], cni=cni,
-                                family=family, pool6=p['pool6'])
+        desired = chains_render.render(p['endpoints'], pool=p['pool'], failsafe_inbound=p['failsafe_inbound_ports'],
+                                       endpoint_to_host_action=p['endpoint_to_host_action'],
+                                       nat_outgoing=p['nat_outgoing'], interface_prefix=p['interface_prefix'], cni=cni,
+                                       family=family, pool6=p['pool6'])
     except chains.ChainsError as exc:
         module.fail_json(msg=str(exc))
     if p['state'] == 'absent':  # every table of the family without a cali-* chain or jump
