@@ -34,21 +34,12 @@ left. Results are printed and written to docs/benchmarks.md under "## bench/cni"
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
-import ctypes.util
-import datetime
 import json
-import math
 import os
-import platform
 import re
-import resource
 import secrets
-import select
 import shutil
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -60,235 +51,38 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'collections'))
 
 import benchdoc  # noqa: E402 (bench/ is on sys.path when a bench runs)
+from cni_lab import (  # noqa: E402
+    CONTAINERS,
+    DOC,
+    FLOOR,
+    HOST,
+    NAIVE,
+    NAIVE_NET,
+    NETWORK,
+    PEER,
+    PROBES,
+    RUNTIME_PATH,
+    SECTION,
+    SEQUENTIAL,
+    TRACED,
+    WORKERS,
+    Lab,
+    Plugin,
+    bgp_snapshot,
+    cpu_children,
+    drain,
+    icmp_sockets,
+    log,
+    ms,
+    namespaces,
+    netns_batch,
+    probe,
+    sh,
+)
+from cni_report import machine, report, summarise  # noqa: E402
 
 from ansible_collections.netfleet.calico.plugins.module_utils import chains, chains_render, cni_policy, iproute  # noqa: E402
 
-DOC = REPO / 'docs' / 'benchmarks.md'
-SECTION = '## bench/cni'
-PLAYBOOK = REPO / '.venv' / 'bin' / 'ansible-playbook'
-INVENTORY = REPO / 'inventories' / 'lab-cni'
-
-HOST, PEER, NETWORK = 'n1a', 'n2a', 'web'      # churn on n1a (rack1), probes from n2a (rack2)
-CONTAINERS, WORKERS, PROBES = 200, 20, 30
-SEQUENTIAL, NAIVE, FLOOR, TRACED = 30, 30, 15, 5
-PROBE_INTERVAL, PROBE_TIMEOUT = 0.002, 3.0
-TARGET_ADD_P50, TARGET_ADD_P99, TARGET_REPLY = 0.060, 0.150, 0.100
-RUNTIME_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'   # a runtime started by systemd
-NAIVE_NET = '10.254.0'                           # naive endpoints: outside the pool, never in the plugin's IPAM
-CLONE_NEWNET = 0x40000000
-LOG_LINE = re.compile(r'^\S+ (ADD|DEL) (\S+) (\S+) rc=(\d+) ([\d.]+)ms')
-
-
-def log(msg):
-    print('bench: ' + msg, flush=True)
-
-
-def sh(argv, check=True, **kwargs):
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
-    if check and proc.returncode != 0:
-        raise RuntimeError('%s failed (rc %d): %s' % (' '.join(argv), proc.returncode,
-                                                      (proc.stderr or proc.stdout).strip()[-2000:]))
-    return proc
-
-
-def pct(values, p):
-    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def ms(seconds):
-    if seconds is None:
-        return '-'
-    return '%.2f ms' % (seconds * 1000) if seconds < 0.001 else '%.1f ms' % (seconds * 1000)
-
-
-def cpu_children():
-    """CPU seconds (user + system) of this process's waited-for descendants: every call's nsenter, interpreter
-    and the ip/iptables/ipset processes it ran."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def namespaces(prefix):
-    out = sh(['ip', 'netns', 'list'], check=False).stdout
-    return sorted(line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(prefix))
-
-
-def netns_batch(verb, names):
-    """`ip netns add|del` for many namespaces in one process (best effort for del)."""
-    if names:
-        sh(['ip', '-force', '-batch', '-'], check=verb == 'add',
-           input=''.join('netns %s %s\n' % (verb, name) for name in names))
-
-
-_libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
-
-
-def setns(fd):
-    """Move the calling thread into the network namespace of ``fd`` (setns(2) is per thread)."""
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-# ------------------------------------------------------------------------------------------ lab
-
-class Lab:
-    """The lab-cni lab of this run: playbooks under NETFLEET_LAB_PREFIX, plugin paths of a host."""
-
-    def __init__(self, prefix, logdir):
-        self.prefix = prefix
-        self.logdir = Path(logdir)
-        self.env = dict(os.environ, NETFLEET_LAB_PREFIX=prefix, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0',
-                        ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'))
-
-    def playbook(self, name, check=True):
-        out = self.logdir / (Path(name).stem + '.log')
-        start = time.perf_counter()
-        with open(out, 'a') as handle:
-            rc = subprocess.run([str(PLAYBOOK), '-i', str(INVENTORY), name], cwd=REPO, env=self.env, check=False,
-                                stdout=handle, stderr=subprocess.STDOUT).returncode
-        secs = time.perf_counter() - start
-        if rc != 0 and check:
-            raise RuntimeError('%s failed (rc %d):\n%s' % (name, rc, out.read_text()[-4000:]))
-        return secs
-
-    def netns(self, host):
-        return '%s-%s' % (self.prefix, host)
-
-    def state_dir(self, host):
-        return '/run/netfleet/%s/%s' % (self.prefix, host)
-
-    def birdc(self, host, *args):
-        return sh(['birdc', '-s', self.state_dir(host) + '/bird.ctl', *args]).stdout
-
-
-class Plugin:
-    """The plugin of one lab host, called as a runtime calls it."""
-
-    def __init__(self, lab, host):
-        self.lab, self.host = lab, host
-        cni = lab.state_dir(host) + '/cni'
-        self.bin = cni + '/bin/netfleet-calico'
-        conflist = json.loads(Path(cni, 'net.d', '10-netfleet-%s.conflist' % NETWORK).read_text())
-        # what libcni puts on stdin: the plugin's entry of the conflist plus cniVersion and name
-        self.conf = dict(conflist['plugins'][0], cniVersion=conflist['cniVersion'], name=conflist['name'])
-        self.config = json.loads(Path(self.conf['config_file']).read_text())
-        self.log_file = Path(self.conf['log_file'])
-        client = Path(self.bin).read_text()
-        self.python, self.lib = re.search(r"exec '([^']+)' -IS '([^']+)/netfleet-calico.py'", client).groups()
-        # the plugin in-process, as the executable runs it while no agent answers
-        self.inprocess = [self.python, '-IS', self.lib + '/netfleet-calico.py']
-        self.agent_pidfile = cni + '/agent.pid'
-        self.host_netns = '/run/netns/' + lab.netns(host)
-
-    def agent_cpu(self):
-        """CPU seconds of the agent and the processes it waited for (iptables-restore, ipset), from /proc."""
-        pid = Path(self.agent_pidfile).read_text().split()[0]
-        fields = Path('/proc/%s/stat' % pid).read_text().rsplit(')', 1)[1].split()
-        return sum(int(v) for v in fields[11:15]) / os.sysconf('SC_CLK_TCK')
-
-    def call(self, command, container_id, netns, prev=None, wrap=(), exe=None):
-        """(wall seconds from spawn to exit, rc, parsed stdout); ``wrap``: argv put in front (strace)."""
-        env = {'PATH': RUNTIME_PATH, 'CNI_COMMAND': command, 'CNI_CONTAINERID': container_id, 'CNI_IFNAME': 'eth0',
-               'CNI_NETNS': '/run/netns/' + netns, 'CNI_PATH': os.path.dirname(self.bin)}
-        conf = dict(self.conf, prevResult=prev) if prev else self.conf
-        data = json.dumps(conf).encode()
-        start = time.perf_counter()
-        proc = subprocess.Popen([*wrap, 'nsenter', '--net=' + self.host_netns, *(exe or [self.bin])], env=env,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = proc.communicate(data)
-        secs = time.perf_counter() - start
-        try:
-            result = json.loads(out) if out.strip() else None
-        except ValueError:
-            result = {'msg': (out + err).decode(errors='replace')}
-        if proc.returncode != 0 and not result:
-            result = {'msg': err.decode(errors='replace')}
-        return secs, proc.returncode, result
-
-    def log_size(self):
-        return self.log_file.stat().st_size if self.log_file.exists() else 0
-
-    def log_times(self, offset, ids):
-        """{command: [ms]} of this run's containers, from the plugin's log (lines after ``offset``)."""
-        out = {'ADD': [], 'DEL': []}
-        with open(self.log_file, encoding='utf-8') as handle:
-            handle.seek(offset)
-            for line in handle:
-                m = LOG_LINE.match(line)
-                if m and m.group(2) in ids and m.group(4) == '0':
-                    out[m.group(1)].append(float(m.group(5)) / 1000)
-        return out
-
-
-def bgp_snapshot(lab, speakers):
-    """n2a's routes learned by BGP and every BIRD's route count."""
-    counts = {}
-    for host in speakers:
-        text = lab.birdc(host, 'show', 'route', 'count')
-        m = re.search(r'Total: (\d+) of (\d+) routes', text)
-        counts[host] = m.group(0) if m else text.strip()
-    return {'routes': sh(['ip', '-n', lab.netns(PEER), 'route', 'show', 'proto', 'bird']).stdout, 'counts': counts}
-
-
-# ------------------------------------------------------------------------------------------ probe
-
-def icmp_sockets(netns, count):
-    """``count`` ICMP datagram sockets living in ``netns`` (made from this thread, which then comes back)."""
-    home = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
-    target = os.open('/run/netns/' + netns, os.O_RDONLY)
-    try:
-        setns(target)
-        try:
-            return [socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP) for _i in range(count)]
-        finally:
-            setns(home)
-    finally:
-        os.close(home)
-        os.close(target)
-
-
-def probe(sock, ip, since, timeout=PROBE_TIMEOUT):
-    """Echo requests to ``ip`` every PROBE_INTERVAL until the first reply: (seconds since ``since``, requests sent);
-    (None, sent) on timeout. The kernel fills in the identifier and checksum of a datagram ICMP socket."""
-    sent = 0
-    next_send = time.perf_counter()
-    deadline = since + timeout
-    while True:
-        now = time.perf_counter()
-        if now >= deadline:
-            return None, sent
-        if now >= next_send:
-            sent += 1
-            try:
-                sock.sendto(struct.pack('!BBHHH', 8, 0, 0, 0, sent) + b'netfleet-bench', (ip, 0))
-            except OSError:
-                pass  # no route yet (EHOSTUNREACH and the like): try again next interval
-            next_send = now + PROBE_INTERVAL
-        ready, _w, _x = select.select([sock], [], [], max(0.0, min(next_send, deadline) - time.perf_counter()))
-        if ready:
-            try:
-                data = sock.recv(2048)
-            except OSError:
-                continue  # an ICMP error for an earlier request (no route, unreachable): keep probing
-            if data and data[0] == 0:   # echo reply (a late reply of an earlier probe is drained first, below)
-                return time.perf_counter() - since, sent
-
-
-def drain(sock):
-    sock.setblocking(False)
-    try:
-        while True:
-            sock.recv(2048)
-    except OSError:
-        pass
-    finally:
-        sock.setblocking(True)
-
-
-# ------------------------------------------------------------------------------------------ ours
 
 def churn(plugin, names, probes, sockets, stop, progress, exe=None):
     """ADD then DEL of every container in ``names`` (WORKERS at a time); returns the per-container records."""
@@ -499,165 +293,6 @@ def naive_cleanup(plugin, count):
             .stdout.splitlines() if 'cali-naive' in line]
     if left:
         log('WARNING: naive chains left: %s' % left[:3])
-
-
-# ------------------------------------------------------------------------------------------ report
-
-def machine(plugin):
-    return {'date': datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC'), 'nproc': os.cpu_count(),
-            'kernel': platform.release(), 'cpu': benchdoc.cpu_model(),
-            'iptables': sh(['iptables', '-V']).stdout.strip(),
-            'python': sh([plugin.python, '-V']).stdout.strip() if plugin else None,
-            'load': Path('/proc/loadavg').read_text().split()[0]}
-
-
-def verdict(value, target):
-    return 'PASS' if value is not None and value <= target else 'FAIL'
-
-
-def summarise(res):
-    recs = res['churn']
-    adds, dels = [r['add'] for r in recs], [r['del'] for r in recs]
-    replies = [r['reply'] for r in recs if 'sent' in r and r['reply'] is not None]
-    probed = [r for r in recs if 'sent' in r]
-    span = max(r['del_end'] for r in recs) - min(r['add_start'] for r in recs)
-    seq_add, seq_del = [a for a, _d in res['sequential']], [d for _a, d in res['sequential']]
-    s = {
-        'n': len(recs), 'errors': [r['name'] + ': ' + r['error'] for r in recs if r.get('error')],
-        'add_p50': pct(adds, 50), 'add_p99': pct(adds, 99), 'add_max': max(adds),
-        'del_p50': pct(dels, 50), 'del_p99': pct(dels, 99), 'del_max': max(dels),
-        'span': span, 'rate': len(recs) / span,
-        'int_add_p50': pct(res['internal']['ADD'], 50), 'int_add_p99': pct(res['internal']['ADD'], 99),
-        'int_del_p50': pct(res['internal']['DEL'], 50), 'int_del_p99': pct(res['internal']['DEL'], 99),
-        'probed': len(probed), 'replied': len(replies), 'timeouts': len(probed) - len(replies),
-        'reply_p50': pct(replies, 50) if replies else None, 'reply_p99': pct(replies, 99) if replies else None,
-        'reply_max': max(replies) if len(replies) == len(probed) and replies else None,
-        'first_echo': sum(1 for r in probed if r['reply'] is not None and r['sent'] == 1),
-        'seq_add_p50': pct(seq_add, 50), 'seq_add_p99': pct(seq_add, 99), 'seq_del_p50': pct(seq_del, 50),
-        'seq_int_add_p50': pct(res['seq_internal']['ADD'], 50), 'seq_int_del_p50': pct(res['seq_internal']['DEL'], 50),
-        'naive_p50': pct(res['naive'][0], 50), 'naive_p99': pct(res['naive'][0], 99), 'naive_steps': res['naive'][1],
-        'cpu_call': res['churn_cpu'] / (2 * len(recs)), 'seq_cpu_call': res['seq_cpu'] / (2 * len(res['sequential'])),
-        'slow': sorted(((r['reply'], r['sent']) for r in probed if r['reply'] is None or r['reply'] > 0.010),
-                       key=lambda x: -(x[0] or 1e9)),
-    }
-    inproc = res['inproc']
-    s.update(inproc_add_p50=pct([r['add'] for r in inproc], 50), inproc_add_p99=pct([r['add'] for r in inproc], 99),
-             inproc_del_p50=pct([r['del'] for r in inproc], 50), inproc_del_p99=pct([r['del'] for r in inproc], 99),
-             inproc_cpu_call=res['inproc_cpu'] / (2 * len(inproc)),
-             inproc_errors=[r['name'] + ': ' + r['error'] for r in inproc if r.get('error')],
-             agent_cpu_call=res['agent_cpu'] / (2 * len(recs)))
-    s['ratio_inproc'] = s['inproc_add_p50'] / s['add_p50']
-    # Little's law: WORKERS calls always in flight, each needing cpu_call of the machine's nproc CPUs
-    s['queue_floor'] = WORKERS * s['cpu_call'] / (os.cpu_count() or 1)
-    s['ratio'] = s['naive_p50'] / s['add_p50']
-    s['ratio_seq'] = s['naive_p50'] / s['seq_add_p50']
-    return s
-
-
-def breakdown_lines(data):
-    if not data:
-        return []
-    lines = ['', 'Where one uncontended in-process call\'s time goes (`strace --seccomp-bpf -f -e trace=execve,flock`,',
-             'only those calls stop the plugin; median of %d ADD + DEL; a child is its exec to its exit):' % TRACED, '']
-    for command in ('ADD', 'DEL'):
-        rows = data[command]['rows']
-        lines.append('- %s, %s in all: %s.' % (command, ms(data[command]['total']), '; '.join(
-            '%s %s' % (label, ms(secs)) for label, secs in rows)))
-    return lines
-
-
-def report(info, res, s):
-    bgp = res['bgp']
-    same = bgp['before'] == bgp['during'] == bgp['after']
-    route_lines = [line.strip() for line in bgp['before']['routes'].splitlines() if line.strip()]
-    targets = [
-        ('ADD p50 <= 60 ms (200 containers, 20 at a time)', ms(s['add_p50']), verdict(s['add_p50'], TARGET_ADD_P50)),
-        ('ADD p99 <= 150 ms (same run)', ms(s['add_p99']), verdict(s['add_p99'], TARGET_ADD_P99)),
-        ('first cross-host reply <= 100 ms after ADD returns (p99 of %d)' % s['probed'],
-         ms(s['reply_p99']) + (' (%d without reply)' % s['timeouts'] if s['timeouts'] else ''),
-         verdict(s['reply_p99'] if not s['timeouts'] else None, TARGET_REPLY)),
-        ('for reference, not a target: ADD p50 <= 60 ms one call at a time', ms(s['seq_add_p50']),
-         verdict(s['seq_add_p50'], TARGET_ADD_P50)),
-    ]
-    floor_ = res['floor']
-    lines = [
-        SECTION,
-        '',
-        benchdoc.machine_line('cni.py', info, python_label='plugin interpreter'),
-        '',
-        'Lab inventories/lab-cni (prefix %s: lab_up + site.yml %.1f s, status.yml %.1f s). The plugin site.yml' % (
-            res['prefix'], res['site'], res['status']),
-        'installed on n1a is called as a runtime calls it: the `web` conflist entry on stdin, CNI_* in the',
-        'environment, `nsenter --net=<n1a> .../cni/bin/netfleet-calico` (the `sh` client, which hands the call to the',
-        'host\'s resident agent with `nc -U`); "wall" is spawn to exit as the runtime sees it, "plugin" the time the',
-        'agent logs (cni.log: from receiving the call to its answer, queueing behind the batch in progress included).',
-        'Churn: %d containers, each a fresh namespace, ADD then DEL, %d worker threads (at most %d alive).' % (
-            CONTAINERS, WORKERS, WORKERS),
-        '"in-process": the same churn calling the plugin as the executable does while no agent answers (one',
-        '`python3 -IS` per call; every ADD and DEL serialises on the store lock). "one at a time": %d more,' % (
-            SEQUENTIAL),
-        'sequentially. "naive":',
-        'the same endpoint made by a shell-script plugin, one process per step (%d: ip link add, ip link set' % (
-            s['naive_steps']),
-        'netns, 5 `ip -n`, ip link set up, 4 sysctl -w, ip route add, iptables -N/-A/-I for the two endpoint chains',
-        'and the dispatch entries, ipset add), %d containers one at a time, one `nsenter ... sh -e` per ADD.' % NAIVE,
-        '',
-        '| run | ADD p50 | ADD p99 | ADD max | DEL p50 | DEL p99 | DEL max | plugin ADD p50 / p99 | '
-        'plugin DEL p50 / p99 |',
-        '|---|---|---|---|---|---|---|---|---|',
-        '| churn, %d x (ADD + DEL), %d at a time | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s |' % (
-            s['n'], WORKERS, ms(s['add_p50']), ms(s['add_p99']), ms(s['add_max']), ms(s['del_p50']),
-            ms(s['del_p99']), ms(s['del_max']), ms(s['int_add_p50']), ms(s['int_add_p99']), ms(s['int_del_p50']),
-            ms(s['int_del_p99'])),
-        '| in-process (no agent), %d x (ADD + DEL), %d at a time | %s | %s | | %s | %s | | | |' % (
-            len(res['inproc']), WORKERS, ms(s['inproc_add_p50']), ms(s['inproc_add_p99']), ms(s['inproc_del_p50']),
-            ms(s['inproc_del_p99'])),
-        '| one at a time, %d x (ADD + DEL) | %s | %s | | %s | | | %s | %s |' % (
-            SEQUENTIAL, ms(s['seq_add_p50']), ms(s['seq_add_p99']), ms(s['seq_del_p50']), ms(s['seq_int_add_p50']),
-            ms(s['seq_int_del_p50'])),
-        '| naive shell plugin, %d x ADD, one at a time | %s | %s | | | | | | |' % (
-            NAIVE, ms(s['naive_p50']), ms(s['naive_p99'])),
-        '',
-        'Churn throughput: %.1f containers/s (ADD + DEL; %d in %.1f s). In-process / agent, ADD p50 under churn:' % (
-            s['rate'], s['n'], s['span']),
-        '%.1fx. Naive / ours, ADD p50: %.2fx against the churn, %.2fx one at a time.' % (
-            s['ratio_inproc'], s['ratio'], s['ratio_seq']),
-        'Start-up floor of every call (p50 of %d, nsenter into n1a, VERSION): `nsenter true` %s; the `sh` +' % (
-            FLOOR, ms(floor_['nsenter'])),
-        '`nc -U` client answered by the agent %s;' % ms(floor_['client']),
-        'in-process instead: `python3 -IS -c pass` %s, + importing the plugin\'s modules %s.' % (
-            ms(floor_['python']), ms(floor_['imports'])),
-        '',
-        'CPU (user + system of nsenter, the client and the agent with every process it runs, from getrusage and the',
-        'agent\'s /proc stat): %s per call in the churn (the agent\'s share %s), %s one at a time; in-process' % (
-            ms(s['cpu_call']), ms(s['agent_cpu_call']), ms(s['seq_cpu_call'])),
-        '%s.' % ms(s['inproc_cpu_call']),
-        'With %d calls always in flight on %d CPUs a call cannot take less than' % (WORKERS, info['nproc']),
-        '%d x %s / %d = %s on average (Little\'s law), whatever the lock does: ADD p50 <= 60 ms at 20 at a time' % (
-            WORKERS, ms(s['cpu_call']), info['nproc'], ms(s['queue_floor'])),
-        'needs <= %.0f ms of CPU per call on this machine.' % (TARGET_ADD_P50 * info['nproc'] / WORKERS * 1000),
-    ] + breakdown_lines(res.get('breakdown')) + [
-        '',
-        'First cross-host reply: a container on n2a (rack2, network web) pings %d of the churned containers on n1a' % (
-            s['probed']),
-        '(rack1) from the moment their ADD returns: an ICMP echo every 2 ms from a socket already open in its',
-        'namespace, until the first reply: p50 %s, p99 %s, max %s; %d of %d answered the very first echo%s. Floor' % (
-            ms(s['reply_p50']), ms(s['reply_p99']), ms(s['reply_max']), s['first_echo'], s['probed'],
-            ' (over 10 ms: %s)' % ', '.join('%s after %d echoes' % (ms(r), n) for r, n in s['slow'])
-            if s['slow'] else ''),
-        '(the same probe to a container up for a while): %s. No BGP change: n2a\'s `proto bird` routes (%s) and' % (
-            ms(res['reply_floor']), '; '.join(route_lines)),
-        'the route count of every BIRD (%s) were %s before, during and after the churn.' % (
-            ', '.join('%s %s' % (h, c.split(': ')[1]) for h, c in sorted(bgp['before']['counts'].items())),
-            'identical' if same else 'NOT identical'),
-        '',
-        '| target | measured | result |',
-        '|---|---|---|',
-    ] + ['| %s | %s | %s |' % t for t in targets] + ['']
-    if s['errors'] or s['inproc_errors']:
-        errors = s['errors'] + s['inproc_errors']
-        lines += ['Errors (%d): %s' % (len(errors), '; '.join(errors[:5])), '']
-    return '\n'.join(lines), targets, same
 
 
 # ------------------------------------------------------------------------------------------ main
