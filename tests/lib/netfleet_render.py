@@ -9,12 +9,9 @@ the files from it. No module runs: a ``copy`` per file would start a Python modu
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from netfleet_playbook import ansible_env, ansible_playbook
 
 
 def render(playbook, inventory, extra_vars, out):
@@ -23,11 +20,9 @@ def render(playbook, inventory, extra_vars, out):
     out = Path(out)
     tree = out / '.tree'
     out.mkdir(parents=True)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
-               ANSIBLE_CALLBACKS_ENABLED='ansible.builtin.tree', ANSIBLE_CALLBACK_TREE_DIR=str(tree))
-    command = [str(Path(sys.executable).parent / 'ansible-playbook'), '-i', str(inventory), str(playbook),
-               '-e', json.dumps(dict(extra_vars, render_dir=str(out)))]
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    env = ansible_env(ANSIBLE_CALLBACKS_ENABLED='ansible.builtin.tree', ANSIBLE_CALLBACK_TREE_DIR=str(tree))
+    proc = ansible_playbook(inventory, playbook, '-e', json.dumps(dict(extra_vars, render_dir=str(out))), env=env,
+                            timeout=None)
     if proc.returncode == 0:
         for result in sorted(tree.iterdir()):
             files = json.loads(result.read_text()).get('msg')

@@ -5,13 +5,9 @@ key checking on."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+from netfleet_playbook import REPO as ROOT
+from netfleet_playbook import run_local_playbook
 
 PLAYBOOK = """
 - hosts: localhost
@@ -31,13 +27,7 @@ PLAYBOOK = """
 
 
 def test_example_inventory_plans_and_uses_ssh_with_sudo(tmp_path):
-    book = tmp_path / 'play.yml'
-    book.write_text(textwrap.dedent(PLAYBOOK))
-    out = tmp_path / 'out.json'
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'), ANSIBLE_NOCOLOR='1')
-    cmd = [str(Path(sys.executable).with_name('ansible-playbook')), '-i', str(ROOT / 'inventories' / 'example'),
-           str(book), '-e', f'out={out}', '-e', 'ansible_connection=local']
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc, out = run_local_playbook(tmp_path, PLAYBOOK, ROOT / 'inventories' / 'example')
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
     plan = data['plan']

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+from netfleet_playbook import REPO as ROOT
+from netfleet_playbook import run_local_playbook
 
 PLAYBOOK = """
 - hosts: localhost
@@ -29,14 +25,7 @@ PLAYBOOK = """
 
 
 def _run(tmp_path, *extra):
-    book = tmp_path / 'play.yml'
-    book.write_text(textwrap.dedent(PLAYBOOK))
-    out = tmp_path / 'out.json'
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'), ANSIBLE_NOCOLOR='1')
-    cmd = [str(Path(sys.executable).with_name('ansible-playbook')), '-i', str(ROOT / 'inventories' / 'lab'),
-           str(book), '-e', f'out={out}', '-e', 'ansible_connection=local', *extra]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, check=False, text=True, timeout=120)
-    return proc, out
+    return run_local_playbook(tmp_path, PLAYBOOK, ROOT / 'inventories' / 'lab', *extra)
 
 
 def test_filters_in_a_playbook(tmp_path):

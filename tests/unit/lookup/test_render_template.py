@@ -4,13 +4,9 @@ lookup (search path, template_vars, options, the task's variables), and the task
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+from netfleet_playbook import REPO as ROOT
+from netfleet_playbook import run_local_playbook
 
 TEMPLATE = """\
 {# a comment #}
@@ -50,13 +46,7 @@ PLAYBOOK = """
 def test_same_text_as_the_builtin_lookup(tmp_path):
     (tmp_path / 'templates').mkdir()
     (tmp_path / 'templates' / 't.j2').write_text(TEMPLATE)
-    book = tmp_path / 'play.yml'
-    book.write_text(textwrap.dedent(PLAYBOOK))
-    out = tmp_path / 'out.json'
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'), ANSIBLE_NOCOLOR='1')
-    cmd = [str(Path(sys.executable).with_name('ansible-playbook')), '-i', str(ROOT / 'inventories' / 'lab'),
-           str(book), '-e', f'out={out}', '-e', 'ansible_connection=local']
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, check=False, text=True, timeout=120)
+    proc, out = run_local_playbook(tmp_path, PLAYBOOK, ROOT / 'inventories' / 'lab')
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
     assert data['ours'] == data['builtin']
