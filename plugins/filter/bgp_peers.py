@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred, inputs, inventory
+from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred, inventory, values
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject, rack_subject
 
 
 def _prefixlen(node, key, subject):
+    inputs = deferred.load('inputs')
     raw = node.get(key)
     if inputs.is_unset(raw):
         return None
@@ -23,7 +24,7 @@ def _prefixlen(node, key, subject):
 
 
 def _peers(nodes, topology, cluster_ids, host):
-    peers = deferred.load('peers')
+    inputs, peers = deferred.load('inputs'), deferred.load('peers')
     topology = inputs.parse_topology(topology)
     if not isinstance(nodes, Mapping):
         raise FabricError('input', 'nodes is not a mapping',
@@ -55,7 +56,7 @@ def _peers(nodes, topology, cluster_ids, host):
             spine_prefixlen = prefixlen if spine == ip else _prefixlen(node, 'spine_prefixlen', subject)
         speakers[str(name)] = {
             'ip': str(ip),
-            'as_number': inputs.parse_as_number(node.get('as_number', inputs.DEFAULT_AS_NUMBER), subject,
+            'as_number': inputs.parse_as_number(node.get('as_number', values.DEFAULT_AS_NUMBER), subject,
                                                 var='as_number'),
             'rack': None if inputs.is_unset(rack) else str(rack),
             'reflector': reflector,
@@ -93,7 +94,7 @@ def _peers(nodes, topology, cluster_ids, host):
     return plan
 
 
-def bgp_peers(nodes, topology=inputs.DEFAULT_TOPOLOGY, cluster_ids=None, host=None):
+def bgp_peers(nodes, topology=values.DEFAULT_TOPOLOGY, cluster_ids=None, host=None):
     """Return ``{host: [peer, ...]}`` (or one host's list with ``host=``)."""
     return deferred.load('fabric').run_filter('bgp_peers', _peers, nodes, topology, cluster_ids, host)
 

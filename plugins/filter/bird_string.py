@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import bird_string
+from ansible_collections.netfleet.calico.plugins.plugin_utils.values import bird_string
 
 
 class FilterModule:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred, inputs
+from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred, values
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError
 
 
 def _allocate(hosts, pool, block_prefix):
+    inputs = deferred.load('inputs')
     pool_net = inputs.parse_pool(pool)
     prefix = inputs.parse_block_prefix(block_prefix, pool_net)
     if inputs.is_unset(hosts):
@@ -31,7 +32,7 @@ def _allocate(hosts, pool, block_prefix):
     return {name: block for name, (block, _source) in allocated.items()}
 
 
-def block_allocate(hosts, pool, block_prefix=inputs.DEFAULT_BLOCK_PREFIX):
+def block_allocate(hosts, pool, block_prefix=values.DEFAULT_BLOCK_PREFIX):
     """Return ``{host: block}`` for a list of hosts (pinned > current > lowest free, in list order)."""
     return deferred.load('fabric').run_filter('block_allocate', _allocate, hosts, pool, block_prefix)
 

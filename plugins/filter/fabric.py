@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred, inputs
+from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred, values
 
 
-def fabric(hostvars, groups, racks=None, pool=None, block_prefix=inputs.DEFAULT_BLOCK_PREFIX,
-           topology=inputs.DEFAULT_TOPOLOGY, ipip_mode=inputs.DEFAULT_IPIP_MODE,
-           as_number=inputs.DEFAULT_AS_NUMBER):
+def fabric(hostvars, groups, racks=None, pool=None, block_prefix=values.DEFAULT_BLOCK_PREFIX,
+           topology=values.DEFAULT_TOPOLOGY, ipip_mode=values.DEFAULT_IPIP_MODE,
+           as_number=values.DEFAULT_AS_NUMBER):
     """``hostvars | netfleet.calico.fabric(groups)``: the plan, or one preflight error line."""
     planner = deferred.load('fabric')
     return planner.build_fabric(hostvars, groups, racks=racks, pool=pool, block_prefix=block_prefix,

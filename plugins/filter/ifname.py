@@ -5,14 +5,14 @@
 
 from __future__ import annotations
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs
+from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError
 
 
 def ifname(workload_id, prefix='cali'):
     """``prefix`` + first 11 hex chars of sha1(workload id); at most 15 characters."""
     try:
-        return inputs.interface_name(workload_id, prefix)
+        return deferred.load('inputs').interface_name(workload_id, prefix)
     except FabricError as err:
         raise err.with_prefix('netfleet.calico.ifname') from None
 

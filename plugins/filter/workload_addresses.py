@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred, inputs
+from ansible_collections.netfleet.calico.plugins.plugin_utils import deferred
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
 
 
 def _assign(workloads, block, current, host):
+    inputs = deferred.load('inputs')
     subject = host_subject(host) if host else 'input'
     if inputs.is_unset(block):
         raise FabricError(subject, 'no block given', "pass the host's block, e.g. workload_addresses(block)")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs, rack_shares
+from ansible_collections.netfleet.calico.plugins.plugin_utils import inputs, rack_shares, values
 from ansible_collections.netfleet.calico.plugins.plugin_utils.bgp import plan_imports
 from ansible_collections.netfleet.calico.plugins.plugin_utils.blocks import allocate_blocks, grow_blocks
 from ansible_collections.netfleet.calico.plugins.plugin_utils.cni import plan_cni, workload_shares
@@ -86,10 +86,10 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import (
 )
 
 # the filters' defaults (in inputs, which the filter files import without the planner)
-DEFAULT_BLOCK_PREFIX = inputs.DEFAULT_BLOCK_PREFIX
-DEFAULT_TOPOLOGY = inputs.DEFAULT_TOPOLOGY
-DEFAULT_IPIP_MODE = inputs.DEFAULT_IPIP_MODE
-DEFAULT_AS_NUMBER = inputs.DEFAULT_AS_NUMBER
+DEFAULT_BLOCK_PREFIX = values.DEFAULT_BLOCK_PREFIX
+DEFAULT_TOPOLOGY = values.DEFAULT_TOPOLOGY
+DEFAULT_IPIP_MODE = values.DEFAULT_IPIP_MODE
+DEFAULT_AS_NUMBER = values.DEFAULT_AS_NUMBER
 DEFAULT_MAX_BLOCKS = 1  # a host holds one block unless calico_max_blocks_per_host says more
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 

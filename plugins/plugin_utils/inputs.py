@@ -18,11 +18,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.netfleet.calico.plugins.module_utils.iproute import workload_ifname
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
-
-DEFAULT_BLOCK_PREFIX = 26  # Calico's default block size; the article (and the lab) use 24
-DEFAULT_TOPOLOGY = 'full_mesh'
-DEFAULT_IPIP_MODE = 'never'
-DEFAULT_AS_NUMBER = 64512
+from ansible_collections.netfleet.calico.plugins.plugin_utils.values import is_unset
 
 try:
     import netaddr
@@ -69,15 +65,7 @@ LABEL_VALUE = re.compile(r'[A-Za-z0-9_.-]{0,63}')
 CIDR = re.compile(r'[0-9]{1,3}(?:\.[0-9]{1,3}){3}/[0-9]{1,2}')
 BIRD_LOG = re.compile(r'syslog|stderr|"/[A-Za-z0-9_.@+:/-]{0,4094}"')
 
-# What a BIRD string literal may hold: BIRD's lexer knows no escapes, so no '"', '\' or line break; printable
-# ASCII only.
-BIRD_STRING = re.compile(r'[ !#-\[\]-~]{0,255}')
-
 NAME_FIX = "use 1-63 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
-
-
-def is_unset(value):
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def as_int(value):
@@ -234,16 +222,6 @@ def check_role_vars(reader, hosts):
             if not check(value):
                 shown = repr(value) if not isinstance(value, str) or len(value) <= 80 else repr(value[:77] + '...')
                 raise FabricError(f"host '{name}'", f'{var} {shown} is not allowed', fix)
-
-
-def bird_string(value):
-    """``value`` as a quoted BIRD string literal; a FabricError for anything that could end the literal."""
-    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
-    if text is None or not BIRD_STRING.fullmatch(text):
-        raise FabricError('input', f'{value!r} cannot be a BIRD string',
-                          "only printable ASCII without '\"' or '\\' (at most 255 characters) goes into bird.conf",
-                          prefix='netfleet.calico.bird_string')
-    return f'"{text}"'
 
 
 def require_netaddr(who):

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from jinja2 import Undefined
 
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError, host_subject
-from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import is_unset
+from ansible_collections.netfleet.calico.plugins.plugin_utils.values import is_unset
 
 GROUP_NODES = 'calico_nodes'
 GROUP_RACKS = 'calico_racks'

@@ -32,7 +32,7 @@ from ansible.vars.manager import VariableManager
 from ansible_collections.netfleet.calico.plugins.filter.bgp_sessions import FilterModule as _Sessions
 from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
 from ansible_collections.netfleet.calico.plugins.module_utils import tunnel
-from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import bird_string
+from ansible_collections.netfleet.calico.plugins.plugin_utils.values import bird_string
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "inventories" / "lab-ipip"

@@ -5,6 +5,10 @@ The lab's module lab_fabric imports its module_utils, which never import a modul
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "plugins"
@@ -82,3 +86,20 @@ def test_lab_module_utils_import_one_way():
     assert module == {"module_utils.fabric_apply", "module_utils.fabric_spec"}
     assert graph["module_utils.fabric_apply"] == {"module_utils.fabric_plan", "module_utils.fabric_spec"}
     assert graph["module_utils.fabric_plan"] == set() and graph["module_utils.fabric_spec"] == set()
+
+
+def test_filter_files_load_without_the_planners_imports():
+    """To find one filter, ansible-core imports every file of plugins/filter/ in each task's worker, on every host:
+    loading them imports neither the inventory parsers (plugin_utils.inputs, with netaddr) nor any module_utils."""
+    code = textwrap.dedent("""
+        import importlib, pathlib, sys
+        for path in sorted(pathlib.Path(sys.argv[1]).glob('*.py')):
+            importlib.import_module('ansible_collections.netfleet.calico.plugins.filter.' + path.stem)
+        heavy = ('netaddr', '.plugin_utils.inputs', '.calico.plugins.module_utils.')
+        print(' '.join(sorted(m for m in sys.modules if m == 'netaddr' or any(h in m for h in heavy[1:]))))
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "filter")], env=env, capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [], proc.stdout

@@ -19,7 +19,8 @@ import pytest
 from ansible_collections.netfleet.calico.plugins.filter.fabric import fabric
 from ansible_collections.netfleet.calico.plugins.filter.fabric_inputs import fabric_inputs
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import FabricError
-from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import ROLE_VARS, bird_string
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inputs import ROLE_VARS
+from ansible_collections.netfleet.calico.plugins.plugin_utils.values import bird_string
 
 RACKS = ('rack1', 'rack2')
 
