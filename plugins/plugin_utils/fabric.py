@@ -85,11 +85,6 @@ from ansible_collections.netfleet.calico.plugins.plugin_utils.workloads import (
     workload_namespaces,
 )
 
-# the filters' defaults (in inputs, which the filter files import without the planner)
-DEFAULT_BLOCK_PREFIX = values.DEFAULT_BLOCK_PREFIX
-DEFAULT_TOPOLOGY = values.DEFAULT_TOPOLOGY
-DEFAULT_IPIP_MODE = values.DEFAULT_IPIP_MODE
-DEFAULT_AS_NUMBER = values.DEFAULT_AS_NUMBER
 DEFAULT_MAX_BLOCKS = 1  # a host holds one block unless calico_max_blocks_per_host says more
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 
@@ -191,8 +186,9 @@ def check_inputs(hostvars, groups, racks=None):
     return {'hosts': len(hosts), 'racks': len(members_of), 'spines': len(spines)}
 
 
-def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=DEFAULT_BLOCK_PREFIX,
-                 topology=DEFAULT_TOPOLOGY, ipip_mode=DEFAULT_IPIP_MODE, as_number=DEFAULT_AS_NUMBER):
+def build_fabric(hostvars, groups, racks=None, pool=None, block_prefix=values.DEFAULT_BLOCK_PREFIX,
+                 topology=values.DEFAULT_TOPOLOGY, ipip_mode=values.DEFAULT_IPIP_MODE,
+                 as_number=values.DEFAULT_AS_NUMBER):
     """Compose the whole plan (see the module docstring for the preflight order)."""
     require_netaddr('netfleet.calico.fabric')
     reader = VarReader(hostvars)

@@ -5,7 +5,7 @@
 
 To find any one filter, ansible-core imports every file of plugins/filter/ in each task's worker; so what those
 files import when they load stays here, light: no netaddr, no module_utils. The strict parsers of the
-inventory (:mod:`inputs`, which imports these again) are loaded where a filter runs them.
+inventory (:mod:`inputs`) are loaded where a filter runs them.
 """
 
 from __future__ import annotations
