@@ -21,17 +21,17 @@ def node_checks(result, host, bird_binary='bird', install_packages=True, onlink=
 def rollout(hostvars, plan, serial=None, rr_serial=None, max_fail_percentage=None):
     """``hostvars | netfleet.calico.rollout(calico_fabric, serial=..., ...)``: per play serial and failure limit."""
     hosts = plan.get('hosts', {}) if isinstance(plan, Mapping) else {}
+    settings = _rollout.node_settings(hostvars, hosts)
     transition = []
     for name, entry in hosts.items():
-        try:
-            facts = hostvars[name].get('calico_node_facts')
-        except (KeyError, AttributeError):
-            facts = None
+        facts = settings[name]['facts']
         status = facts.get('bgp') if isinstance(facts, Mapping) else None
         if status and bgp_sessions(entry, plan.get('topology', 'full_mesh'), status)['needed']:
             transition.append(name)
-    return _rollout.rollout(plan, transition, serial=serial, rr_serial=rr_serial,
-                            max_fail_percentage=max_fail_percentage)
+    out = _rollout.rollout(plan, transition, serial=serial, rr_serial=rr_serial,
+                           max_fail_percentage=max_fail_percentage)
+    out['nodes'].update(_rollout.node_steps(plan, settings, transition))
+    return out
 
 
 class FilterModule:

@@ -8,6 +8,8 @@
 - :func:`rollout`: the batches (``serial``) and the tolerated failures (``max_fail_percentage``) of the
   plays that change hosts, validated, and refused when a make-before-break peer change would be split
   over batches.
+- :func:`node_steps`: which hosts need site.yml's steps beside their converge (packages, cali-* chains,
+  the CNI plugin, the drop of old BGP sessions), so that the others run none of those tasks.
 
 Every message is one line in the style of the fabric preflight
 (``netfleet.calico preflight: <subject>: <problem> — <fix>``).
@@ -18,7 +20,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from ansible.module_utils.parsing.convert_bool import boolean
+
 from ansible_collections.netfleet.calico.plugins.plugin_utils.errors import PREFLIGHT, FabricError, host_subject
+from ansible_collections.netfleet.calico.plugins.plugin_utils.inventory import VarReader
 
 # `onlink = true;` and `ifname = ...` in a kernel export filter arrived in BIRD 2.0.12.
 BIRD_ONLINK = (2, 0, 12)
@@ -28,6 +33,12 @@ BIRD_PACKAGE = "Debian bookworm's bird2"
 DEFAULT_SERIAL = [1, '10%', '25%']   # one canary host, then growing batches
 DEFAULT_RR_SERIAL = [1]              # one reflector at a time: a rack never loses both of its reflectors
 DEFAULT_MAX_FAIL_PERCENTAGE = 0      # any failure stops the roll-out before the next batch
+
+# What role calico_node's own conditions (its vars/main.yml) read where the inventory sets nothing: its default
+# calico_node_install_packages, and role ipip's chain, which calico_chains leaves alone.
+DEFAULT_INSTALL_PACKAGES = True
+DEFAULT_IPIP_CHAIN = 'cali-INPUT-ipip'
+CNI_DISPATCH_CHAIN = 'cali-cni-from-dispatch'  # the CNI plugin's: it is installed on a host that has this chain
 
 _SERIAL_ITEM = re.compile(r'([0-9]{1,9})(%?)')
 
@@ -197,3 +208,75 @@ def rollout(plan, hosts_needing_transition=(), serial=None, rr_serial=None, max_
                                   'run this change in one batch: '
                                   '-e \'{"calico_serial": ["100%"], "calico_rr_serial": ["100%"]}\'')
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# steps beside the converge
+# ---------------------------------------------------------------------------------------------
+
+def node_steps(plan, settings, hosts_needing_transition=()):
+    """``{'prepare': [hosts], 'after': [hosts]}``: the calico_nodes hosts (``plan`` entries that are not
+    reflector-only) that need a step beside their one module run, in plan order.
+
+    - ``prepare`` (before the converge): packages to install, cali-* chains wanted or left to remove (either
+      family), or the CNI plugin to remove;
+    - ``after``: the CNI plugin to install, or old BGP sessions to drop (``hosts_needing_transition``).
+
+    ``settings`` per host: ``facts`` (its ``calico_node_facts``, None when unread: then it needs ``prepare``),
+    ``install_packages``, ``nat_outgoing``, ``policies`` (whether the fleet has any) and ``ipip_chain``. These are
+    the conditions role calico_node's tasks keep; a host left out here would skip them all. BIRD's sessions need no
+    step: site.yml's fact play read them from the socket the converge uses."""
+    hosts = plan.get('hosts', {}) if isinstance(plan, Mapping) else {}
+    transition = set(hosts_needing_transition)
+    prepare, after = [], []
+    for name, entry in hosts.items():
+        if entry.get('role') == 'reflector' and not entry.get('block'):
+            continue
+        mine = settings.get(name, {})
+        facts = mine.get('facts')
+        cni_wanted = bool((entry.get('cni') or {}).get('enabled'))
+        if _needs_prepare(entry, mine, facts, cni_wanted):
+            prepare.append(name)
+        if cni_wanted or name in transition:
+            after.append(name)
+    return {'prepare': prepare, 'after': after}
+
+
+def node_settings(hostvars, hosts):
+    """Per host of ``hosts``, what :func:`node_steps` reads from its variables (the first play checked them) and
+    its facts (site.yml's fact play)."""
+    reader = VarReader(hostvars)
+    out = {}
+    for name in hosts:
+        def setting(*names, default=None, host=name):
+            for var in names:
+                value = reader.get(host, var)
+                if value is not None:
+                    return value
+            return default
+        facts = setting('ansible_facts', default={})
+        out[name] = {
+            # facts as ansible_facts.calico_node_facts (also a variable of its own unless INJECT_FACTS_AS_VARS is off)
+            'facts': (facts.get('calico_node_facts') if isinstance(facts, Mapping) else None)
+            or setting('calico_node_facts'),
+            'install_packages': boolean(setting('calico_node_install_packages', default=DEFAULT_INSTALL_PACKAGES),
+                                        strict=False),
+            'nat_outgoing': boolean(setting('calico_node_nat_outgoing', 'calico_nat_outgoing', default=False),
+                                    strict=False),
+            'policies': bool(setting('calico_policies')),
+            'ipip_chain': setting('ipip_chain', default=DEFAULT_IPIP_CHAIN),
+        }
+    return out
+
+
+def _needs_prepare(entry, settings, facts, cni_wanted):
+    if not isinstance(facts, Mapping) or settings.get('install_packages', DEFAULT_INSTALL_PACKAGES):
+        return True
+    chains = facts.get('cali_chains') if isinstance(facts.get('cali_chains'), Mapping) else {}
+    ipip_chain = settings.get('ipip_chain') or DEFAULT_IPIP_CHAIN
+    chains_present = any(chain != ipip_chain for names in chains.values() for chain in names or ())
+    chains_wanted = (bool(settings.get('policies')) or bool(settings.get('nat_outgoing'))
+                     or bool(entry.get('floating_ips')) or cni_wanted)
+    cni_present = CNI_DISPATCH_CHAIN in (chains.get('filter') or ())
+    return (chains_wanted or chains_present or bool(entry.get('blocks_v6')) or bool(facts.get('cali_chains6'))
+            or (cni_present and not cni_wanted))

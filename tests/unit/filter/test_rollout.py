@@ -98,7 +98,7 @@ PLAN = {'topology': 'full_mesh', 'hosts': {
 def test_rollout_defaults_are_cautious():
     out = rollout({}, PLAN)
     assert out['nodes'] == {'serial': [1, '10%', '25%'], 'max_fail_percentage': 0, 'any_errors_fatal': True,
-                            'batches': [1, 1]}
+                            'batches': [1, 1], 'prepare': ['h1', 'h2'], 'after': []}
     assert out['reflectors']['serial'] == [1] and out['reflectors']['batches'] == [1]
 
 
@@ -136,7 +136,9 @@ def test_make_before_break_must_run_in_one_batch():
         rollout(hostvars, plan, serial=[1])
     assert str(err.value).startswith("netfleet.calico preflight: host 'h1': its BGP peers change make-before-break")
     assert '"calico_serial": ["100%"]' in str(err.value)
-    assert rollout(hostvars, plan, serial=['100%'])['nodes']['batches'] == [2]
+    out = rollout(hostvars, plan, serial=['100%'])
+    assert out['nodes']['batches'] == [2]
+    assert out['nodes']['after'] == ['h1']  # drops its mesh session once h2 runs its new ones
 
 
 def test_a_failed_read_is_one_line_too():
