@@ -53,6 +53,7 @@ def plugins(root: Path) -> dict[str, list[str]]:
         "filter": sorted(p.stem for p in (root / "plugins" / "filter").glob("*.yml")),
         "lookup": sorted(p.stem for p in (root / "plugins" / "lookup").glob("*.py") if p.stem != "__init__"),
         "connection": sorted(p.stem for p in (root / "plugins" / "connection").glob("*.py") if p.stem != "__init__"),
+        "callback": sorted(p.stem for p in (root / "plugins" / "callback").glob("*.py") if p.stem != "__init__"),
         "role": sorted(p.name for p in (root / "roles").iterdir() if p.is_dir()) if (root / "roles").is_dir() else [],
     }
     return {kind: names for kind, names in found.items() if names}
