@@ -35,7 +35,8 @@ DEFAULT_RR_SERIAL = [1]              # one reflector at a time: a rack never los
 DEFAULT_MAX_FAIL_PERCENTAGE = 0      # any failure stops the roll-out before the next batch
 
 # What role calico_node's own conditions (its vars/main.yml) read where the inventory sets nothing: its default
-# calico_node_install_packages, and role ipip's chain, which calico_chains leaves alone.
+# calico_node_install_packages, and role ipip's chain, which calico_chains leaves alone (a unit test evaluates the
+# role's conditions with the roles' defaults files and holds node_steps to the same answers).
 DEFAULT_INSTALL_PACKAGES = True
 DEFAULT_IPIP_CHAIN = 'cali-INPUT-ipip'
 CNI_DISPATCH_CHAIN = 'cali-cni-from-dispatch'  # the CNI plugin's: it is installed on a host that has this chain
