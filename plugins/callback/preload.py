@@ -19,8 +19,8 @@ description:
     so each of them loads the same files again, about 10-15 ms of controller CPU per task and host.
   - >-
     This callback loads them once in the main process, when the playbook starts; every worker forked after that
-    finds them loaded. It writes nothing and changes no result. On site.yml's lab of 60 hosts it saved the
-    controller about 0.02 CPU s per host (docs/benchmarks.md, bench/site_cpu).
+    finds them loaded. It writes nothing and changes no result. What it saves is measured in docs/benchmarks.md
+    (bench/site_cpu).
   - >-
     Enable it in C(ansible.cfg) (C(callbacks_enabled)), as this repository's does. A plugin that fails to load is
     left to the task that uses it, which reports the error as it would without this callback.
